@@ -1,0 +1,573 @@
+"""The Jacobian J = ∂D(y)/∂y of a denoiser at noisy images, and its eigen- and singular values.
+
+At y = x + σz the Jacobian of the [0, 1] denoiser D (``output="denoised"``), or of the network's
+raw output r in its own parameterization with respect to the native noisy image y_n
+(``output="raw"``: J_raw = ∂r/∂y_n, so D's Jacobian is I − J_raw for residual networks and
+I − σ_n J_raw for ε-prediction), is analysed through
+
+- the eigenpairs (λ_k, e_k) of the symmetrised operator S = (J + Jᵀ)/2, λ_0 ≥ λ_1 ≥ …;
+- the singular triplets (s_k, u_k, v_k) of J, with cos(u_k, v_k) (1 for a symmetric PSD J);
+- the asymmetry ‖J − Jᵀ‖_F / ‖J‖_F and the effective dimensionality tr(J).
+
+Three methods compute them (see ``docs/methods/jacobian.md``):
+
+``dense``
+    J row block by row block, UJ for chunks U of the identity, as one batched backward pass per
+    chunk through a single forward graph; then exact eigh/SVD in float64.
+``lanczos``
+    ARPACK (``scipy.sparse.linalg.eigsh`` / ``svds``) on matrix-free operators; each S-product
+    is one forward-mode product Jv and one reverse-mode product Jᵀv.
+``randomized``
+    Block Krylov iteration on S from a seeded Gaussian block, with Rayleigh–Ritz for the
+    eigenpairs and a two-sided projection of J onto the same subspace for the singular triplets,
+    growing until the top-k residuals fall below ``tolerance``.
+
+The linear algebra here needs only torch and numpy (scipy for ``lanczos``); xarray is imported
+when a Dataset is assembled, so GPU benchmarks run on bare torch installations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as forward_ad
+
+from biasprobe.denoiser import NATIVE_RANGES, Denoiser
+from biasprobe.errors import InputError
+from biasprobe.noise import noisy
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+METHODS = ("auto", "dense", "lanczos", "randomized")
+OUTPUTS = ("denoised", "raw")
+PRECISIONS = ("float32", "tf32", "bf16")
+
+DENSE_MAX_DIMENSION = 4096
+"""``method="auto"`` builds J densely up to this many pixels × channels (J: 64 MiB in float32)."""
+STORED_VECTORS_SMALL = 1024
+"""Without ``top_k``, every eigenvector is stored up to this dimension, else :data:`STORED_VECTORS_LARGE`."""
+STORED_VECTORS_LARGE = 64
+RANDOMIZED_COST_PER_VECTOR = 16
+"""``auto`` prefers ``randomized`` when top_k · this < d: a measured bound on the J-products
+per requested eigenpair of the block Krylov method, against the d products of the dense path."""
+DEFAULT_MEMORY_BUDGET_CPU = 512 * 2**20
+DEFAULT_MEMORY_FRACTION_CUDA = 0.5
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+@contextlib.contextmanager
+def _math_attention(denoiser: Denoiser) -> Iterator[None]:
+    """Route every attention layer through its explicit softmax path (forward-mode AD works there)."""
+    idle = [m for m in denoiser.attention_modules().values() if m.observer is None]
+    for module in idle:
+        module.observer = _ignore_attention
+    try:
+        yield
+    finally:
+        for module in idle:
+            module.observer = None
+
+
+def _ignore_attention(module, probs) -> None:
+    """An observer that only switches a :class:`GridAttention` to its math path."""
+
+
+@contextlib.contextmanager
+def _precision(precision: str, device: torch.device) -> Iterator[None]:
+    """float32 (TF32 off everywhere), tf32 (TF32 matmuls and convolutions on CUDA), or bf16 autocast."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
+    try:
+        with autocast:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def output_function(denoiser: Denoiser, sigma: float, output: str = "denoised") -> Callable:
+    """The map y ↦ D(y, σ) (``denoised``) or y ↦ r(y, σ) / scale (``raw``, so that J = ∂r/∂y_n).
+
+    ``scale`` is 2 for networks of native range [-1, 1] (y_n = 2y − 1), else 1.
+    """
+    if output == "denoised":
+        return lambda y: denoiser.denoise(y, sigma)
+    if output == "raw":
+        scale = NATIVE_RANGES[getattr(denoiser, "native_range", "unit")][0]
+        return lambda y: denoiser.raw_output(y, sigma) / scale
+    raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+
+
+def _saved_bytes(fn: Callable, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """f(y) with its autograd graph, and the bytes of the tensors that graph saved for backward."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        value = fn(y)
+    return value, total
+
+
+class JacobianOperator:
+    """J = ∂f/∂y at one image y (1, C, H, W), for products with blocks of vectors.
+
+    One forward pass builds the autograd graph; :meth:`rows` (UJ, reverse mode) reuses it for
+    every block, batched over the block by ``is_grads_batched``; :meth:`columns` (JV, forward
+    mode) pushes a block of tangents through a batch of copies of y. Blocks are cut into chunks
+    whose estimated memory (twice the graph's saved tensors per vector) fits ``memory_budget``
+    bytes (default: half the free GPU memory, or 512 MiB on the CPU).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        y: torch.Tensor,
+        sigma: float,
+        *,
+        output: str = "denoised",
+        precision: str = "float32",
+        memory_budget: float | None = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.fn = output_function(denoiser, sigma, output)
+        self.precision = precision
+        self.device = y.device
+        self.shape = tuple(y.shape[1:])
+        self.dimension = y[0].numel()
+        self.forward_mode_needs_math_attention = False
+        self.y = y.detach().clone().requires_grad_(True)
+        with self._context():
+            value, saved = _saved_bytes(self.fn, self.y)
+        self.output = value
+        self.value = value.detach().float()
+        if memory_budget is None:
+            if self.device.type == "cuda":
+                memory_budget = DEFAULT_MEMORY_FRACTION_CUDA * torch.cuda.mem_get_info(self.device)[0]
+            else:
+                memory_budget = DEFAULT_MEMORY_BUDGET_CPU
+        per_vector = 2 * saved + 8 * self.dimension
+        self.chunk_size = int(max(1, min(self.dimension, memory_budget // per_vector)))
+
+    def _context(self):
+        return _precision(self.precision, self.device)
+
+    def _chunks(self, block: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield from block.split(self.chunk_size)
+
+    def rows(self, block: torch.Tensor) -> torch.Tensor:
+        """U J for U of shape (b, d): the rows Jᵀu_i, returned as (b, d) float32."""
+        results = []
+        for chunk in self._chunks(block):
+            cotangents = chunk.reshape(len(chunk), 1, *self.shape).to(self.device, self.output.dtype)
+            with self._context():
+                (grad,) = torch.autograd.grad(
+                    self.output, self.y, cotangents, retain_graph=True, is_grads_batched=True
+                )
+            results.append(grad.reshape(len(chunk), -1).float())
+        return torch.cat(results)
+
+    def columns(self, block: torch.Tensor) -> torch.Tensor:
+        """J V for V of shape (b, d): the columns Jv_i, returned as (b, d) float32."""
+        results = []
+        for chunk in self._chunks(block):
+            try:
+                results.append(self._forward_products(chunk))
+            except NotImplementedError:
+                if self.forward_mode_needs_math_attention or not self.denoiser.attention_modules():
+                    raise
+                self.forward_mode_needs_math_attention = True
+                results.append(self._forward_products(chunk))
+        return torch.cat(results)
+
+    def _forward_products(self, chunk: torch.Tensor) -> torch.Tensor:
+        attention = (
+            _math_attention(self.denoiser) if self.forward_mode_needs_math_attention else contextlib.nullcontext()
+        )
+        tangents = chunk.reshape(len(chunk), *self.shape).to(self.device, self.y.dtype)
+        primal = self.y.detach().expand(len(chunk), *self.shape).contiguous()
+        with attention, self._context(), torch.no_grad(), forward_ad.dual_level():
+            out = self.fn(forward_ad.make_dual(primal, tangents))
+            tangent = forward_ad.unpack_dual(out).tangent
+        return tangent.reshape(len(chunk), -1).float()
+
+    def symmetric(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(J V, Jᵀ V) for V (b, d); S V is their mean."""
+        return self.columns(block), self.rows(block)
+
+    def dense(self) -> torch.Tensor:
+        """The full (d, d) Jacobian, J[i, j] = ∂f_i/∂y_j, on the operator's device."""
+        identity = torch.eye(self.dimension, device=self.device)
+        return torch.cat([self.rows(chunk) for chunk in identity.split(self.chunk_size)])
+
+
+def jacobian_matrix(
+    denoiser: Denoiser,
+    y: torch.Tensor,
+    sigma: float,
+    *,
+    output: str = "denoised",
+    precision: str = "float32",
+    memory_budget: float | None = None,
+) -> torch.Tensor:
+    """The dense Jacobian (d, d) of the denoiser (or its raw output) at one noisy image y."""
+    y = denoiser.check_images(torch.as_tensor(y)).to(denoiser.device, torch.float32)
+    if len(y) != 1:
+        raise InputError(f"jacobian_matrix takes one image, got a batch of {len(y)}")
+    operator = JacobianOperator(denoiser, y, sigma, output=output, precision=precision, memory_budget=memory_budget)
+    return operator.dense()
+
+
+# --------------------------------------------------------------------------- decompositions
+
+
+@dataclass
+class Decomposition:
+    """Eigen- and singular values of J at one noisy image, vectors for the first ``stored`` ranks.
+
+    ``spectrum`` and ``singular_spectrum`` hold every value the method computed (all d for
+    ``dense``); the per-rank arrays hold the first ``stored`` ones. Residuals are relative:
+    ‖S e − λ e‖/|λ| (``eigen_residual``), ‖J e − λ e‖/|λ| (``jacobian_residual``), and
+    √(‖J v − s u‖² + ‖Jᵀu − s v‖²)/s (``singular_residual``).
+    """
+
+    spectrum: np.ndarray
+    singular_spectrum: np.ndarray
+    eigenvectors: np.ndarray  # (stored, d)
+    eigen_residual: np.ndarray
+    jacobian_residual: np.ndarray
+    singular_cosine: np.ndarray
+    singular_residual: np.ndarray
+    trace: float
+    asymmetry: float
+    products: int  # J-products (rows + columns) spent, 0 for dense (d rows)
+
+
+def _canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Per-column signs (±1) that make each column's largest-magnitude entry positive."""
+    index = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors[index, torch.arange(vectors.shape[1], device=vectors.device)])
+    return torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def _relative(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return residual.norm(dim=0) / scale.abs().clamp_min(torch.finfo(scale.dtype).tiny)
+
+
+def _pairs(
+    basis: torch.Tensor, j_basis: torch.Tensor, jt_basis: torch.Tensor, stored: int, spectrum_from_projection: bool
+) -> dict:
+    """Eigen- and singular pairs from an orthonormal basis Q (d, m) and the products JQ, JᵀQ.
+
+    Rayleigh–Ritz on S: eig(Qᵀ S Q); singular triplets from svd(Qᵀ J Q). For Q = I this is exact.
+    """
+    sq = (j_basis + jt_basis) / 2
+    projected = basis.T @ sq
+    values, ritz = torch.linalg.eigh((projected + projected.T) / 2)
+    values, ritz = values.flip(0), ritz.flip(1)
+    vectors = basis @ ritz[:, :stored]
+    vectors = vectors * _canonical_signs(vectors)
+    ritz = ritz[:, :stored] * _canonical_signs(basis @ ritz[:, :stored])
+    top = values[:stored]
+    eigen_residual = _relative(sq @ ritz - vectors * top, top)
+    jacobian_residual = _relative(j_basis @ ritz - vectors * top, top)
+
+    left, singular, right_t = torch.linalg.svd(basis.T @ j_basis)
+    u, v = basis @ left[:, :stored], basis @ right_t.T[:, :stored]
+    s = singular[:stored]
+    mismatch = (j_basis @ right_t.T[:, :stored] - u * s).square().sum(0) + (
+        jt_basis @ left[:, :stored] - v * s
+    ).square().sum(0)
+    return dict(
+        spectrum=values.cpu().numpy(),
+        singular_spectrum=singular.cpu().numpy(),
+        eigenvectors=vectors.T.cpu().numpy(),
+        eigen_residual=eigen_residual.cpu().numpy(),
+        jacobian_residual=jacobian_residual.cpu().numpy(),
+        singular_cosine=(u * v).sum(0).cpu().numpy(),
+        singular_residual=(mismatch.sqrt() / s.clamp_min(torch.finfo(s.dtype).tiny)).cpu().numpy(),
+    )
+
+
+def _dense(operator: JacobianOperator, stored: int) -> Decomposition:
+    jac = operator.dense().double()
+    identity = torch.eye(operator.dimension, dtype=jac.dtype, device=jac.device)
+    asymmetry = float(torch.linalg.matrix_norm(jac - jac.T) / torch.linalg.matrix_norm(jac))
+    return Decomposition(
+        **_pairs(identity, jac, jac.T, stored, True),
+        trace=float(jac.trace()),
+        asymmetry=asymmetry,
+        products=operator.dimension,
+    )
+
+
+def _probe_estimates(probes: torch.Tensor, j_probes: torch.Tensor, jt_probes: torch.Tensor) -> tuple[float, float]:
+    """Hutchinson estimates from Gaussian probes Ω (d, b): tr(J) ≈ tr(ΩᵀJΩ)/b and
+    ‖J − Jᵀ‖_F / ‖J‖_F ≈ ‖(J − Jᵀ)Ω‖_F / ‖JΩ‖_F."""
+    trace = float((probes * j_probes).sum() / probes.shape[1])
+    asymmetry = float((j_probes - jt_probes).norm() / j_probes.norm())
+    return trace, asymmetry
+
+
+def _gaussian_block(dimension: int, count: int, seed: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(dimension, count, generator=generator, dtype=torch.float64).to(device)
+
+
+def _products(operator: JacobianOperator, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J B, Jᵀ B) for a (d, b) float64 block, in float64."""
+    columns, rows = operator.symmetric(block.T.float())
+    return columns.T.double(), rows.T.double()
+
+
+def _randomized(
+    operator: JacobianOperator, top_k: int, tolerance: float, seed: int, max_dimension: int | None
+) -> Decomposition:
+    """Block Krylov on S with full reorthogonalisation; stops when every top-k residual ‖Se − λe‖/|λ|
+    is below ``tolerance`` or the subspace reaches ``max_dimension`` (default min(d, 12·top_k + 32))."""
+    d = operator.dimension
+    block_size = min(d, top_k + max(8, top_k // 4))
+    limit = min(d, max_dimension or 12 * top_k + 32)
+    probes = _gaussian_block(d, block_size, seed, operator.device)
+    basis, r = torch.linalg.qr(probes)
+    j_basis, jt_basis = _products(operator, basis)
+    trace, asymmetry = _probe_estimates(probes, j_basis @ r, jt_basis @ r)
+    while True:
+        result = _pairs(basis, j_basis, jt_basis, top_k, False)
+        converged = result["eigen_residual"].max() < tolerance
+        if converged or basis.shape[1] >= limit:
+            break
+        latest = (j_basis + jt_basis)[:, -block_size:] / 2
+        for _ in range(2):  # classical Gram–Schmidt, twice, is enough in float64
+            latest = latest - basis @ (basis.T @ latest)
+        grow = min(block_size, limit - basis.shape[1])
+        new, _ = torch.linalg.qr(latest[:, :grow])
+        j_new, jt_new = _products(operator, new)
+        basis = torch.cat([basis, new], dim=1)
+        j_basis, jt_basis = torch.cat([j_basis, j_new], dim=1), torch.cat([jt_basis, jt_new], dim=1)
+    result["spectrum"] = result["spectrum"][:top_k]
+    result["singular_spectrum"] = result["singular_spectrum"][:top_k]
+    return Decomposition(**result, trace=trace, asymmetry=asymmetry, products=2 * basis.shape[1])
+
+
+def _lanczos(operator: JacobianOperator, top_k: int, tolerance: float, seed: int, probes: int = 32) -> Decomposition:
+    """ARPACK: eigsh on S (largest algebraic) and svds on J; residuals from one last block product."""
+    from scipy.sparse.linalg import LinearOperator, eigsh, svds
+
+    d = operator.dimension
+    count = {"products": 0}
+
+    def apply(vector: np.ndarray, transpose: bool) -> np.ndarray:
+        count["products"] += 1
+        block = torch.as_tensor(vector.reshape(1, -1), dtype=torch.float32)
+        product = operator.rows(block) if transpose else operator.columns(block)
+        return product[0].double().cpu().numpy()
+
+    symmetric = LinearOperator(
+        (d, d), matvec=lambda v: (apply(v, False) + apply(v, True)) / 2, dtype=np.float64
+    )
+    jac = LinearOperator(
+        (d, d), matvec=lambda v: apply(v, False), rmatvec=lambda v: apply(v, True), dtype=np.float64
+    )
+    start = np.random.default_rng(seed).standard_normal(d)
+    eigenvalues, eigenvectors = eigsh(symmetric, k=top_k, which="LA", tol=tolerance, v0=start)
+    left, _, _ = svds(jac, k=top_k, tol=tolerance, v0=start)
+    basis = torch.linalg.qr(torch.as_tensor(np.concatenate([eigenvectors, left], axis=1)))[0].to(operator.device)
+    j_basis, jt_basis = _products(operator, basis)
+    pairs = _pairs(basis, j_basis, jt_basis, top_k, False)
+    probe_block = _gaussian_block(d, probes, seed, operator.device)
+    trace, asymmetry = _probe_estimates(probe_block, *_products(operator, probe_block))
+    pairs["spectrum"] = pairs["spectrum"][:top_k]
+    pairs["singular_spectrum"] = pairs["singular_spectrum"][:top_k]
+    products = count["products"] + 2 * basis.shape[1] + 2 * probes
+    return Decomposition(**pairs, trace=trace, asymmetry=asymmetry, products=products)
+
+
+def choose_method(method: str, dimension: int, top_k: int | None) -> str:
+    """Resolve ``auto``: dense while J is small and the top-k path would not be cheaper, else randomized."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    if dimension > DENSE_MAX_DIMENSION:
+        return "randomized"
+    if top_k is not None and top_k * RANDOMIZED_COST_PER_VECTOR < dimension:
+        return "randomized"
+    return "dense"
+
+
+def decompose(
+    operator: JacobianOperator,
+    method: str,
+    top_k: int | None = None,
+    *,
+    tolerance: float = 1e-3,
+    seed: int = 0,
+    max_dimension: int | None = None,
+) -> Decomposition:
+    """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here)."""
+    d = operator.dimension
+    stored = top_k or (d if d <= STORED_VECTORS_SMALL else STORED_VECTORS_LARGE)
+    if not 1 <= stored <= d:
+        raise InputError(f"top_k must be between 1 and d = {d}, got {top_k}")
+    method = choose_method(method, d, top_k)
+    if method == "dense":
+        return _dense(operator, stored)
+    if stored >= d:
+        raise InputError(f"the {method} method needs top_k < d = {d}; use method='dense' for every eigenpair")
+    if method == "randomized":
+        return _randomized(operator, stored, tolerance, seed, max_dimension)
+    return _lanczos(operator, stored, tolerance, seed)
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+def jacobian(
+    denoiser: Denoiser,
+    images: torch.Tensor,
+    sigmas: Sequence[float] | None = None,
+    timesteps: Sequence[float] | None = None,
+    *,
+    top_k: int | None = None,
+    method: str = "auto",
+    output: str = "denoised",
+    precision: str = "float32",
+    tolerance: float = 1e-3,
+    memory_budget: float | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> "xr.Dataset":
+    """Eigen- and singular analysis of the denoiser's Jacobian at y = x + σz, for every image and σ.
+
+    Parameters
+    ----------
+    denoiser: any :class:`~biasprobe.denoiser.Denoiser`.
+    images: clean images (B, C, H, W) or (C, H, W) in [0, 1].
+    sigmas, timesteps: the noise levels, as σ on the [0, 1] scale or as diffusion steps t.
+    top_k: eigenpairs to compute (matrix-free methods) or eigenvectors to store (dense); default
+        every one for d ≤ 1024, else 64.
+    method: ``dense``, ``lanczos``, ``randomized`` or ``auto`` (dense up to d = 4096 unless
+        top_k is small enough for the randomized path to be cheaper).
+    output: ``denoised`` (J of D) or ``raw`` (J of the network output in native units).
+    precision: ``float32``, ``tf32`` (CUDA) or ``bf16`` for the network passes; the linear
+        algebra is always float64.
+    tolerance: residual ‖Se − λe‖/|λ| at which the matrix-free methods stop.
+    memory_budget: bytes for one chunk of batched products (default: see :class:`JacobianOperator`).
+    seed: seeds the noise (per image and σ, through :func:`~biasprobe.analyses.base.noise_seed`)
+        and the random start blocks.
+
+    Returns
+    -------
+    Dataset with, per (image, sigma): ``noisy``, ``denoised``, ``effective_dimension`` (tr J),
+    ``asymmetry``; per rank: ``eigenvalue``, ``eigenvector`` (image, sigma, rank, channel, y, x),
+    ``eigen_residual``, ``jacobian_residual``, ``singular_value``, ``singular_cosine``,
+    ``singular_residual``; per index (every computed value): ``spectrum`` and
+    ``singular_spectrum``.
+    """
+    import xarray as xr
+
+    from biasprobe.analyses.base import base_dataset, noise_seed, prepare, with_provenance
+    from biasprobe.progress import track
+
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+    images, sigma, steps = prepare(denoiser, images, sigmas, timesteps)
+    d = images[0].numel()
+    resolved = choose_method(method, d, top_k)
+    pairs = [(i, j) for i in range(len(images)) for j in range(len(sigma))]
+    results: dict[tuple[int, int], Decomposition] = {}
+    noisy_images = np.zeros((len(images), len(sigma), *images.shape[1:]), dtype=np.float32)
+    denoised = np.zeros_like(noisy_images)
+    math_attention = False
+    for i, j in track(pairs, "Jacobians", total=len(pairs), enabled=progress):
+        pair_seed = noise_seed(seed, i, j)
+        y = noisy(images[i : i + 1], float(sigma[j]), pair_seed)
+        operator = JacobianOperator(
+            denoiser, y, float(sigma[j]), output=output, precision=precision, memory_budget=memory_budget
+        )
+        results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
+        math_attention |= operator.forward_mode_needs_math_attention
+        noisy_images[i, j] = y[0].cpu().numpy()
+        with torch.no_grad():
+            denoised[i, j] = denoiser.denoise(y, float(sigma[j]))[0].float().cpu().numpy()
+
+    def stack(name: str) -> np.ndarray:
+        return np.stack([np.stack([getattr(results[i, j], name) for j in range(len(sigma))])
+                         for i in range(len(images))])
+
+    ranks = results[0, 0].eigenvectors.shape[0]
+    count = len(results[0, 0].spectrum)
+    field = ("image", "sigma", "channel", "y", "x")
+    per_rank = ("image", "sigma", "rank")
+    per_index = ("image", "sigma", "index")
+    dataset = base_dataset(images, sigma, steps)
+    dataset = dataset.assign(
+        noisy=(field, noisy_images, {"long_name": "noisy image y = x + σz", "units": "[0, 1]"}),
+        denoised=(field, denoised, {"long_name": "denoised image D(y)", "units": "[0, 1]"}),
+        eigenvalue=(per_rank, stack("spectrum")[..., :ranks], {"long_name": "eigenvalue λ of S = (J + Jᵀ)/2"}),
+        eigenvector=(
+            ("image", "sigma", "rank", "channel", "y", "x"),
+            stack("eigenvectors").reshape(len(images), len(sigma), ranks, *images.shape[1:]).astype(np.float32),
+            {"long_name": "unit eigenvector e of S, largest entry positive"},
+        ),
+        eigen_residual=(per_rank, stack("eigen_residual"), {"long_name": "‖Se − λe‖/|λ|"}),
+        jacobian_residual=(per_rank, stack("jacobian_residual"), {"long_name": "‖Je − λe‖/|λ|"}),
+        singular_value=(per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
+        singular_cosine=(per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
+        singular_residual=(
+            per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
+        ),
+        spectrum=(per_index, stack("spectrum"), {"long_name": "every computed eigenvalue of S"}),
+        singular_spectrum=(per_index, stack("singular_spectrum"), {"long_name": "every computed singular value of J"}),
+        effective_dimension=(
+            ("image", "sigma"), stack("trace"),
+            {"long_name": "effective dimensionality tr(J)", "estimator": "exact" if resolved == "dense"
+             else "Hutchinson (Gaussian probes)"},
+        ),
+        asymmetry=(
+            ("image", "sigma"), stack("asymmetry"),
+            {"long_name": "‖J − Jᵀ‖_F / ‖J‖_F", "estimator": "exact" if resolved == "dense"
+             else "Gaussian probes"},
+        ),
+        products=(("image", "sigma"), stack("products"), {"long_name": "Jacobian-vector products spent"}),
+    )
+    dataset = dataset.assign_coords(
+        rank=("rank", np.arange(ranks), {"long_name": "eigenpair index k, λ_0 largest"}),
+        index=("index", np.arange(count), {"long_name": "index k of every computed value"}),
+    )
+    return with_provenance(
+        dataset, denoiser, "jacobian", seed,
+        method=resolved, output=output, precision=precision, tolerance=tolerance,
+        forward_mode_math_attention=int(math_attention), dimension=d,
+    )
+
+
+__all__ = [
+    "DENSE_MAX_DIMENSION",
+    "METHODS",
+    "OUTPUTS",
+    "PRECISIONS",
+    "Decomposition",
+    "JacobianOperator",
+    "choose_method",
+    "decompose",
+    "jacobian",
+    "jacobian_matrix",
+    "output_function",
+]

@@ -1,0 +1,232 @@
+"""Figures of attention locality, drawn from a locality Dataset (or its store) alone.
+
+- :func:`attention_maps_figure`: An et al. Fig. 4 — every other layer's HW×HW attention map and
+  one query's token attention.
+- :func:`locality_profile_figure`: a locality metric against layer, one line per σ or per checkpoint.
+- :func:`heads_figure`: a locality metric per layer and head as a heat map.
+- :func:`locality_figure`: the three together (what ``biasprobe locality --figure`` draws).
+
+Every function takes an optional ``figure`` (a Figure or SubFigure) to draw into and returns the
+root :class:`~matplotlib.figure.Figure`. Figures are made without pyplot, so they render with
+Agg and leave no global state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure, SubFigure
+
+from biasprobe.errors import InputError
+from biasprobe.store import open as open_store
+
+Source = xr.Dataset | str | os.PathLike
+PROFILE_METRICS = ("mean_distance", "local_mass", "entropy")
+
+
+def every_other_layer(layers: Sequence[int]) -> list[int]:
+    """Layers 2, 4, 6, … of ``layers`` (Fig. 4's selection), or all of them if there is only one."""
+    return list(layers[1::2]) or list(layers)
+
+
+def _dataset(source: Source) -> xr.Dataset:
+    return source if isinstance(source, xr.Dataset) else open_store(source)
+
+
+def _canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
+    return Figure(figsize=(width, height), layout="constrained") if figure is None else figure
+
+
+def _at_sigma(dataset: xr.Dataset, sigma: float | None) -> xr.Dataset:
+    """The dataset at noise level ``sigma`` (the first one if None); a σ it lacks is an error."""
+    if sigma is None:
+        return dataset.isel(sigma=0)
+    index = int(np.argmin(np.abs(np.log(dataset.sigma.values / sigma))))
+    if not np.isclose(dataset.sigma.values[index], sigma, rtol=1e-6):
+        raise InputError(f"no noise level sigma={sigma} in this store; it has {list(dataset.sigma.values)}")
+    return dataset.isel(sigma=index)
+
+
+def _metric(dataset: xr.Dataset, metric: str, window: int) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The metric per (image, sigma, layer, head), and its uniform-attention reference per layer."""
+    if metric not in PROFILE_METRICS:
+        raise InputError(f"unknown locality metric {metric!r}; choose one of {', '.join(PROFILE_METRICS)}")
+    values, reference = dataset[metric], dataset.get(f"{metric}_uniform")
+    if metric == "local_mass":
+        if window not in dataset.window.values:
+            raise InputError(f"no local mass at window {window} in this store; it has {list(dataset.window.values)}")
+        values, reference = values.sel(window=window), reference.sel(window=window)
+    return values, reference
+
+
+def _metric_label(dataset: xr.Dataset, metric: str, window: int) -> str:
+    attrs = dataset[metric].attrs
+    name = f"local mass ({window}×{window})" if metric == "local_mass" else attrs["long_name"]
+    return f"{name} [{attrs['units']}]" if attrs.get("units", "1") != "1" else name
+
+
+def _layer_title(layer: xr.Dataset) -> str:
+    window = int(layer.attention_window)
+    return f"layer {int(layer.layer)}" + (f" ({window}×{window})" if window else "")
+
+
+def attention_maps_figure(
+    source: Source,
+    *,
+    sigma: float | None = None,
+    layers: Sequence[int] | None = None,
+    vmax: float = 0.1,
+    query: int | None = None,
+    cmap: str = "viridis",
+    figure: Figure | SubFigure | None = None,
+) -> Figure:
+    """An et al. Fig. 4: attention maps of layers 2, 4, … side by side, token attention below.
+
+    Top row: each layer's (query × key) map, averaged over images and heads, divided by its
+    maximum and drawn with the colour scale clipped to [0, ``vmax``]. Bottom row: the row of
+    ``query`` (row-major token index; default the centre token) reshaped to the layer's token
+    grid, normalised and clipped the same way; the query is marked with a cross.
+    Needs maps in the store (``save_maps``); ``layers`` defaults to every other layer among them.
+    """
+    dataset = _at_sigma(_dataset(source), sigma)
+    if "attention_map" not in dataset:
+        raise InputError("this store has no attention maps: run locality with --save-maps (save_maps=True)")
+    mapped = [int(layer) for layer in dataset.layer.values
+              if np.isfinite(dataset.attention_map.sel(layer=layer)).any()]
+    if layers is None:
+        layers = [layer for layer in every_other_layer(list(dataset.layer.values)) if layer in mapped] or mapped
+    missing = [layer for layer in layers if layer not in mapped]
+    if missing:
+        raise InputError(f"no saved maps for layers {missing}; this store has maps of layers {mapped}")
+    canvas = _canvas(figure, 2.0 * len(layers) + 0.8, 4.4)
+    axes = canvas.subplots(2, len(layers), squeeze=False)
+    for column, layer_index in enumerate(layers):
+        layer = dataset.sel(layer=layer_index)
+        rows, cols = int(layer.grid_rows), int(layer.grid_cols)
+        tokens = rows * cols
+        attention = layer.attention_map.isel(query=np.flatnonzero(layer["query"].values < tokens),
+                                             key=slice(0, tokens))
+        image = axes[0, column].imshow(attention.values / np.nanmax(attention.values), vmin=0, vmax=vmax,
+                                       cmap=cmap, interpolation="nearest")
+        axes[0, column].set_title(_layer_title(layer), fontsize=9)
+        chosen = (rows // 2) * cols + cols // 2 if query is None else query
+        saved = list(attention["query"].values)
+        if chosen not in saved:
+            if query is not None:
+                raise InputError(f"query {query} is not among the saved map rows of layer {layer_index}")
+            chosen = saved[0]
+        row = attention.sel(query=chosen).values.reshape(rows, cols)
+        axes[1, column].imshow(row / row.max(), vmin=0, vmax=vmax, cmap=cmap, interpolation="nearest")
+        axes[1, column].plot(chosen % cols, chosen // cols, "+", color="red", markersize=8)
+        axes[1, column].set_title(f"query {chosen} ({chosen // cols}, {chosen % cols})", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("query token")
+    axes[1, 0].set_ylabel("token attention")
+    canvas.colorbar(image, ax=axes[:, -1], shrink=0.8, label=f"attention / max (clipped at {vmax:g})")
+    canvas.suptitle(f"attention maps, σ = {float(dataset.sigma):g}", fontsize=10)
+    return canvas.figure
+
+
+def locality_profile_figure(
+    sources: Source | Sequence[Source] | Mapping[str, Source],
+    metric: str = "mean_distance",
+    *,
+    window: int = 3,
+    sigma: float | None = None,
+    figure: Figure | SubFigure | None = None,
+) -> Figure:
+    """A locality metric against layer: mean over images and heads, band ±1 s.d. over images.
+
+    One store: one line per σ. Several (a sequence, or a mapping from label to store): one line
+    per checkpoint, at ``sigma`` (default: the first σ of the first store). The dashed line is
+    the value uniform attention over all tokens would give.
+    """
+    if isinstance(sources, (xr.Dataset, str, os.PathLike)):  # a Dataset is a Mapping too: test it first
+        runs = {"": _dataset(sources)}
+    elif isinstance(sources, Mapping):
+        runs = {label: _dataset(source) for label, source in sources.items()}
+    else:
+        datasets = [_dataset(source) for source in sources]
+        runs = {_run_label(ds, index): ds for index, ds in enumerate(datasets)}
+    first = next(iter(runs.values()))
+    if len(runs) == 1:
+        lines = {f"σ = {float(s):g}": first.sel(sigma=s) for s in first.sigma.values} if sigma is None \
+            else {f"σ = {sigma:g}": _at_sigma(first, sigma)}
+    else:
+        sigma = float(first.sigma.values[0]) if sigma is None else sigma
+        lines = {label: _at_sigma(ds, sigma) for label, ds in runs.items()}
+    canvas = _canvas(figure, 5.0, 3.4)
+    ax = canvas.subplots()
+    for label, ds in lines.items():
+        values, _ = _metric(ds, metric, window)
+        per_image = values.mean("head")
+        mean, spread = per_image.mean("image"), per_image.std("image")
+        line, = ax.plot(ds.layer, mean, marker="o", markersize=3, label=label)
+        ax.fill_between(ds.layer, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+    _, reference = _metric(first, metric, window)
+    ax.plot(first.layer, reference, "--", color="grey", label="uniform attention")
+    ax.set_xlabel("attention layer")
+    ax.set_ylabel(_metric_label(first, metric, window))
+    ax.set_xticks(first.layer.values)
+    ax.legend(fontsize=7, title=None if len(runs) == 1 else f"σ = {sigma:g}", title_fontsize=7)
+    return canvas.figure
+
+
+def _run_label(dataset: xr.Dataset, index: int) -> str:
+    checkpoint = dataset.attrs.get("checkpoint")
+    return Path(checkpoint).stem if checkpoint else f"run {index + 1}"
+
+
+def heads_figure(
+    source: Source,
+    metric: str = "mean_distance",
+    *,
+    window: int = 3,
+    cmap: str = "magma",
+    figure: Figure | SubFigure | None = None,
+) -> Figure:
+    """A locality metric per layer (rows) and head (columns), mean over images; one panel per σ."""
+    dataset = _dataset(source)
+    values, _ = _metric(dataset, metric, window)
+    table = values.mean("image").transpose("sigma", "layer", "head")
+    canvas = _canvas(figure, 1.2 + 0.5 * table.sizes["head"] * table.sizes["sigma"], 0.6 + 0.3 * table.sizes["layer"])
+    axes = canvas.subplots(1, table.sizes["sigma"], squeeze=False)[0]
+    limits = {"vmin": float(table.min()), "vmax": float(table.max())}
+    for ax, panel in zip(axes, table):
+        image = ax.imshow(panel.values, cmap=cmap, aspect="auto", **limits)
+        ax.set_title(f"σ = {float(panel.sigma):g}", fontsize=9)
+        ax.set_xticks(range(panel.sizes["head"]), panel["head"].values)
+        ax.set_yticks(range(panel.sizes["layer"]), panel.layer.values)
+        ax.set_xlabel("head")
+    axes[0].set_ylabel("attention layer")
+    canvas.colorbar(image, ax=list(axes), label=_metric_label(dataset, metric, window))
+    return canvas.figure
+
+
+def locality_figure(
+    source: Source,
+    *,
+    metric: str = "mean_distance",
+    window: int = 3,
+    vmax: float = 0.1,
+) -> Figure:
+    """Overview: the Fig. 4 maps (when the store has them) above the profile and the head heat map."""
+    dataset = _dataset(source)
+    has_maps = "attention_map" in dataset
+    figure = Figure(figsize=(max(10.0, 2.0 * len(every_other_layer(list(dataset.layer.values))) + 0.8),
+                             8.2 if has_maps else 3.8), layout="constrained")
+    if has_maps:
+        top, bottom = figure.subfigures(2, 1, height_ratios=[4.4, 3.8])
+        attention_maps_figure(dataset, vmax=vmax, figure=top)
+    else:
+        bottom = figure
+    left, right = bottom.subfigures(1, 2, width_ratios=[1.3, 1])
+    locality_profile_figure(dataset, metric, window=window, figure=left)
+    heads_figure(dataset, metric, window=window, figure=right)
+    return figure

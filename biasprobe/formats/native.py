@@ -1,0 +1,183 @@
+"""biasprobe's own checkpoint format, as ``.pt`` or ``.safetensors``.
+
+A ``.pt`` checkpoint is a dictionary of plain data and tensors, read with
+``torch.load(weights_only=True)`` so that no code from the file ever runs::
+
+    {"format": "biasprobe", "format_version": 1,
+     "family": "dit", "config": {...model keywords...}, "image_shape": [C, H, W],
+     "denoiser": {"parameterization": "eps", "native_range": "signed",
+                  "conditioning": "timestep", "schedule": {...} or None},
+     "training": {...data set, N, steps, seed...},
+     "state_dict": {name: tensor}}
+
+A ``.safetensors`` checkpoint holds the state dict as tensors and everything else as JSON
+under the metadata key ``"biasprobe"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from biasprobe.denoiser import NetworkDenoiser
+from biasprobe.errors import CheckpointError
+from biasprobe.models import FAMILIES, build_model
+from biasprobe.schedules import Schedule
+
+FORMAT_NAME = "biasprobe"
+FORMAT_VERSION = 1
+
+NATIVE_CONVENTIONS: dict[str, dict] = {
+    "unet-bf": {"parameterization": "residual", "native_range": "unit", "conditioning": "none", "schedule": None},
+    "unet-ddpm": {"parameterization": "eps", "native_range": "signed", "conditioning": "timestep",
+                  "schedule": Schedule().to_dict()},
+    "dit": {"parameterization": "eps", "native_range": "signed", "conditioning": "timestep",
+            "schedule": Schedule().to_dict()},
+}
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a biasprobe checkpoint, before the network is built."""
+
+    family: str
+    config: dict
+    image_shape: tuple[int, int, int]
+    state_dict: dict[str, torch.Tensor]
+    denoiser: dict
+    training: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_network(
+        cls, network: torch.nn.Module, image_shape, training: dict | None = None, **conventions
+    ) -> "Checkpoint":
+        """A checkpoint of ``network`` with its family's default conventions, overridable."""
+        denoiser = {**NATIVE_CONVENTIONS[network.family], **conventions}
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        shape = tuple(int(s) for s in image_shape)
+        return cls(network.family, dict(network.config), shape, state, denoiser, dict(training or {}))
+
+    def header(self) -> dict:
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "family": self.family,
+                "config": self.config, "image_shape": list(self.image_shape), "denoiser": self.denoiser, "training": self.training}
+
+    def build(self, info: dict | None = None) -> NetworkDenoiser:
+        """Instantiate the network, load the weights strictly and wrap it as a Denoiser."""
+        if self.family not in FAMILIES:
+            raise CheckpointError(f"unknown model family {self.family!r}; known: {', '.join(FAMILIES)}")
+        try:
+            network = build_model(self.family, **self.config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint has an invalid {self.family} config: {err}") from None
+        expected = network.state_dict()
+        missing = sorted(set(expected) - set(self.state_dict))
+        extra = sorted(set(self.state_dict) - set(expected))
+        if missing or extra:
+            raise CheckpointError(
+                f"weights do not match the {self.family} architecture in the file's config "
+                f"(missing {len(missing)} keys such as {missing[:3]}, unexpected {len(extra)} such as {extra[:3]}); "
+                "the file is damaged or was written by other code"
+            )
+        wrong = [k for k, v in self.state_dict.items() if v.shape != expected[k].shape]
+        if wrong:
+            raise CheckpointError(
+                f"weight {wrong[0]!r} has shape {tuple(self.state_dict[wrong[0]].shape)}, the config needs "
+                f"{tuple(expected[wrong[0]].shape)} ({len(wrong)} mismatched); the file is damaged"
+            )
+        network.load_state_dict(self.state_dict)
+        network.eval()
+        spec = self.denoiser
+        schedule = Schedule(**spec["schedule"]) if spec.get("schedule") else None
+        return NetworkDenoiser(
+            network,
+            self.image_shape,
+            parameterization=spec["parameterization"],
+            native_range=spec["native_range"],
+            conditioning=spec["conditioning"],
+            schedule=schedule,
+            info={"family": self.family, "config": self.config, "training": self.training, **(info or {})},
+        )
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` atomically; the suffix (.pt or .safetensors) picks the container."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(checkpoint.state_dict, tmp, metadata={FORMAT_NAME: json.dumps(checkpoint.header())})
+        else:
+            torch.save({**checkpoint.header(), "state_dict": checkpoint.state_dict}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a biasprobe checkpoint without running any code from it."""
+    path = Path(path)
+    header, state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    if header.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a biasprobe checkpoint")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has biasprobe format version {header.get('format_version')}; this biasprobe reads "
+            f"version {FORMAT_VERSION}: upgrade biasprobe"
+        )
+    fields = {"family": str, "config": dict, "image_shape": list, "denoiser": dict}
+    missing = [k for k, kind in fields.items() if not isinstance(header.get(k), kind)]
+    if missing:
+        raise CheckpointError(f"{path} lacks the checkpoint fields {missing}; the file is damaged")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} has no valid state dict; the file is damaged")
+    return Checkpoint(header["family"], header["config"], tuple(header["image_shape"]), state,
+                      header["denoiser"], header.get("training") or {})
+
+
+def _read_torch(path: Path) -> tuple[dict, dict]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or a raw pickle that "
+                "weights-only loading refuses)"
+            ) from None
+        raise CheckpointError(
+            f"{path} holds Python objects ({found.group(1)}) that would need arbitrary unpickling, which "
+            "biasprobe refuses; re-save only its state dict and config as plain data"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - an untrusted file can fail the reader in any way
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dictionary")
+    header = {k: v for k, v in data.items() if k != "state_dict"}
+    return header, data.get("state_dict")
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    try:
+        header = json.loads(metadata[FORMAT_NAME])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is a safetensors file without biasprobe metadata") from None
+    return header, state

@@ -1,0 +1,92 @@
+"""The network families biasprobe builds and trains, by registry name.
+
+Every model stores ``model.config``, a JSON-serialisable dict of all its constructor keywords,
+so that ``build_model(model.family, **model.config)`` rebuilds it; ``model.conditioning`` is
+``"none"`` for blind denoisers called as ``model(y)`` and ``"timestep"`` for ``model(x, t)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+from torch import nn
+
+from biasprobe.errors import InputError
+from biasprobe.models.attention import GridAttention, attention_modules, window_mask
+from biasprobe.models.dit import DiT
+from biasprobe.models.unet_bf import BiasFreeBatchNorm, BiasFreeUNet
+from biasprobe.models.unet_ddpm import DDPMUNet
+
+__all__ = [
+    "FAMILIES",
+    "PRESETS",
+    "BiasFreeBatchNorm",
+    "BiasFreeUNet",
+    "DDPMUNet",
+    "DiT",
+    "GridAttention",
+    "attention_modules",
+    "build_model",
+    "preset_config",
+    "window_mask",
+]
+
+FAMILIES: dict[str, type[nn.Module]] = {"unet-bf": BiasFreeUNet, "unet-ddpm": DDPMUNet, "dit": DiT}
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "unet-bf": {
+        # Kadkhodaie et al.'s default: receptive field 90×90.
+        "default": {"num_blocks": 3, "base_width": 64},
+        "tiny": {"num_blocks": 2, "base_width": 8, "num_enc_conv": 1, "num_mid_conv": 1, "num_dec_conv": 1},
+    },
+    "unet-ddpm": {
+        # Close to the improved-DDPM CIFAR-10 model.
+        "default": {
+            "base_width": 128,
+            "channel_mult": [1, 2, 2, 2],
+            "num_res_blocks": 2,
+            "attention_resolutions": [16],
+            "dropout": 0.1,
+        },
+        # Attention at image_size // 2 for the default image_size of 32.
+        "tiny": {
+            "base_width": 16,
+            "channel_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attention_resolutions": [16],
+        },
+    },
+    "dit": {
+        "xs": {"depth": 12, "width": 252, "heads": 4, "patch_size": 1},
+        "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
+        "tiny": {"depth": 4, "width": 32, "heads": 2, "patch_size": 2},
+    },
+}
+
+
+def _family(family: str) -> type[nn.Module]:
+    if family not in FAMILIES:
+        raise InputError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def build_model(family: str, **config) -> nn.Module:
+    """A freshly initialised network of ``family`` with constructor keywords ``config``."""
+    cls = _family(family)
+    keywords = inspect.signature(cls).parameters
+    unknown = sorted(set(config) - set(keywords))
+    if unknown:
+        raise InputError(
+            f"unknown keywords for {family}: {', '.join(unknown)}; it takes {', '.join(keywords)}"
+        )
+    return cls(**config)
+
+
+def preset_config(family: str, preset: str) -> dict:
+    """A copy of the constructor keywords of a named preset (the rest take their defaults)."""
+    _family(family)
+    presets = PRESETS[family]
+    if preset not in presets:
+        raise InputError(f"unknown preset {preset!r} for {family}; known presets: {', '.join(presets)}")
+    return copy.deepcopy(presets[preset])

@@ -1,0 +1,1 @@
+"""The ``biasprobe`` command line: thin Typer commands over the library."""

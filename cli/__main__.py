@@ -1,0 +1,3 @@
+from biasprobe_cli.main import main
+
+main()

@@ -1,0 +1,92 @@
+"""``biasprobe info`` and ``biasprobe new``: inspect and create checkpoints."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+
+import biasprobe as bp
+from biasprobe.errors import InputError
+from biasprobe.formats import Checkpoint, detect_format, file_sha256, save_checkpoint
+from biasprobe.models import FAMILIES, PRESETS, build_model, preset_config
+from biasprobe_cli.options import parse_windows
+
+console = Console()
+
+
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (or folder) to describe.")],
+) -> None:
+    """Describe a checkpoint: family, size, conventions, schedule, attention windows, format, sha256."""
+    denoiser = bp.load(checkpoint)
+    summary = denoiser.describe()
+    schedule = summary.get("schedule")
+    windows = summary.get("attention_windows") or []
+    rows = {
+        "file": str(checkpoint),
+        "format": detect_format(checkpoint),
+        "sha256": file_sha256(checkpoint),
+        "family": summary.get("family", "?"),
+        "parameters": f"{summary['parameters']:,}",
+        "image shape (C, H, W)": str(tuple(summary["image_shape"])),
+        "parameterization": summary["parameterization"],
+        "native range": {"unit": "[0, 1]", "signed": "[-1, 1]"}[summary["native_range"]],
+        "conditioning": summary["conditioning"],
+        "schedule": (f"{schedule['kind']}, {schedule['steps']} steps" if schedule else "none (blind)"),
+        "attention layers": str(len(windows)),
+        "windows per layer": ", ".join("global" if w is None else f"{w}×{w}" for w in windows) or "-",
+        "config": json.dumps(summary.get("config", {})),
+    }
+    for key, value in (summary.get("training") or {}).items():
+        rows[f"training.{key}"] = str(value)
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def new(
+    family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt or .safetensors).")],
+    preset: Annotated[str, typer.Option(help="Size preset, e.g. xs or s for dit, default or tiny for UNets.")] = "",
+    windows: Annotated[
+        Optional[str],
+        typer.Option(help="DiT only: k×k attention windows of the first layers, e.g. 3,5,7,9,11,13; later layers stay global."),
+    ] = None,
+    image_size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 32,
+    channels: Annotated[
+        Optional[int], typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+) -> None:
+    """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
+    if family not in FAMILIES:
+        raise InputError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    preset = preset or next(iter(PRESETS[family]))
+    channels = channels or (1 if family == "unet-bf" else 3)
+    config = preset_config(family, preset)
+    accepted = inspect.signature(FAMILIES[family]).parameters
+    overrides = {"image_size": image_size, "channels": channels}
+    config.update({key: value for key, value in overrides.items() if key in accepted})
+    window_list = parse_windows(windows)
+    if window_list:
+        if "windows" not in accepted:
+            raise InputError(f"--windows applies to dit only, not {family}")
+        depth = config["depth"]
+        if len(window_list) > depth:
+            raise InputError(f"{len(window_list)} windows given for a {depth}-layer DiT")
+        config["windows"] = window_list + [None] * (depth - len(window_list))
+    if image_size < 1 or channels < 1:
+        raise InputError("--image-size and --channels must be positive")
+    torch.manual_seed(seed)
+    network = build_model(family, **config)
+    training = {"steps": 0, "seed": seed, "preset": preset, "note": "untrained (biasprobe new)"}
+    checkpoint = Checkpoint.from_network(network, (channels, image_size, image_size), training)
+    save_checkpoint(checkpoint, output)
+    parameters = sum(p.numel() for p in network.parameters())
+    console.print(f"wrote {output}: untrained {family} ({preset}), {parameters:,} parameters")

@@ -1,0 +1,34 @@
+"""Entry point: the Typer application and the one-line error handling around it."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from biasprobe.errors import BiasprobeError
+from biasprobe_cli import checkpoints, locality
+
+app = typer.Typer(
+    name="biasprobe",
+    help="Measure why diffusion denoisers generalize: Jacobian eigenbases (GAHB), attention locality, "
+    "memorization. Every analysis writes a zarr store; figures are drawn from stores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("info")(checkpoints.info)
+app.command("new")(checkpoints.new)
+app.command("locality")(locality.locality)
+
+
+def main() -> None:
+    """Run the app; problems a user can fix become one line on stderr and exit status 1."""
+    try:
+        app(standalone_mode=True)
+    except BiasprobeError as err:
+        typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.secho("Interrupted; nothing was left half-written.", err=True)
+        sys.exit(130)

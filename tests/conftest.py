@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny checkpoints of each family, and a runner for the real command line."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from biasprobe.formats import Checkpoint, save_checkpoint
+from biasprobe.models import build_model, preset_config
+
+
+def randomise_zero_init(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give zero-initialised weights (DiT's adaLN-Zero gates, final layers) small random values,
+    so that a fresh network's output depends on every layer."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in network.parameters():
+            if not param.any():
+                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+    return network
+
+
+def tiny_checkpoint(path, family: str, image_size: int = 8, channels: int = 1, seed: int = 0, **overrides):
+    """Write a tiny, randomised checkpoint of ``family`` to ``path`` and return it."""
+    torch.manual_seed(seed)
+    config = preset_config(family, "tiny")
+    if family != "unet-bf":
+        config.update(image_size=image_size)
+    if family == "unet-ddpm":
+        config.update(attention_resolutions=[image_size // 2])
+    config.update(channels=channels, **overrides)
+    network = randomise_zero_init(build_model(family, **config), seed)
+    save_checkpoint(Checkpoint.from_network(network, (channels, image_size, image_size), {"seed": seed}), path)
+    return path
+
+
+@pytest.fixture(params=["unet-bf", "unet-ddpm", "dit"])
+def family(request):
+    return request.param
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``biasprobe ARGS`` in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, "-m", "biasprobe_cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)

@@ -1,0 +1,47 @@
+import inspect
+import json
+
+import pytest
+import torch
+
+from biasprobe.models import FAMILIES, PRESETS, build_model, preset_config
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_tiny_preset_that_builds_and_runs(family):
+    torch.manual_seed(0)
+    model = build_model(family, **preset_config(family, "tiny")).eval()
+    assert model.family == family
+    assert model.conditioning in ("none", "timestep")
+    json.dumps(model.config)
+    shape = (2, model.config["channels"], 32, 32)
+    inputs = (torch.randn(shape),)
+    if model.conditioning == "timestep":
+        inputs += (torch.rand(2) * 999,)
+    with torch.no_grad():
+        out = model(*inputs)
+    assert out.shape == (2, model.out_channels, 32, 32)
+
+
+@pytest.mark.parametrize("family, preset", [(f, p) for f in PRESETS for p in PRESETS[f]])
+def test_presets_are_valid_keywords(family, preset):
+    assert set(preset_config(family, preset)) <= set(inspect.signature(FAMILIES[family]).parameters)
+
+
+def test_preset_config_is_a_copy():
+    preset_config("unet-ddpm", "default")["channel_mult"].append(4)
+    assert preset_config("unet-ddpm", "default")["channel_mult"] == [1, 2, 2, 2]
+
+
+def test_unknown_names_are_explained():
+    with pytest.raises(ValueError, match="known families: unet-bf, unet-ddpm, dit"):
+        build_model("vit")
+    with pytest.raises(ValueError, match="known presets: xs, s, tiny"):
+        preset_config("dit", "huge")
+    with pytest.raises(ValueError, match="unknown keywords for dit: depht"):
+        build_model("dit", depht=3)
+
+
+def test_conditioning_attributes():
+    assert {name: cls.conditioning for name, cls in FAMILIES.items()} == {
+        "unet-bf": "none", "unet-ddpm": "timestep", "dit": "timestep"}
