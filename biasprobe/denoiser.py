@@ -205,6 +205,18 @@ class NetworkDenoiser(Denoiser):
         """The network output r in its own parameterization (ε̂, residual or x̂₀, native units)."""
         return self._native(y, sigma)[0]
 
+    def raw_target(self, clean: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
+        """The ideal raw output at y = clean + σ·noise: the regression target of training.
+
+        residual: y_n − x_n = s·σ·z;  eps: z;  x0: x_n = s·x + shift (s, shift from the native range).
+        """
+        scale, shift = self._scale_shift
+        if self.parameterization == "residual":
+            return scale * _sigma_batch(sigma, clean).view(-1, 1, 1, 1) * noise
+        if self.parameterization == "eps":
+            return noise
+        return clean * scale + shift
+
     def denoise(self, y, sigma):
         raw, y_n, sigma_n = self._native(y, sigma)
         if self.parameterization == "residual":

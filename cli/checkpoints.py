@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,9 +11,8 @@ import typer
 from rich.console import Console
 
 import biasprobe as bp
-from biasprobe.errors import InputError
 from biasprobe.formats import Checkpoint, detect_format, file_sha256, save_checkpoint
-from biasprobe.models import FAMILIES, PRESETS, build_model, preset_config
+from biasprobe.models import FAMILIES, from_preset
 from biasprobe_cli.options import parse_windows
 
 console = Console()
@@ -53,7 +51,9 @@ def info(
 def new(
     family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt or .safetensors).")],
-    preset: Annotated[str, typer.Option(help="Size preset, e.g. xs or s for dit, default or tiny for UNets.")] = "",
+    preset: Annotated[
+        Optional[str], typer.Option(help="Size preset: xs, s or tiny for dit; default or tiny for the UNets.")
+    ] = None,
     windows: Annotated[
         Optional[str],
         typer.Option(help="DiT only: k×k attention windows of the first layers, e.g. 3,5,7,9,11,13; later layers stay global."),
@@ -65,28 +65,11 @@ def new(
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
 ) -> None:
     """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
-    if family not in FAMILIES:
-        raise InputError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
-    preset = preset or next(iter(PRESETS[family]))
-    channels = channels or (1 if family == "unet-bf" else 3)
-    config = preset_config(family, preset)
-    accepted = inspect.signature(FAMILIES[family]).parameters
-    overrides = {"image_size": image_size, "channels": channels}
-    config.update({key: value for key, value in overrides.items() if key in accepted})
-    window_list = parse_windows(windows)
-    if window_list:
-        if "windows" not in accepted:
-            raise InputError(f"--windows applies to dit only, not {family}")
-        depth = config["depth"]
-        if len(window_list) > depth:
-            raise InputError(f"{len(window_list)} windows given for a {depth}-layer DiT")
-        config["windows"] = window_list + [None] * (depth - len(window_list))
-    if image_size < 1 or channels < 1:
-        raise InputError("--image-size and --channels must be positive")
     torch.manual_seed(seed)
-    network = build_model(family, **config)
+    network, image_shape = from_preset(family, preset, image_size=image_size, channels=channels,
+                                       windows=parse_windows(windows))
     training = {"steps": 0, "seed": seed, "preset": preset, "note": "untrained (biasprobe new)"}
-    checkpoint = Checkpoint.from_network(network, (channels, image_size, image_size), training)
+    checkpoint = Checkpoint.from_network(network, image_shape, training)
     save_checkpoint(checkpoint, output)
     parameters = sum(p.numel() for p in network.parameters())
-    console.print(f"wrote {output}: untrained {family} ({preset}), {parameters:,} parameters")
+    console.print(f"wrote {output}: untrained {family} ({preset or 'first preset'}), {parameters:,} parameters")

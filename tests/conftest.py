@@ -10,14 +10,14 @@ from biasprobe.formats import Checkpoint, save_checkpoint
 from biasprobe.models import build_model, preset_config
 
 
-def randomise_zero_init(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def randomise_zero_init(network: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
     """Give zero-initialised weights (DiT's adaLN-Zero gates, final layers) small random values,
     so that a fresh network's output depends on every layer."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in network.parameters():
             if not param.any():
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+                param.copy_(std * torch.randn(param.shape, generator=generator))
     return network
 
 

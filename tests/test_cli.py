@@ -55,7 +55,7 @@ def test_bad_arguments_and_files_get_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("info", tmp_path / "junk.pt"), "not a readable PyTorch checkpoint")
     assert_one_line_error(run_cli("info", tmp_path / "none.pt"), "no checkpoint at")
     out = tmp_path / "x.pt"
-    assert_one_line_error(run_cli("new", "vae", "-o", out), "unknown family")
+    assert_one_line_error(run_cli("new", "vae", "-o", out), "unknown model family")
     assert_one_line_error(run_cli("new", "dit", "--preset", "huge", "-o", out), "preset")
     assert_one_line_error(run_cli("new", "dit", "--windows", "3,4", "-o", out), "odd")
     assert_one_line_error(run_cli("new", "dit", "--preset", "tiny", "--windows", "3,3,3,3,3", "-o", out), "4-layer")

@@ -92,17 +92,23 @@ class Checkpoint:
             )
         network.load_state_dict(self.state_dict)
         network.eval()
-        spec = self.denoiser
-        schedule = Schedule(**spec["schedule"]) if spec.get("schedule") else None
-        return NetworkDenoiser(
-            network,
-            self.image_shape,
-            parameterization=spec["parameterization"],
-            native_range=spec["native_range"],
-            conditioning=spec["conditioning"],
-            schedule=schedule,
-            info={"family": self.family, "config": self.config, "training": self.training, **(info or {})},
-        )
+        info = {"family": self.family, "config": self.config, "training": self.training, **(info or {})}
+        return network_denoiser(network, self.image_shape, self.denoiser, info)
+
+
+def network_denoiser(network: torch.nn.Module, image_shape, conventions: dict, info: dict | None = None):
+    """Wrap ``network`` as a Denoiser under the conventions recorded in a checkpoint."""
+    schedule = Schedule(**conventions["schedule"]) if conventions.get("schedule") else None
+    return NetworkDenoiser(
+        network,
+        image_shape,
+        parameterization=conventions["parameterization"],
+        native_range=conventions["native_range"],
+        conditioning=conventions["conditioning"],
+        schedule=schedule,
+        output_channels=image_shape[0],
+        info=info,
+    )
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:

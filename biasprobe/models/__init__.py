@@ -90,3 +90,38 @@ def preset_config(family: str, preset: str) -> dict:
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r} for {family}; known presets: {', '.join(presets)}")
     return copy.deepcopy(presets[preset])
+
+
+PRESET_IMAGE_SIZE = 32
+"""Presets are stated for 32×32 images; the DDPM UNet's attention resolutions scale with the size."""
+
+
+def from_preset(
+    family: str,
+    preset: str | None = None,
+    *,
+    image_size: int = PRESET_IMAGE_SIZE,
+    channels: int | None = None,
+    windows: list[int] | None = None,
+) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A fresh network from a preset, and the (C, H, W) images it takes.
+
+    ``channels`` defaults to 1 for the bias-free UNet and 3 otherwise. ``windows`` (DiT only) gives
+    the k×k attention windows of the first layers; the remaining layers stay global.
+    """
+    cls = _family(family)
+    config = preset_config(family, preset or next(iter(PRESETS[family])))
+    channels = channels or (1 if family == "unet-bf" else 3)
+    if image_size < 1 or channels < 1:
+        raise InputError("image size and channels must be positive")
+    accepted = inspect.signature(cls).parameters
+    config.update({k: v for k, v in {"image_size": image_size, "channels": channels}.items() if k in accepted})
+    if "attention_resolutions" in config:
+        config["attention_resolutions"] = [r * image_size // PRESET_IMAGE_SIZE for r in config["attention_resolutions"]]
+    if windows:
+        if "windows" not in accepted:
+            raise InputError(f"attention windows apply to dit only, not {family}")
+        if len(windows) > config["depth"]:
+            raise InputError(f"{len(windows)} windows given for a {config['depth']}-layer DiT")
+        config["windows"] = list(windows) + [None] * (config["depth"] - len(windows))
+    return build_model(family, **config), (channels, image_size, image_size)
