@@ -71,7 +71,7 @@ class Schedule:
         """The (fractional) step t whose σ(t) equals the native noise level ``sigma``."""
         sigma = np.asarray(sigma, dtype=np.float64)
         low, high = self.sigmas[0], self.sigmas[-1]
-        if np.any((sigma < low * (1 - 1e-9)) | (sigma > high * (1 + 1e-9))):
+        if np.any((sigma < low * (1 - 1e-5)) | (sigma > high * (1 + 1e-5))):  # float32 round-off
             raise InputError(
                 f"noise level {sigma} is outside this schedule's range [{low:.4g}, {high:.4g}] "
                 "(native units)"

@@ -114,6 +114,7 @@ def network_denoiser(network: torch.nn.Module, image_shape, conventions: dict, i
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write ``checkpoint`` atomically; the suffix (.pt or .safetensors) picks the container."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if path.suffix == ".safetensors":

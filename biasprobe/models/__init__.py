@@ -38,6 +38,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "unet-bf": {
         # Kadkhodaie et al.'s default: receptive field 90×90.
         "default": {"num_blocks": 3, "base_width": 64},
+        # The shipped zoo's size: 0.46M parameters, receptive field large enough for 32×32 images.
+        "small": {"num_blocks": 2, "base_width": 32},
         "tiny": {"num_blocks": 2, "base_width": 8, "num_enc_conv": 1, "num_mid_conv": 1, "num_dec_conv": 1},
     },
     "unet-ddpm": {
@@ -60,6 +62,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "dit": {
         "xs": {"depth": 12, "width": 252, "heads": 4, "patch_size": 1},
         "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
+        # The shipped zoo's size: 12 layers like the paper's, 0.93M parameters, 16×16 tokens at 32×32.
+        "small": {"depth": 12, "width": 64, "heads": 4, "patch_size": 2},
         "tiny": {"depth": 4, "width": 32, "heads": 2, "patch_size": 2},
     },
 }

@@ -1,0 +1,235 @@
+"""Training denoisers on N images: one loop for every family, resumable, seeded, DDP-ready.
+
+The objective is the regression of the network's raw output onto its ideal value
+(:meth:`NetworkDenoiser.raw_target`) at y = x + σ z:
+
+    L = E_{x, σ, z} ‖ r(y, σ) − r*(x, z, σ) ‖²
+
+which is the DDPM ε-objective for time-conditioned networks (t uniform over the schedule's
+steps, σ = σ(t)) and the blind residual objective of Kadkhodaie et al. for bias-free UNets
+(σ uniform in [0, σ_max] on the [0, 1] scale).
+
+Every step draws its batch and noise from a generator seeded by (seed, step), and the full
+training state is checkpointed, so a resumed run continues exactly as an uninterrupted one. Under
+``torchrun`` each of the W processes draws the same global batch and trains on its 1/W slice;
+DistributedDataParallel averages the gradients, which equals the single-process gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from biasprobe.denoiser import NATIVE_RANGES
+from biasprobe.errors import InputError
+from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings (all recorded in the checkpoint)."""
+
+    steps: int
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    sigma_max: float = 1.0
+    checkpoint_every: int = 1000
+    seed: int = 0
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise InputError("steps, batch size and checkpoint interval must be positive")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"EMA decay must lie in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class TrainingResult:
+    output: Path
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+    steps_done: int = 0
+
+
+def state_path(output: str | os.PathLike) -> Path:
+    """Where the resumable training state of ``output`` lives."""
+    output = Path(output)
+    return output.with_name(output.name + ".train-state.pt")
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+class _Distributed:
+    """This process's rank and world size (1 process unless launched by torchrun)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def train(
+    network: nn.Module,
+    images: torch.Tensor,
+    output: str | os.PathLike,
+    config: TrainingConfig,
+    *,
+    metadata: dict | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train ``network`` on ``images`` (N, C, H, W in [0, 1]) and write its EMA weights to ``output``.
+
+    The resumable state (raw weights, EMA, optimizer, losses) is kept beside ``output`` while
+    training and removed when all steps are done. ``resume`` continues from that state if present.
+    With ``config.max_minutes`` the run stops early, saving the checkpoint and the state.
+    """
+    device = torch.device(device)
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim != 4 or not torch.isfinite(images).all():
+        raise InputError("training images must be a finite (N, C, H, W) tensor")
+    ranks = _Distributed(device)
+    if ranks.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if config.batch_size % ranks.world:
+        raise InputError(f"batch size {config.batch_size} is not divisible by {ranks.world} processes")
+    image_shape = tuple(images.shape[1:])
+    conventions = NATIVE_CONVENTIONS[network.family]
+    header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
+
+    network = network.to(device)
+    ema = copy.deepcopy(network).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    losses: list[float] = []
+    start = 0
+    saved_state = state_path(output)
+    if resume and saved_state.exists():
+        start, losses = _restore(saved_state, network, ema, optimizer, header)
+    trained = nn.parallel.DistributedDataParallel(network) if ranks.world > 1 else network
+    denoiser = network_denoiser(trained, image_shape, conventions)
+    data = images.to(device)
+    began = timed_from = time.perf_counter()
+    timed_steps = 0
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.1f} img/s"),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not (progress and ranks.main), transient=True) as bar:
+        task = bar.add_task("train", total=config.steps, completed=start, loss=math.nan, rate=0.0)
+        network.train()
+        for step in range(start, config.steps):
+            torch.manual_seed(_step_seed(config.seed, step))
+            clean, noise, sigma = _draw_batch(denoiser, data, config)
+            part = slice(ranks.rank * len(clean) // ranks.world, (ranks.rank + 1) * len(clean) // ranks.world)
+            clean, noise, sigma = clean[part], noise[part], sigma[part]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                raw = denoiser.raw_output(clean + sigma.view(-1, 1, 1, 1) * noise, sigma)
+            loss = (raw.float() - denoiser.raw_target(clean, noise, sigma)).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
+            losses.append(_global_mean(loss.detach(), ranks))
+            timed_steps += 1
+            rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
+            bar.update(task, advance=1, loss=losses[-1], rate=rate)
+            out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
+            last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
+            if ranks.main and ((step + 1) % config.checkpoint_every == 0 or last):
+                _save(output, ema, image_shape, {**header, "steps_done": step + 1})
+                if step + 1 < config.steps:
+                    _save_state(saved_state, network, ema, optimizer, header, step + 1, losses)
+            if last:
+                break
+    if ranks.main and len(losses) == config.steps:
+        saved_state.unlink(missing_ok=True)
+    return TrainingResult(Path(output), losses, start, len(losses))
+
+
+def _draw_batch(denoiser, data: torch.Tensor, config: TrainingConfig):
+    """(clean, noise, σ) of one global batch from the global RNG (seeded per step)."""
+    index = torch.randint(len(data), (config.batch_size,)).to(data.device)
+    clean = data[index]
+    noise = torch.randn(clean.shape, device=data.device)
+    if denoiser.schedule is None:
+        sigma = torch.rand(config.batch_size, device=data.device) * config.sigma_max
+    else:
+        steps = torch.randint(denoiser.schedule.steps, (config.batch_size,))
+        native = torch.as_tensor(denoiser.schedule.sigmas, dtype=torch.float32)[steps]
+        sigma = (native / NATIVE_RANGES[denoiser.native_range][0]).to(data.device)
+    return clean, noise, sigma
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, network: nn.Module, decay: float) -> None:
+    """θ_ema ← decay·θ_ema + (1 − decay)·θ; buffers (running statistics) are copied."""
+    for average, current in zip(ema.parameters(), network.parameters()):
+        average.lerp_(current, 1 - decay)
+    for average, current in zip(ema.buffers(), network.buffers()):
+        average.copy_(current)
+
+
+def _agree(flag: bool, ranks: _Distributed, device: torch.device) -> bool:
+    """True on every process if it is true on any (so all stop at the same step)."""
+    if ranks.world == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value)
+    return bool(value > 0)
+
+
+def _global_mean(value: torch.Tensor, ranks: _Distributed) -> float:
+    if ranks.world > 1:
+        dist.all_reduce(value)
+        value = value / ranks.world
+    return float(value)
+
+
+def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
+    save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output)
+
+
+def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
+    state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
+             "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float]]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
+        raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
+    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes"} if state["header"].get(k) != header.get(k))
+    if changed:
+        raise InputError(
+            f"{path} belongs to a run with other settings ({', '.join(changed)}); delete it or pick another output"
+        )
+    network.load_state_dict(state["network"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), list(state["losses"])

@@ -1,0 +1,59 @@
+"""``biasprobe train``: train a denoiser on N images of a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from biasprobe import data
+from biasprobe.models import FAMILIES, from_preset
+from biasprobe.training import TrainingConfig, state_path
+from biasprobe.training import train as run_training
+from biasprobe_cli.options import parse_windows, resolve_device
+
+
+def train(
+    family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
+    data_name: Annotated[str, typer.Option("--data", help="Data set: fashion-mnist, natural-patches, c-alpha, "
+                                           "discs, folder:PATH or npz:PATH.")],
+    n_train: Annotated[int, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt or .safetensors).")],
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 10_000,
+    preset: Annotated[Optional[str], typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
+    windows: Annotated[Optional[str], typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
+    subset: Annotated[str, typer.Option(help="s1 or s2: disjoint halves of the training split (two-model test).")] = "s1",
+    image_size: Annotated[int, typer.Option(help="Image height and width.")] = 32,
+    channels: Annotated[Optional[int], typer.Option(help="Image channels; default: the data set's own.")] = None,
+    batch: Annotated[int, typer.Option(help="Global batch size (split over torchrun processes).")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    ema: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
+    sigma_max: Annotated[float, typer.Option(help="Blind models: σ is drawn uniformly in [0, sigma_max].")] = 1.0,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resumable state).")] = 1000,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where fashion-mnist's files are, if not installed by apt.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop early after this many minutes (resumable).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data subset, batches and noise.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,
+) -> None:
+    """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
+
+    The checkpoint holds the EMA weights and records the data set, N, subset and all settings, so
+    `biasprobe gap` finds the training data on its own. Launch under `torchrun` for several GPUs.
+    """
+    target = resolve_device(device)
+    images = data.load(data_name, "train", n_train, size=image_size, channels=channels, subset=subset,
+                       seed=seed, data_dir=data_dir)
+    torch.manual_seed(seed)
+    network, _ = from_preset(family, preset, image_size=image_size, channels=images.shape[1],
+                             windows=parse_windows(windows))
+    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
+                            checkpoint_every=checkpoint_every, seed=seed, max_minutes=max_minutes)
+    metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
+    if resume and state_path(output).exists():
+        typer.echo(f"resuming from {state_path(output)}")
+    result = run_training(network, images, output, config, metadata=metadata, device=target, resume=resume)
+    typer.echo(f"wrote {output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} {data_name} ({subset}); "
+               f"loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")

@@ -1,0 +1,98 @@
+"""Recipe for the shipped checkpoint zoo (``data/checkpoints/``): how every file there was made.
+
+The zoo is small enough to ship and big enough to show the papers' effects at 32×32 on
+Fashion-MNIST: bias-free UNets and DiTs at N = 10 (memorization) to N = 10⁴ (generalization),
+bias-free UNets on the disjoint halves S1 and S2 (the two-model test), and a DiT with local
+attention windows 3, 5, 7, 9, 11, 13 in layers 1-6 (the paper's Fig. 6 setting).
+
+Two steps, because the GPU machine has no Fashion-MNIST package:
+
+    python reports/zoo/train_zoo.py prepare .zoo             # here: the training subsets as uint8 .npz
+    python reports/zoo/train_zoo.py train .zoo out/ --minutes 8   # on the GPU: all models at once
+
+``prepare`` stores exactly the tensors ``biasprobe.data.load`` returns (Fashion-MNIST is 8-bit, so
+the uint8 round trip is exact); ``train`` feeds them to :func:`biasprobe.training.train` with the
+metadata ``biasprobe train`` would write, so ``biasprobe gap`` finds the data on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA = "fashion-mnist"
+SEED = 0
+LARGEST_N = 10_000
+
+ZOO = [
+    # name,                 family,   N,      subset, windows
+    ("unet-bf-n10", "unet-bf", 10, "s1", None),
+    ("unet-bf-n10000-s1", "unet-bf", 10_000, "s1", None),
+    ("unet-bf-n10000-s2", "unet-bf", 10_000, "s2", None),
+    ("dit-n10", "dit", 10, "s1", None),
+    ("dit-n1000", "dit", 1_000, "s1", None),
+    ("dit-n10000", "dit", 10_000, "s1", None),
+    ("dit-local-n1000", "dit", 1_000, "s1", [3, 5, 7, 9, 11, 13]),
+]
+SETTINGS = {"steps": 40_000, "batch_size": 128, "learning_rate": 2e-4, "checkpoint_every": 2_000}
+
+
+def prepare(folder: Path) -> None:
+    from biasprobe import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subsets = {s: data.load(DATA, "train", LARGEST_N, subset=s, seed=SEED) for s in ("s1", "s2")}
+    arrays = {s: (x.numpy()[:, 0] * 255).round().astype(np.uint8) for s, x in subsets.items()}
+    for s, x in subsets.items():  # the uint8 copy is exact
+        assert torch.equal(torch.from_numpy(arrays[s][:, None].astype(np.float32) / 255), x)
+    np.savez_compressed(folder / "fashion-mnist-train.npz", **arrays)
+
+
+def train_one(folder: Path, output: Path, name: str, minutes: float, device: str = "cuda") -> None:
+    from biasprobe.models import from_preset
+    from biasprobe.training import TrainingConfig, train
+
+    _, family, n, subset, windows = next(entry for entry in ZOO if entry[0] == name)
+    images = torch.from_numpy(np.load(folder / "fashion-mnist-train.npz")[subset][:n, None].astype(np.float32) / 255)
+    torch.manual_seed(SEED)
+    network, _ = from_preset(family, "small", image_size=32, channels=1, windows=windows)
+    config = TrainingConfig(**SETTINGS, seed=SEED, max_minutes=minutes)
+    metadata = {"data": DATA, "subset": subset, "preset": "small", "image_size": 32, "zoo": name}
+    result = train(network, images, output / f"{name}.safetensors", config, metadata=metadata,
+                   device=device, progress=False)
+    print(json.dumps({"name": name, "steps_done": result.steps_done,
+                      "loss_first": result.losses[0], "loss_last_100": float(np.mean(result.losses[-100:]))}))
+
+
+def train_all(folder: Path, output: Path, minutes: float, device: str) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    jobs = [subprocess.Popen([sys.executable, __file__, "one", str(folder), str(output), name, str(minutes),
+                              "--device", device])
+            for name, *_ in ZOO]
+    failed = [name for (name, *_), job in zip(ZOO, jobs) if job.wait() != 0]
+    if failed:
+        raise SystemExit(f"training failed for {failed}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["prepare", "train", "one"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("output", type=Path, nargs="?")
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("minutes", type=float, nargs="?", default=8.0)
+    parser.add_argument("--minutes", dest="budget", type=float, default=None)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare(args.folder)
+    elif args.step == "train":
+        train_all(args.folder, args.output, args.budget or args.minutes, args.device)
+    else:
+        train_one(args.folder, args.output, args.name, args.minutes, args.device)

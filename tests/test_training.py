@@ -1,0 +1,106 @@
+"""The training loop: it learns, resumes exactly, and DDP equals one process."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import biasprobe as bp
+from biasprobe.formats import read_checkpoint
+from biasprobe.models import from_preset
+from biasprobe.training import TrainingConfig, loop, state_path, train
+
+
+def discs(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """Bright discs on a dark background: a simple distribution a tiny model can learn."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.arange(size).float()
+    centre = torch.rand(n, 2, generator=g) * (size - 3) + 1.5
+    radius = torch.rand(n, 1, 1, generator=g) * 1.5 + 1.5
+    dist = ((grid[None, :, None] - centre[:, 0, None, None]) ** 2 + (grid[None, None, :] - centre[:, 1, None, None]) ** 2).sqrt()
+    return (0.2 + 0.6 * (dist < radius)).float()[:, None]
+
+
+@pytest.mark.parametrize("family", ["dit", "unet-bf"])
+def test_tiny_run_lowers_the_loss(tmp_path, family):
+    torch.manual_seed(0)
+    network, _ = from_preset(family, "tiny", image_size=8, channels=1)
+    config = TrainingConfig(steps=80, batch_size=16, learning_rate=2e-3, seed=1)
+    result = train(network, discs(32), tmp_path / "a.pt", config, metadata={"data": "discs"}, progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
+    ckpt = read_checkpoint(tmp_path / "a.pt")
+    assert ckpt.training["data"] == "discs" and ckpt.training["n_train"] == 32
+    assert ckpt.training["steps_done"] == 80
+    assert not state_path(tmp_path / "a.pt").exists()  # cleaned up after a finished run
+    assert bp.load(tmp_path / "a.pt").image_shape == (1, 8, 8)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    images = discs(16)
+    config = TrainingConfig(steps=6, batch_size=4, learning_rate=1e-3, checkpoint_every=3, seed=2)
+
+    def fresh():
+        torch.manual_seed(0)
+        return from_preset("dit", "tiny", image_size=8, channels=1)[0]
+
+    train(fresh(), images, tmp_path / "straight.pt", config, progress=False)
+
+    real_update, calls = loop._update_ema, []
+
+    def update_then_die(*args):
+        calls.append(1)
+        if len(calls) == 5:  # during step 5, after the checkpoint at step 3
+            raise KeyboardInterrupt
+        real_update(*args)
+
+    monkeypatch.setattr(loop, "_update_ema", update_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), images, tmp_path / "resumed.pt", config, progress=False)
+    assert state_path(tmp_path / "resumed.pt").exists()
+    monkeypatch.setattr(loop, "_update_ema", real_update)
+    result = train(fresh(), images, tmp_path / "resumed.pt", config, progress=False)
+    assert result.resumed_from == 3
+    straight = read_checkpoint(tmp_path / "straight.pt").state_dict
+    resumed = read_checkpoint(tmp_path / "resumed.pt").state_dict
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+    other = TrainingConfig(steps=6, batch_size=4, learning_rate=5e-3, checkpoint_every=3, seed=2)
+    monkeypatch.setattr(loop, "_update_ema", update_then_die)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), images, tmp_path / "x.pt", config, progress=False)
+    with pytest.raises(bp.InputError, match="learning_rate"):
+        train(fresh(), images, tmp_path / "x.pt", other, progress=False)
+
+
+DDP_SCRIPT = """
+import sys, torch
+from biasprobe.models import from_preset
+from biasprobe.training import TrainingConfig, train
+images = torch.load(sys.argv[1], weights_only=True)
+torch.manual_seed(0)
+network, _ = from_preset("dit", "tiny", image_size=8, channels=1)
+train(network, images, sys.argv[2], TrainingConfig(steps=4, batch_size=8, learning_rate=1e-3, seed=3), progress=False)
+"""
+
+
+def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path):
+    torch.save(discs(16), tmp_path / "images.pt")
+    (tmp_path / "script.py").write_text(textwrap.dedent(DDP_SCRIPT))
+    single = subprocess.run([sys.executable, tmp_path / "script.py", tmp_path / "images.pt", tmp_path / "one.pt"],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29531", tmp_path / "script.py", tmp_path / "images.pt", tmp_path / "two.pt"],
+                         capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = read_checkpoint(tmp_path / "one.pt").state_dict
+    two = read_checkpoint(tmp_path / "two.pt").state_dict
+    moved = [k for k in one if not torch.equal(one[k], two[k])]
+    assert moved, "training should change the weights"
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
