@@ -1,0 +1,70 @@
+"""Figures of the generalization gap (An et al. Fig. 2) and of memorization, drawn from stores alone."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.figure import Figure, SubFigure
+
+from biasprobe.figures.base import Source, as_dataset, canvas
+
+
+def _labelled(sources: Source | Mapping[str, Source]) -> dict[str, xr.Dataset]:
+    if isinstance(sources, Mapping) and not isinstance(sources, xr.Dataset):
+        return {label: as_dataset(source) for label, source in sources.items()}
+    dataset = as_dataset(sources)
+    return {dataset.attrs.get("checkpoint", "denoiser"): dataset}
+
+
+def _noise_axis(dataset: xr.Dataset) -> tuple[np.ndarray, str, bool]:
+    """x values, label and log scale: diffusion step t where every level has one, else σ."""
+    if np.all(np.isfinite(dataset.t.values)):
+        return dataset.t.values, "diffusion step t", False
+    return dataset.sigma.values, "noise level σ ([0, 1] scale)", True
+
+
+def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
+    """Left: mean PSNR on train (solid) and test (dashed) images against noise; right: the gap ± 1 s.e.
+
+    ``sources`` is one gap Dataset/store, or a mapping from a label (a checkpoint, an N) to one each.
+    """
+    datasets = _labelled(sources)
+    fig = canvas(figure, 10, 3.8)
+    psnr_axis, gap_axis = fig.subplots(1, 2)
+    colours = sns.color_palette("colorblind", len(datasets))
+    for colour, (label, dataset) in zip(colours, datasets.items()):
+        x, xlabel, log = _noise_axis(dataset)
+        psnr_axis.plot(x, dataset.mean_psnr.sel(split="train"), color=colour, label=f"{label} train")
+        psnr_axis.plot(x, dataset.mean_psnr.sel(split="test"), color=colour, linestyle="--", label=f"{label} test")
+        gap_axis.plot(x, dataset.gap, color=colour, label=f"{label}: average {float(dataset.average_gap):.2f} dB")
+        gap_axis.fill_between(x, dataset.gap - dataset.gap_sem, dataset.gap + dataset.gap_sem, color=colour, alpha=0.2)
+        for axis in (psnr_axis, gap_axis):
+            axis.set_xlabel(xlabel)
+            axis.set_xscale("log" if log else "linear")
+    psnr_axis.set_ylabel("output PSNR (dB)")
+    gap_axis.set_ylabel("train − test PSNR (dB)")
+    gap_axis.axhline(0, color="0.5", linewidth=0.8)
+    psnr_axis.legend(fontsize="small")
+    gap_axis.legend(fontsize="small")
+    return fig.figure if isinstance(fig, SubFigure) else fig
+
+
+def plot_nearest(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:
+    """Samples (top row) above their nearest training images (bottom row), with the similarity."""
+    dataset = as_dataset(source)
+    count = min(count, dataset.sizes["sample"])
+    rows = 2 if "nearest_image" in dataset else 1
+    fig = canvas(figure, 1.3 * count, 1.5 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, count, squeeze=False))
+    for i in range(count):
+        images = [dataset.sample_image[i]] + ([dataset.nearest_image[i]] if rows == 2 else [])
+        for row, image in enumerate(images):
+            picture = np.clip(image.values.transpose(1, 2, 0), 0, 1)
+            axes[row, i].imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+            axes[row, i].set_axis_off()
+        if rows == 2:
+            axes[1, i].set_title(f"{float(dataset.nearest_similarity[i]):.2f}", fontsize="small")
+    return fig.figure if isinstance(fig, SubFigure) else fig

@@ -1,0 +1,113 @@
+"""``biasprobe gap`` and ``biasprobe sample``: generalization and memorization of one checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import biasprobe as bp
+from biasprobe import data
+from biasprobe.analyses.generalization import gap as measure_gap
+from biasprobe.analyses.memorization import memorization
+from biasprobe.errors import InputError
+from biasprobe.images import write_image
+from biasprobe.training.samplers import METHODS
+from biasprobe_cli.options import parse_numbers, resolve_device
+
+console = Console()
+
+
+def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Path | None) -> tuple[str, torch.Tensor]:
+    """The checkpoint's training images (data set, N, subset and seed from its metadata unless given)."""
+    training = denoiser.describe().get("training") or {}
+    name = name or training.get("data")
+    n_train = n_train or training.get("n_train")
+    if not name or not n_train:
+        raise InputError("this checkpoint does not record its training data: pass --data NAME and --n-train N")
+    channels, size, _ = denoiser.image_shape
+    images = data.load(name, "train", int(n_train), size=size, channels=channels,
+                       subset=training.get("subset", "s1"), seed=int(training.get("seed", 0)), data_dir=data_dir)
+    return name, images
+
+
+def test_data(denoiser, name: str, count: int, data_dir: Path | None) -> torch.Tensor:
+    channels, size, _ = denoiser.image_shape
+    return data.load(name, "test", count, size=size, channels=channels, subset="all", data_dir=data_dir)
+
+
+def default_out(checkpoint: Path, analysis: str) -> Path:
+    return checkpoint.with_name(f"{checkpoint.stem}.{analysis}.zarr")
+
+
+def gap(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")],
+    data_name: Annotated[Optional[str], typer.Option("--data", help="Data set; default: the one it was trained on.")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Training set size N; default: from the checkpoint.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Images per split (train images are the first K the model saw).")] = 300,
+    sigma: Annotated[Optional[str], typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
+    t: Annotated[Optional[str], typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Store to write; default CKPT.gap.zarr beside the checkpoint.")] = None,
+    figure: Annotated[Optional[Path], typer.Option(help="Also draw the Fig. 2 panels to this file.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
+) -> None:
+    """Generalization gap: denoising PSNR on K training vs K test images at each noise level (Fig. 2).
+
+    Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
+    """
+    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
+    name, train_images = training_data(denoiser, data_name, n_train, data_dir)
+    count = min(k, len(train_images))
+    dataset = measure_gap(denoiser, train_images[:count], test_data(denoiser, name, count, data_dir),
+                          parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
+    dataset.attrs.update(data=name, n_train=len(train_images))
+    path = bp.save(dataset, out or default_out(checkpoint, "gap"))
+    table = Table("σ", "t", "train PSNR", "test PSNR", "gap (dB)", title=f"{checkpoint.name}: N={len(train_images)} {name}")
+    for i in range(dataset.sizes["sigma"]):
+        row = dataset.isel(sigma=i)
+        table.add_row(f"{float(row.sigma):.4g}", f"{float(row.t):.0f}", f"{float(row.mean_psnr.sel(split='train')):.2f}",
+                      f"{float(row.mean_psnr.sel(split='test')):.2f}", f"{float(row.gap):.2f} ± {float(row.gap_sem):.2f}")
+    console.print(table)
+    console.print(f"average gap {float(dataset.average_gap):.2f} dB; store {path}")
+    if figure:
+        from biasprobe.figures.generalization import plot_gap
+
+        plot_gap(dataset).savefig(figure, dpi=150)
+        console.print(f"figure {figure}")
+
+
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to sample from.")],
+    count: Annotated[int, typer.Option("-n", "--count", help="Number of samples.")] = 16,
+    method: Annotated[Optional[str], typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
+    steps: Annotated[int, typer.Option(help="Steps of the ddim/ddpm samplers.")] = 100,
+    out: Annotated[Optional[Path], typer.Option(help="Store to write; default CKPT.samples.zarr.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
+    threshold: Annotated[float, typer.Option(help="Similarity above which a sample counts as a copy.")] = 0.95,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the samples: sample i depends only on (seed, i).")] = 0,
+) -> None:
+    """Draw seeded samples and find each one's nearest training image (memorization)."""
+    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
+    name, train_images = None, None
+    if (denoiser.describe().get("training") or {}).get("data"):
+        name, train_images = training_data(denoiser, None, None, data_dir)
+    else:
+        console.print("no training data recorded in the checkpoint: skipping the nearest-image search")
+    dataset = memorization(denoiser, count, train_images, threshold=threshold, seed=seed, progress=True,
+                           method=method, steps=steps)
+    if train_images is not None:
+        console.print(f"{float(dataset.memorized_share):.0%} of samples copy a training image of {name} "
+                      f"(similarity > {threshold}); median nearest similarity "
+                      f"{float(dataset.nearest_similarity.median()):.3f}")
+    path = bp.save(dataset, out or default_out(checkpoint, "samples"))
+    console.print(f"store {path}")
+    if png:
+        write_image(torch.cat(list(torch.from_numpy(dataset.sample_image.values)), dim=-1), png)
