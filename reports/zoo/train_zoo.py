@@ -9,6 +9,7 @@ Two steps, because the GPU machine has no Fashion-MNIST package:
 
     python reports/zoo/train_zoo.py prepare .zoo             # here: the training subsets as uint8 .npz
     python reports/zoo/train_zoo.py train .zoo out/ --minutes 8   # on the GPU: all models at once
+    python reports/zoo/train_zoo.py manifest data/checkpoints     # here: the manifest of what came back
 
 ``prepare`` stores exactly the tensors ``biasprobe.data.load`` returns (Fashion-MNIST is 8-bit, so
 the uint8 round trip is exact); ``train`` feeds them to :func:`biasprobe.training.train` with the
@@ -29,6 +30,9 @@ import torch
 DATA = "fashion-mnist"
 SEED = 0
 LARGEST_N = 10_000
+EVALUATION_K = 300
+EVALUATION_FILE = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-eval.npz"
+"""Shipped: the first 300 images of S1, of S2 and of the test split, for gap and two-model demos."""
 
 ZOO = [
     # name,                 family,   N,      subset, windows
@@ -52,6 +56,24 @@ def prepare(folder: Path) -> None:
     for s, x in subsets.items():  # the uint8 copy is exact
         assert torch.equal(torch.from_numpy(arrays[s][:, None].astype(np.float32) / 255), x)
     np.savez_compressed(folder / "fashion-mnist-train.npz", **arrays)
+    test = data.load(DATA, "test", EVALUATION_K, subset="all", seed=SEED)
+    evaluation = {"train_s1": arrays["s1"][:EVALUATION_K], "train_s2": arrays["s2"][:EVALUATION_K],
+                  "test": (test.numpy()[:, 0] * 255).round().astype(np.uint8)}
+    np.savez_compressed(EVALUATION_FILE, **evaluation)
+
+
+def manifest(output: Path) -> None:
+    """Write data/checkpoints/manifest.json describing every zoo checkpoint in ``output``."""
+    from biasprobe.formats import file_sha256, read_checkpoint
+
+    entries = []
+    for name, family, n, subset, windows in ZOO:
+        path = output / f"{name}.safetensors"
+        training = read_checkpoint(path).training
+        entries.append({"name": name, "file": path.name, "family": family, "preset": "small", "data": DATA,
+                        "n_train": n, "subset": subset, "windows": windows, "steps_done": training["steps_done"],
+                        "sha256": file_sha256(path)})
+    (output / "manifest.json").write_text(json.dumps({"checkpoints": entries}, indent=1) + "\n")
 
 
 def train_one(folder: Path, output: Path, name: str, minutes: float, device: str = "cuda") -> None:
@@ -82,7 +104,7 @@ def train_all(folder: Path, output: Path, minutes: float, device: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "train", "one"])
+    parser.add_argument("step", choices=["prepare", "train", "one", "manifest"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("output", type=Path, nargs="?")
     parser.add_argument("name", nargs="?")
@@ -92,6 +114,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.folder)
+    elif args.step == "manifest":
+        manifest(args.folder)
     elif args.step == "train":
         train_all(args.folder, args.output, args.budget or args.minutes, args.device)
     else:
