@@ -38,9 +38,11 @@ class BiasFreeBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            sd = (x.var(dim=(0, 2, 3), keepdim=True, correction=0) + self.eps).sqrt()
+            # statistics in float32 even under bf16 autocast
+            wide = x.to(torch.promote_types(x.dtype, torch.float32))
+            sd = (wide.var(dim=(0, 2, 3), keepdim=True, correction=0) + self.eps).sqrt()
             with torch.no_grad():
-                self.running_sd.lerp_(sd, self.momentum)
+                self.running_sd.lerp_(sd.to(self.running_sd.dtype), self.momentum)
         else:
             sd = self.running_sd
         return x / sd * self.gammas

@@ -121,3 +121,14 @@ def test_config_round_trip():
 def test_rejects_indivisible_images():
     with pytest.raises(InputError, match="divisible"):
         small_unet()(torch.randn(1, 2, 6, 6, dtype=torch.float64))
+
+
+def test_trains_under_bf16_autocast():
+    """The running SD stays float32 when the convolutions run in bfloat16 (training on CUDA)."""
+    model = BiasFreeUNet(channels=1, num_blocks=2, base_width=4).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(2, 1, 8, 8))
+    out.float().pow(2).mean().backward()
+    norms = [m for m in model.modules() if isinstance(m, BiasFreeBatchNorm)]
+    assert norms and all(m.running_sd.dtype == torch.float32 for m in norms)
+    assert all(not torch.equal(m.running_sd, torch.ones_like(m.running_sd)) for m in norms)
