@@ -92,12 +92,13 @@ def train_one(folder: Path, output: Path, name: str, minutes: float, device: str
                       "loss_first": result.losses[0], "loss_last_100": float(np.mean(result.losses[-100:]))}))
 
 
-def train_all(folder: Path, output: Path, minutes: float, device: str) -> None:
+def train_all(folder: Path, output: Path, minutes: float, device: str, only: list[str] | None = None) -> None:
     output.mkdir(parents=True, exist_ok=True)
+    names = [name for name, *_ in ZOO if not only or name in only]
     jobs = [subprocess.Popen([sys.executable, __file__, "one", str(folder), str(output), name, str(minutes),
                               "--device", device])
-            for name, *_ in ZOO]
-    failed = [name for (name, *_), job in zip(ZOO, jobs) if job.wait() != 0]
+            for name in names]
+    failed = [name for name, job in zip(names, jobs) if job.wait() != 0]
     if failed:
         raise SystemExit(f"training failed for {failed}")
 
@@ -111,12 +112,14 @@ if __name__ == "__main__":
     parser.add_argument("minutes", type=float, nargs="?", default=8.0)
     parser.add_argument("--minutes", dest="budget", type=float, default=None)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--only", default=None, help="comma-separated zoo names to train (default: all)")
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.folder)
     elif args.step == "manifest":
         manifest(args.folder)
     elif args.step == "train":
-        train_all(args.folder, args.output, args.budget or args.minutes, args.device)
+        only = args.only.split(",") if args.only else None
+        train_all(args.folder, args.output, args.budget or args.minutes, args.device, only)
     else:
         train_one(args.folder, args.output, args.name, args.minutes, args.device)
