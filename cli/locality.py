@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import torch
 import typer
+from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 import biasprobe as bp
-from biasprobe.analyses.locality import attention_layers, locality as measure_locality
+from biasprobe import data as datasets
+from biasprobe.analyses.locality import attention_layers
+from biasprobe.analyses.locality import locality as measure_locality
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
-from biasprobe.figures.locality import every_other_layer, locality_figure
 from biasprobe.images import read_image
-from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
 
 console = Console()
 EXAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
@@ -27,45 +27,75 @@ DEFAULT_SIGMAS = "0.05,0.2"
 
 
 def locality(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint of a model with attention (DiT, DDPM UNet).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint of a model with attention (DiT, DDPM UNet).")
+    ],
     image: Annotated[
-        Optional[list[Path]], typer.Option(help="Clean image (PNG/JPEG/.npy); repeat for several. Default: the shipped examples.")
+        Optional[list[Path]],
+        typer.Option(help="Clean image (PNG/JPEG/.npy); repeat for several. Default: the shipped examples."),
     ] = None,
-    data: Annotated[Optional[str], typer.Option(help="Data set name; its test split gives the images.")] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Data set (e.g. fashion-mnist, discs, folder:PATH); its test split gives the images."
+        ),
+    ] = None,
     n: Annotated[int, typer.Option(help="How many images of --data.")] = 16,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")
+    ] = None,
     sigma: Annotated[
-        Optional[str], typer.Option(help=f"Noise levels σ on the [0, 1] scale, comma-separated (default {DEFAULT_SIGMAS}).")
+        Optional[str],
+        typer.Option(help=f"Noise levels σ on the [0, 1] scale, comma-separated (default {DEFAULT_SIGMAS})."),
     ] = None,
-    t: Annotated[Optional[str], typer.Option(help="Noise levels as diffusion steps t instead of --sigma.")] = None,
+    t: Annotated[
+        Optional[str], typer.Option(help="Noise levels as diffusion steps t instead of --sigma.")
+    ] = None,
     layers: Annotated[
-        Optional[str], typer.Option(help="Attention layers to measure, 1-based, comma-separated (default all).")
+        Optional[str],
+        typer.Option(help="Attention layers to measure, 1-based, comma-separated (default all)."),
     ] = None,
-    windows: Annotated[str, typer.Option(help="Odd k of the k×k token neighbourhoods for the local mass.")] = "3,5,7",
+    windows: Annotated[
+        str, typer.Option(help="Odd k of the k×k token neighbourhoods for the local mass.")
+    ] = "3,5,7",
     save_maps: Annotated[
         Optional[bool],
-        typer.Option(help="Keep the attention maps (mean over images and heads) of every measured layer. "
-                     "Default: only those the --figure shows."),
+        typer.Option(
+            help="Keep the attention maps (mean over images and heads) of every measured layer. "
+            "Default: only those the --figure shows."
+        ),
     ] = None,
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the results to this zarr store.")] = None,
-    figure: Annotated[Optional[Path], typer.Option(help="Draw the maps, the profile and the heads to this image.")] = None,
+    figure: Annotated[
+        Optional[Path], typer.Option(help="Draw the maps, the profile and the heads to this image.")
+    ] = None,
 ) -> None:
     """Measure how local attention is, per layer, head and noise level: mean attention distance,
     local mass in k×k neighbourhoods, entropy, distance histogram; optionally An et al.'s Fig. 4."""
     denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))
+    if figure:  # matplotlib is imported only when a figure is asked for, to keep every command's start quick
+        from biasprobe.figures.locality import every_other_layer, locality_figure
     if save_maps is None:
         save_maps = every_other_layer([layer.index for layer in selected]) if figure else False
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
-    images = _images(denoiser, image, data, n, resize)
+    images = _images(denoiser, image, data, n, data_dir, resize)
     dataset = measure_locality(
-        denoiser, images, parse_numbers(sigma, "sigma"), parse_numbers(t, "t"),
-        layers=[layer.index for layer in selected], windows=parse_windows(windows), save_maps=save_maps,
-        batch_size=batch_size, seed=seed, progress=True,
+        denoiser,
+        images,
+        parse_numbers(sigma, "sigma"),
+        parse_numbers(t, "t"),
+        layers=[layer.index for layer in selected],
+        windows=parse_windows(windows),
+        save_maps=save_maps,
+        batch_size=batch_size,
+        seed=seed,
+        progress=True,
     )
     _print_summary(dataset)
     if out:
@@ -77,18 +107,20 @@ def locality(
         console.print(f"wrote {figure}")
 
 
-def _images(denoiser: Denoiser, paths: list[Path] | None, data: str | None, n: int, resize: bool) -> torch.Tensor:
+def _images(
+    denoiser: Denoiser,
+    paths: list[Path] | None,
+    name: str | None,
+    n: int,
+    data_dir: Path | None,
+    resize: bool,
+) -> torch.Tensor:
     """The clean images: --image files, --data's test split, or the shipped examples of the model's shape."""
-    if paths and data:
+    if paths and name:
         raise InputError("give either --image or --data, not both")
-    if data:
-        try:
-            datasets = importlib.import_module("biasprobe.data")
-        except ModuleNotFoundError:
-            raise InputError(
-                "data sets arrive with `biasprobe train`; until then give images with --image FILE"
-            ) from None
-        return torch.as_tensor(datasets.load(data, split="test", n=n, shape=denoiser.image_shape))
+    if name:
+        channels, size, _ = denoiser.image_shape
+        return datasets.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
     if paths:
         return torch.stack([read_image(path, denoiser.image_shape, resize=resize) for path in paths])
     return _example_images(denoiser.image_shape)
@@ -99,20 +131,20 @@ def _example_images(shape: tuple[int, int, int]) -> torch.Tensor:
     from PIL import Image
 
     channels, height, width = shape
-    mode = "L" if channels == 1 else "RGB"
-    candidates = {path: Image.open(path) for path in sorted(EXAMPLE_IMAGES.glob("*.png"))}
+    candidates = {}
+    for path in sorted(EXAMPLE_IMAGES.glob("*.png")):
+        with Image.open(path) as picture:
+            candidates[path] = (picture.mode, picture.size)
     if not candidates:
         raise InputError(f"no example images at {EXAMPLE_IMAGES}; give images with --image FILE")
-    chosen = [path for path, picture in candidates.items() if picture.mode == mode] or list(candidates)
-    exact = [path for path in chosen if candidates[path].size == (width, height)]
-    if exact:
-        console.print(f"no --image given: using {len(exact)} shipped example images ({', '.join(p.stem for p in exact)})")
-        chosen = exact
-    else:
-        smallest = min(candidates[path].size for path in chosen)
-        chosen = [path for path in chosen if candidates[path].size == smallest]
-        console.print(f"no --image given: using {len(chosen)} shipped example images, resized from "
-                      f"{smallest[1]}×{smallest[0]} to {height}×{width} ({', '.join(p.stem for p in chosen)})")
+    mode = "L" if channels == 1 else "RGB"
+    chosen = [path for path, (kind, _) in candidates.items() if kind == mode] or list(candidates)
+    sizes = {candidates[path][1] for path in chosen}
+    size = (width, height) if (width, height) in sizes else min(sizes)
+    chosen = [path for path in chosen if candidates[path][1] == size]
+    resized = "" if size == (width, height) else f", resized from {size[1]}×{size[0]} to {height}×{width}"
+    names = ", ".join(path.stem for path in chosen)
+    console.print(f"no --image given: using {len(chosen)} shipped example images{resized} ({names})")
     return torch.stack([read_image(path, shape, resize=True) for path in chosen])
 
 
@@ -123,12 +155,26 @@ def _print_summary(dataset) -> None:
     for s in range(dataset.sizes["sigma"]):
         t = float(dataset.t[s])
         level = f"σ = {float(dataset.sigma[s]):g}" + ("" if np.isnan(t) else f", t = {t:.1f}")
-        table = Table(title=f"attention locality ({level}; {dataset.sizes['image']} images)", box=box.SIMPLE_HEAD,
-                      pad_edge=False, caption="tokens: grid (attention window); k×k: attention mass inside the "
-                      "query's k×k neighbourhood; entropy (its maximum log N)")
-        for column in ("layer", "module", "tokens", "dist (px)", *(f"{k}×{k}" for k in dataset.window.values),
-                       "entropy"):
-            table.add_column(column, justify="left" if column in ("module", "tokens") else "right", no_wrap=True)
+        table = Table(
+            title=f"attention locality ({level}; {dataset.sizes['image']} images)",
+            caption="tokens: grid (attention window); k×k: attention mass inside the query's k×k "
+            "neighbourhood; entropy (its maximum log N)",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            collapse_padding=True,
+            pad_edge=False,
+        )
+        for column in (
+            "layer",
+            "module",
+            "tokens",
+            "dist (px)",
+            *(f"{k}×{k}" for k in dataset.window.values),
+            "entropy",
+        ):
+            table.add_column(
+                column, justify="left" if column in ("module", "tokens") else "right", no_wrap=True
+            )
         for position, layer in enumerate(dataset.layer.values):
             at = {"sigma": s, "layer": position}
             window = int(dataset.attention_window[position])

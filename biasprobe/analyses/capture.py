@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from biasprobe.models.attention import GridAttention, window_mask
+from biasprobe.models.attention import GridAttention
 
 NamedObserver = Callable[[str, GridAttention, torch.Tensor], None]
 """``observer(name, module, probs)`` with ``probs`` of shape (B, heads, N, N)."""
@@ -51,20 +51,27 @@ def capture_attention(modules: Mapping[str, GridAttention], observer: NamedObser
 
 @dataclass(frozen=True)
 class TokenGeometry:
-    """Pairwise geometry of the N tokens of one grid, in input pixels.
+    """Pairwise geometry of the N tokens of one grid, through their relative offsets δ = pos_k − pos_q.
+
+    Distance, neighbourhood and histogram bin depend on a (query, key) pair only through δ, so
+    the linear metrics need only the attention mass per offset, A(δ) = (1/N) Σ_q p(q, q + δ):
+    d̄ = Σ_δ A(δ) s‖δ‖₂, m_w = Σ_{‖δ‖_∞ ≤ ⌊w/2⌋} A(δ), h_b = Σ_{s‖δ‖₂ ∈ bin b} A(δ).
 
     Attributes
     ----------
-    distance: (N, N) Euclidean distance d(q, k) between token centres, in pixels.
-    neighbourhoods: (W, N, N) 1 where key k lies in the w×w token window of query q, else 0.
-    distance_bin: (N·N,) index b of the histogram bin [e_b, e_{b+1}) holding d(q, k); distances
-        past the last edge count in the last bin.
+    offset_index: (N·N,) index of the offset of each (query, key) pair, row-major over queries then
+        keys, among the (2h − 1)(2w − 1) offsets of an (h, w) grid.
+    offset_distance: (offsets,) Euclidean length s‖δ‖₂ of each offset, in pixels.
+    offset_neighbourhoods: (offsets, W) 1 where the offset lies in the w×w token window, else 0.
+    offset_bin: (offsets,) histogram bin b, [e_b, e_{b+1}), of each offset's length; lengths past
+        the last edge count in the last bin.
     bins: number of histogram bins.
     """
 
-    distance: torch.Tensor
-    neighbourhoods: torch.Tensor
-    distance_bin: torch.Tensor
+    offset_index: torch.Tensor
+    offset_distance: torch.Tensor
+    offset_neighbourhoods: torch.Tensor
+    offset_bin: torch.Tensor
     bins: int
 
     @classmethod
@@ -77,21 +84,32 @@ class TokenGeometry:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> "TokenGeometry":
-        """The geometry of a row-major (rows, cols) token grid for the given windows and bin edges."""
-        rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-        position = torch.stack([rows.flatten(), cols.flatten()], dim=-1).to(torch.float64)
-        distance = (position[:, None] - position[None]).square().sum(-1).sqrt() * pixels_per_token
-        count = len(position)
-        neighbourhoods = torch.zeros(len(windows), count, count, dtype=torch.bool)
-        for index, window in enumerate(windows):
-            neighbourhoods[index] = window_mask(grid, window)
+    ) -> TokenGeometry:
+        """The geometry of a row-major (rows, cols) token grid for odd windows w and bin edges in pixels."""
+        rows, cols = grid
+        row, col = (
+            index.flatten() for index in torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+        )
+        offset_index = (
+            (row[None] - row[:, None] + rows - 1) * (2 * cols - 1) + col[None] - col[:, None] + cols - 1
+        )
+        d_row, d_col = (
+            index.flatten()
+            for index in torch.meshgrid(
+                torch.arange(1 - rows, rows), torch.arange(1 - cols, cols), indexing="ij"
+            )
+        )
+        distance = torch.hypot(d_row.double(), d_col.double()) * pixels_per_token
+        chebyshev = torch.maximum(d_row.abs(), d_col.abs())
+        neighbourhoods = chebyshev[:, None] <= torch.tensor(
+            [window // 2 for window in windows], dtype=torch.long
+        )
         edges = torch.as_tensor(bin_edges, dtype=torch.float64)
-        distance_bin = torch.bucketize(distance.flatten(), edges[1:-1], right=True)
         return cls(
-            distance=distance.to(device, dtype),
-            neighbourhoods=neighbourhoods.to(device, dtype),
-            distance_bin=distance_bin.to(device),
+            offset_index=offset_index.flatten().to(device),
+            offset_distance=distance.to(device, dtype),
+            offset_neighbourhoods=neighbourhoods.to(device, dtype),
+            offset_bin=torch.bucketize(distance, edges[1:-1], right=True).to(device),
             bins=len(edges) - 1,
         )
 
@@ -100,20 +118,28 @@ def locality_metrics(probs: torch.Tensor, geometry: TokenGeometry) -> dict[str, 
     """The module docstring's metrics of probabilities (B, heads, N, N), each averaged over queries.
 
     Returns ``mean_distance`` and ``entropy`` of shape (B, heads), ``local_mass`` (B, heads, W)
-    and ``distance_histogram`` (B, heads, bins).
+    and ``distance_histogram`` (B, heads, bins). One pass over the N² probabilities gathers the
+    mass per offset (see :class:`TokenGeometry`); another takes the entropy, one head at a time
+    so that its temporary holds a single head's map.
     """
     batch, heads, count, _ = probs.shape
-    histogram = probs.new_zeros(batch, heads, geometry.bins).index_add_(2, geometry.distance_bin, probs.flatten(2))
+    offsets = len(geometry.offset_distance)
+    by_offset = (
+        probs.new_zeros(batch, heads, offsets).index_add_(2, geometry.offset_index, probs.flatten(2)) / count
+    )
     return {
-        "mean_distance": torch.einsum("bhqk,qk->bh", probs, geometry.distance) / count,
-        "local_mass": torch.einsum("bhqk,wqk->bhw", probs, geometry.neighbourhoods) / count,
-        "entropy": torch.special.entr(probs).sum((-2, -1)) / count,
-        "distance_histogram": histogram / count,
+        "mean_distance": by_offset @ geometry.offset_distance,
+        "local_mass": by_offset @ geometry.offset_neighbourhoods,
+        "entropy": torch.stack([torch.special.entr(head).sum((-2, -1)) for head in probs.unbind(1)], 1)
+        / count,
+        "distance_histogram": by_offset.new_zeros(batch, heads, geometry.bins).index_add_(
+            2, geometry.offset_bin, by_offset
+        ),
     }
 
 
 class LocalityObserver:
-    """A :data:`NamedObserver` that reduces each layer's probabilities to :func:`locality_metrics` in the hook.
+    """A :data:`NamedObserver` reducing each layer's probabilities to :func:`locality_metrics` in the hook.
 
     Only the reductions outlive the hook, plus — for the layers named in ``map_layers`` — the
     rows ``map_queries`` (all if None) of the head-averaged map, summed over images. Memory
@@ -143,22 +169,30 @@ class LocalityObserver:
         key = (module.grid, module.pixels_per_token, probs.device, probs.dtype)
         if key not in self._geometries:
             self._geometries[key] = TokenGeometry.build(
-                module.grid, module.pixels_per_token, self.windows, self.bin_edges,
-                device=probs.device, dtype=probs.dtype,
+                module.grid,
+                module.pixels_per_token,
+                self.windows,
+                self.bin_edges,
+                device=probs.device,
+                dtype=probs.dtype,
             )
         return self._geometries[key]
 
     @torch.no_grad()
     def __call__(self, name: str, module: GridAttention, probs: torch.Tensor) -> None:
         if name in self._metrics:
-            raise RuntimeError(f"attention layer {name} ran twice in one denoiser call; locality needs one call per layer")
+            raise RuntimeError(
+                f"attention layer {name} ran twice in one denoiser call; locality needs one call per layer"
+            )
         self._metrics[name] = locality_metrics(probs, self.geometry(module, probs))
         if name in self.map_layers:
             rows = probs
             if self.map_queries is not None:
                 outside = [q for q in self.map_queries if not 0 <= q < probs.shape[-1]]
                 if outside:
-                    raise IndexError(f"map queries {outside} are not tokens of layer {name}, which has {probs.shape[-1]}")
+                    raise IndexError(
+                        f"map queries {outside} are not tokens of layer {name}, which has {probs.shape[-1]}"
+                    )
                 rows = probs[:, :, self.map_queries]
             head_mean = rows.mean(dim=1).sum(dim=0)
             self._map_sums[name] = self._map_sums[name] + head_mean if name in self._map_sums else head_mean

@@ -11,7 +11,8 @@ docs/methods/locality.md.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,14 +30,26 @@ LayerKey = int | str
 """An attention layer by its 1-based position in forward order, or by its module name."""
 
 METRICS = {
-    "mean_distance": {"long_name": "mean attention distance", "units": "pixels",
-                      "formula": "(1/N) sum_q sum_k p(q,k) * pixels_per_token * ||pos_q - pos_k||_2"},
-    "local_mass": {"long_name": "attention mass inside the window x window token neighbourhood of the query",
-                   "units": "1", "formula": "(1/N) sum_q sum_{k: ||pos_q - pos_k||_inf <= window//2} p(q,k)"},
-    "entropy": {"long_name": "attention entropy", "units": "nats",
-                "formula": "-(1/N) sum_q sum_k p(q,k) log p(q,k)"},
-    "distance_histogram": {"long_name": "attention mass by query-key distance", "units": "1",
-                           "formula": "(1/N) sum_q sum_{k: d(q,k) in [distance_low, distance_high)} p(q,k)"},
+    "mean_distance": {
+        "long_name": "mean attention distance",
+        "units": "pixels",
+        "formula": "(1/N) sum_q sum_k p(q,k) * pixels_per_token * ||pos_q - pos_k||_2",
+    },
+    "local_mass": {
+        "long_name": "attention mass inside the window x window token neighbourhood of the query",
+        "units": "1",
+        "formula": "(1/N) sum_q sum_{k: ||pos_q - pos_k||_inf <= window//2} p(q,k)",
+    },
+    "entropy": {
+        "long_name": "attention entropy",
+        "units": "nats",
+        "formula": "-(1/N) sum_q sum_k p(q,k) log p(q,k)",
+    },
+    "distance_histogram": {
+        "long_name": "attention mass by query-key distance",
+        "units": "1",
+        "formula": "(1/N) sum_q sum_{k: d(q,k) in [distance_low, distance_high)} p(q,k)",
+    },
 }
 
 
@@ -49,7 +62,7 @@ class AttentionLayer(NamedTuple):
 
 
 def attention_layers(denoiser: Denoiser, layers: Sequence[LayerKey] | None = None) -> list[AttentionLayer]:
-    """The denoiser's attention layers, or those named by position (1-based) or module name, in forward order."""
+    """The denoiser's attention layers in forward order: all, or those named by 1-based position or name."""
     modules = denoiser.attention_modules()
     if not modules:
         family = denoiser.describe().get("family")
@@ -58,15 +71,18 @@ def attention_layers(denoiser: Denoiser, layers: Sequence[LayerKey] | None = Non
             f"{model} has no attention layers; attention locality needs a model with attention, "
             "such as a DiT or a DDPM UNet"
         )
-    every = [AttentionLayer(index, name, module) for index, (name, module) in enumerate(modules.items(), start=1)]
+    every = [
+        AttentionLayer(index, name, module) for index, (name, module) in enumerate(modules.items(), start=1)
+    ]
     if layers is None:
         return every
     by_key: dict[LayerKey, AttentionLayer] = {layer.index: layer for layer in every}
     by_key.update({layer.name: layer for layer in every})
     unknown = [key for key in layers if key not in by_key]
     if unknown:
-        raise InputError(f"no attention layer {unknown}: this denoiser has layers 1..{len(every)} "
-                         f"({', '.join(modules)})")
+        raise InputError(
+            f"no attention layer {unknown}: this denoiser has layers 1..{len(every)} ({', '.join(modules)})"
+        )
     return sorted({by_key[key] for key in layers}, key=lambda layer: layer.index)
 
 
@@ -119,14 +135,17 @@ def locality(
     """
     selected = attention_layers(denoiser, layers)
     windows = [int(window) for window in windows]
+    if any(window < 1 or window % 2 == 0 for window in windows):
+        raise InputError(f"local-mass windows must be positive odd integers, got {windows}")
     map_layers = _map_layers(denoiser, selected, save_maps)
     images, sigma, steps = prepare(denoiser, images, sigmas, timesteps)
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
     edges = distance_bin_edges(denoiser.image_shape, bin_width)
     names = [layer.name for layer in selected]
-    observer = LocalityObserver(windows, edges, map_layers=[layer.name for layer in map_layers],
-                                map_queries=map_queries)
+    observer = LocalityObserver(
+        windows, edges, map_layers=[layer.name for layer in map_layers], map_queries=map_queries
+    )
     shape = (len(images), len(sigma), len(selected), max(layer.module.heads for layer in selected))
     values = {
         "mean_distance": np.full(shape, np.nan),
@@ -139,7 +158,9 @@ def locality(
     with capture_attention({layer.name: layer.module for layer in selected}, observer), torch.no_grad():
         for s, start in track(batches, "attention locality", enabled=progress):
             stop = min(start + batch_size, len(images))
-            y = torch.cat([noisy(images[i : i + 1], sigma[s], noise_seed(seed, i, s)) for i in range(start, stop)])
+            y = torch.cat(
+                [noisy(images[i : i + 1], sigma[s], noise_seed(seed, i, s)) for i in range(start, stop)]
+            )
             denoiser.denoise(y, float(sigma[s]))
             for name, metrics in observer.collect(names).items():
                 for key, value in metrics.items():
@@ -157,8 +178,12 @@ def locality(
         dataset["attention_map"] = _map_array(selected, maps, map_queries)
     dataset = dataset.assign_coords(_layer_coords(selected, windows, edges, shape[-1]))
     return with_provenance(
-        dataset, denoiser, "locality", seed,
-        windows=windows, bin_width=float(bin_width),
+        dataset,
+        denoiser,
+        "locality",
+        seed,
+        windows=windows,
+        bin_width=float(bin_width),
         map_layers=[layer.index for layer in map_layers],
     )
 
@@ -187,20 +212,26 @@ def _uniform_references(selected: list[AttentionLayer], windows: list[int], edge
     for layer in selected:
         grid = _grid(layer)
         count = grid[0] * grid[1]
-        geometry = TokenGeometry.build(grid, layer.module.pixels_per_token, windows, edges, dtype=torch.float64)
+        geometry = TokenGeometry.build(
+            grid, layer.module.pixels_per_token, windows, edges, dtype=torch.float64
+        )
         uniform = torch.full((1, 1, count, count), 1.0 / count, dtype=torch.float64)
         metrics = locality_metrics(uniform, geometry)
         for key, value in references.items():
             value.append(metrics[key][0, 0].numpy())
     return {
-        f"{key}_uniform": (("layer", "window") if key == "local_mass" else ("layer",), np.stack(value),
-                           {**METRICS[key], "long_name": f"{METRICS[key]['long_name']} of uniform attention"})
+        f"{key}_uniform": (
+            ("layer", "window") if key == "local_mass" else ("layer",),
+            np.stack(value),
+            {**METRICS[key], "long_name": f"{METRICS[key]['long_name']} of uniform attention"},
+        )
         for key, value in references.items()
     }
 
 
-def _map_array(selected: list[AttentionLayer], maps: list[dict[str, torch.Tensor]],
-               map_queries: Sequence[int] | None) -> xr.DataArray:
+def _map_array(
+    selected: list[AttentionLayer], maps: list[dict[str, torch.Tensor]], map_queries: Sequence[int] | None
+) -> xr.DataArray:
     """(sigma, layer, query, key) maps, NaN where a layer has no saved map or fewer tokens."""
     keys = max(math.prod(_grid(layer)) for layer in selected if layer.name in maps[0])
     queries = np.arange(keys) if map_queries is None else np.asarray(map_queries)
@@ -211,10 +242,14 @@ def _map_array(selected: list[AttentionLayer], maps: list[dict[str, torch.Tensor
                 rows, count = by_layer[layer.name].shape
                 array[s, position, :rows, :count] = by_layer[layer.name].numpy()
     return xr.DataArray(
-        array, dims=("sigma", "layer", "query", "key"),
+        array,
+        dims=("sigma", "layer", "query", "key"),
         coords={"query": queries, "key": np.arange(keys)},
-        attrs={"long_name": "attention probability p(query, key), averaged over images and heads",
-               "units": "1", "note": "tokens are indexed row-major on the layer's grid (grid_rows, grid_cols)"},
+        attrs={
+            "long_name": "attention probability p(query, key), averaged over images and heads",
+            "units": "1",
+            "note": "tokens are indexed row-major on the layer's grid (grid_rows, grid_cols)",
+        },
     )
 
 
@@ -222,20 +257,39 @@ def _layer_coords(selected: list[AttentionLayer], windows: list[int], edges: np.
     """Coordinates of the layer, head, window and distance_bin dimensions."""
     grids = [_grid(layer) for layer in selected]
     return {
-        "layer": ("layer", [layer.index for layer in selected],
-                  {"long_name": "attention layer, 1-based position in forward order"}),
-        "layer_name": ("layer", np.array([layer.name for layer in selected], dtype=object),
-                       {"long_name": "attention module name"}),
+        "layer": (
+            "layer",
+            [layer.index for layer in selected],
+            {"long_name": "attention layer, 1-based position in forward order"},
+        ),
+        "layer_name": (
+            "layer",
+            np.array([layer.name for layer in selected], dtype=object),
+            {"long_name": "attention module name"},
+        ),
         "grid_rows": ("layer", [grid[0] for grid in grids], {"units": "tokens"}),
         "grid_cols": ("layer", [grid[1] for grid in grids], {"units": "tokens"}),
-        "pixels_per_token": ("layer", [layer.module.pixels_per_token for layer in selected], {"units": "pixels"}),
-        "attention_window": ("layer", [layer.module.window or 0 for layer in selected],
-                             {"long_name": "the layer's own k×k attention window (0: global attention)",
-                              "units": "tokens"}),
+        "pixels_per_token": (
+            "layer",
+            [layer.module.pixels_per_token for layer in selected],
+            {"units": "pixels"},
+        ),
+        "attention_window": (
+            "layer",
+            [layer.module.window or 0 for layer in selected],
+            {"long_name": "the layer's own k×k attention window (0: global attention)", "units": "tokens"},
+        ),
         "head": ("head", np.arange(heads)),
-        "window": ("window", windows, {"long_name": "side of the token neighbourhood for local_mass",
-                                       "units": "tokens"}),
-        "distance_bin": ("distance_bin", (edges[:-1] + edges[1:]) / 2, {"long_name": "bin centre", "units": "pixels"}),
+        "window": (
+            "window",
+            windows,
+            {"long_name": "side of the token neighbourhood for local_mass", "units": "tokens"},
+        ),
+        "distance_bin": (
+            "distance_bin",
+            (edges[:-1] + edges[1:]) / 2,
+            {"long_name": "bin centre", "units": "pixels"},
+        ),
         "distance_low": ("distance_bin", edges[:-1], {"units": "pixels"}),
         "distance_high": ("distance_bin", edges[1:], {"units": "pixels"}),
     }

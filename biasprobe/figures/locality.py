@@ -14,8 +14,8 @@ Agg and leave no global state.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -58,7 +58,9 @@ def _metric(dataset: xr.Dataset, metric: str, window: int) -> tuple[xr.DataArray
     values, reference = dataset[metric], dataset.get(f"{metric}_uniform")
     if metric == "local_mass":
         if window not in dataset.window.values:
-            raise InputError(f"no local mass at window {window} in this store; it has {list(dataset.window.values)}")
+            raise InputError(
+                f"no local mass at window {window} in this store; it has {list(dataset.window.values)}"
+            )
         values, reference = values.sel(window=window), reference.sel(window=window)
     return values, reference
 
@@ -95,10 +97,15 @@ def attention_maps_figure(
     dataset = _at_sigma(_dataset(source), sigma)
     if "attention_map" not in dataset:
         raise InputError("this store has no attention maps: run locality with --save-maps (save_maps=True)")
-    mapped = [int(layer) for layer in dataset.layer.values
-              if np.isfinite(dataset.attention_map.sel(layer=layer)).any()]
+    mapped = [
+        int(layer)
+        for layer in dataset.layer.values
+        if np.isfinite(dataset.attention_map.sel(layer=layer)).any()
+    ]
     if layers is None:
-        layers = [layer for layer in every_other_layer(list(dataset.layer.values)) if layer in mapped] or mapped
+        layers = [
+            layer for layer in every_other_layer(list(dataset.layer.values)) if layer in mapped
+        ] or mapped
     missing = [layer for layer in layers if layer not in mapped]
     if missing:
         raise InputError(f"no saved maps for layers {missing}; this store has maps of layers {mapped}")
@@ -108,10 +115,16 @@ def attention_maps_figure(
         layer = dataset.sel(layer=layer_index)
         rows, cols = int(layer.grid_rows), int(layer.grid_cols)
         tokens = rows * cols
-        attention = layer.attention_map.isel(query=np.flatnonzero(layer["query"].values < tokens),
-                                             key=slice(0, tokens))
-        image = axes[0, column].imshow(attention.values / np.nanmax(attention.values), vmin=0, vmax=vmax,
-                                       cmap=cmap, interpolation="nearest")
+        attention = layer.attention_map.isel(
+            query=np.flatnonzero(layer["query"].values < tokens), key=slice(0, tokens)
+        )
+        image = axes[0, column].imshow(
+            attention.values / np.nanmax(attention.values),
+            vmin=0,
+            vmax=vmax,
+            cmap=cmap,
+            interpolation="nearest",
+        )
         axes[0, column].set_title(_layer_title(layer), fontsize=9)
         chosen = (rows // 2) * cols + cols // 2 if query is None else query
         saved = list(attention["query"].values)
@@ -156,8 +169,11 @@ def locality_profile_figure(
         runs = {_run_label(ds, index): ds for index, ds in enumerate(datasets)}
     first = next(iter(runs.values()))
     if len(runs) == 1:
-        lines = {f"σ = {float(s):g}": first.sel(sigma=s) for s in first.sigma.values} if sigma is None \
+        lines = (
+            {f"σ = {float(s):g}": first.sel(sigma=s) for s in first.sigma.values}
+            if sigma is None
             else {f"σ = {sigma:g}": _at_sigma(first, sigma)}
+        )
     else:
         sigma = float(first.sigma.values[0]) if sigma is None else sigma
         lines = {label: _at_sigma(ds, sigma) for label, ds in runs.items()}
@@ -167,8 +183,10 @@ def locality_profile_figure(
         values, _ = _metric(ds, metric, window)
         per_image = values.mean("head")
         mean, spread = per_image.mean("image"), per_image.std("image")
-        line, = ax.plot(ds.layer, mean, marker="o", markersize=3, label=label)
-        ax.fill_between(ds.layer, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+        (line,) = ax.plot(ds.layer, mean, marker="o", markersize=3, label=label)
+        ax.fill_between(
+            ds.layer, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0
+        )
     _, reference = _metric(first, metric, window)
     ax.plot(first.layer, reference, "--", color="grey", label="uniform attention")
     ax.set_xlabel("attention layer")
@@ -195,10 +213,12 @@ def heads_figure(
     dataset = _dataset(source)
     values, _ = _metric(dataset, metric, window)
     table = values.mean("image").transpose("sigma", "layer", "head")
-    canvas = _canvas(figure, 1.2 + 0.5 * table.sizes["head"] * table.sizes["sigma"], 0.6 + 0.3 * table.sizes["layer"])
+    canvas = _canvas(
+        figure, 1.2 + 0.5 * table.sizes["head"] * table.sizes["sigma"], 0.6 + 0.3 * table.sizes["layer"]
+    )
     axes = canvas.subplots(1, table.sizes["sigma"], squeeze=False)[0]
     limits = {"vmin": float(table.min()), "vmax": float(table.max())}
-    for ax, panel in zip(axes, table):
+    for ax, panel in zip(axes, table, strict=True):
         image = ax.imshow(panel.values, cmap=cmap, aspect="auto", **limits)
         ax.set_title(f"σ = {float(panel.sigma):g}", fontsize=9)
         ax.set_xticks(range(panel.sizes["head"]), panel["head"].values)
@@ -219,8 +239,13 @@ def locality_figure(
     """Overview: the Fig. 4 maps (when the store has them) above the profile and the head heat map."""
     dataset = _dataset(source)
     has_maps = "attention_map" in dataset
-    figure = Figure(figsize=(max(10.0, 2.0 * len(every_other_layer(list(dataset.layer.values))) + 0.8),
-                             8.2 if has_maps else 3.8), layout="constrained")
+    figure = Figure(
+        figsize=(
+            max(10.0, 2.0 * len(every_other_layer(list(dataset.layer.values))) + 0.8),
+            8.2 if has_maps else 3.8,
+        ),
+        layout="constrained",
+    )
     if has_maps:
         top, bottom = figure.subfigures(2, 1, height_ratios=[4.4, 3.8])
         attention_maps_figure(dataset, vmax=vmax, figure=top)
