@@ -1,12 +1,21 @@
 """biasprobe: measure the inductive biases that let diffusion denoisers generalize.
 
 >>> import biasprobe as bp
->>> d = bp.load("ckpt.pt")                      # any supported checkpoint -> Denoiser
->>> bp.save(dataset, "result.zarr"); bp.open("result.zarr")
+>>> d = bp.load("ckpt.pt")                              # any supported checkpoint -> Denoiser
+>>> j = bp.jacobian(d, image, sigmas=[0.05, 0.2])      # xarray.Dataset
+>>> a = bp.locality(d, images, sigmas=[0.05, 0.2])     # xarray.Dataset
+>>> g = bp.gap(d, train_images, test_images)           # xarray.Dataset
+>>> bp.save(j, "x.zarr"); j = bp.open("x.zarr")
 """
 
 __version__ = "0.1.0"
 
+from biasprobe.analyses.comparison import compare  # noqa: E402
+from biasprobe.analyses.generalization import gap  # noqa: E402
+from biasprobe.analyses.harmonic import gahb_summary  # noqa: E402
+from biasprobe.analyses.jacobian import jacobian  # noqa: E402
+from biasprobe.analyses.locality import locality  # noqa: E402
+from biasprobe.analyses.memorization import memorization  # noqa: E402
 from biasprobe.denoiser import Denoiser  # noqa: E402
 from biasprobe.errors import BiasprobeError, CheckpointError, InputError  # noqa: E402
 from biasprobe.formats import load  # noqa: E402
@@ -20,7 +29,13 @@ __all__ = [
     "InputError",
     "Schedule",
     "__version__",
+    "compare",
+    "gahb_summary",
+    "gap",
+    "jacobian",
     "load",
+    "locality",
+    "memorization",
     "open",
     "save",
 ]

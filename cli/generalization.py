@@ -111,3 +111,54 @@ def sample(
     console.print(f"store {path}")
     if png:
         write_image(torch.cat(list(torch.from_numpy(dataset.sample_image.values)), dim=-1), png)
+
+
+def compare(
+    first: Annotated[Path, typer.Argument(help="Checkpoint A.")],
+    second: Annotated[Path, typer.Argument(help="Checkpoint B.")],
+    out: Annotated[Path, typer.Option(help="Folder for comparison.zarr and comparison.png.")] = Path("comparison"),
+    data_name: Annotated[Optional[str], typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
+    sigma: Annotated[float, typer.Option(help="Noise level of the Jacobians and attention maps ([0, 1] scale).")] = 0.1,
+    k: Annotated[int, typer.Option("--k", help="Images per split for the gap.")] = 100,
+    samples: Annotated[int, typer.Option(help="Samples per checkpoint, from the same seeds.")] = 8,
+    top_k: Annotated[int, typer.Option(help="Jacobian eigenvectors compared.")] = 64,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
+) -> None:
+    """Compare two checkpoints: gap, memorization, paired samples, Jacobian spectra and overlap, locality.
+
+    For two models trained on disjoint halves (--subset s1 / s2), a paired sample similarity near 1
+    means both learned the same density (Kadkhodaie et al.'s test of generalization).
+    """
+    from biasprobe.analyses.comparison import compare as run_comparison
+    from biasprobe.figures.comparison import comparison_figure
+    from biasprobe.images import read_image
+
+    target = str(resolve_device(device))
+    pair = [bp.load(path, device=target) for path in (first, second)]
+    recorded = [(d.describe().get("training") or {}).get("data") for d in pair]
+    name = data_name or recorded[0] or recorded[1]
+    if not name:
+        raise InputError("neither checkpoint records its training data: pass --data NAME")
+    trained = [training_data(d, None, None, data_dir)[1] if data else None for d, data in zip(pair, recorded)]
+    test = test_data(pair[0], name, k, data_dir)
+    picture = read_image(image, pair[0].image_shape) if image else None
+    dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
+                             top_k=top_k, seed=seed, progress=True)
+    path = bp.save(dataset, out / "comparison.zarr")
+    comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
+    table = Table("", first.stem, second.stem, title=f"{first.name} vs {second.name}")
+    for variable, label, unit in (("average_gap", "average gap", " dB"), ("memorized_share", "samples copying training", ""),
+                                  ("effective_dimension", "tr J at the test image", ""),
+                                  ("mean_harmonicity", "harmonicity", "")):
+        if variable in dataset:
+            table.add_row(label, *(f"{float(v):.3g}{unit}" for v in dataset[variable].values))
+    if "mean_distance" in dataset:
+        table.add_row("mean attention distance (px)", *(f"{float(v):.2f}" for v in dataset.mean_distance.mean("layer").values))
+    console.print(table)
+    console.print(f"top-{dataset.attrs['eigenspace_top']} eigenspace overlap {float(dataset.eigenspace_overlap):.3f}")
+    if "sample_similarity" in dataset:
+        console.print(f"paired sample similarity {float(dataset.sample_similarity.mean()):.3f} (mean over {samples})")
+    console.print(f"wrote {path} and {out / 'comparison.png'}")

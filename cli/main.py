@@ -7,7 +7,8 @@ import sys
 import typer
 
 from biasprobe.errors import BiasprobeError
-from biasprobe_cli import checkpoints, locality
+from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality
+from biasprobe_cli import train as training
 
 app = typer.Typer(
     name="biasprobe",
@@ -19,7 +20,13 @@ app = typer.Typer(
 )
 app.command("info")(checkpoints.info)
 app.command("new")(checkpoints.new)
+app.command("jacobian")(jacobian.jacobian)
 app.command("locality")(locality.locality)
+app.command("train")(training.train)
+app.command("gap")(generalization.gap)
+app.command("sample")(generalization.sample)
+app.command("compare")(generalization.compare)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

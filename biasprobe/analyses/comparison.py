@@ -1,0 +1,107 @@
+"""Two checkpoints side by side: generalization, memorization, Jacobian and attention locality.
+
+Every part reuses the analysis that defines it (gap, memorization, jacobian, harmonic,
+locality); this module only runs them on both denoisers with the same inputs and seeds and
+stacks the results along a ``checkpoint`` dimension. Two quantities compare the pair directly:
+
+- eigenspace overlap ‖U_Aᵀ U_B‖_F² / K of the top-K Jacobian eigenvectors at the same noisy
+  image (1: the same subspace);
+- paired sample similarity: the mean-removed cosine between sample i of A and sample i of B,
+  drawn from the same seed (near 1 when both learned the same density).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from biasprobe.analyses.base import with_provenance
+from biasprobe.analyses.generalization import gap
+from biasprobe.analyses.harmonic import eigenspace_overlap, gahb_summary
+from biasprobe.analyses.jacobian import jacobian
+from biasprobe.analyses.locality import locality
+from biasprobe.analyses.memorization import memorization, paired_similarity
+from biasprobe.denoiser import Denoiser
+from biasprobe.errors import InputError
+from biasprobe.formats import file_sha256
+
+LABELS = ("A", "B")
+GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
+"""Default noise levels of the gap part: ten σ ([0, 1] scale) inside every schedule's range."""
+
+
+def compare(
+    first: Denoiser,
+    second: Denoiser,
+    test_images: torch.Tensor,
+    train_images: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    *,
+    image: torch.Tensor | None = None,
+    sigma: float = 0.1,
+    gap_sigmas: list[float] | None = None,
+    samples: int = 8,
+    top_k: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Compare two denoisers of the same image shape.
+
+    ``train_images`` are each model's training images (the gap and memorization parts are skipped
+    for a model without them); ``image`` (default: the first test image) is where both Jacobians
+    and attention maps are taken, at noise level ``sigma``. The provenance attrs name A as
+    ``checkpoint`` and B as ``checkpoint_b``.
+    """
+    if tuple(first.image_shape) != tuple(second.image_shape):
+        raise InputError(f"the checkpoints take different images: {first.image_shape} and {second.image_shape}")
+    image = test_images[:1] if image is None else image.reshape(1, *first.image_shape)
+    pair = (first, second)
+    parts: list[xr.Dataset] = []
+
+    spectra = [jacobian(d, image, [sigma], top_k=top_k, seed=seed, progress=progress) for d in pair]
+    stacked = xr.concat([s.drop_vars("t") for s in spectra], dim="image")
+    count = min(top_k, stacked.sizes["rank"])
+    parts.append(xr.Dataset({
+        "eigenvalue": _stack([s.eigenvalue.isel(image=0, sigma=0, rank=slice(0, count)) for s in spectra]),
+        "effective_dimension": _stack([s.effective_dimension.isel(image=0, sigma=0) for s in spectra]),
+        "mean_harmonicity": _stack([gahb_summary(s, min(count, s.sizes["rank"])).harmonicity.isel(image=0, sigma=0)
+                                    for s in spectra]),
+        "eigenspace_overlap": eigenspace_overlap(stacked, 0, 1, count).isel(sigma=0, drop=True).assign_attrs(
+            long_name="overlap of the top-K Jacobian eigenspaces of A and B at the same noisy image", top=count),
+    }))
+
+    if first.attention_modules() and second.attention_modules():
+        maps = [locality(d, test_images[: max(2, min(8, len(test_images)))], [sigma], seed=seed, progress=progress)
+                for d in pair]
+        if maps[0].sizes["layer"] == maps[1].sizes["layer"]:
+            parts.append(xr.Dataset({
+                "mean_distance": _stack([m.mean_distance.mean(("image", "head")).isel(sigma=0, drop=True)
+                                         for m in maps]),
+            }))
+
+    if all(t is not None for t in train_images):
+        gaps = [gap(d, t[: len(test_images)], test_images, gap_sigmas or GAP_SIGMAS, seed=seed,
+                    progress=progress) for d, t in zip(pair, train_images)]
+        parts.append(xr.Dataset({
+            "mean_psnr": _stack([g.mean_psnr.drop_vars("t") for g in gaps]),
+            "gap": _stack([g.gap.drop_vars("t") for g in gaps]),
+            "gap_sem": _stack([g.gap_sem.drop_vars("t") for g in gaps]),
+            "average_gap": _stack([g.average_gap for g in gaps]),
+        }))
+        drawn = [memorization(d, samples, t, seed=seed, progress=progress) for d, t in zip(pair, train_images)]
+        parts.append(xr.Dataset({
+            "memorized_share": _stack([m.memorized_share for m in drawn]),
+            "sample_image": _stack([m.sample_image for m in drawn]),
+            "sample_similarity": ("sample", paired_similarity(*(torch.from_numpy(m.sample_image.values) for m in drawn)),
+                                  {"long_name": "mean-removed cosine of sample i of A and sample i of B"}),
+        }))
+    dataset = xr.merge(parts, compat="override", combine_attrs="drop").drop_vars(["image", "t"], errors="ignore")
+    dataset = with_provenance(dataset, first, "compare", seed, sigma=float(sigma), eigenspace_top=count)
+    second_path = second.describe().get("path")
+    if second_path is not None:
+        dataset.attrs.update(checkpoint_b=str(second_path), checkpoint_b_sha256=file_sha256(second_path))
+    return dataset
+
+
+def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
+    return xr.concat(arrays, dim="checkpoint", coords="minimal", compat="override").assign_coords(checkpoint=list(LABELS))

@@ -1,0 +1,25 @@
+"""``biasprobe demo``: the main job on the shipped checkpoints and images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biasprobe_cli.options import resolve_device
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the stores, figures and index.md.")] = Path("reports/demo"),
+    k: Annotated[int, typer.Option("--k", help="Test images per gap measurement.")] = 100,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
+
+    Needs nothing beyond the repository (no downloads, no data packages); a few minutes on a laptop CPU.
+    """
+    from biasprobe.demo import run_demo
+
+    index = run_demo(out, k=k, device=str(resolve_device(device)))
+    typer.echo(f"wrote {index} with the figures and stores beside it")
