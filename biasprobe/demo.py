@@ -69,7 +69,7 @@ def run_demo(out: str | Path = "reports/demo", *, k: int = 100, device: str = "c
     for name in JACOBIAN_MODELS:
         result = jacobian(load(name), test[:2], [SIGMA], seed=0, progress=progress)
         summary = gahb_summary(result)
-        save(xr.merge([result, summary], compat="override"), out / f"jacobian-{name}.zarr")
+        save(xr.merge([result, summary], compat="override", join="outer"), out / f"jacobian-{name}.zarr")
         jacobian_figure(result).savefig(out / f"jacobian-{name}.png", dpi=110)
         lines.append(f"| {name} | {float(result.effective_dimension.mean()):.1f} | "
                      f"{float(summary.mean_harmonicity[0]):.2f} | {float(summary.mean_participation[0]):.3f} | "

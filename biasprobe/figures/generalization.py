@@ -19,11 +19,12 @@ def _labelled(sources: Source | Mapping[str, Source]) -> dict[str, xr.Dataset]:
     return {dataset.attrs.get("checkpoint", "denoiser"): dataset}
 
 
-def _noise_axis(dataset: xr.Dataset) -> tuple[np.ndarray, str, bool]:
-    """x values, label and log scale: diffusion step t where every level has one, else σ."""
-    if np.all(np.isfinite(dataset.t.values)):
-        return dataset.t.values, "diffusion step t", False
-    return dataset.sigma.values, "noise level σ ([0, 1] scale)", True
+def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
+    """The coordinate all curves share, its label and log scale: diffusion step t where every
+    level of every dataset has one (Fig. 2's axis), else σ."""
+    if all(np.all(np.isfinite(dataset.t.values)) for dataset in datasets):
+        return "t", "diffusion step t", False
+    return "sigma", "noise level σ ([0, 1] scale)", True
 
 
 def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
@@ -35,8 +36,9 @@ def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure 
     fig = canvas(figure, 10, 3.8)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))
+    coordinate, xlabel, log = _noise_axis(list(datasets.values()))
     for colour, (label, dataset) in zip(colours, datasets.items()):
-        x, xlabel, log = _noise_axis(dataset)
+        x = dataset[coordinate].values
         psnr_axis.plot(x, dataset.mean_psnr.sel(split="train"), color=colour, label=f"{label} train")
         psnr_axis.plot(x, dataset.mean_psnr.sel(split="test"), color=colour, linestyle="--", label=f"{label} test")
         gap_axis.plot(x, dataset.gap, color=colour, label=f"{label}: average {float(dataset.average_gap):.2f} dB")
