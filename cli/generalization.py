@@ -122,6 +122,7 @@ def compare(
     sigma: Annotated[float, typer.Option(help="Noise level of the Jacobians and attention maps ([0, 1] scale).")] = 0.1,
     k: Annotated[int, typer.Option("--k", help="Images per split for the gap.")] = 100,
     samples: Annotated[int, typer.Option(help="Samples per checkpoint, from the same seeds.")] = 8,
+    sampler_steps: Annotated[int, typer.Option(help="DDIM steps for scheduled models (blind ones use ascent).")] = 100,
     top_k: Annotated[int, typer.Option(help="Jacobian eigenvectors compared.")] = 64,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -146,7 +147,7 @@ def compare(
     test = test_data(pair[0], name, k, data_dir)
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
-                             top_k=top_k, seed=seed, progress=True)
+                             sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
     path = bp.save(dataset, out / "comparison.zarr")
     comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
     table = Table("", first.stem, second.stem, title=f"{first.name} vs {second.name}")

@@ -1,13 +1,17 @@
 """Shared fixtures: tiny checkpoints of each family, and a runner for the real command line."""
 
+import io
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
 import pytest
 import torch
 
 from biasprobe.formats import Checkpoint, save_checkpoint
 from biasprobe.models import build_model, preset_config
+from biasprobe_cli.main import main
 
 
 def randomise_zero_init(network: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
@@ -40,7 +44,20 @@ def family(request):
     return request.param
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``biasprobe ARGS`` in a fresh interpreter, as a user would."""
-    return subprocess.run([sys.executable, "-m", "biasprobe_cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """Run ``biasprobe ARGS`` through the real entry point (errors become one line and exit 1), in this
+    process to spare the interpreter start-up; ``tests/test_cli.py`` also checks a fresh interpreter."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["biasprobe", *map(str, args)]
+    code = 0
+    with mock.patch.object(sys, "argv", argv), redirect_stdout(out), redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_cli_process(*args) -> subprocess.CompletedProcess:
+    """Run ``biasprobe ARGS`` in a fresh interpreter, exactly as a user would."""
+    return subprocess.run([sys.executable, "-m", "biasprobe_cli", *map(str, args)], capture_output=True, text=True)

@@ -4,7 +4,7 @@ import torch
 
 import biasprobe as bp
 
-from .conftest import run_cli
+from .conftest import run_cli, run_cli_process
 
 
 def assert_one_line_error(result, fragment: str):
@@ -15,11 +15,12 @@ def assert_one_line_error(result, fragment: str):
     assert fragment in lines[0], lines[0]
 
 
-def test_help_lists_commands():
-    result = run_cli("--help")
+def test_the_installed_entry_point_helps_and_fails_in_one_line(tmp_path):
+    result = run_cli_process("--help")
     assert result.returncode == 0
-    for command in ("info", "new"):
+    for command in ("info", "new", "train", "jacobian", "locality", "gap", "sample", "compare", "demo"):
         assert command in result.stdout
+    assert_one_line_error(run_cli_process("info", tmp_path / "none.pt"), "no checkpoint at")
 
 
 def test_new_dit_xs_then_info(tmp_path):

@@ -13,12 +13,13 @@ def test_a_model_compared_with_itself(tmp_path):
     other = bp.load(tiny_checkpoint(tmp_path / "b.pt", "dit", seed=1))
     g = torch.Generator().manual_seed(0)
     test, train = torch.rand(6, 1, 8, 8, generator=g), torch.rand(6, 1, 8, 8, generator=g)
-    same = bp.compare(d, d, test, (train, train), samples=2, top_k=8, gap_sigmas=[0.1, 0.3])
+    options = dict(samples=2, sampler_steps=5, top_k=8, gap_sigmas=[0.1, 0.3])
+    same = bp.compare(d, d, test, (train, train), **options)
     assert float(same.eigenspace_overlap) == np.float32(1.0) or abs(float(same.eigenspace_overlap) - 1) < 1e-4
     np.testing.assert_allclose(same.sample_similarity.values, 1.0, atol=1e-9)
     np.testing.assert_allclose(same.gap.sel(checkpoint="A"), same.gap.sel(checkpoint="B"))
     assert same.mean_distance.dims == ("checkpoint", "layer")
-    different = bp.compare(d, other, test, (train, train), samples=2, top_k=8, gap_sigmas=[0.1, 0.3])
+    different = bp.compare(d, other, test, (train, train), **options)
     assert float(different.eigenspace_overlap) < 0.99
     assert different.attrs["checkpoint_b"].endswith("b.pt") and len(different.attrs["checkpoint_b_sha256"]) == 64
 
@@ -27,11 +28,11 @@ def test_compare_cli_writes_a_store_and_a_sheet(tmp_path):
     images = (np.random.default_rng(0).random((30, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "set.npz", train=images[:20], test=images[20:])
     for name, subset in (("a.pt", "s1"), ("b.pt", "s2")):
-        result = run_cli("train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--subset",
+        result = run_cli("train", "dit", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--subset",
                          subset, "--n-train", "8", "--steps", "2", "--batch", "4", "--image-size", "8", "-o", tmp_path / name)
         assert result.returncode == 0, result.stderr
     result = run_cli("compare", tmp_path / "a.pt", tmp_path / "b.pt", "--out", tmp_path / "cmp", "--k", "5",
-                     "--samples", "2", "--top-k", "8")
+                     "--samples", "2", "--sampler-steps", "5", "--top-k", "8")
     assert result.returncode == 0, result.stderr
     stored = bp.open(tmp_path / "cmp" / "comparison.zarr")
     assert list(stored.checkpoint.values) == ["A", "B"] and "sample_similarity" in stored

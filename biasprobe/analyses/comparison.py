@@ -41,6 +41,7 @@ def compare(
     sigma: float = 0.1,
     gap_sigmas: list[float] | None = None,
     samples: int = 8,
+    sampler_steps: int = 100,
     top_k: int = 64,
     seed: int = 0,
     progress: bool = False,
@@ -49,7 +50,8 @@ def compare(
 
     ``train_images`` are each model's training images (the gap and memorization parts are skipped
     for a model without them); ``image`` (default: the first test image) is where both Jacobians
-    and attention maps are taken, at noise level ``sigma``. The provenance attrs name A as
+    and attention maps are taken, at noise level ``sigma``. ``sampler_steps`` is the number of
+    DDIM steps for scheduled models (blind ones use the coarse-to-fine ascent). The provenance attrs name A as
     ``checkpoint`` and B as ``checkpoint_b``.
     """
     if tuple(first.image_shape) != tuple(second.image_shape):
@@ -88,7 +90,8 @@ def compare(
             "gap_sem": _stack([g.gap_sem.drop_vars("t") for g in gaps]),
             "average_gap": _stack([g.average_gap for g in gaps]),
         }))
-        drawn = [memorization(d, samples, t, seed=seed, progress=progress) for d, t in zip(pair, train_images)]
+        drawn = [memorization(d, samples, t, seed=seed, progress=progress, steps=sampler_steps)
+                 for d, t in zip(pair, train_images)]
         parts.append(xr.Dataset({
             "memorized_share": _stack([m.memorized_share for m in drawn]),
             "sample_image": _stack([m.sample_image for m in drawn]),
