@@ -12,8 +12,8 @@ I − σ_n J_raw for ε-prediction), is analysed through
 Three methods compute them (see ``docs/methods/jacobian.md``):
 
 ``dense``
-    J row block by row block, UJ for chunks U of the identity, as one batched backward pass per
-    chunk through a single forward graph; then exact eigh/SVD in float64.
+    J row block by row block, UJ for chunks U of the identity, each chunk one batched forward and
+    backward pass; then exact eigh/SVD in float64.
 ``lanczos``
     ARPACK (``scipy.sparse.linalg.eigsh`` / ``svds``) on matrix-free operators; each S-product
     is one forward-mode product Jv and one reverse-mode product Jᵀv.
@@ -29,13 +29,13 @@ when a Dataset is assembled, so GPU benchmarks run on bare torch installations.
 from __future__ import annotations
 
 import contextlib
-import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as forward_ad
+from torch.autograd import forward_ad
 
 from biasprobe.denoiser import NATIVE_RANGES, Denoiser
 from biasprobe.errors import InputError
@@ -53,9 +53,8 @@ DENSE_MAX_DIMENSION = 4096
 STORED_VECTORS_SMALL = 1024
 """Without ``top_k``, every eigenvector is stored up to this dimension, else :data:`STORED_VECTORS_LARGE`."""
 STORED_VECTORS_LARGE = 64
-RANDOMIZED_COST_PER_VECTOR = 16
-"""``auto`` prefers ``randomized`` when top_k · this < d: a measured bound on the J-products
-per requested eigenpair of the block Krylov method, against the d products of the dense path."""
+COLUMN_COST = 2.0
+"""Cost of a forward-mode product Jv in reverse-mode rows uᵀJ (measured on the CPU, bias-free UNet)."""
 DEFAULT_MEMORY_BUDGET_CPU = 512 * 2**20
 DEFAULT_MEMORY_FRACTION_CUDA = 0.5
 
@@ -111,12 +110,14 @@ def output_function(denoiser: Denoiser, sigma: float, output: str = "denoised") 
 
 
 def _saved_bytes(fn: Callable, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """f(y) with its autograd graph, and the bytes of the tensors that graph saved for backward."""
+    """f(y) with its autograd graph, and the bytes of the activations (tensors that depend on y)
+    that the graph saved for backward: a batched backward needs about that much per vector."""
     total = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        if tensor.grad_fn is not None or tensor is y:
+            total += tensor.numel() * tensor.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -127,11 +128,13 @@ def _saved_bytes(fn: Callable, y: torch.Tensor) -> tuple[torch.Tensor, int]:
 class JacobianOperator:
     """J = ∂f/∂y at one image y (1, C, H, W), for products with blocks of vectors.
 
-    One forward pass builds the autograd graph; :meth:`rows` (UJ, reverse mode) reuses it for
-    every block, batched over the block by ``is_grads_batched``; :meth:`columns` (JV, forward
-    mode) pushes a block of tangents through a batch of copies of y. Blocks are cut into chunks
-    whose estimated memory (twice the graph's saved tensors per vector) fits ``memory_budget``
-    bytes (default: half the free GPU memory, or 512 MiB on the CPU).
+    Both products push a block through a batch of copies of y, so every pass is an ordinary
+    batched forward/backward: :meth:`rows` (UJ, reverse mode: one forward with grad and one
+    backward with the block as cotangents) and :meth:`columns` (JV, forward mode with the block
+    as tangents). This beats a ``vmap`` of the backward through one retained graph, which on the
+    CPU ran 5× slower than plain batched passes for convolutional UNets. Blocks are cut into
+    chunks whose estimated memory (twice the activations saved for backward, per vector) fits
+    ``memory_budget`` bytes (default: half the free GPU memory, or 512 MiB on the CPU).
     """
 
     def __init__(
@@ -151,10 +154,9 @@ class JacobianOperator:
         self.shape = tuple(y.shape[1:])
         self.dimension = y[0].numel()
         self.forward_mode_needs_math_attention = False
-        self.y = y.detach().clone().requires_grad_(True)
+        self.y = y.detach()
         with self._context():
-            value, saved = _saved_bytes(self.fn, self.y)
-        self.output = value
+            value, saved = _saved_bytes(self.fn, self.y.clone().requires_grad_(True))
         self.value = value.detach().float()
         if memory_budget is None:
             if self.device.type == "cuda":
@@ -170,15 +172,18 @@ class JacobianOperator:
     def _chunks(self, block: torch.Tensor) -> Iterator[torch.Tensor]:
         yield from block.split(self.chunk_size)
 
+    def _copies(self, count: int) -> torch.Tensor:
+        return self.y.expand(count, *self.shape).contiguous()
+
     def rows(self, block: torch.Tensor) -> torch.Tensor:
         """U J for U of shape (b, d): the rows Jᵀu_i, returned as (b, d) float32."""
         results = []
         for chunk in self._chunks(block):
-            cotangents = chunk.reshape(len(chunk), 1, *self.shape).to(self.device, self.output.dtype)
+            primal = self._copies(len(chunk)).requires_grad_(True)
             with self._context():
-                (grad,) = torch.autograd.grad(
-                    self.output, self.y, cotangents, retain_graph=True, is_grads_batched=True
-                )
+                out = self.fn(primal)
+                cotangents = chunk.reshape(out.shape).to(self.device, out.dtype)
+                (grad,) = torch.autograd.grad(out, primal, cotangents)
             results.append(grad.reshape(len(chunk), -1).float())
         return torch.cat(results)
 
@@ -200,15 +205,11 @@ class JacobianOperator:
             _math_attention(self.denoiser) if self.forward_mode_needs_math_attention else contextlib.nullcontext()
         )
         tangents = chunk.reshape(len(chunk), *self.shape).to(self.device, self.y.dtype)
-        primal = self.y.detach().expand(len(chunk), *self.shape).contiguous()
+        primal = self._copies(len(chunk))
         with attention, self._context(), torch.no_grad(), forward_ad.dual_level():
             out = self.fn(forward_ad.make_dual(primal, tangents))
             tangent = forward_ad.unpack_dual(out).tangent
         return tangent.reshape(len(chunk), -1).float()
-
-    def symmetric(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(J V, Jᵀ V) for V (b, d); S V is their mean."""
-        return self.columns(block), self.rows(block)
 
     def dense(self) -> torch.Tensor:
         """The full (d, d) Jacobian, J[i, j] = ∂f_i/∂y_j, on the operator's device."""
@@ -269,49 +270,56 @@ def _relative(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return residual.norm(dim=0) / scale.abs().clamp_min(torch.finfo(scale.dtype).tiny)
 
 
-def _pairs(
-    basis: torch.Tensor, j_basis: torch.Tensor, jt_basis: torch.Tensor, stored: int, spectrum_from_projection: bool
-) -> dict:
-    """Eigen- and singular pairs from an orthonormal basis Q (d, m) and the products JQ, JᵀQ.
+def _lift(basis: torch.Tensor | None, coefficients: torch.Tensor) -> torch.Tensor:
+    """Q C, with Q = None standing for the identity (the dense case)."""
+    return coefficients if basis is None else basis @ coefficients
 
-    Rayleigh–Ritz on S: eig(Qᵀ S Q); singular triplets from svd(Qᵀ J Q). For Q = I this is exact.
-    """
-    sq = (j_basis + jt_basis) / 2
-    projected = basis.T @ sq
+
+def _eigenpairs(basis: torch.Tensor | None, j_basis: torch.Tensor, jt_basis: torch.Tensor, stored: int) -> dict:
+    """Rayleigh–Ritz on S over the orthonormal basis Q (d, m) from JQ and JᵀQ: eig(Qᵀ S Q).
+
+    Exact for Q = I (``basis=None``)."""
+    s_basis = (j_basis + jt_basis) / 2
+    projected = _lift(None if basis is None else basis.T, s_basis)
     values, ritz = torch.linalg.eigh((projected + projected.T) / 2)
-    values, ritz = values.flip(0), ritz.flip(1)
-    vectors = basis @ ritz[:, :stored]
-    vectors = vectors * _canonical_signs(vectors)
-    ritz = ritz[:, :stored] * _canonical_signs(basis @ ritz[:, :stored])
-    top = values[:stored]
-    eigen_residual = _relative(sq @ ritz - vectors * top, top)
-    jacobian_residual = _relative(j_basis @ ritz - vectors * top, top)
+    values, ritz = values.flip(0), ritz.flip(1)[:, :stored]
+    ritz = ritz * _canonical_signs(_lift(basis, ritz))
+    vectors, top = _lift(basis, ritz), values[:stored]
+    return {
+        "spectrum": values.cpu().numpy(),
+        "eigenvectors": vectors.T.cpu().numpy(),
+        "eigen_residual": _relative(s_basis @ ritz - vectors * top, top).cpu().numpy(),
+        "jacobian_residual": _relative(j_basis @ ritz - vectors * top, top).cpu().numpy(),
+    }
 
-    left, singular, right_t = torch.linalg.svd(basis.T @ j_basis)
-    u, v = basis @ left[:, :stored], basis @ right_t.T[:, :stored]
-    s = singular[:stored]
-    mismatch = (j_basis @ right_t.T[:, :stored] - u * s).square().sum(0) + (
-        jt_basis @ left[:, :stored] - v * s
-    ).square().sum(0)
-    return dict(
-        spectrum=values.cpu().numpy(),
-        singular_spectrum=singular.cpu().numpy(),
-        eigenvectors=vectors.T.cpu().numpy(),
-        eigen_residual=eigen_residual.cpu().numpy(),
-        jacobian_residual=jacobian_residual.cpu().numpy(),
-        singular_cosine=(u * v).sum(0).cpu().numpy(),
-        singular_residual=(mismatch.sqrt() / s.clamp_min(torch.finfo(s.dtype).tiny)).cpu().numpy(),
-    )
+
+def _singular_triplets(
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    j_right: torch.Tensor,
+    jt_left: torch.Tensor,
+    stored: int,
+) -> dict:
+    """Two-sided projection: svd(Uᵀ J V) = L Σ Rᵀ gives u = U L, v = V R (exact for U = V = I)."""
+    projected = _lift(None if left is None else left.T, j_right)
+    rotate_left, singular, rotate_right_t = torch.linalg.svd(projected)
+    rotate_left, rotate_right = rotate_left[:, :stored], rotate_right_t.T[:, :stored]
+    u, v, s = _lift(left, rotate_left), _lift(right, rotate_right), singular[:stored]
+    mismatch = (j_right @ rotate_right - u * s).square().sum(0) + (jt_left @ rotate_left - v * s).square().sum(0)
+    return {
+        "singular_spectrum": singular.cpu().numpy(),
+        "singular_cosine": (u * v).sum(0).cpu().numpy(),
+        "singular_residual": (mismatch.sqrt() / s.clamp_min(torch.finfo(s.dtype).tiny)).cpu().numpy(),
+    }
 
 
 def _dense(operator: JacobianOperator, stored: int) -> Decomposition:
     jac = operator.dense().double()
-    identity = torch.eye(operator.dimension, dtype=jac.dtype, device=jac.device)
-    asymmetry = float(torch.linalg.matrix_norm(jac - jac.T) / torch.linalg.matrix_norm(jac))
     return Decomposition(
-        **_pairs(identity, jac, jac.T, stored, True),
+        **_eigenpairs(None, jac, jac.T, stored),
+        **_singular_triplets(None, None, jac, jac.T, stored),
         trace=float(jac.trace()),
-        asymmetry=asymmetry,
+        asymmetry=float(torch.linalg.matrix_norm(jac - jac.T) / torch.linalg.matrix_norm(jac)),
         products=operator.dimension,
     )
 
@@ -329,84 +337,104 @@ def _gaussian_block(dimension: int, count: int, seed: int, device: torch.device)
     return torch.randn(dimension, count, generator=generator, dtype=torch.float64).to(device)
 
 
+def _columns(operator: JacobianOperator, block: torch.Tensor) -> torch.Tensor:
+    """J B for a (d, b) float64 block, in float64."""
+    return operator.columns(block.T.float()).T.double()
+
+
+def _rows(operator: JacobianOperator, block: torch.Tensor) -> torch.Tensor:
+    """Jᵀ B for a (d, b) float64 block, in float64."""
+    return operator.rows(block.T.float()).T.double()
+
+
 def _products(operator: JacobianOperator, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(J B, Jᵀ B) for a (d, b) float64 block, in float64."""
-    columns, rows = operator.symmetric(block.T.float())
-    return columns.T.double(), rows.T.double()
+    """(J B, Jᵀ B): S B is their mean."""
+    return _columns(operator, block), _rows(operator, block)
 
 
 def _randomized(
     operator: JacobianOperator, top_k: int, tolerance: float, seed: int, max_dimension: int | None
 ) -> Decomposition:
-    """Block Krylov on S with full reorthogonalisation; stops when every top-k residual ‖Se − λe‖/|λ|
-    is below ``tolerance`` or the subspace reaches ``max_dimension`` (default min(d, 12·top_k + 32))."""
+    """Block Krylov on S with full reorthogonalisation, from a Gaussian block of top_k + p vectors
+    (p = max(8, top_k/4)); stops when every top-k residual ‖Se − λe‖/|λ| is below ``tolerance``
+    or the subspace reaches ``max_dimension`` (default :func:`krylov_limit`)."""
     d = operator.dimension
     block_size = min(d, top_k + max(8, top_k // 4))
-    limit = min(d, max_dimension or 12 * top_k + 32)
+    limit = min(d, max_dimension or krylov_limit(d, top_k))
     probes = _gaussian_block(d, block_size, seed, operator.device)
-    basis, r = torch.linalg.qr(probes)
+    basis, triangle = torch.linalg.qr(probes)
     j_basis, jt_basis = _products(operator, basis)
-    trace, asymmetry = _probe_estimates(probes, j_basis @ r, jt_basis @ r)
+    trace, asymmetry = _probe_estimates(probes, j_basis @ triangle, jt_basis @ triangle)
     while True:
-        result = _pairs(basis, j_basis, jt_basis, top_k, False)
-        converged = result["eigen_residual"].max() < tolerance
-        if converged or basis.shape[1] >= limit:
+        eigen = _eigenpairs(basis, j_basis, jt_basis, top_k)
+        if eigen["eigen_residual"].max() < tolerance or basis.shape[1] >= limit:
             break
-        latest = (j_basis + jt_basis)[:, -block_size:] / 2
-        for _ in range(2):  # classical Gram–Schmidt, twice, is enough in float64
+        latest = (j_basis[:, -block_size:] + jt_basis[:, -block_size:]) / 2
+        for _ in range(2):  # classical Gram–Schmidt twice is enough in float64
             latest = latest - basis @ (basis.T @ latest)
-        grow = min(block_size, limit - basis.shape[1])
-        new, _ = torch.linalg.qr(latest[:, :grow])
+        grow = min(latest.shape[1], limit - basis.shape[1])
+        new = torch.linalg.qr(latest[:, :grow])[0]
         j_new, jt_new = _products(operator, new)
         basis = torch.cat([basis, new], dim=1)
         j_basis, jt_basis = torch.cat([j_basis, j_new], dim=1), torch.cat([jt_basis, jt_new], dim=1)
-    result["spectrum"] = result["spectrum"][:top_k]
-    result["singular_spectrum"] = result["singular_spectrum"][:top_k]
-    return Decomposition(**result, trace=trace, asymmetry=asymmetry, products=2 * basis.shape[1])
+    singular = _singular_triplets(basis, basis, j_basis, jt_basis, top_k)
+    eigen["spectrum"] = eigen["spectrum"][:top_k]
+    singular["singular_spectrum"] = singular["singular_spectrum"][:top_k]
+    return Decomposition(**eigen, **singular, trace=trace, asymmetry=asymmetry, products=2 * basis.shape[1])
 
 
 def _lanczos(operator: JacobianOperator, top_k: int, tolerance: float, seed: int, probes: int = 32) -> Decomposition:
-    """ARPACK: eigsh on S (largest algebraic) and svds on J; residuals from one last block product."""
+    """ARPACK: eigsh on S (largest algebraic) and svds on J, one vector per product; then one block
+    product of the results for the residuals, and ``probes`` Gaussian probes for tr(J) and asymmetry."""
     from scipy.sparse.linalg import LinearOperator, eigsh, svds
 
     d = operator.dimension
-    count = {"products": 0}
+    spent = 0
 
     def apply(vector: np.ndarray, transpose: bool) -> np.ndarray:
-        count["products"] += 1
+        nonlocal spent
+        spent += 1
         block = torch.as_tensor(vector.reshape(1, -1), dtype=torch.float32)
         product = operator.rows(block) if transpose else operator.columns(block)
         return product[0].double().cpu().numpy()
 
-    symmetric = LinearOperator(
-        (d, d), matvec=lambda v: (apply(v, False) + apply(v, True)) / 2, dtype=np.float64
-    )
-    jac = LinearOperator(
-        (d, d), matvec=lambda v: apply(v, False), rmatvec=lambda v: apply(v, True), dtype=np.float64
-    )
+    symmetric = LinearOperator((d, d), matvec=lambda v: (apply(v, False) + apply(v, True)) / 2, dtype=np.float64)
+    jac = LinearOperator((d, d), matvec=lambda v: apply(v, False), rmatvec=lambda v: apply(v, True), dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(d)
-    eigenvalues, eigenvectors = eigsh(symmetric, k=top_k, which="LA", tol=tolerance, v0=start)
-    left, _, _ = svds(jac, k=top_k, tol=tolerance, v0=start)
-    basis = torch.linalg.qr(torch.as_tensor(np.concatenate([eigenvectors, left], axis=1)))[0].to(operator.device)
+    vectors = eigsh(symmetric, k=top_k, which="LA", tol=tolerance, v0=start)[1]
+    left, _, right_t = svds(jac, k=top_k, tol=tolerance, v0=start)
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(array)))[0].to(operator.device)
+
+    basis, left, right = tensor(vectors), tensor(left), tensor(right_t.T)
     j_basis, jt_basis = _products(operator, basis)
-    pairs = _pairs(basis, j_basis, jt_basis, top_k, False)
     probe_block = _gaussian_block(d, probes, seed, operator.device)
     trace, asymmetry = _probe_estimates(probe_block, *_products(operator, probe_block))
-    pairs["spectrum"] = pairs["spectrum"][:top_k]
-    pairs["singular_spectrum"] = pairs["singular_spectrum"][:top_k]
-    products = count["products"] + 2 * basis.shape[1] + 2 * probes
-    return Decomposition(**pairs, trace=trace, asymmetry=asymmetry, products=products)
+    return Decomposition(
+        **_eigenpairs(basis, j_basis, jt_basis, top_k),
+        **_singular_triplets(left, right, _columns(operator, right), _rows(operator, left), top_k),
+        trace=trace,
+        asymmetry=asymmetry,
+        products=spent + 4 * top_k + 2 * probes,
+    )
+
+
+def krylov_limit(dimension: int, top_k: int) -> int:
+    """The largest subspace the randomized method builds for ``top_k`` eigenpairs: min(d, 12·k + 32)."""
+    return min(dimension, 12 * top_k + 32)
 
 
 def choose_method(method: str, dimension: int, top_k: int | None) -> str:
-    """Resolve ``auto``: dense while J is small and the top-k path would not be cheaper, else randomized."""
+    """Resolve ``auto``: randomized when J is too large to build (d > 4096), or when even its
+    worst case, :func:`krylov_limit` rows and columns, costs less than the d rows of dense."""
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if method != "auto":
         return method
     if dimension > DENSE_MAX_DIMENSION:
         return "randomized"
-    if top_k is not None and top_k * RANDOMIZED_COST_PER_VECTOR < dimension:
+    if top_k is not None and krylov_limit(dimension, top_k) * (1 + COLUMN_COST) < dimension:
         return "randomized"
     return "dense"
 
@@ -452,7 +480,7 @@ def jacobian(
     memory_budget: float | None = None,
     seed: int = 0,
     progress: bool = False,
-) -> "xr.Dataset":
+) -> xr.Dataset:
     """Eigen- and singular analysis of the denoiser's Jacobian at y = x + σz, for every image and σ.
 
     Parameters
@@ -462,8 +490,7 @@ def jacobian(
     sigmas, timesteps: the noise levels, as σ on the [0, 1] scale or as diffusion steps t.
     top_k: eigenpairs to compute (matrix-free methods) or eigenvectors to store (dense); default
         every one for d ≤ 1024, else 64.
-    method: ``dense``, ``lanczos``, ``randomized`` or ``auto`` (dense up to d = 4096 unless
-        top_k is small enough for the randomized path to be cheaper).
+    method: ``dense``, ``lanczos``, ``randomized`` or ``auto`` (see :func:`choose_method`).
     output: ``denoised`` (J of D) or ``raw`` (J of the network output in native units).
     precision: ``float32``, ``tf32`` (CUDA) or ``bf16`` for the network passes; the linear
         algebra is always float64.
@@ -480,7 +507,6 @@ def jacobian(
     ``singular_residual``; per index (every computed value): ``spectrum`` and
     ``singular_spectrum``.
     """
-    import xarray as xr
 
     from biasprobe.analyses.base import base_dataset, noise_seed, prepare, with_provenance
     from biasprobe.progress import track
@@ -569,5 +595,6 @@ __all__ = [
     "decompose",
     "jacobian",
     "jacobian_matrix",
+    "krylov_limit",
     "output_function",
 ]
