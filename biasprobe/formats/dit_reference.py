@@ -1,0 +1,115 @@
+"""facebookresearch/DiT ``.pt`` files: released weights and ``train.py`` checkpoints.
+
+A released file (``DiT-XL-2-256x256.pt``) is the model's state dict; a ``train.py`` checkpoint is
+``{"model", "ema", "opt", "args"}``, of which the EMA weights are taken (else ``model``) and
+``args`` (an ``argparse.Namespace``) names the model. Depth, width, patch size, latent size,
+channels, MLP ratio, class count and ``learn_sigma`` are read off the weight shapes; the head
+count, which no shape shows, comes from ``args.model`` or the released configurations' widths.
+
+DiTs are latent-space models: the Denoiser takes (C, H/8, W/8) latents of the Stable Diffusion
+autoencoder (already multiplied by its 0.18215 scaling), as they are (native range ``"unit"``),
+so σ is in latent units. They predict ε under the linear schedule of 1000 steps, β from 1e-4 to
+0.02; only the ε half of a learned-variance output is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from biasprobe.denoiser import NetworkDenoiser
+from biasprobe.errors import CheckpointError
+from biasprobe.formats.weights import load_strictly
+from biasprobe.models.dit_reference import ClassConditionalDiT
+from biasprobe.schedules import Schedule
+
+HEADS_BY_SIZE = {"S": 6, "B": 12, "L": 16, "XL": 16}
+"""Heads of the released DiT-S, -B, -L and -XL."""
+HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1152: 16}
+"""The same, by their widths."""
+SCHEDULE = Schedule("linear", 1000, 1e-4, 0.02)
+LATENT_SCALING = 0.18215
+"""Factor the DiT code applies to the autoencoder's latents before diffusion."""
+REQUIRED_KEYS = ("x_embedder.proj.weight", "y_embedder.embedding_table.weight", "pos_embed")
+
+
+def model_state(data: dict) -> tuple[str, dict] | None:
+    """Which weights of a loaded file are the DiT's (``"ema"``, else ``"model"``, else the file's
+    own state dict) and those weights, ``module.`` prefixes removed; None if the file is no DiT."""
+    source = next((key for key in ("ema", "model") if isinstance(data.get(key), dict)), None)
+    weights = data[source] if source else data
+    state = {k.removeprefix("module."): v for k, v in weights.items() if isinstance(k, str)}
+    return (source or "state dict", state) if all(key in state for key in REQUIRED_KEYS) else None
+
+
+def _heads(width: int, args) -> int:
+    name = getattr(args, "model", None)
+    found = re.fullmatch(r"DiT-(S|B|L|XL)/\d+", name) if isinstance(name, str) else None
+    if found:
+        return HEADS_BY_SIZE[found.group(1)]
+    if width in HEADS_BY_WIDTH:
+        return HEADS_BY_WIDTH[width]
+    raise CheckpointError(
+        f"cannot tell the attention heads of a DiT of width {width}: the file names no model (args.model) "
+        f"and the width is none of the released ones {sorted(HEADS_BY_WIDTH)}"
+    )
+
+
+def dit_config(state: dict, args=None) -> dict:
+    """ClassConditionalDiT keywords read off the weight shapes (and ``args`` for heads and classes)."""
+    width, channels, patch, _ = state["x_embedder.proj.weight"].shape
+    tokens = state["pos_embed"].shape[1]
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+        raise CheckpointError(f"the DiT position embedding has {tokens} tokens, not a square grid")
+    out_channels = state["final_layer.linear.weight"].shape[0] // patch**2
+    if out_channels not in (channels, 2 * channels):
+        raise CheckpointError(f"the DiT outputs {out_channels} channels for {channels} input channels")
+    rows = state["y_embedder.embedding_table.weight"].shape[0]
+    num_classes = int(getattr(args, "num_classes", rows - 1))  # released models: label dropout 0.1
+    if rows not in (num_classes, num_classes + 1):
+        raise CheckpointError(f"the DiT label table has {rows} rows for {num_classes} classes")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    return {
+        "input_size": grid * patch,
+        "in_channels": channels,
+        "patch_size": patch,
+        "depth": depth,
+        "width": width,
+        "heads": _heads(width, args),
+        "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / width,
+        "num_classes": num_classes,
+        "null_class": rows == num_classes + 1,
+        "learn_sigma": out_channels == 2 * channels,
+    }
+
+
+def load_dit(data: dict, info: dict, *, class_label: int | None = None) -> NetworkDenoiser:
+    """An ε-prediction latent Denoiser from a loaded DiT file, conditioned on ``class_label``
+    (default: the null class, i.e. the unconditional model)."""
+    source, state = model_state(data)
+    args = data.get("args") if isinstance(data.get("args"), argparse.Namespace) else None
+    config = dit_config(state, args)
+    network = load_strictly(ClassConditionalDiT(**config, class_label=class_label), state, "DiT")
+    channels, size = config["in_channels"], config["input_size"]
+    info = {
+        **info,
+        "family": network.family,
+        "config": config,
+        "space": "latent",
+        "latent_scaling": LATENT_SCALING,
+        "class_label": network.class_label,
+        "weights": source,
+        "training": dict(vars(args)) if args is not None else {},
+    }
+    return NetworkDenoiser(
+        network,
+        (channels, size, size),
+        parameterization="eps",
+        native_range="unit",
+        conditioning="timestep",
+        schedule=SCHEDULE,
+        output_channels=channels,
+        info=info,
+    )
