@@ -122,6 +122,9 @@ def main() -> None:
     from biasprobe.analyses.jacobian import JacobianOperator, decompose, jacobian_matrix
 
     device = torch.device(args.device)
+    # strict float32 everywhere unless a path asks for TF32 itself (cuDNN allows TF32 by default,
+    # which would time the loop and the floor at a lower precision than "dense float32")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     denoiser, y = setup(device, args.size)
     d = y.numel()
     jacobian_matrix(denoiser, y, SIGMA)  # warm-up (allocators, kernels)
