@@ -18,6 +18,6 @@ def as_dataset(source: Source) -> xr.Dataset:
     return source if isinstance(source, xr.Dataset) else open_store(source)
 
 
-def canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
+def new_canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
     """``figure`` if given, else a new constrained-layout Figure (Agg, no global pyplot state)."""
     return Figure(figsize=(width, height), layout="constrained") if figure is None else figure

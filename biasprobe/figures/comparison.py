@@ -6,7 +6,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from biasprobe.figures.base import Source, as_dataset, canvas
+from biasprobe.figures.base import Source, as_dataset, new_canvas
 
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
@@ -14,7 +14,7 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
     dataset = as_dataset(source)
     colours = dict(zip(dataset.checkpoint.values, sns.color_palette("colorblind", 2)))
     names = dict(zip(dataset.checkpoint.values, labels))
-    fig = canvas(None, 12, 7.5)
+    fig = new_canvas(None, 12, 7.5)
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.4, 1])
     gap_axis, spectrum_axis, layer_axis = top.subplots(1, 3)
     for checkpoint in dataset.checkpoint.values:

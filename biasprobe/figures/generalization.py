@@ -9,7 +9,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
-from biasprobe.figures.base import Source, as_dataset, canvas
+from biasprobe.figures.base import Source, as_dataset, new_canvas
 
 
 def _labelled(sources: Source | Mapping[str, Source]) -> dict[str, xr.Dataset]:
@@ -33,7 +33,7 @@ def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure 
     ``sources`` is one gap Dataset/store, or a mapping from a label (a checkpoint, an N) to one each.
     """
     datasets = _labelled(sources)
-    fig = canvas(figure, 10, 3.8)
+    fig = new_canvas(figure, 10, 3.8)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))
     coordinate, xlabel, log = _noise_axis(list(datasets.values()))
@@ -59,7 +59,7 @@ def plot_nearest(source: Source, count: int = 8, figure: Figure | SubFigure | No
     dataset = as_dataset(source)
     count = min(count, dataset.sizes["sample"])
     rows = 2 if "nearest_image" in dataset else 1
-    fig = canvas(figure, 1.3 * count, 1.5 * rows)
+    fig = new_canvas(figure, 1.3 * count, 1.5 * rows)
     axes = np.atleast_2d(fig.subplots(rows, count, squeeze=False))
     for i in range(count):
         images = [dataset.sample_image[i]] + ([dataset.nearest_image[i]] if rows == 2 else [])

@@ -13,7 +13,6 @@ no pyplot, so they render with Agg and leave no global state.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,17 +21,8 @@ from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.analyses.harmonic import gahb_summary
 from biasprobe.errors import InputError
-from biasprobe.store import open as open_store
+from biasprobe.figures.base import Source, as_dataset, new_canvas
 
-Source = xr.Dataset | str | os.PathLike
-
-
-def _dataset(source: Source) -> xr.Dataset:
-    return source if isinstance(source, xr.Dataset) else open_store(source)
-
-
-def _canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
-    return Figure(figsize=(width, height), layout="constrained") if figure is None else figure
 
 
 def default_ranks(dataset: xr.Dataset) -> list[int]:
@@ -53,13 +43,13 @@ def eigenvector_figure(
 
     Each eigenvector is drawn on a symmetric colour scale ±max|e_k|; colour images get one row
     per channel."""
-    at = _dataset(source).isel(image=image, sigma=sigma)
+    at = as_dataset(source).isel(image=image, sigma=sigma)
     ranks = list(ranks) if ranks is not None else default_ranks(at)
     missing = [k for k in ranks if k >= at.sizes["rank"]]
     if missing:
         raise InputError(f"eigenvectors {missing} are not stored (only the first {at.sizes['rank']}); rerun with a larger --top-k")
     channels = at.sizes["channel"]
-    canvas = _canvas(figure, 1.6 * (2 + len(ranks)), 1.7 * channels + 0.4)
+    canvas = new_canvas(figure, 1.6 * (2 + len(ranks)), 1.7 * channels + 0.4)
     axes = canvas.subplots(channels, 2 + len(ranks), squeeze=False)
     for c in range(channels):
         for column, (name, picture) in enumerate((("noisy", at.noisy), ("denoised", at.denoised))):
@@ -95,12 +85,12 @@ def spectrum_figure(
 ) -> Figure | SubFigure:
     """λ_k against k: one curve per σ for one Dataset, or one per entry of a {label: Dataset} mapping
     (at its first σ), e.g. one per checkpoint."""
-    canvas = _canvas(figure, 4.0, 3.0)
+    canvas = new_canvas(figure, 4.0, 3.0)
     axis = canvas.subplots()
     if isinstance(source, Mapping) and not isinstance(source, xr.Dataset):
-        curves = {label: _dataset(item).isel(image=image, sigma=0).spectrum for label, item in source.items()}
+        curves = {label: as_dataset(item).isel(image=image, sigma=0).spectrum for label, item in source.items()}
     else:
-        at = _dataset(source).isel(image=image)
+        at = as_dataset(source).isel(image=image)
         curves = {f"σ = {float(s):g}": at.spectrum.sel(sigma=s) for s in at.sigma.values}
     for label, spectrum in curves.items():
         axis.plot(spectrum["index"].values, spectrum.values, label=label)
@@ -116,8 +106,8 @@ def harmonic_figure(
 ) -> Figure | SubFigure:
     """Frequency centroid and participation ratio of e_k against k (mean over images, one line per σ),
     titled with harmonicity, adaptivity and the verdict per σ."""
-    summary = gahb_summary(_dataset(source), top)
-    canvas = _canvas(figure, 7.0, 3.0)
+    summary = gahb_summary(as_dataset(source), top)
+    canvas = new_canvas(figure, 7.0, 3.0)
     frequency_axis, participation_axis = canvas.subplots(1, 2)
     lines = []
     for s in range(summary.sizes["sigma"]):
@@ -138,7 +128,7 @@ def harmonic_figure(
 
 def jacobian_figure(source: Source, *, image: int = 0, sigma: int = 0) -> Figure:
     """Eigenvectors (top), spectrum and GAHB metrics (bottom) in one figure."""
-    dataset = _dataset(source)
+    dataset = as_dataset(source)
     ranks = default_ranks(dataset)
     canvas = Figure(figsize=(max(8.0, 1.6 * (2 + len(ranks))), 4.2 + 1.7 * dataset.sizes["channel"]), layout="constrained")
     top, bottom = canvas.subfigures(2, 1, height_ratios=[1.7 * dataset.sizes["channel"] + 0.4, 3.2])

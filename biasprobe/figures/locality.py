@@ -22,23 +22,14 @@ import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.errors import InputError
-from biasprobe.store import open as open_store
+from biasprobe.figures.base import Source, as_dataset, new_canvas
 
-Source = xr.Dataset | str | os.PathLike
 PROFILE_METRICS = ("mean_distance", "local_mass", "entropy")
 
 
 def every_other_layer(layers: Sequence[int]) -> list[int]:
     """Layers 2, 4, 6, … of ``layers`` (Fig. 4's selection), or all of them if there is only one."""
     return list(layers[1::2]) or list(layers)
-
-
-def _dataset(source: Source) -> xr.Dataset:
-    return source if isinstance(source, xr.Dataset) else open_store(source)
-
-
-def _canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
-    return Figure(figsize=(width, height), layout="constrained") if figure is None else figure
 
 
 def _at_sigma(dataset: xr.Dataset, sigma: float | None) -> xr.Dataset:
@@ -94,7 +85,7 @@ def attention_maps_figure(
     grid, normalised and clipped the same way; the query is marked with a cross.
     Needs maps in the store (``save_maps``); ``layers`` defaults to every other layer among them.
     """
-    dataset = _at_sigma(_dataset(source), sigma)
+    dataset = _at_sigma(as_dataset(source), sigma)
     if "attention_map" not in dataset:
         raise InputError("this store has no attention maps: run locality with --save-maps (save_maps=True)")
     mapped = [
@@ -109,7 +100,7 @@ def attention_maps_figure(
     missing = [layer for layer in layers if layer not in mapped]
     if missing:
         raise InputError(f"no saved maps for layers {missing}; this store has maps of layers {mapped}")
-    canvas = _canvas(figure, 2.0 * len(layers) + 0.8, 4.4)
+    canvas = new_canvas(figure, 2.0 * len(layers) + 0.8, 4.4)
     axes = canvas.subplots(2, len(layers), squeeze=False)
     for column, layer_index in enumerate(layers):
         layer = dataset.sel(layer=layer_index)
@@ -161,11 +152,11 @@ def locality_profile_figure(
     the value uniform attention over all tokens would give.
     """
     if isinstance(sources, (xr.Dataset, str, os.PathLike)):  # a Dataset is a Mapping too: test it first
-        runs = {"": _dataset(sources)}
+        runs = {"": as_dataset(sources)}
     elif isinstance(sources, Mapping):
-        runs = {label: _dataset(source) for label, source in sources.items()}
+        runs = {label: as_dataset(source) for label, source in sources.items()}
     else:
-        datasets = [_dataset(source) for source in sources]
+        datasets = [as_dataset(source) for source in sources]
         runs = {_run_label(ds, index): ds for index, ds in enumerate(datasets)}
     first = next(iter(runs.values()))
     if len(runs) == 1:
@@ -177,7 +168,7 @@ def locality_profile_figure(
     else:
         sigma = float(first.sigma.values[0]) if sigma is None else sigma
         lines = {label: _at_sigma(ds, sigma) for label, ds in runs.items()}
-    canvas = _canvas(figure, 5.0, 3.4)
+    canvas = new_canvas(figure, 5.0, 3.4)
     ax = canvas.subplots()
     for label, ds in lines.items():
         values, _ = _metric(ds, metric, window)
@@ -210,10 +201,10 @@ def heads_figure(
     figure: Figure | SubFigure | None = None,
 ) -> Figure:
     """A locality metric per layer (rows) and head (columns), mean over images; one panel per σ."""
-    dataset = _dataset(source)
+    dataset = as_dataset(source)
     values, _ = _metric(dataset, metric, window)
     table = values.mean("image").transpose("sigma", "layer", "head")
-    canvas = _canvas(
+    canvas = new_canvas(
         figure, 1.2 + 0.5 * table.sizes["head"] * table.sizes["sigma"], 0.6 + 0.3 * table.sizes["layer"]
     )
     axes = canvas.subplots(1, table.sizes["sigma"], squeeze=False)[0]
@@ -237,7 +228,7 @@ def locality_figure(
     vmax: float = 0.1,
 ) -> Figure:
     """Overview: the Fig. 4 maps (when the store has them) above the profile and the head heat map."""
-    dataset = _dataset(source)
+    dataset = as_dataset(source)
     has_maps = "attention_map" in dataset
     figure = Figure(
         figsize=(

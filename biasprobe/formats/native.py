@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError
+from biasprobe.formats.weights import read_safetensors, read_torch, safetensors_metadata
 from biasprobe.models import FAMILIES, build_model
 from biasprobe.schedules import Schedule
 
@@ -151,40 +150,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def _read_torch(path: Path) -> tuple[dict, dict]:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
-            raise CheckpointError(
-                f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or a raw pickle that "
-                "weights-only loading refuses)"
-            ) from None
-        raise CheckpointError(
-            f"{path} holds Python objects ({found.group(1)}) that would need arbitrary unpickling, which "
-            "biasprobe refuses; re-save only its state dict and config as plain data"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - an untrusted file can fail the reader in any way
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dictionary")
+    data = read_torch(path)
     header = {k: v for k, v in data.items() if k != "state_dict"}
     return header, data.get("state_dict")
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    metadata = safetensors_metadata(path)
     try:
         header = json.loads(metadata[FORMAT_NAME])
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is a safetensors file without biasprobe metadata") from None
-    return header, state
+    return header, read_safetensors(path)
