@@ -44,7 +44,13 @@ def run_demo(out: str | Path = "reports/demo", *, k: int = 100, device: str = "c
     entries = {entry["name"]: entry for entry in zoo.manifest()}
     test = zoo.evaluation_images("test")[:k]
     train = {"s1": zoo.evaluation_images("train_s1"), "s2": zoo.evaluation_images("train_s2")}
-    lines = ["# biasprobe demo", "", "Checkpoint zoo: `data/checkpoints/manifest.json` (Fashion-MNIST, 32×32 grey).", ""]
+    from biasprobe.store import provenance
+
+    made = provenance(device=device)
+    lines = ["# biasprobe demo", "",
+             f"Made by `biasprobe demo` (biasprobe {made['biasprobe_version']}, device {device}, {made['created']}); "
+             "the stores beside this file hold every number.", "",
+             "Checkpoint zoo: `data/checkpoints/manifest.json` (Fashion-MNIST, 32×32 grey).", ""]
 
     def load(name):
         return zoo.load_checkpoint(name, device=device)
