@@ -11,12 +11,22 @@ import torch
 from biasprobe.errors import InputError
 
 
-def read_image(path: str | os.PathLike, shape: tuple[int, int, int], resize: bool = False) -> torch.Tensor:
-    """Read a PNG/JPEG (or a (C, H, W) / (H, W) ``.npy`` in [0, 1]) as a (C, H, W) float tensor.
+def read_image(
+    path: str | os.PathLike,
+    shape: tuple[int, int, int],
+    resize: bool = False,
+    target: str = "the denoiser",
+) -> torch.Tensor:
+    """Read a PNG/JPEG, or a (C, H, W) / (H, W) ``.npy`` array, as a (C, H, W) float tensor.
 
-    Colour is converted to the requested channel count only when that loses nothing ambiguous:
-    grey → C copies, and RGB → grey (ITU-R 601 luma). A size other than (H, W) is an error unless
-    ``resize`` is set (then bicubic resampling through Pillow).
+    Pictures are scaled to [0, 1]. Colour is converted to the requested channel count only when
+    that loses nothing ambiguous: grey → C copies, and RGB → grey (ITU-R 601 luma). A size other
+    than (H, W) is an error unless ``resize`` is set (then bicubic resampling through Pillow).
+
+    ``.npy`` arrays are taken as they are, with any channel count C equal to ``shape[0]`` (so the
+    latents of a latent-space model, which are unbounded, as well as pixel images in [0, 1]); they
+    are not clamped nor resized. NaN or infinite values are an error. ``target`` names what the
+    shape is for in error messages.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -28,13 +38,16 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int], resize: boo
         array = np.load(path, allow_pickle=False).astype(np.float32)
         if array.ndim == 2:
             array = array[None]
-        if array.ndim != 3 or array.shape[0] not in (1, 3):
-            raise InputError(f"{path}: a .npy image must be (H, W) or (C, H, W) with C in 1, 3; got {array.shape}")
+        if array.ndim != 3:
+            raise InputError(f"{path}: a .npy image must be (H, W) or (C, H, W); got shape {array.shape}")
         if array.shape[0] != channels:
-            raise InputError(f"{path} has {array.shape[0]} channels; the denoiser takes {channels}")
+            raise InputError(f"{path} has {array.shape[0]} channels; {target} takes {channels}")
         if array.shape[1:] != (height, width):
-            raise InputError(f"{path} is {array.shape[1]}×{array.shape[2]}; the denoiser takes {height}×{width}")
+            raise InputError(f"{path} is {array.shape[1]}×{array.shape[2]}; {target} takes {height}×{width}")
         tensor = torch.from_numpy(array)
+        if not torch.isfinite(tensor).all():
+            raise InputError(f"{path} contains NaN or infinite values")
+        return tensor
     else:
         try:
             picture = Image.open(path)
@@ -45,17 +58,15 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int], resize: boo
         if picture.size != (width, height):
             if not resize:
                 raise InputError(
-                    f"{path} is {picture.size[1]}×{picture.size[0]} pixels; the denoiser takes "
+                    f"{path} is {picture.size[1]}×{picture.size[0]} pixels; {target} takes "
                     f"{height}×{width}: pass --resize or crop the image"
                 )
             picture = picture.resize((width, height), Image.Resampling.BICUBIC)
         array = np.asarray(picture, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array.reshape(height, width, -1)).permute(2, 0, 1).contiguous()
         if tensor.shape[0] != channels:
-            raise InputError(f"{path} has {tensor.shape[0]} channels; the denoiser takes {channels}")
-    if not torch.isfinite(tensor).all():
-        raise InputError(f"{path} contains NaN or infinite values")
-    return tensor.clamp(0, 1)
+            raise InputError(f"{path} has {tensor.shape[0]} channels; {target} takes {channels}")
+    return tensor
 
 
 def write_image(tensor: torch.Tensor, path: str | os.PathLike) -> None:

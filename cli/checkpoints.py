@@ -26,6 +26,7 @@ def info(
     summary = denoiser.describe()
     schedule = summary.get("schedule")
     windows = summary.get("attention_windows") or []
+    space = summary.get("space", "pixel")
     rows = {
         "file": str(checkpoint),
         "format": detect_format(checkpoint),
@@ -34,7 +35,9 @@ def info(
         "parameters": f"{summary['parameters']:,}",
         "image shape (C, H, W)": str(tuple(summary["image_shape"])),
         "parameterization": summary["parameterization"],
-        "native range": {"unit": "[0, 1]", "signed": "[-1, 1]"}[summary["native_range"]],
+        "space": space,
+        # latents are taken as they are: only pixel models have a native range
+        **({"native range": {"unit": "[0, 1]", "signed": "[-1, 1]"}[summary["native_range"]]} if space == "pixel" else {}),
         "conditioning": summary["conditioning"],
         "schedule": (f"{schedule['kind']}, {schedule['steps']} steps" if schedule else "none (blind)"),
         "attention layers": str(len(windows)),

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
-from biasprobe_cli.options import parse_numbers, resolve_device
+from biasprobe_cli.options import ClassLabel, Vae, latent_encoder, load_model, parse_numbers, read_images
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +17,6 @@ from biasprobe.analyses.harmonic import gahb_summary
 from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS
 from biasprobe.analyses.jacobian import jacobian as measure_jacobian
 from biasprobe.errors import InputError
-from biasprobe.images import read_image
 
 console = Console()
 DEFAULT_SIGMAS = "0.1"
@@ -26,7 +24,11 @@ DEFAULT_SIGMAS = "0.1"
 
 def jacobian(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to analyse.")],
-    image: Annotated[list[Path], typer.Option(help="Clean image (PNG/JPEG/.npy); repeat for several.")],
+    image: Annotated[
+        list[Path],
+        typer.Option(help="Clean image (PNG/JPEG/.npy; latent models: latent .npy, or pictures with --vae); "
+                     "repeat for several."),
+    ],
     sigma: Annotated[
         str | None, typer.Option(help=f"Noise levels σ on the [0, 1] scale, comma-separated (default {DEFAULT_SIGMAS}).")
     ] = None,
@@ -42,6 +44,8 @@ def jacobian(
     ] = "denoised",
     precision: Annotated[str, typer.Option(help=f"Network passes in {' | '.join(PRECISIONS)}.")] = "float32",
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
+    class_label: ClassLabel = None,
+    vae: Vae = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws and random start blocks.")] = 0,
     out: Annotated[
@@ -53,8 +57,8 @@ def jacobian(
     tr(J), and whether the eigenvectors are geometry-adaptive harmonics (GAHB)."""
     if output not in OUTPUTS:
         raise InputError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
-    images = torch.stack([read_image(path, denoiser.image_shape, resize=resize) for path in image])
+    denoiser = load_model(checkpoint, device, class_label)
+    images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
     dataset = measure_jacobian(
@@ -62,6 +66,8 @@ def jacobian(
         top_k=top_k, method=method, output=output, precision=precision, seed=seed, progress=True,
     )
     dataset.attrs["images"] = [str(path) for path in image]
+    if vae is not None:
+        dataset.attrs["vae"] = str(vae)
     summary = gahb_summary(dataset) if dataset.sizes["rank"] >= 2 else None
     _print_summary(dataset, summary)
     out = out or Path(f"{checkpoint.stem}-jacobian.zarr")

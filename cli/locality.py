@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import numpy as np
 import torch
 import typer
-from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
+from biasprobe_cli.options import (
+    ClassLabel,
+    Vae,
+    is_latent,
+    latent_encoder,
+    load_model,
+    parse_numbers,
+    parse_windows,
+    read_images,
+)
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +41,10 @@ def locality(
     ],
     image: Annotated[
         Optional[list[Path]],
-        typer.Option(help="Clean image (PNG/JPEG/.npy); repeat for several. Default: the shipped examples."),
+        typer.Option(
+            help="Clean image (PNG/JPEG/.npy; latent models: latent .npy, or pictures with --vae); repeat for "
+            "several. Default: the shipped examples."
+        ),
     ] = None,
     data: Annotated[
         Optional[str],
@@ -66,6 +78,8 @@ def locality(
         ),
     ] = None,
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
+    class_label: ClassLabel = None,
+    vae: Vae = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
@@ -76,7 +90,8 @@ def locality(
 ) -> None:
     """Measure how local attention is, per layer, head and noise level: mean attention distance,
     local mass in k×k neighbourhoods, entropy, distance histogram; optionally An et al.'s Fig. 4."""
-    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
+    denoiser = load_model(checkpoint, device, class_label)
+    encoder = latent_encoder(denoiser, checkpoint, vae, device)
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))
     if figure:  # matplotlib is imported only when a figure is asked for, to keep every command's start quick
         from biasprobe.figures.locality import every_other_layer, locality_figure
@@ -84,7 +99,7 @@ def locality(
         save_maps = every_other_layer([layer.index for layer in selected]) if figure else False
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
-    images = _images(denoiser, image, data, n, data_dir, resize)
+    images = _images(denoiser, image, data, n, data_dir, resize, encoder)
     dataset = measure_locality(
         denoiser,
         images,
@@ -97,6 +112,8 @@ def locality(
         seed=seed,
         progress=True,
     )
+    if vae is not None:
+        dataset.attrs["vae"] = str(vae)
     _print_summary(dataset)
     if out:
         bp.save(dataset, out)
@@ -114,16 +131,24 @@ def _images(
     n: int,
     data_dir: Path | None,
     resize: bool,
+    encoder=None,
 ) -> torch.Tensor:
-    """The clean images: --image files, --data's test split, or the shipped examples of the model's shape."""
+    """The clean images: --image files, --data's test split, or the shipped examples of the model's shape;
+    for a latent model, pictures go through the --vae ``encoder``."""
     if paths and name:
         raise InputError("give either --image or --data, not both")
-    if name:
-        channels, size, _ = denoiser.image_shape
-        return datasets.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
     if paths:
-        return torch.stack([read_image(path, denoiser.image_shape, resize=resize) for path in paths])
-    return _example_images(denoiser.image_shape)
+        return read_images(denoiser, paths, resize, encoder)
+    if is_latent(denoiser) and encoder is None:
+        source = f"--data {name}" if name else "the shipped example images"
+        raise InputError(f"the model works on latents: {source} need --vae FOLDER, or give latent .npy arrays with --image")
+    shape = encoder.image_shape(denoiser.image_shape) if encoder else denoiser.image_shape
+    if name:
+        channels, size, _ = shape
+        pictures = datasets.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
+    else:
+        pictures = _example_images(shape)
+    return encoder.encode(pictures) if encoder else pictures
 
 
 def _example_images(shape: tuple[int, int, int]) -> torch.Tensor:

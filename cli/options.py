@@ -1,10 +1,36 @@
-"""Option parsing shared by the commands: devices, number lists, windows."""
+"""Option parsing shared by the commands: devices, number lists, windows, and the model options
+(``--class-label``, ``--vae``) of the commands that read images."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
 
+import torch
+import typer
+
+import biasprobe as bp
+from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+
+ClassLabel = Annotated[
+    int | None,
+    typer.Option(
+        "--class-label",
+        help="Class of a class-conditional model (DiT .pt, diffusers DiT); default its null class "
+        "(unconditional).",
+    ),
+]
+Vae = Annotated[
+    Path | None,
+    typer.Option(
+        "--vae",
+        help="diffusers AutoencoderKL folder: latent models (DiT) get the --image pictures encoded to "
+        "latents (posterior mean × scaling_factor); pictures must be the VAE's factor (8) × the latent "
+        "size, or --resize.",
+    ),
+]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -38,3 +64,50 @@ def parse_windows(text: str | None) -> list[int]:
     if bad:
         raise InputError(f"attention windows must be positive odd integers, got {bad}")
     return windows
+
+
+def load_model(checkpoint: Path, device: str, class_label: int | None = None) -> Denoiser:
+    """``bp.load`` with the device and ``--class-label`` (an error for formats without labels)."""
+    try:
+        return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label)
+    except InputError as err:
+        if class_label is not None and "class_label does not apply" in str(err):
+            raise InputError(f"--class-label does not apply to {checkpoint}: its format has no class labels") from None
+        raise
+
+
+def is_latent(denoiser: Denoiser) -> bool:
+    """Whether the denoiser works on autoencoder latents rather than pixels."""
+    return denoiser.describe().get("space") == "latent"
+
+
+def latent_encoder(denoiser: Denoiser, checkpoint: Path, vae: Path | None, device: str = "auto"):
+    """The loaded ``--vae`` (on the denoiser's device), or None; an error for a pixel-space model."""
+    if vae is None:
+        return None
+    if not is_latent(denoiser):
+        raise InputError(f"--vae applies to latent-space models (DiT); {checkpoint} works on pixels")
+    from biasprobe.latents import load_vae
+
+    encoder = load_vae(vae, resolve_device(device))
+    encoder.image_shape(denoiser.image_shape)  # the latent channels must match
+    return encoder
+
+
+def read_images(denoiser: Denoiser, paths: Sequence[Path], resize: bool, encoder=None) -> torch.Tensor:
+    """The --image files as the denoiser's inputs: pixel images, latent .npy arrays, or pictures
+    encoded through ``encoder`` (from :func:`latent_encoder`)."""
+    from biasprobe.images import read_image
+
+    if encoder is not None:
+        from biasprobe.latents import encode_images
+
+        return encode_images(encoder, paths, denoiser.image_shape, resize=resize)
+    if is_latent(denoiser):
+        pictures = [path for path in paths if Path(path).suffix != ".npy"]
+        if pictures:
+            raise InputError(
+                f"{pictures[0]} is a picture but the model works on latents: give latent .npy arrays "
+                f"of shape {tuple(denoiser.image_shape)} or encode pictures with --vae FOLDER"
+            )
+    return torch.stack([read_image(path, denoiser.image_shape, resize=resize) for path in paths])

@@ -462,3 +462,109 @@ def test_diffusers_dit_pipeline_and_legacy_config_match_diffusers(diffusers, tmp
     _check_locality(denoiser, 0.5)
     assert {layer.grid for layer in denoiser.attention_modules().values()} == {(2, 2)}
     _check_jacobian(denoiser, 0.5)
+
+
+# --------------------------------------------------------------------------- latents through a VAE
+
+
+def _tiny_vae(folder, scaling: float = 0.5):
+    """A tiny diffusers AutoencoderKL with 8× downsampling (four blocks), saved as safetensors."""
+    import diffusers
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8), sample_size=32, scaling_factor=scaling,
+    ).eval()
+    vae.save_pretrained(folder)
+    return vae
+
+
+@pytest.fixture
+def latent_setup(diffusers, tmp_path):
+    """A tiny DiT train.py checkpoint on 4×4×4 latents, a tiny VAE folder and two RGB pictures."""
+    from PIL import Image
+
+    dit = _tiny_dit(heads=6, head_dim=8, seed=3, size=4)
+    args = argparse.Namespace(model="DiT-S/2", image_size=32, num_classes=10)
+    torch.save({"ema": _facebook_layout(dit), "args": args}, tmp_path / "dit.pt")
+    vae = _tiny_vae(tmp_path / "vae")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    return tmp_path, vae
+
+
+def _direct_latents(vae, png, scaling=0.5):
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    with torch.no_grad():
+        return vae.encode(pixels[None] * 2 - 1).latent_dist.mean[0] * scaling
+
+
+def test_vae_encodes_pictures_for_jacobian_and_locality(latent_setup):
+    from biasprobe.latents import encode_images, load_vae
+
+    tmp, vae = latent_setup
+    expected = _direct_latents(vae, tmp / "a.png")
+    encoder = load_vae(tmp / "vae")
+    assert encoder.factor == 8 and encoder.scaling == 0.5
+    torch.testing.assert_close(encode_images(encoder, [tmp / "a.png"], (4, 4, 4))[0], expected, **TOLERANCE)
+
+    result = run_cli("jacobian", tmp / "dit.pt", "--image", tmp / "a.png", "--vae", tmp / "vae",
+                     "--class-label", "3", "--top-k", "2", "--device", "cpu", "--out", tmp / "j.zarr")
+    assert result.returncode == 0, result.stderr
+    stored = bp.open(tmp / "j.zarr")
+    torch.testing.assert_close(torch.from_numpy(stored.clean.values[0]), expected, **TOLERANCE)
+    assert stored.attrs["vae"] == str(tmp / "vae")
+
+    result = run_cli("locality", tmp / "dit.pt", "--image", tmp / "a.png", "--image", tmp / "b.png", "--resize",
+                     "--vae", tmp / "vae", "--class-label", "3", "--sigma", "0.1", "--device", "cpu",
+                     "--out", tmp / "l.zarr")
+    assert result.returncode == 0, result.stderr
+    stored = bp.open(tmp / "l.zarr")
+    assert stored.clean.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(torch.from_numpy(stored.clean.values[0]), expected, **TOLERANCE)
+
+
+def test_latent_npy_is_read_unclamped(latent_setup):
+    from biasprobe.images import read_image
+
+    tmp, _ = latent_setup
+    latents = 3 * np.random.default_rng(1).standard_normal((4, 4, 4)).astype(np.float32)  # well outside [0, 1]
+    np.save(tmp / "z.npy", latents)
+    assert torch.equal(read_image(tmp / "z.npy", (4, 4, 4)), torch.from_numpy(latents))
+    result = run_cli("jacobian", tmp / "dit.pt", "--image", tmp / "z.npy", "--top-k", "2", "--device", "cpu",
+                     "--out", tmp / "z.zarr")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(bp.open(tmp / "z.zarr").clean.values[0], latents)
+    info = run_cli("info", tmp / "dit.pt").stdout
+    assert any(line.split() == ["space", "latent"] for line in info.splitlines()) and "native range" not in info
+    np.save(tmp / "bad.npy", np.full((4, 4, 4), np.nan, dtype=np.float32))
+    with pytest.raises(bp.InputError, match="NaN"):
+        read_image(tmp / "bad.npy", (4, 4, 4))
+
+
+def test_vae_and_class_label_errors_are_one_line(latent_setup):
+    from .conftest import tiny_checkpoint
+
+    tmp, _ = latent_setup
+    pixel = tiny_checkpoint(tmp / "pixel.pt", "unet-bf", image_size=8, channels=3)
+    (tmp / "unet").mkdir()
+    (tmp / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "_diffusers_version": "0"}))
+    cases = {
+        "UNet2DModel, not an AutoencoderKL": ("jacobian", tmp / "dit.pt", "--image", tmp / "a.png",
+                                              "--vae", tmp / "unet"),
+        "latent-space models": ("jacobian", pixel, "--image", tmp / "a.png", "--vae", tmp / "vae"),
+        "not an AutoencoderKL": ("locality", tmp / "dit.pt", "--image", tmp / "a.png", "--vae", tmp),
+        "pass --resize": ("jacobian", tmp / "dit.pt", "--image", tmp / "b.png", "--vae", tmp / "vae"),
+        "encode pictures with --vae": ("jacobian", tmp / "dit.pt", "--image", tmp / "a.png"),
+        "--class-label does not apply": ("jacobian", pixel, "--image", tmp / "a.png", "--class-label", "1"),
+    }
+    for needle, args in cases.items():
+        result = run_cli(*args, "--device", "cpu")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error:"), (needle, result.stderr)
+        assert needle in lines[0], lines[0]
