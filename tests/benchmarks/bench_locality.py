@@ -29,25 +29,15 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import import_biasprobe  # noqa: E402
+
 MODES = ("plain", "explicit", "reduced", "reduced+maps")
 WINDOWS = (3, 5, 7)
-
-
-def import_biasprobe() -> None:
-    """Import biasprobe; where xarray/zarr are missing, expose its torch-only modules without its __init__."""
-    sys.path.insert(0, str(REPOSITORY))
-    try:
-        import biasprobe  # noqa: F401
-    except ModuleNotFoundError:
-        package = types.ModuleType("biasprobe")
-        package.__path__ = [str(REPOSITORY / "biasprobe")]
-        sys.modules["biasprobe"] = package
 
 
 def setup(device: str, images: int):
