@@ -7,7 +7,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from biasprobe_cli.options import ClassLabel, Vae, latent_encoder, load_model, parse_numbers, read_images
+from biasprobe_cli.options import ClassLabel, ImageSize, Vae, latent_encoder, load_model, parse_numbers, read_images
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +45,7 @@ def jacobian(
     precision: Annotated[str, typer.Option(help=f"Network passes in {' | '.join(PRECISIONS)}.")] = "float32",
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
     class_label: ClassLabel = None,
+    image_size: ImageSize = None,
     vae: Vae = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws and random start blocks.")] = 0,
@@ -57,7 +58,7 @@ def jacobian(
     tr(J), and whether the eigenvectors are geometry-adaptive harmonics (GAHB)."""
     if output not in OUTPUTS:
         raise InputError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    denoiser = load_model(checkpoint, device, class_label)
+    denoiser = load_model(checkpoint, device, class_label, image_size)
     images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS

@@ -22,6 +22,13 @@ ClassLabel = Annotated[
         "(unconditional).",
     ),
 ]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        help="Image side for fully convolutional foreign nets (Kadkhodaie et al. model.pt; default 80).",
+    ),
+]
 Vae = Annotated[
     Path | None,
     typer.Option(
@@ -66,13 +73,18 @@ def parse_windows(text: str | None) -> list[int]:
     return windows
 
 
-def load_model(checkpoint: Path, device: str, class_label: int | None = None) -> Denoiser:
-    """``bp.load`` with the device and ``--class-label`` (an error for formats without labels)."""
+def load_model(
+    checkpoint: Path, device: str, class_label: int | None = None, image_size: int | None = None
+) -> Denoiser:
+    """``bp.load`` with the device, ``--class-label`` and ``--image-size`` (errors for formats without them)."""
     try:
-        return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label)
+        return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label, image_size=image_size)
     except InputError as err:
-        if class_label is not None and "class_label does not apply" in str(err):
-            raise InputError(f"--class-label does not apply to {checkpoint}: its format has no class labels") from None
+        reasons = {"class_label": "its format has no class labels", "image_size": "its format fixes the image size"}
+        for option, value in (("class_label", class_label), ("image_size", image_size)):
+            if value is not None and option in str(err) and "does not apply" in str(err):
+                flag = "--" + option.replace("_", "-")
+                raise InputError(f"{flag} does not apply to {checkpoint}: {reasons[option]}") from None
         raise
 
 

@@ -27,7 +27,7 @@ import biasprobe as bp
 from biasprobe.analyses.jacobian import jacobian_matrix
 from biasprobe.formats import SUPPORTED, detect_format
 
-from .conftest import run_cli
+from .conftest import run_cli, tiny_checkpoint
 
 TOLERANCE = {"rtol": 1e-4, "atol": 5e-5}  # float32, and t recovered from σ to ~1e-5 steps
 
@@ -568,3 +568,15 @@ def test_vae_and_class_label_errors_are_one_line(latent_setup):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error:"), (needle, result.stderr)
         assert needle in lines[0], lines[0]
+
+
+def test_image_size_option_reaches_fully_convolutional_foreign_nets(kadkhodaie_unet, tmp_path):
+    picture = tmp_path / "x.npy"
+    np.save(picture, np.random.default_rng(0).random((1, 16, 16)).astype(np.float32))
+    result = run_cli("jacobian", kadkhodaie_unet[0], "--image", picture, "--image-size", "16", "--sigma", "0.1",
+                     "--top-k", "8", "--out", tmp_path / "j.zarr")
+    assert result.returncode == 0, result.stderr
+    assert bp.open(tmp_path / "j.zarr").clean.shape[-2:] == (16, 16)
+    native = tiny_checkpoint(tmp_path / "native.pt", "dit")
+    result = run_cli("jacobian", native, "--image", picture, "--image-size", "16")
+    assert result.returncode == 1 and result.stderr.strip().startswith("Error: --image-size does not apply")
