@@ -70,8 +70,8 @@ def read_image(
 
 
 def write_image(tensor: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a (C, H, W) tensor in [0, 1] as an 8-bit PNG."""
+    """Write a (C, H, W) tensor in [0, 1] as an 8-bit PNG (values clipped; NaN written as 0)."""
     from PIL import Image
 
-    array = (tensor.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    array = (torch.nan_to_num(tensor.detach().cpu(), nan=0.0).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)

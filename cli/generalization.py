@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -35,7 +36,8 @@ def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Pat
     return name, images
 
 
-def test_data(denoiser, name: str, count: int, data_dir: Path | None) -> torch.Tensor:
+def held_out_data(denoiser, name: str, count: int, data_dir: Path | None) -> torch.Tensor:
+    """The first ``count`` test-split images of data set ``name`` at the denoiser's size and channels."""
     channels, size, _ = denoiser.image_shape
     return data.load(name, "test", count, size=size, channels=channels, subset="all", data_dir=data_dir)
 
@@ -64,7 +66,7 @@ def gap(
     denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
     count = min(k, len(train_images))
-    dataset = measure_gap(denoiser, train_images[:count], test_data(denoiser, name, count, data_dir),
+    dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
     path = bp.save(dataset, out or default_out(checkpoint, "gap"))
@@ -107,6 +109,10 @@ def sample(
         console.print(f"{float(dataset.memorized_share):.0%} of samples copy a training image of {name} "
                       f"(similarity > {threshold}); median nearest similarity "
                       f"{float(dataset.nearest_similarity.median()):.3f}")
+    diverged = int((~np.isfinite(dataset.sample_image.values)).any(axis=(1, 2, 3)).sum())
+    if diverged:
+        console.print(f"[yellow]{diverged} of {count} samples diverged (non-finite values): the model may be "
+                      "untrained or the sampler settings too aggressive[/yellow]")
     path = bp.save(dataset, out or default_out(checkpoint, "samples"))
     console.print(f"store {path}")
     if png:
@@ -144,7 +150,7 @@ def compare(
     if not name:
         raise InputError("neither checkpoint records its training data: pass --data NAME")
     trained = [training_data(d, None, None, data_dir)[1] if data else None for d, data in zip(pair, recorded)]
-    test = test_data(pair[0], name, k, data_dir)
+    test = held_out_data(pair[0], name, k, data_dir)
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
