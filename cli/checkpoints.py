@@ -55,7 +55,7 @@ def new(
     family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt or .safetensors).")],
     preset: Annotated[
-        Optional[str], typer.Option(help="Size preset: xs, s or tiny for dit; default or tiny for the UNets.")
+        Optional[str], typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
     ] = None,
     windows: Annotated[
         Optional[str],
