@@ -194,9 +194,9 @@ class NetworkDenoiser(Denoiser):
         if self.conditioning == "none":
             raw = self.network(y_n)
         else:
-            t = torch.as_tensor(
-                self.schedule.timestep(sigma_n.detach().cpu().double().numpy()), dtype=y.dtype, device=y.device
-            )
+            # a scalar σ maps to t on the host, so that torch.func transforms never see the numpy call
+            native = sigma * scale if isinstance(sigma, (int, float)) else sigma_n.detach().cpu().double().numpy()
+            t = torch.as_tensor(self.schedule.timestep(native), dtype=y.dtype, device=y.device).expand(y.shape[0])
             alpha_bar = 1.0 / (1.0 + sigma_n**2)
             raw = self.network(y_n * alpha_bar.sqrt().view(-1, 1, 1, 1), t)
         return raw[:, : self.output_channels], y_n, sigma_n.view(-1, 1, 1, 1)

@@ -95,8 +95,7 @@ def test_raw_output_relates_to_denoiser_jacobian(tmp_path):
     j_raw = jacobian_matrix(denoiser, y, 0.2, output="raw")
     torch.testing.assert_close(j_denoised, torch.eye(64) - 0.4 * j_raw, atol=1e-5, rtol=1e-4)
     operator = JacobianOperator(denoiser, y, 0.2)
-    columns = operator.columns(torch.eye(64)[:4])  # forward mode through attention
-    assert operator.forward_mode_needs_math_attention
+    columns = operator.columns(torch.eye(64)[:4])  # forward mode through attention (its math path)
     torch.testing.assert_close(columns, j_denoised[:, :4].T, atol=1e-5, rtol=1e-4)
     assert all(m.observer is None for m in denoiser.attention_modules().values())
 
@@ -119,7 +118,8 @@ def test_dataset_layout_seeds_and_timesteps(tmp_path):
 
 def test_method_choice_and_errors():
     assert choose_method("auto", 256, None) == "dense"
-    assert choose_method("auto", 1024, 32) == "dense"  # 416 rows + columns cost more than 1024 rows
+    assert choose_method("auto", 1024, 32) == "randomized"  # 416 rows + columns cost less than 1024 rows
+    assert choose_method("auto", 1024, 64) == "dense"
     assert choose_method("auto", 4096, 32) == "randomized"
     assert choose_method("auto", 3 * 256 * 256, None) == "randomized"
     denoiser = bp.Denoiser.wrap(smooth_nonlinear, SHAPE)
