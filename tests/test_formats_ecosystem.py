@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import biasprobe as bp
-from biasprobe.analyses.jacobian import jacobian_matrix
+from biasprobe.analyses.jacobian import JacobianOperator, jacobian_matrix
 from biasprobe.formats import SUPPORTED, detect_format
 
 from .conftest import run_cli, tiny_checkpoint
@@ -304,6 +304,22 @@ def test_diffusers_unet_attention_is_captured_without_changing_the_output(diffus
     assert [layer.grid for layer in layers.values()] == [(4, 4)] * 4
     assert [layer.pixels_per_token for layer in layers.values()] == [2] * 4
     _check_jacobian(denoiser, 0.1)
+
+
+def test_jacobian_of_a_network_vmap_cannot_batch(diffusers, tmp_path):
+    """diffusers' UNet queries memory formats inside its backward, which vmap refuses, and breaks
+    forward mode: the operator falls back to batches of copies of y (a double backward for the
+    columns) and still gives autograd's Jacobian, rows and columns."""
+    _tiny_unet().save_pretrained(tmp_path / "unet")
+    denoiser = bp.load(tmp_path / "unet")
+    y = _image(denoiser.image_shape, seed=3)
+    operator = JacobianOperator(denoiser, y, 0.1)
+    rows = operator.dense()
+    assert operator.vmap == {"rows": False, "columns": True}
+    reference = torch.autograd.functional.jacobian(lambda v: denoiser.denoise(v, 0.1), y).reshape(rows.shape)
+    torch.testing.assert_close(rows, reference, **TOLERANCE)
+    torch.testing.assert_close(operator.columns(torch.eye(len(rows))[:5]), reference[:, :5].T, **TOLERANCE)
+    assert operator.vmap == {"rows": False, "columns": False}
 
 
 def _tiny_dit(heads: int, head_dim: int, seed: int, classes: int = 10, size: int = 8):

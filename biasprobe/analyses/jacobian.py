@@ -134,10 +134,14 @@ class JacobianOperator:
     The forward pass at y runs once and is kept (``torch.func.vjp``). :meth:`rows` maps its
     pullback over a block of cotangents with ``vmap`` (UJ: one batched backward, no repeated
     forward); :meth:`columns` maps ``torch.func.jvp`` over a block of tangents (JV: forward mode,
-    the primal computed once per chunk). Attention layers run their explicit softmax path
-    throughout (see :func:`math_attention`). Blocks are cut into chunks whose estimated memory
-    (twice the activations saved for backward, per vector) fits ``memory_budget`` bytes
-    (default: half the free GPU memory, or 512 MiB on the CPU).
+    the primal computed once per chunk). Networks that ``vmap`` or forward mode cannot handle
+    (diffusers' UNets: a memory-format query in their backward, a view in their forward-mode
+    group norm) fall back, once and for good (``vmap[kind]`` becomes False), to ordinary
+    passes over a batch of copies of y: a backward for rows, a double backward for columns
+    (Jv = ∂(Jᵀu)/∂u applied to v, about twice a row's cost). Attention layers run their explicit
+    softmax path throughout (see :func:`math_attention`). Blocks are cut into chunks whose
+    estimated memory (twice the activations saved for backward, per vector) fits
+    ``memory_budget`` bytes (default: half the free GPU memory, or 512 MiB on the CPU).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class JacobianOperator:
         self.shape = tuple(y.shape[1:])
         self.dimension = y[0].numel()
         self.y = y.detach()
+        self.vmap = {"rows": True, "columns": True}
         with self._context():
             saved = _saved_bytes(self.fn, self.y)
             with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
@@ -179,23 +184,48 @@ class JacobianOperator:
         """A (b, d) block as b vectors shaped like y, (b, 1, C, H, W), on the operator's device."""
         return block.reshape(len(block), 1, *self.shape).to(self.device, dtype)
 
+    def _map(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
+        """``product`` (one vector → one product) mapped over vectors (b, 1, C, H, W) with ``vmap``,
+        or ``on_copies`` (a batch (n, C, H, W) → its products) chunk by chunk; (b, d) float32."""
+        with self._context(), torch.no_grad():
+            if self.vmap[kind]:
+                try:
+                    products = torch.func.vmap(product, chunk_size=self.chunk_size)(vectors)
+                    return products.reshape(len(vectors), -1).float()
+                except torch.OutOfMemoryError:
+                    raise
+                except (RuntimeError, NotImplementedError):
+                    self.vmap[kind] = False
+            with torch.enable_grad():
+                products = [on_copies(chunk[:, 0]) for chunk in vectors.split(self.chunk_size)]
+        return torch.cat(products).reshape(len(vectors), -1).float()
+
+    def _copies(self, count: int) -> torch.Tensor:
+        return self.y.expand(count, *self.shape).contiguous().requires_grad_(True)
+
     def rows(self, block: torch.Tensor) -> torch.Tensor:
         """U J for U of shape (b, d): the rows Jᵀu_i, returned as (b, d) float32."""
-        cotangents = self._vectors(block, self.value.dtype)
-        with self._context(), torch.no_grad():
-            (grads,) = torch.func.vmap(self._pullback, chunk_size=self.chunk_size)(cotangents)
-        return grads.reshape(len(block), -1).float()
+
+        def rows_on_copies(cotangents: torch.Tensor) -> torch.Tensor:
+            primal = self._copies(len(cotangents))
+            return torch.autograd.grad(self.fn(primal), primal, cotangents)[0]
+
+        return self._map("rows", lambda u: self._pullback(u)[0], rows_on_copies, self._vectors(block, self.value.dtype))
 
     def columns(self, block: torch.Tensor) -> torch.Tensor:
         """J V for V of shape (b, d): the columns Jv_i, returned as (b, d) float32."""
-        tangents = self._vectors(block, self.y.dtype)
 
         def column(tangent: torch.Tensor) -> torch.Tensor:
             return torch.func.jvp(self.fn, (self.y,), (tangent,))[1]
 
-        with self._context(), torch.no_grad():
-            products = torch.func.vmap(column, chunk_size=self.chunk_size)(tangents)
-        return products.reshape(len(block), -1).float()
+        def columns_on_copies(tangents: torch.Tensor) -> torch.Tensor:
+            primal = self._copies(len(tangents))
+            out = self.fn(primal)
+            probe = torch.zeros_like(out, requires_grad=True)
+            (rows,) = torch.autograd.grad(out, primal, probe, create_graph=True)  # Jᵀu, linear in u
+            return torch.autograd.grad(rows, probe, tangents.to(rows.dtype))[0]
+
+        return self._map("columns", column, columns_on_copies, self._vectors(block, self.y.dtype))
 
     def dense(self) -> torch.Tensor:
         """The full (d, d) Jacobian, J[i, j] = ∂f_i/∂y_j, on the operator's device, row block by row block."""
@@ -513,6 +543,7 @@ def jacobian(
     results: dict[tuple[int, int], Decomposition] = {}
     noisy_images = np.zeros((len(images), len(sigma), *images.shape[1:]), dtype=np.float32)
     denoised = np.zeros_like(noisy_images)
+    vmapped = True
     for i, j in track(pairs, "Jacobians", total=len(pairs), enabled=progress):
         pair_seed = noise_seed(seed, i, j)
         y = noisy(images[i : i + 1], float(sigma[j]), pair_seed)
@@ -520,6 +551,7 @@ def jacobian(
             denoiser, y, float(sigma[j]), output=output, precision=precision, memory_budget=memory_budget
         )
         results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
+        vmapped &= all(operator.vmap.values())
         noisy_images[i, j] = y[0].cpu().numpy()
         with torch.no_grad():
             denoised[i, j] = denoiser.denoise(y, float(sigma[j]))[0].float().cpu().numpy()
@@ -571,7 +603,7 @@ def jacobian(
     return with_provenance(
         dataset, denoiser, "jacobian", seed,
         method=resolved, output=output, precision=precision, tolerance=tolerance,
-        dimension=d,
+        dimension=d, products_through="torch.func.vmap" if vmapped else "batches of copies of y",
     )
 
 
