@@ -12,8 +12,8 @@ I − σ_n J_raw for ε-prediction), is analysed through
 Three methods compute them (see ``docs/methods/jacobian.md``):
 
 ``dense``
-    J row block by row block, UJ for chunks U of the identity, each chunk one batched forward and
-    backward pass; then exact eigh/SVD in float64.
+    J row block by row block, UJ for chunks U of the identity, each chunk one vmapped backward
+    through the forward pass kept at y (:class:`JacobianOperator`); then exact eigh/SVD in float64.
 ``lanczos``
     ARPACK (``scipy.sparse.linalg.eigsh`` / ``svds``) on matrix-free operators; each S-product
     is one forward-mode product Jv and one reverse-mode product Jᵀv.
