@@ -67,3 +67,14 @@ def test_adaptivity_needs_two_images(images):
     ds = jacobian(GaussianImageModel(SHAPE).denoiser(), images[:1], sigmas=[0.1])
     assert np.isnan(adaptivity(ds).values).all()
     assert gahb_summary(ds).verdict.item() == "harmonic (adaptivity needs two images)"
+
+
+def test_degenerate_spectrum_gets_no_verdict(images):
+    """D(y) = y: J = I, every basis is an eigenbasis, so neither harmonic nor not."""
+    import biasprobe as bp
+
+    identity = bp.Denoiser.wrap(lambda y, sigma: y.clone(), SHAPE)
+    summary = gahb_summary(jacobian(identity, images, sigmas=[0.1], top_k=16, method="randomized"), top=16)
+    np.testing.assert_allclose(summary.spectral_spread.values, 0, atol=1e-6)
+    assert summary.verdict.item() == "undetermined (degenerate spectrum)"
+    assert not summary.harmonic.any()

@@ -78,6 +78,14 @@ def test_matrix_free_top_k_matches_dense(method):
         np.testing.assert_allclose(top.singular_spectrum, dense.singular_spectrum[:8], rtol=1e-4)
 
 
+def test_randomized_returns_k_pairs_when_it_converges_at_once():
+    """J = I converges in the first block, which is smaller than k: still k eigenpairs."""
+    identity = bp.Denoiser.wrap(lambda y, sigma: y.clone(), (1, 16, 16))
+    top = decompose(JacobianOperator(identity, torch.rand(1, 1, 16, 16), 0.1), "randomized", 40)
+    assert top.eigenvectors.shape == (40, 256)
+    np.testing.assert_allclose(top.spectrum, 1, atol=1e-6)
+
+
 def test_bias_free_unet_is_homogeneous(tmp_path):
     """J y = D(y) for the bias-free UNet: a positively homogeneous map is its own Jacobian's action."""
     denoiser = bp.load(tiny_checkpoint(tmp_path / "u.pt", "unet-bf", image_size=8))

@@ -11,9 +11,12 @@ and e a unit eigenvector (full formulas and the calibration in ``docs/methods/ja
 - harmonicity: Spearman rank correlation between k and f̄(e_k) over k < K;
 - adaptivity: 1 − ‖V_aᵀ V_b‖_F² / K between the top-K eigenspaces at two images a, b,
   averaged over image pairs (0 for a fixed basis);
+- spectral spread: (λ_0 − λ_{K−1}) / |λ_0| of the top K eigenvalues;
 - verdict: harmonic if harmonicity ≥ :data:`HARMONICITY_THRESHOLD` and mean PR ≥
   :data:`PARTICIPATION_THRESHOLD`; geometry-adaptive harmonic if also adaptivity ≥
-  :data:`ADAPTIVITY_THRESHOLD`.
+  :data:`ADAPTIVITY_THRESHOLD`; undetermined if any image's spectral spread is below
+  :data:`SPREAD_THRESHOLD` (the top K then span one eigenspace, in which every basis, harmonic
+  or not, is a valid set of eigenvectors).
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ PARTICIPATION_THRESHOLD = 0.1
 """Calibrated: Fourier-like vectors ≈ 0.4–0.7, single pixels 1/d, untrained networks ≤ 0.05 (docs)."""
 ADAPTIVITY_THRESHOLD = 0.2
 """Calibrated: a fixed basis gives 0 (Wiener filter); see docs for the other references."""
+
+SPREAD_THRESHOLD = 1e-3
+"""Top-K eigenvalues within 0.1 % of each other (an untrained bias-free UNet's J ≈ I: spread
+≈ 1e-5; untrained DiT: ≈ 1e-7) leave their eigenvectors undetermined."""
 
 FIELD = ("channel", "y", "x")
 
@@ -105,12 +112,23 @@ def adaptivity(dataset: xr.Dataset, top: int | None = None) -> xr.DataArray:
     )
 
 
+def spectral_spread(dataset: xr.Dataset, top: int | None = None) -> xr.DataArray:
+    """(λ_0 − λ_{K−1}) / |λ_0| of the top-K eigenvalues, per image and σ (0: one eigenspace)."""
+    count = _top(dataset, top)
+    values = dataset.eigenvalue.isel(rank=slice(0, count))
+    spread = (values.isel(rank=0) - values.isel(rank=count - 1)) / np.abs(values.isel(rank=0))
+    return spread.drop_vars("rank", errors="ignore").assign_attrs(
+        long_name="spectral spread (λ_0 − λ_{K−1}) / |λ_0| of the top K", top=count
+    )
+
+
 def gahb_summary(dataset: xr.Dataset, top: int | None = None) -> xr.Dataset:
     """Per-rank metrics, per-σ scores and the verdict.
 
     Returns a Dataset with ``frequency_centroid`` and ``participation_ratio`` (image, sigma, rank);
     ``harmonicity`` (image, sigma); and per σ: ``mean_harmonicity``, ``mean_participation`` (over
-    the top K and images), ``adaptivity``, ``harmonic``, ``geometry_adaptive`` and ``verdict``.
+    the top K and images), ``adaptivity``, ``harmonic``, ``geometry_adaptive`` and ``verdict``;
+    ``spectral_spread`` (image, sigma).
     """
     count = _top(dataset, top)
     vectors = dataset.eigenvector.isel(rank=slice(0, count))
@@ -120,11 +138,14 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None) -> xr.Dataset:
     mean_rho = rho.mean("image")
     mean_participation = participation.mean(("image", "rank"))
     adapt = adaptivity(dataset, count)
-    harmonic = (mean_rho >= HARMONICITY_THRESHOLD) & (mean_participation >= PARTICIPATION_THRESHOLD)
+    spread = spectral_spread(dataset, count)
+    determined = (spread >= SPREAD_THRESHOLD).all("image")
+    harmonic = determined & (mean_rho >= HARMONICITY_THRESHOLD) & (mean_participation >= PARTICIPATION_THRESHOLD)
     geometry_adaptive = harmonic & (adapt >= ADAPTIVITY_THRESHOLD)
     verdict = xr.where(geometry_adaptive, "geometry-adaptive harmonic",
                        xr.where(harmonic, "fixed harmonic", "not harmonic"))
     verdict = xr.where(harmonic & adapt.isnull(), "harmonic (adaptivity needs two images)", verdict)
+    verdict = xr.where(determined, verdict, "undetermined (degenerate spectrum)")
     return xr.Dataset(
         {
             "frequency_centroid": centroid,
@@ -133,6 +154,7 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None) -> xr.Dataset:
             "mean_harmonicity": mean_rho.assign_attrs(long_name="harmonicity, mean over images"),
             "mean_participation": mean_participation.assign_attrs(long_name="participation ratio, mean over top K and images"),
             "adaptivity": adapt,
+            "spectral_spread": spread,
             "harmonic": harmonic,
             "geometry_adaptive": geometry_adaptive,
             "verdict": verdict.astype(str),
@@ -142,6 +164,7 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None) -> xr.Dataset:
             "harmonicity_threshold": HARMONICITY_THRESHOLD,
             "participation_threshold": PARTICIPATION_THRESHOLD,
             "adaptivity_threshold": ADAPTIVITY_THRESHOLD,
+            "spread_threshold": SPREAD_THRESHOLD,
         },
     )
 
@@ -150,10 +173,12 @@ __all__ = [
     "ADAPTIVITY_THRESHOLD",
     "HARMONICITY_THRESHOLD",
     "PARTICIPATION_THRESHOLD",
+    "SPREAD_THRESHOLD",
     "adaptivity",
     "eigenspace_overlap",
     "frequency_centroid",
     "gahb_summary",
     "harmonicity",
     "participation_ratio",
+    "spectral_spread",
 ]

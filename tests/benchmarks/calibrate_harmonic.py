@@ -40,14 +40,15 @@ def main() -> None:
     default = build_model("unet-bf", **preset_config("unet-bf", "default")).eval()
     cases["untrained unet-bf, default"] = NetworkDenoiser(default, SHAPE, parameterization="residual")
 
-    print("| denoiser | output | σ | harmonicity | PR | adaptivity | verdict |\n|---|---|---|---|---|---|---|")
+    print("| denoiser | output | σ | harmonicity | PR | adaptivity | spread | verdict |\n|---|---|---|---|---|---|---|---|")
     for name, denoiser in cases.items():
         for output in ("denoised", "raw") if name.startswith("untrained") else ("denoised",):
             summary = gahb_summary(jacobian(denoiser, images, sigmas=list(SIGMAS), output=output))
             for s, sigma in enumerate(SIGMAS):
                 at = summary.isel(sigma=s)
                 print(f"| {name} | {output} | {sigma} | {float(at.mean_harmonicity):.2f} | "
-                      f"{float(at.mean_participation):.3f} | {float(at.adaptivity):.2f} | {at.verdict.item()} |")
+                      f"{float(at.mean_participation):.3f} | {float(at.adaptivity):.2f} | "
+                      f"{float(at.spectral_spread.min()):.1e} | {at.verdict.item()} |")
 
 
 if __name__ == "__main__":
