@@ -18,7 +18,10 @@ from biasprobe.analyses.memorization import memorization
 from biasprobe.errors import InputError
 from biasprobe.images import write_image
 from biasprobe.training.samplers import METHODS
-from biasprobe_cli.options import parse_numbers, resolve_device
+from biasprobe_cli.options import default_store, parse_numbers, resolve_device, store_option
+
+GapStore = store_option("gap")
+SamplesStore = store_option("samples")
 
 console = Console()
 
@@ -42,10 +45,6 @@ def held_out_data(denoiser, name: str, count: int, data_dir: Path | None) -> tor
     return data.load(name, "test", count, size=size, channels=channels, subset="all", data_dir=data_dir)
 
 
-def default_out(checkpoint: Path, analysis: str) -> Path:
-    return checkpoint.with_name(f"{checkpoint.stem}.{analysis}.zarr")
-
-
 def gap(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")],
     data_name: Annotated[Optional[str], typer.Option("--data", help="Data set; default: the one it was trained on.")] = None,
@@ -53,7 +52,7 @@ def gap(
     k: Annotated[int, typer.Option("--k", help="Images per split (train images are the first K the model saw).")] = 300,
     sigma: Annotated[Optional[str], typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
     t: Annotated[Optional[str], typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Store to write; default CKPT.gap.zarr beside the checkpoint.")] = None,
+    out: GapStore = None,
     figure: Annotated[Optional[Path], typer.Option(help="Also draw the Fig. 2 panels to this file.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -69,7 +68,7 @@ def gap(
     dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
-    path = bp.save(dataset, out or default_out(checkpoint, "gap"))
+    path = bp.save(dataset, out or default_store(checkpoint, "gap"))
     table = Table("σ", "t", "train PSNR", "test PSNR", "gap (dB)", title=f"{checkpoint.name}: N={len(train_images)} {name}")
     for i in range(dataset.sizes["sigma"]):
         row = dataset.isel(sigma=i)
@@ -89,7 +88,7 @@ def sample(
     count: Annotated[int, typer.Option("-n", "--count", help="Number of samples.")] = 16,
     method: Annotated[Optional[str], typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
     steps: Annotated[int, typer.Option(help="Steps of the ddim/ddpm samplers.")] = 100,
-    out: Annotated[Optional[Path], typer.Option(help="Store to write; default CKPT.samples.zarr.")] = None,
+    out: SamplesStore = None,
     png: Annotated[Optional[Path], typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
     threshold: Annotated[float, typer.Option(help="Similarity above which a sample counts as a copy.")] = 0.95,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
@@ -113,7 +112,7 @@ def sample(
     if diverged:
         console.print(f"[yellow]{diverged} of {count} samples diverged (non-finite values): the model may be "
                       "untrained or the sampler settings too aggressive[/yellow]")
-    path = bp.save(dataset, out or default_out(checkpoint, "samples"))
+    path = bp.save(dataset, out or default_store(checkpoint, "samples"))
     console.print(f"store {path}")
     if png:
         write_image(torch.cat(list(torch.from_numpy(dataset.sample_image.values)), dim=-1), png)

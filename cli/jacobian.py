@@ -7,7 +7,17 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from biasprobe_cli.options import ClassLabel, ImageSize, Vae, latent_encoder, load_model, parse_numbers, read_images
+from biasprobe_cli.options import (
+    ClassLabel,
+    ImageSize,
+    Vae,
+    default_store,
+    latent_encoder,
+    load_model,
+    parse_numbers,
+    read_images,
+    store_option,
+)
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +30,7 @@ from biasprobe.errors import InputError
 
 console = Console()
 DEFAULT_SIGMAS = "0.1"
+JacobianStore = store_option("jacobian")
 
 
 def jacobian(
@@ -49,9 +60,7 @@ def jacobian(
     vae: Vae = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws and random start blocks.")] = 0,
-    out: Annotated[
-        Path | None, typer.Option(help="zarr store for the results (default: CHECKPOINT-NAME-jacobian.zarr here).")
-    ] = None,
+    out: JacobianStore = None,
     figure: Annotated[Path | None, typer.Option(help="Draw eigenvectors, spectrum and GAHB metrics to this image.")] = None,
 ) -> None:
     """Eigenvectors, eigenvalues and singular values of J = ∂D(y)/∂y at noisy images, its asymmetry,
@@ -71,7 +80,7 @@ def jacobian(
         dataset.attrs["vae"] = str(vae)
     summary = gahb_summary(dataset) if dataset.sizes["rank"] >= 2 else None
     _print_summary(dataset, summary)
-    out = out or Path(f"{checkpoint.stem}-jacobian.zarr")
+    out = out or default_store(checkpoint, "jacobian")
     bp.save(dataset, out)
     console.print(f"wrote {out}")
     if figure:  # matplotlib is imported only when a figure is asked for

@@ -12,12 +12,14 @@ from biasprobe_cli.options import (
     ClassLabel,
     ImageSize,
     Vae,
+    default_store,
     is_latent,
     latent_encoder,
     load_model,
     parse_numbers,
     parse_windows,
     read_images,
+    store_option,
 )
 from rich import box
 from rich.console import Console
@@ -34,6 +36,7 @@ from biasprobe.images import read_image
 console = Console()
 EXAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 DEFAULT_SIGMAS = "0.05,0.2"
+LocalityStore = store_option("locality")
 
 
 def locality(
@@ -85,7 +88,7 @@ def locality(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Write the results to this zarr store.")] = None,
+    out: LocalityStore = None,
     figure: Annotated[
         Optional[Path], typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
@@ -117,9 +120,8 @@ def locality(
     if vae is not None:
         dataset.attrs["vae"] = str(vae)
     _print_summary(dataset)
-    if out:
-        bp.save(dataset, out)
-        console.print(f"wrote {out}")
+    out = bp.save(dataset, out or default_store(checkpoint, "locality"))
+    console.print(f"wrote {out}")
     if figure:
         figure.parent.mkdir(parents=True, exist_ok=True)
         locality_figure(dataset).savefig(figure, dpi=150)

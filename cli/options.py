@@ -1,5 +1,5 @@
-"""Option parsing shared by the commands: devices, number lists, windows, and the model options
-(``--class-label``, ``--vae``) of the commands that read images."""
+"""Option parsing shared by the commands: devices, number lists, windows, the result store
+(``--out``), and the model options (``--class-label``, ``--vae``) of the commands that read images."""
 
 from __future__ import annotations
 
@@ -38,6 +38,25 @@ Vae = Annotated[
         "size, or --resize.",
     ),
 ]
+
+
+def store_option(analysis: str):
+    """The ``--out`` option of a command whose results go to a zarr store (see :func:`default_store`)."""
+    return Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help=f"zarr store for the results (default: NAME.{analysis}.zarr in the current folder, NAME "
+            "the checkpoint's file stem or folder name).",
+        ),
+    ]
+
+
+def default_store(checkpoint: Path, analysis: str) -> Path:
+    """Where an analysis of ``checkpoint`` goes without ``--out``: NAME.ANALYSIS.zarr in the current
+    folder, so that read-only checkpoint folders (the shipped zoo) work and nothing lands beside them."""
+    name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
+    return Path(f"{name}.{analysis}.zarr")
 
 
 def resolve_device(device: str) -> torch.device:

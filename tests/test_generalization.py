@@ -97,7 +97,8 @@ def test_memorizer_samples_copy_training_images():
     assert result.nearest_image.shape == (6, *SHAPE)
 
 
-def test_gap_cli_reads_the_training_data_from_the_checkpoint(tmp_path):
+def test_gap_cli_reads_the_training_data_from_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default stores land in the current folder
     images = (np.random.default_rng(0).random((40, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "set.npz", train=images[:30], test=images[30:])
     ckpt = tmp_path / "m.pt"

@@ -146,7 +146,7 @@ def test_cli_writes_store_and_figure(tmp_path, monkeypatch):
                      "--sigma", "0.05,0.2", "--figure", tmp_path / "fig.png")
     assert result.returncode == 0, result.stderr
     assert "GAHB" in result.stdout and (tmp_path / "fig.png").exists()
-    ds = bp.open(tmp_path / "tiny-jacobian.zarr")
+    ds = bp.open(tmp_path / "tiny.jacobian.zarr")
     assert ds.sizes["image"] == 2 and ds.sizes["sigma"] == 2 and ds.sizes["index"] == 64
 
 

@@ -271,26 +271,13 @@ def test_cli_writes_store_and_figure(tmp_path, family, overrides, images, note):
     assert "attention_map" in dataset and figure.stat().st_size > 0
 
 
-def test_cli_with_image_and_layers(tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "dit.pt", "dit", image_size=32, channels=3)
+def test_cli_with_image_and_layers_writes_the_default_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path / "models" / "dit.pt", "dit", image_size=32, channels=3)
     image = REPOSITORY / "data" / "images" / "chelsea-32.png"
-    store = tmp_path / "o.zarr"
-    result = run_cli(
-        "locality",
-        checkpoint,
-        "--image",
-        image,
-        "--t",
-        "10,100",
-        "--layers",
-        "1,3",
-        "--windows",
-        "3",
-        "--out",
-        store,
-    )
+    result = run_cli("locality", checkpoint, "--image", image, "--t", "10,100", "--layers", "1,3", "--windows", "3")
     assert result.returncode == 0, result.stderr
-    dataset = bp.open(store)
+    dataset = bp.open(tmp_path / "dit.locality.zarr")  # NAME.ANALYSIS.zarr in the current folder
     assert list(dataset.layer.values) == [1, 3] and list(dataset.window.values) == [3]
     np.testing.assert_allclose(dataset.t, [10, 100])
     assert "attention_map" not in dataset
