@@ -10,17 +10,17 @@
 
 __version__ = "0.1.0"
 
-from biasprobe.analyses.comparison import compare  # noqa: E402
-from biasprobe.analyses.generalization import gap  # noqa: E402
-from biasprobe.analyses.harmonic import gahb_summary  # noqa: E402
-from biasprobe.analyses.jacobian import jacobian  # noqa: E402
-from biasprobe.analyses.locality import locality  # noqa: E402
-from biasprobe.analyses.memorization import memorization  # noqa: E402
-from biasprobe.denoiser import Denoiser  # noqa: E402
-from biasprobe.errors import BiasprobeError, CheckpointError, InputError  # noqa: E402
-from biasprobe.formats import load  # noqa: E402
-from biasprobe.schedules import Schedule  # noqa: E402
-from biasprobe.store import open, save  # noqa: E402, A004
+from biasprobe.analyses.comparison import compare
+from biasprobe.analyses.generalization import gap
+from biasprobe.analyses.harmonic import gahb_summary
+from biasprobe.analyses.jacobian import jacobian
+from biasprobe.analyses.locality import locality
+from biasprobe.analyses.memorization import memorization
+from biasprobe.denoiser import Denoiser
+from biasprobe.errors import BiasprobeError, CheckpointError, InputError
+from biasprobe.formats import load
+from biasprobe.schedules import Schedule
+from biasprobe.store import open, save
 
 __all__ = [
     "BiasprobeError",

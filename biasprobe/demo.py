@@ -79,7 +79,7 @@ def run_demo(out: str | Path = "reports/demo", *, k: int = 100, device: str = "c
         jacobian_figure(result).savefig(out / f"jacobian-{name}.png", dpi=110)
         lines.append(f"| {name} | {float(result.effective_dimension.mean()):.1f} | "
                      f"{float(summary.mean_harmonicity[0]):.2f} | {float(summary.mean_participation[0]):.3f} | "
-                     f"{float(summary.adaptivity[0]):.2f} | {str(summary.verdict.values[0])} |")
+                     f"{float(summary.adaptivity[0]):.2f} | {summary.verdict.values[0]!s} |")
     lines += [""] + [f"![{name}](jacobian-{name}.png)" for name in JACOBIAN_MODELS]
 
     # 3. attention locality

@@ -15,7 +15,7 @@ conventions are adapted to this one by :class:`NetworkDenoiser`:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ class Denoiser:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def to(self, device: str | torch.device) -> "Denoiser":
+    def to(self, device: str | torch.device) -> Denoiser:
         return self
 
     def sigma_to_t(self, sigma: float) -> float | None:
@@ -86,7 +86,7 @@ class Denoiser:
         return images
 
     @staticmethod
-    def wrap(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image_shape) -> "Denoiser":
+    def wrap(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image_shape) -> Denoiser:
         """A Denoiser around any callable ``fn(y, sigma) -> x_hat`` on [0, 1] images.
 
         ``sigma`` reaches ``fn`` as a (B,) tensor. If ``fn`` is an ``nn.Module``, its

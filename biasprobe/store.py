@@ -79,7 +79,7 @@ def save(dataset: xr.Dataset, path: str | os.PathLike) -> Path:
     return path
 
 
-def open(path: str | os.PathLike) -> xr.Dataset:  # noqa: A001 - mirrors xarray.open_dataset
+def open(path: str | os.PathLike) -> xr.Dataset:
     """Open a store written by :func:`save`, fully loaded into memory."""
     path = Path(path)
     if not (path / "zarr.json").exists():

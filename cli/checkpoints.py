@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import torch
 import typer
+from biasprobe_cli.options import parse_windows
 from rich.console import Console
 
 import biasprobe as bp
 from biasprobe.formats import Checkpoint, detect_format, file_sha256, save_checkpoint
 from biasprobe.models import FAMILIES, from_preset
-from biasprobe_cli.options import parse_windows
 
 console = Console()
 
@@ -55,15 +55,15 @@ def new(
     family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt or .safetensors).")],
     preset: Annotated[
-        Optional[str], typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
+        str | None, typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
     ] = None,
     windows: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="DiT only: k×k attention windows of the first layers, e.g. 3,5,7,9,11,13; later layers stay global."),
     ] = None,
     image_size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 32,
     channels: Annotated[
-        Optional[int], typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
+        int | None, typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
 ) -> None:

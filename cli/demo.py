@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from biasprobe_cli.options import resolve_device
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import torch
 import typer
+from biasprobe_cli.options import default_store, parse_numbers, resolve_device, store_option
 from rich.console import Console
 from rich.table import Table
 
@@ -18,7 +19,6 @@ from biasprobe.analyses.memorization import memorization
 from biasprobe.errors import InputError
 from biasprobe.images import write_image
 from biasprobe.training.samplers import METHODS
-from biasprobe_cli.options import default_store, parse_numbers, resolve_device, store_option
 
 GapStore = store_option("gap")
 SamplesStore = store_option("samples")
@@ -47,14 +47,14 @@ def held_out_data(denoiser, name: str, count: int, data_dir: Path | None) -> tor
 
 def gap(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")],
-    data_name: Annotated[Optional[str], typer.Option("--data", help="Data set; default: the one it was trained on.")] = None,
-    n_train: Annotated[Optional[int], typer.Option(help="Training set size N; default: from the checkpoint.")] = None,
+    data_name: Annotated[str | None, typer.Option("--data", help="Data set; default: the one it was trained on.")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Training set size N; default: from the checkpoint.")] = None,
     k: Annotated[int, typer.Option("--k", help="Images per split (train images are the first K the model saw).")] = 300,
-    sigma: Annotated[Optional[str], typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
-    t: Annotated[Optional[str], typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
+    sigma: Annotated[str | None, typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
+    t: Annotated[str | None, typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
     out: GapStore = None,
-    figure: Annotated[Optional[Path], typer.Option(help="Also draw the Fig. 2 panels to this file.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    figure: Annotated[Path | None, typer.Option(help="Also draw the Fig. 2 panels to this file.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
 ) -> None:
@@ -86,12 +86,12 @@ def gap(
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to sample from.")],
     count: Annotated[int, typer.Option("-n", "--count", help="Number of samples.")] = 16,
-    method: Annotated[Optional[str], typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
+    method: Annotated[str | None, typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
     steps: Annotated[int, typer.Option(help="Steps of the ddim/ddpm samplers.")] = 100,
     out: SamplesStore = None,
-    png: Annotated[Optional[Path], typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
     threshold: Annotated[float, typer.Option(help="Similarity above which a sample counts as a copy.")] = 0.95,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the samples: sample i depends only on (seed, i).")] = 0,
 ) -> None:
@@ -122,14 +122,14 @@ def compare(
     first: Annotated[Path, typer.Argument(help="Checkpoint A.")],
     second: Annotated[Path, typer.Argument(help="Checkpoint B.")],
     out: Annotated[Path, typer.Option(help="Folder for comparison.zarr and comparison.png.")] = Path("comparison"),
-    data_name: Annotated[Optional[str], typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
-    image: Annotated[Optional[Path], typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
+    data_name: Annotated[str | None, typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
     sigma: Annotated[float, typer.Option(help="Noise level of the Jacobians and attention maps ([0, 1] scale).")] = 0.1,
     k: Annotated[int, typer.Option("--k", help="Images per split for the gap.")] = 100,
     samples: Annotated[int, typer.Option(help="Samples per checkpoint, from the same seeds.")] = 8,
     sampler_steps: Annotated[int, typer.Option(help="DDIM steps for scheduled models (blind ones use ascent).")] = 100,
     top_k: Annotated[int, typer.Option(help="Jacobian eigenvectors compared.")] = 64,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
 ) -> None:

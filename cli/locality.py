@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -44,38 +44,38 @@ def locality(
         Path, typer.Argument(help="Checkpoint of a model with attention (DiT, DDPM UNet).")
     ],
     image: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(
             help="Clean image (PNG/JPEG/.npy; latent models: latent .npy, or pictures with --vae); repeat for "
             "several. Default: the shipped examples."
         ),
     ] = None,
     data: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Data set (e.g. fashion-mnist, discs, folder:PATH); its test split gives the images."
         ),
     ] = None,
     n: Annotated[int, typer.Option(help="How many images of --data.")] = 16,
     data_dir: Annotated[
-        Optional[Path], typer.Option(help="Folder of on-disk data sets (fashion-mnist).")
+        Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")
     ] = None,
     sigma: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help=f"Noise levels σ on the [0, 1] scale, comma-separated (default {DEFAULT_SIGMAS})."),
     ] = None,
     t: Annotated[
-        Optional[str], typer.Option(help="Noise levels as diffusion steps t instead of --sigma.")
+        str | None, typer.Option(help="Noise levels as diffusion steps t instead of --sigma.")
     ] = None,
     layers: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Attention layers to measure, 1-based, comma-separated (default all)."),
     ] = None,
     windows: Annotated[
         str, typer.Option(help="Odd k of the k×k token neighbourhoods for the local mass.")
     ] = "3,5,7",
     save_maps: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             help="Keep the attention maps (mean over images and heads) of every measured layer. "
             "Default: only those the --figure shows."
@@ -90,7 +90,7 @@ def locality(
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
     out: LocalityStore = None,
     figure: Annotated[
-        Optional[Path], typer.Option(help="Draw the maps, the profile and the heads to this image.")
+        Path | None, typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
 ) -> None:
     """Measure how local attention is, per layer, head and noise level: mean attention distance,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
-
-from biasprobe.errors import BiasprobeError
 from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality
 from biasprobe_cli import train as training
+
+from biasprobe.errors import BiasprobeError
 
 app = typer.Typer(
     name="biasprobe",

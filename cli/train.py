@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import torch
 import typer
+from biasprobe_cli.options import parse_windows, resolve_device
 
 from biasprobe import data
 from biasprobe.models import FAMILIES, from_preset
 from biasprobe.training import TrainingConfig, state_path
 from biasprobe.training import train as run_training
-from biasprobe_cli.options import parse_windows, resolve_device
 
 
 def train(
@@ -22,18 +22,18 @@ def train(
     n_train: Annotated[int, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt or .safetensors).")],
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 10_000,
-    preset: Annotated[Optional[str], typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
-    windows: Annotated[Optional[str], typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
+    windows: Annotated[str | None, typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
     subset: Annotated[str, typer.Option(help="s1 or s2: disjoint halves of the training split (two-model test).")] = "s1",
     image_size: Annotated[int, typer.Option(help="Image height and width.")] = 32,
-    channels: Annotated[Optional[int], typer.Option(help="Image channels; default: the data set's own.")] = None,
+    channels: Annotated[int | None, typer.Option(help="Image channels; default: the data set's own.")] = None,
     batch: Annotated[int, typer.Option(help="Global batch size (split over torchrun processes).")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     ema: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
     sigma_max: Annotated[float, typer.Option(help="Blind models: σ is drawn uniformly in [0, sigma_max].")] = 1.0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resumable state).")] = 1000,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Where fashion-mnist's files are, if not installed by apt.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Stop early after this many minutes (resumable).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where fashion-mnist's files are, if not installed by apt.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop early after this many minutes (resumable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data subset, batches and noise.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,

@@ -8,10 +8,10 @@ from unittest import mock
 
 import pytest
 import torch
+from biasprobe_cli.main import main
 
 from biasprobe.formats import Checkpoint, save_checkpoint
 from biasprobe.models import build_model, preset_config
-from biasprobe_cli.main import main
 
 
 def randomise_zero_init(network: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:

@@ -19,7 +19,7 @@ def test_linear_schedule_matches_ddpm():
 
 def test_cosine_schedule_matches_formula():
     s = Schedule("cosine", 1000)
-    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
     # the cumulative product of clipped betas reproduces alpha_bar(t) = f(t + 1) / f(0) away from the end
     for t in (0, 100, 500, 900):
         assert s.alphas_cumprod[t] == pytest.approx(f(t + 1) / f(0), rel=1e-9)

@@ -10,7 +10,7 @@ attrs of :func:`biasprobe.store.provenance`. Noise draws are seeded per (image, 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ generalizes restores both alike (gap ≈ 0).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def default_noise_levels(denoiser: Denoiser) -> dict:
     """Fig. 2's axis for scheduled models (50 steps t = 0, 20, …, 980), else 20 σ from 0.01 to 1."""
     if denoiser.sigma_to_t(0.5) is None:
         return {"sigmas": np.geomspace(0.01, 1.0, 20).tolist()}
-    steps = getattr(denoiser, "schedule").steps
+    steps = denoiser.schedule.steps
     return {"timesteps": np.arange(0, steps, steps // 50).tolist()}
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 Info = dict[str, np.ndarray]
 """Provenance of each returned image: columns of equal length, one row per image."""
 

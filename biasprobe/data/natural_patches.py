@@ -7,7 +7,7 @@ a grid of stride size/2 whose offset is drawn from a fixed seed: the patch pool 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ SCALES = (1, 2, 4)
 GRID_SEED = 20240521
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str, scale: int = 1) -> torch.Tensor:
     """The named photograph as a (1, 1, H, W) grey tensor in [0, 1], block-averaged by ``scale``.
 

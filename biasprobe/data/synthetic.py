@@ -9,8 +9,8 @@ Gaussian of half a pixel to avoid aliasing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch

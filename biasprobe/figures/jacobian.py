@@ -24,7 +24,6 @@ from biasprobe.errors import InputError
 from biasprobe.figures.base import Source, as_dataset, new_canvas
 
 
-
 def default_ranks(dataset: xr.Dataset) -> list[int]:
     """Ranks 0, d/8 and d/4 (as in the papers), those with a stored eigenvector."""
     d = int(np.prod([dataset.sizes[dim] for dim in ("channel", "y", "x")]))

@@ -55,7 +55,7 @@ class Checkpoint:
     @classmethod
     def from_network(
         cls, network: torch.nn.Module, image_shape, training: dict | None = None, **conventions
-    ) -> "Checkpoint":
+    ) -> Checkpoint:
         """A checkpoint of ``network`` with its family's default conventions, overridable."""
         denoiser = {**NATIVE_CONVENTIONS[network.family], **conventions}
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}

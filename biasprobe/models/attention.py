@@ -10,7 +10,7 @@ A window of odd size k restricts query token (i, j) to the keys (i', j') with
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ timestep MLP and the check of (x, t) inputs.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import import_biasprobe  # noqa: E402
+from common import import_biasprobe
 
 MODES = ("plain", "explicit", "reduced", "reduced+maps")
 WINDOWS = (3, 5, 7)
