@@ -43,9 +43,8 @@ class BiasFreeBatchNorm(nn.Module):
             sd = (wide.var(dim=(0, 2, 3), keepdim=True, correction=0) + self.eps).sqrt()
             with torch.no_grad():
                 self.running_sd.lerp_(sd.to(self.running_sd.dtype), self.momentum)
-        else:
-            sd = self.running_sd
-        return x / sd * self.gammas
+            return x / sd * self.gammas
+        return x * (self.gammas / self.running_sd)  # one pass over x: the layer is linear in eval mode
 
 
 def _conv(in_width: int, out_width: int, kernel_size: int) -> nn.Conv2d:
