@@ -11,6 +11,16 @@ Two steps, because the GPU machine has no Fashion-MNIST package:
     python reports/zoo/train_zoo.py train .zoo out/ --minutes 8   # on the GPU: all models at once
     python reports/zoo/train_zoo.py manifest data/checkpoints     # here: the manifest of what came back
 
+The DiTs then got a warm restart (session 2, 2026-11-26: their first 7.5k steps showed no
+attention locality), each starting from its shipped weights with a fresh optimizer, on an H200:
+
+    python reports/zoo/train_zoo.py train .zoo out/ --minutes 8.3 --only dit-n10,dit-n1000,dit-n10000 --init data/checkpoints
+    python reports/zoo/train_zoo.py train .zoo out/ --minutes 8.3 --only dit-local-n1000 --steps 10860 --init data/checkpoints
+
+(10.8–10.9k more steps each, 18.3k in all; ``--steps`` gave the local DiT, trained alone, the
+same count as the global ones; the checkpoints record ``warm_start_steps``, the manifest the
+total; logs in ``reports/zoo/train-dit-warm.log``.)
+
 ``prepare`` stores exactly the tensors ``biasprobe.data.load`` returns (Fashion-MNIST is 8-bit, so
 the uint8 round trip is exact); ``train`` feeds them to :func:`biasprobe.training.train` with the
 metadata ``biasprobe train`` would write, so ``biasprobe gap`` finds the data on its own.
@@ -71,12 +81,17 @@ def manifest(output: Path) -> None:
         path = output / f"{name}.safetensors"
         training = read_checkpoint(path).training
         entries.append({"name": name, "file": path.name, "family": family, "preset": "small", "data": DATA,
-                        "n_train": n, "subset": subset, "windows": windows, "steps_done": training["steps_done"],
+                        "n_train": n, "subset": subset, "windows": windows,
+                        "steps_done": training["steps_done"] + training.get("warm_start_steps", 0),
                         "sha256": file_sha256(path)})
     (output / "manifest.json").write_text(json.dumps({"checkpoints": entries}, indent=1) + "\n")
 
 
-def train_one(folder: Path, output: Path, name: str, minutes: float, device: str = "cuda") -> None:
+def train_one(folder: Path, output: Path, name: str, minutes: float, device: str = "cuda",
+              init: Path | None = None, steps: int | None = None) -> None:
+    """Train one zoo model; with ``init``, start from the weights of ``init/NAME.safetensors``
+    (a warm restart: fresh optimizer, step count and seeds, the earlier steps recorded)."""
+    from biasprobe.formats import read_checkpoint
     from biasprobe.models import from_preset
     from biasprobe.training import TrainingConfig, train
 
@@ -84,19 +99,25 @@ def train_one(folder: Path, output: Path, name: str, minutes: float, device: str
     images = torch.from_numpy(np.load(folder / "fashion-mnist-train.npz")[subset][:n, None].astype(np.float32) / 255)
     torch.manual_seed(SEED)
     network, _ = from_preset(family, "small", image_size=32, channels=1, windows=windows)
-    config = TrainingConfig(**SETTINGS, seed=SEED, max_minutes=minutes)
+    config = TrainingConfig(**{**SETTINGS, "steps": steps or SETTINGS["steps"]}, seed=SEED, max_minutes=minutes)
     metadata = {"data": DATA, "subset": subset, "preset": "small", "image_size": 32, "zoo": name}
+    if init is not None:
+        earlier = read_checkpoint(init / f"{name}.safetensors")
+        network.load_state_dict(earlier.state_dict)
+        metadata["warm_start_steps"] = earlier.training.get("steps_done", 0) + earlier.training.get("warm_start_steps", 0)
     result = train(network, images, output / f"{name}.safetensors", config, metadata=metadata,
                    device=device, progress=False)
     print(json.dumps({"name": name, "steps_done": result.steps_done,
                       "loss_first": result.losses[0], "loss_last_100": float(np.mean(result.losses[-100:]))}))
 
 
-def train_all(folder: Path, output: Path, minutes: float, device: str, only: list[str] | None = None) -> None:
+def train_all(folder: Path, output: Path, minutes: float, device: str, only: list[str] | None = None,
+              init: Path | None = None, steps: int | None = None) -> None:
     output.mkdir(parents=True, exist_ok=True)
     names = [name for name, *_ in ZOO if not only or name in only]
+    warm = (["--init", str(init)] if init else []) + (["--steps", str(steps)] if steps else [])
     jobs = [subprocess.Popen([sys.executable, __file__, "one", str(folder), str(output), name, str(minutes),
-                              "--device", device])
+                              "--device", device, *warm])
             for name in names]
     failed = [name for name, job in zip(names, jobs) if job.wait() != 0]
     if failed:
@@ -113,6 +134,9 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", dest="budget", type=float, default=None)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--only", default=None, help="comma-separated zoo names to train (default: all)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="folder of earlier zoo checkpoints to continue from (warm restart)")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: SETTINGS)")
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.folder)
@@ -120,6 +144,6 @@ if __name__ == "__main__":
         manifest(args.folder)
     elif args.step == "train":
         only = args.only.split(",") if args.only else None
-        train_all(args.folder, args.output, args.budget or args.minutes, args.device, only)
+        train_all(args.folder, args.output, args.budget or args.minutes, args.device, only, args.init, args.steps)
     else:
-        train_one(args.folder, args.output, args.name, args.minutes, args.device)
+        train_one(args.folder, args.output, args.name, args.minutes, args.device, args.init, args.steps)
