@@ -11,15 +11,16 @@ Two steps, because the GPU machine has no Fashion-MNIST package:
     python reports/zoo/train_zoo.py train .zoo out/ --minutes 8   # on the GPU: all models at once
     python reports/zoo/train_zoo.py manifest data/checkpoints     # here: the manifest of what came back
 
-The DiTs then got a warm restart (session 2, 2026-11-26: their first 7.5k steps showed no
-attention locality), each starting from its shipped weights with a fresh optimizer, on an H200:
+The DiTs then got two warm restarts (session 2, 2026-11-26: their first 7.5k steps showed no
+attention locality), each starting from the shipped weights with a fresh optimizer, on an H200:
 
     python reports/zoo/train_zoo.py train .zoo out/ --minutes 8.3 --only dit-n10,dit-n1000,dit-n10000 --init data/checkpoints
     python reports/zoo/train_zoo.py train .zoo out/ --minutes 8.3 --only dit-local-n1000 --steps 10860 --init data/checkpoints
+    python reports/zoo/train_zoo.py train .zoo out/ --minutes 9 --only dit-n10,dit-n1000,dit-n10000,dit-local-n1000 --steps 10000 --init data/checkpoints
 
-(10.8–10.9k more steps each, 18.3k in all; ``--steps`` gave the local DiT, trained alone, the
-same count as the global ones; the checkpoints record ``warm_start_steps``, the manifest the
-total; logs in ``reports/zoo/train-dit-warm.log``.)
+(+10.8–10.9k steps, ``--steps`` giving the local DiT, trained alone, the count of the global
+ones; then +8.9k steps each, stopped by the time limit: 27.1–27.2k in all. The checkpoints
+record ``warm_start_steps``, the manifest the total; logs in ``reports/zoo/train-dit-warm.log``.)
 
 ``prepare`` stores exactly the tensors ``biasprobe.data.load`` returns (Fashion-MNIST is 8-bit, so
 the uint8 round trip is exact); ``train`` feeds them to :func:`biasprobe.training.train` with the
