@@ -52,9 +52,27 @@ def image_path(name: str) -> Path:
     return _require(DATA_DIR / "images" / f"{name}.png")
 
 
-def example_images() -> list[Path]:
-    """All shipped example images."""
-    return sorted(_require(DATA_DIR / "images").glob("*.png"))
+def example_images(shape: tuple[int, int, int] | None = None) -> list[Path]:
+    """The shipped example images: all, or those fitting ``shape`` = (C, H, W).
+
+    For a shape: those of its channel count (any, if none has it), of its exact size where some
+    are, else of the smallest size shipped (to be resized by the reader).
+    """
+    paths = sorted(_require(DATA_DIR / "images").glob("*.png"))
+    if shape is None or not paths:
+        return paths
+    from PIL import Image
+
+    channels, height, width = shape
+    candidates = {}
+    for path in paths:
+        with Image.open(path) as picture:
+            candidates[path] = (picture.mode, picture.size)
+    mode = "L" if channels == 1 else "RGB"
+    chosen = [path for path, (kind, _) in candidates.items() if kind == mode] or paths
+    sizes = {candidates[path][1] for path in chosen}
+    size = (width, height) if (width, height) in sizes else min(sizes)
+    return [path for path in chosen if candidates[path][1] == size]
 
 
 def evaluation_images(part: str) -> torch.Tensor:

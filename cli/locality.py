@@ -27,6 +27,7 @@ from rich.table import Table
 
 import biasprobe as bp
 from biasprobe import data as datasets
+from biasprobe import zoo
 from biasprobe.analyses.locality import attention_layers
 from biasprobe.analyses.locality import locality as measure_locality
 from biasprobe.denoiser import Denoiser
@@ -34,7 +35,6 @@ from biasprobe.errors import InputError
 from biasprobe.images import read_image
 
 console = Console()
-EXAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 DEFAULT_SIGMAS = "0.05,0.2"
 LocalityStore = store_option("locality")
 
@@ -156,21 +156,15 @@ def _images(
 
 
 def _example_images(shape: tuple[int, int, int]) -> torch.Tensor:
-    """The shipped example images with the model's channel count, preferring its exact size."""
+    """The shipped example images that fit the model's shape (:func:`biasprobe.zoo.example_images`)."""
     from PIL import Image
 
-    channels, height, width = shape
-    candidates = {}
-    for path in sorted(EXAMPLE_IMAGES.glob("*.png")):
-        with Image.open(path) as picture:
-            candidates[path] = (picture.mode, picture.size)
-    if not candidates:
-        raise InputError(f"no example images at {EXAMPLE_IMAGES}; give images with --image FILE")
-    mode = "L" if channels == 1 else "RGB"
-    chosen = [path for path, (kind, _) in candidates.items() if kind == mode] or list(candidates)
-    sizes = {candidates[path][1] for path in chosen}
-    size = (width, height) if (width, height) in sizes else min(sizes)
-    chosen = [path for path in chosen if candidates[path][1] == size]
+    chosen = zoo.example_images(shape)
+    if not chosen:
+        raise InputError(f"no example images in {zoo.DATA_DIR / 'images'}; give images with --image FILE")
+    with Image.open(chosen[0]) as picture:
+        size = picture.size
+    _, height, width = shape
     resized = "" if size == (width, height) else f", resized from {size[1]}×{size[0]} to {height}×{width}"
     names = ", ".join(path.stem for path in chosen)
     console.print(f"no --image given: using {len(chosen)} shipped example images{resized} ({names})")

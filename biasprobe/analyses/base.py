@@ -1,26 +1,98 @@
-"""The contract every analysis follows, and the steps they share.
+"""The contract every analysis follows, as code (:class:`Analysis`), and the steps they share.
 
-An analysis is a function ``analysis(denoiser, images, *, sigmas=None, timesteps=None, seed=0,
-progress=False, **options) -> xarray.Dataset``. Its Dataset has an ``image`` dimension (the
-clean images, stored as the variable ``clean``), a ``sigma`` dimension with coordinates ``sigma``
-([0, 1] image scale) and ``t`` (the diffusion step, NaN without a schedule), and the provenance
-attrs of :func:`biasprobe.store.provenance`. Noise draws are seeded per (image, σ) pair by
+An analysis is a function ``analysis(denoiser, *inputs, seed=0, progress=False, **options) ->
+xarray.Dataset`` registered with the :func:`analysis` decorator, which checks the contract when
+the function is defined (a first parameter ``denoiser``; keyword-only ``seed`` (default 0) and
+``progress`` (default False)) and on every call (a :class:`~biasprobe.denoiser.Denoiser` in, a
+Dataset out whose attrs name the analysis and carry the provenance of
+:func:`biasprobe.store.provenance`). Analyses over noisy images (jacobian, locality) also share
+the layout built by :func:`base_dataset`: an ``image`` dimension (the clean images, stored as the
+variable ``clean``), a ``sigma`` dimension with coordinates ``sigma`` ([0, 1] image scale) and
+``t`` (the diffusion step, NaN without a schedule). Noise draws are seeded per (image, σ) pair by
 :func:`noise_seed`, so one image gives the same noisy observation whatever else is in the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
 from biasprobe.denoiser import Denoiser
+from biasprobe.errors import InputError
 from biasprobe.noise import noise_levels
 from biasprobe.store import provenance
 
 SIGMA_UNITS = "noise standard deviation on the [0, 1] image scale"
+PROVENANCE_ATTRS = ("biasprobe_version", "command", "created", "analysis", "seed")
+"""Attrs every analysis Dataset carries (with ``checkpoint`` and ``checkpoint_sha256`` for files)."""
+
+ANALYSES: dict[str, Analysis] = {}
+"""Every registered analysis by name."""
+
+
+class Analysis:
+    """One analysis of a denoiser: a function under the contract of this module, checked.
+
+    Calling it calls the function and checks the result; its name, signature and docstring are the
+    function's. Use the :func:`analysis` decorator rather than this class directly.
+    """
+
+    def __init__(self, name: str, function: Callable[..., xr.Dataset]) -> None:
+        parameters = list(inspect.signature(function).parameters.values())
+        if not parameters or parameters[0].name not in ("denoiser", "first"):
+            raise TypeError(f"analysis {name!r}: the first parameter must be the denoiser")
+        keywords = {p.name: p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        for keyword, default in (("seed", 0), ("progress", False)):
+            if keyword not in keywords or keywords[keyword].default != default:
+                raise TypeError(f"analysis {name!r} needs a keyword-only parameter {keyword}={default!r}")
+        self.name = name
+        self.function = function
+        functools.update_wrapper(self, function)
+
+    def __call__(self, denoiser: Denoiser, *inputs, **options) -> xr.Dataset:
+        if not isinstance(denoiser, Denoiser):
+            raise InputError(
+                f"{self.name} analyses a biasprobe Denoiser (from biasprobe.load or Denoiser.wrap), "
+                f"got {type(denoiser).__name__}"
+            )
+        dataset = self.function(denoiser, *inputs, **options)
+        missing = [key for key in PROVENANCE_ATTRS if key not in getattr(dataset, "attrs", {})]
+        if not isinstance(dataset, xr.Dataset) or missing or dataset.attrs["analysis"] != self.name:
+            raise TypeError(f"analysis {self.name!r} broke its contract: it must return a Dataset with the "
+                            f"provenance attrs (missing: {missing}) and analysis={self.name!r}")
+        return dataset
+
+    def __repr__(self) -> str:
+        return f"<analysis {self.name}>"
+
+    def __reduce__(self):
+        return registered, (self.name,)
+
+
+def analysis(name: str) -> Callable[[Callable[..., xr.Dataset]], Analysis]:
+    """Register ``function`` as the analysis ``name`` (see :class:`Analysis` for the contract it must meet)."""
+
+    def register(function: Callable[..., xr.Dataset]) -> Analysis:
+        if name in ANALYSES:
+            raise TypeError(f"an analysis named {name!r} is already registered")
+        ANALYSES[name] = Analysis(name, function)
+        return ANALYSES[name]
+
+    return register
+
+
+def registered(name: str) -> Analysis:
+    """The analysis ``name`` (importing biasprobe registers every built-in one)."""
+    import biasprobe  # noqa: F401
+
+    if name not in ANALYSES:
+        raise InputError(f"no analysis named {name!r}; there are {', '.join(sorted(ANALYSES))}")
+    return ANALYSES[name]
 
 
 def prepare(

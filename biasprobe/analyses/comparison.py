@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import with_provenance
+from biasprobe.analyses.base import analysis, with_provenance
 from biasprobe.analyses.generalization import gap
 from biasprobe.analyses.harmonic import eigenspace_overlap, gahb_summary
 from biasprobe.analyses.jacobian import jacobian
@@ -31,6 +31,7 @@ GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
 """Default noise levels of the gap part: ten σ ([0, 1] scale) inside every schedule's range."""
 
 
+@analysis("compare")
 def compare(
     first: Denoiser,
     second: Denoiser,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import SIGMA_UNITS, noise_seed, with_provenance
+from biasprobe.analyses.base import SIGMA_UNITS, analysis, noise_seed, with_provenance
 from biasprobe.denoiser import Denoiser
 from biasprobe.noise import noise_levels, noisy
 from biasprobe.progress import track
@@ -41,6 +41,7 @@ def psnr(estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / error.clamp_min(1e-10))  # perfect estimates read 100 dB
 
 
+@analysis("gap")
 def gap(
     denoiser: Denoiser,
     train_images: torch.Tensor,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import base_dataset, noise_seed, prepare, with_provenance
+from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare, with_provenance
 from biasprobe.analyses.capture import LocalityObserver, TokenGeometry, capture_attention, locality_metrics
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
@@ -94,6 +94,7 @@ def distance_bin_edges(image_shape: Sequence[int], bin_width: float = 1.0) -> np
     return bin_width * np.arange(math.floor(longest / bin_width) + 2)
 
 
+@analysis("locality")
 def locality(
     denoiser: Denoiser,
     images: torch.Tensor,

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from biasprobe.analyses.base import analysis, with_provenance
+
 
 def centred_unit(images: torch.Tensor) -> torch.Tensor:
     """Flattened images with their mean removed, scaled to unit norm: (B, C·H·W)."""
@@ -47,6 +49,7 @@ def paired_similarity(samples_a: torch.Tensor, samples_b: torch.Tensor) -> np.nd
     return (centred_unit(samples_a) * centred_unit(samples_b)).sum(1).numpy()
 
 
+@analysis("memorization")
 def memorization(
     denoiser,
     count: int,
@@ -61,7 +64,6 @@ def memorization(
 
     ``sampler_options`` go to :func:`biasprobe.training.samplers.sample` (method, steps, ...).
     """
-    from biasprobe.analyses.base import with_provenance
     from biasprobe.training.samplers import sample
 
     samples = sample(denoiser, count, seed=seed, progress=progress, **sampler_options)

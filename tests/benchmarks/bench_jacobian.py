@@ -11,10 +11,10 @@ weights), or a trained ``--checkpoint`` (the top-k convergence does).
 - ``compute floor``: the arithmetic of the dense Jacobian (d rows, each counted with
   ``torch.utils.flop_counter``) at the float32 matrix-multiply throughput measured on the same
   device (a 4096² GEMM): no exact float32 method doing this arithmetic can run faster;
-- ``dense``: :func:`biasprobe.analyses.jacobian.jacobian_matrix` in float32, and in the reduced
+- ``dense``: :func:`biasprobe.autodiff.jacobian_matrix` in float32, and in the reduced
   precisions (default ``tf32`` and ``bf16`` on CUDA; none on the CPU, where bf16 ran 40× slower),
   with the error of their eigenvalues of (J + Jᵀ)/2 against float32's, relative to λ_0;
-- ``top-k``: :func:`~biasprobe.analyses.jacobian.decompose` with ``randomized`` (and, with
+- ``top-k``: :func:`~biasprobe.eigensolvers.decompose` with ``randomized`` (and, with
   ``--lanczos``, ARPACK) for the top ``--top-k`` eigenpairs at each of ``--tolerances``.
 
 Needs torch and this repository only (no xarray, zarr or typer; ``--checkpoint`` also needs
@@ -145,7 +145,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import_biasprobe()
-    from biasprobe.analyses.jacobian import JacobianOperator, decompose, jacobian_matrix
+    from biasprobe.autodiff import JacobianOperator, jacobian_matrix
+    from biasprobe.eigensolvers import decompose
 
     device = torch.device(args.device)
     # strict float32 everywhere unless a path asks for TF32 itself (cuDNN allows TF32 by default,

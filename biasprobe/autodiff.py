@@ -1,0 +1,231 @@
+"""Autodiff products of a denoiser: the Jacobian J = ∂f/∂y at one noisy image as a linear operator.
+
+f is the [0, 1] denoiser y ↦ D(y, σ) (``output="denoised"``) or the network's raw output in its own
+parameterization with respect to the native noisy image, y ↦ r(y, σ)/s (``output="raw"``, s the
+native scale), see :func:`output_function`. :class:`JacobianOperator` gives products with blocks
+of vectors: rows UJ (reverse mode, ``torch.func.vjp`` mapped with ``vmap``) and columns JV
+(forward mode, ``torch.func.jvp``), with a fallback to ordinary batched passes for networks that
+``vmap`` or forward mode cannot handle. It satisfies the :class:`biasprobe.eigensolvers.LinearOperator`
+protocol, so every eigensolver runs on it unchanged.
+
+These helpers know nothing of analyses or Datasets (as plenoptic keeps its autodiff helpers apart
+from its methods); :mod:`biasprobe.analyses.jacobian` builds on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+
+from biasprobe.denoiser import NATIVE_RANGES, Denoiser
+from biasprobe.errors import InputError
+
+OUTPUTS = ("denoised", "raw")
+PRECISIONS = ("float32", "tf32", "bf16")
+DEFAULT_MEMORY_BUDGET_CPU = 512 * 2**20
+DEFAULT_MEMORY_FRACTION_CUDA = 0.5
+
+
+@contextlib.contextmanager
+def math_attention(denoiser: Denoiser) -> Iterator[None]:
+    """Route every attention layer through its explicit softmax path.
+
+    Fused attention kernels have neither forward-mode derivatives nor ``vmap`` batching rules;
+    the explicit path computes the same function with ordinary differentiable, batchable ops."""
+    idle = [m for m in denoiser.attention_modules().values() if m.observer is None]
+    for module in idle:
+        module.observer = _ignore_attention
+    try:
+        yield
+    finally:
+        for module in idle:
+            module.observer = None
+
+
+def _ignore_attention(module, probs) -> None:
+    """An observer that only switches a :class:`GridAttention` to its math path."""
+
+
+@contextlib.contextmanager
+def _precision(precision: str, device: torch.device) -> Iterator[None]:
+    """float32 (TF32 off everywhere), tf32 (TF32 matmuls and convolutions on CUDA), or bf16 autocast."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
+    try:
+        with autocast:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def output_function(denoiser: Denoiser, sigma: float, output: str = "denoised") -> Callable:
+    """The map y ↦ D(y, σ) (``denoised``) or y ↦ r(y, σ) / scale (``raw``, so that J = ∂r/∂y_n).
+
+    ``scale`` is 2 for networks of native range [-1, 1] (y_n = 2y − 1), else 1.
+    """
+    if output == "denoised":
+        return lambda y: denoiser.denoise(y, sigma)
+    if output == "raw":
+        scale = NATIVE_RANGES[getattr(denoiser, "native_range", "unit")][0]
+        return lambda y: denoiser.raw_output(y, sigma) / scale
+    raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+
+
+def _saved_bytes(fn: Callable, y: torch.Tensor) -> int:
+    """Bytes of the activations (tensors that depend on y) that one forward pass of f at y saves
+    for backward: a batched product carries about that much per vector."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if tensor.grad_fn is not None or tensor is y:
+            total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn(y.clone().requires_grad_(True))
+    return total
+
+
+class JacobianOperator:
+    """J = ∂f/∂y at one image y (1, C, H, W), for products with blocks of vectors (``torch.func``).
+
+    The forward pass at y runs once and is kept (``torch.func.vjp``). :meth:`rows` maps its
+    pullback over a block of cotangents with ``vmap`` (UJ: one batched backward, no repeated
+    forward); :meth:`columns` maps ``torch.func.jvp`` over a block of tangents (JV: forward mode,
+    the primal computed once per chunk). Networks that ``vmap`` or forward mode cannot handle
+    (diffusers' UNets: a memory-format query in their backward, a view in their forward-mode
+    group norm) fall back, once and for good (``vmap[kind]`` becomes False), to ordinary
+    passes over a batch of copies of y: a backward for rows, a double backward for columns
+    (Jv = ∂(Jᵀu)/∂u applied to v, about twice a row's cost). Attention layers run their explicit
+    softmax path throughout (see :func:`math_attention`). Blocks are cut into chunks whose
+    estimated memory (twice the activations saved for backward, per vector) fits
+    ``memory_budget`` bytes (default: half the free GPU memory, or 512 MiB on the CPU).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        y: torch.Tensor,
+        sigma: float,
+        *,
+        output: str = "denoised",
+        precision: str = "float32",
+        memory_budget: float | None = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.fn = output_function(denoiser, sigma, output)
+        self.precision = precision
+        self.device = y.device
+        self.shape = tuple(y.shape[1:])
+        self.dimension = y[0].numel()
+        self.y = y.detach()
+        self.vmap = {"rows": True, "columns": True}
+        with self._context():
+            saved = _saved_bytes(self.fn, self.y)
+            with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
+                value, self._pullback = torch.func.vjp(self.fn, self.y)
+        self.value = value.detach().float()
+        if memory_budget is None:
+            if self.device.type == "cuda":
+                memory_budget = DEFAULT_MEMORY_FRACTION_CUDA * torch.cuda.mem_get_info(self.device)[0]
+            else:
+                memory_budget = DEFAULT_MEMORY_BUDGET_CPU
+        per_vector = 2 * saved + 8 * self.dimension
+        self.chunk_size = int(max(1, min(self.dimension, memory_budget // per_vector)))
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        with math_attention(self.denoiser), _precision(self.precision, self.device):
+            yield
+
+    def _vectors(self, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A (b, d) block as b vectors shaped like y, (b, 1, C, H, W), on the operator's device."""
+        return block.reshape(len(block), 1, *self.shape).to(self.device, dtype)
+
+    def _map(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
+        """``product`` (one vector → one product) mapped over vectors (b, 1, C, H, W) with ``vmap``,
+        or ``on_copies`` (a batch (n, C, H, W) → its products) chunk by chunk; (b, d) float32."""
+        with self._context(), torch.no_grad():
+            if self.vmap[kind]:
+                try:
+                    products = torch.func.vmap(product, chunk_size=self.chunk_size)(vectors)
+                    return products.reshape(len(vectors), -1).float()
+                except torch.OutOfMemoryError:
+                    raise
+                except (RuntimeError, NotImplementedError):
+                    self.vmap[kind] = False
+            with torch.enable_grad():
+                products = [on_copies(chunk[:, 0]) for chunk in vectors.split(self.chunk_size)]
+        return torch.cat(products).reshape(len(vectors), -1).float()
+
+    def _copies(self, count: int) -> torch.Tensor:
+        return self.y.expand(count, *self.shape).contiguous().requires_grad_(True)
+
+    def rows(self, block: torch.Tensor) -> torch.Tensor:
+        """U J for U of shape (b, d): the rows Jᵀu_i, returned as (b, d) float32."""
+
+        def rows_on_copies(cotangents: torch.Tensor) -> torch.Tensor:
+            primal = self._copies(len(cotangents))
+            return torch.autograd.grad(self.fn(primal), primal, cotangents)[0]
+
+        return self._map("rows", lambda u: self._pullback(u)[0], rows_on_copies, self._vectors(block, self.value.dtype))
+
+    def columns(self, block: torch.Tensor) -> torch.Tensor:
+        """J V for V of shape (b, d): the columns Jv_i, returned as (b, d) float32."""
+
+        def column(tangent: torch.Tensor) -> torch.Tensor:
+            return torch.func.jvp(self.fn, (self.y,), (tangent,))[1]
+
+        def columns_on_copies(tangents: torch.Tensor) -> torch.Tensor:
+            primal = self._copies(len(tangents))
+            out = self.fn(primal)
+            probe = torch.zeros_like(out, requires_grad=True)
+            (rows,) = torch.autograd.grad(out, primal, probe, create_graph=True)  # Jᵀu, linear in u
+            return torch.autograd.grad(rows, probe, tangents.to(rows.dtype))[0]
+
+        return self._map("columns", column, columns_on_copies, self._vectors(block, self.y.dtype))
+
+    def dense(self) -> torch.Tensor:
+        """The full (d, d) Jacobian, J[i, j] = ∂f_i/∂y_j, on the operator's device, row block by row block."""
+        rows = []
+        for start in range(0, self.dimension, self.chunk_size):
+            count = min(self.chunk_size, self.dimension - start)
+            identity = torch.zeros(count, self.dimension, device=self.device)
+            identity[torch.arange(count), torch.arange(start, start + count)] = 1
+            rows.append(self.rows(identity))
+        return torch.cat(rows)
+
+
+def jacobian_matrix(
+    denoiser: Denoiser,
+    y: torch.Tensor,
+    sigma: float,
+    *,
+    output: str = "denoised",
+    precision: str = "float32",
+    memory_budget: float | None = None,
+) -> torch.Tensor:
+    """The dense Jacobian (d, d) of the denoiser (or its raw output) at one noisy image y."""
+    y = denoiser.check_images(torch.as_tensor(y)).to(denoiser.device, torch.float32)
+    if len(y) != 1:
+        raise InputError(f"jacobian_matrix takes one image, got a batch of {len(y)}")
+    operator = JacobianOperator(denoiser, y, sigma, output=output, precision=precision, memory_budget=memory_budget)
+    return operator.dense()
+
+
+__all__ = [
+    "OUTPUTS",
+    "PRECISIONS",
+    "JacobianOperator",
+    "jacobian_matrix",
+    "math_attention",
+    "output_function",
+]
