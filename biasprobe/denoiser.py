@@ -15,7 +15,10 @@ conventions are adapted to this one by :class:`NetworkDenoiser`:
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,6 +30,18 @@ from biasprobe.schedules import Schedule
 PARAMETERIZATIONS = ("residual", "eps", "x0")
 NATIVE_RANGES = {"unit": (1.0, 0.0), "signed": (2.0, -1.0)}  # y_n = scale·y + shift
 CONDITIONINGS = ("none", "timestep")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of a folder's files in sorted order."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class Denoiser:

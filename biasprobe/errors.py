@@ -1,8 +1,46 @@
-"""Exceptions biasprobe raises for problems a user can fix; the CLI prints them as one line."""
+"""Exceptions biasprobe raises for problems a user can fix; the CLI prints them as one line.
+
+A message that tells the user to change an argument names it as a field of a template,
+``InputError("{top_k} must be positive", parameters=["top_k"])``: the library renders the
+field as the parameter's own name (``top_k``), and the CLI, through :meth:`BiasprobeError.render`
+and its one table of parameters and flags, as the flag (``--top-k``). No message names a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 
 class BiasprobeError(Exception):
-    """Base class: the message says what went wrong and what to do."""
+    """Base class: the message says what went wrong and what to do.
+
+    ``parameters`` lists the template fields of the message (the names of the parameters that it
+    tells the user to change); without them the message is plain text.
+    """
+
+    def __init__(self, message: str, *, parameters: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.template = message
+        self.parameters = tuple(parameters)
+
+    def render(self, names: Mapping[str, str] | None = None) -> str:
+        """The message with each parameter written as ``names[parameter]`` (default: the parameter's name)."""
+        if not self.parameters:
+            return self.template
+        text = self.template
+        for parameter in self.parameters:
+            text = text.replace("{" + parameter + "}", (names or {}).get(parameter, parameter))
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.template, self.parameters)
+
+
+def _rebuild(kind: type[BiasprobeError], template: str, parameters: tuple[str, ...]) -> BiasprobeError:
+    return kind(template, parameters=parameters)
 
 
 class CheckpointError(BiasprobeError):

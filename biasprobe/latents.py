@@ -67,16 +67,16 @@ class LatentEncoder:
 
 
 def _vae_folder(path: Path) -> Path:
-    from biasprobe.formats.diffusers import _read_config
+    from biasprobe.formats.diffusers import read_config
 
     if not path.is_dir():
         raise InputError(f"--vae needs a diffusers AutoencoderKL folder; {path} is not a folder")
-    index = _read_config(path / "model_index.json")
+    index = read_config(path / "model_index.json")
     if index is not None:
         if "vae" not in index:
             raise InputError(f"pipeline {path} has no vae component")
         path = path / "vae"
-    config = _read_config(path / "config.json")
+    config = read_config(path / "config.json")
     if config is None:
         raise InputError(f"{path} is not an AutoencoderKL folder (no diffusers config.json)")
     if config.get("_class_name") != "AutoencoderKL":
@@ -87,7 +87,7 @@ def _vae_folder(path: Path) -> Path:
 def load_vae(path: str | os.PathLike, device: str | torch.device | None = None) -> LatentEncoder:
     """Load a diffusers ``AutoencoderKL`` folder (or a pipeline's ``vae/``) safely: config, then weights
     read weights-only and loaded strictly."""
-    from biasprobe.formats.diffusers import _read_config, read_model_weights
+    from biasprobe.formats.diffusers import read_config, read_model_weights
     from biasprobe.formats.weights import load_strictly
 
     folder = _vae_folder(Path(path))
@@ -95,7 +95,7 @@ def load_vae(path: str | os.PathLike, device: str | torch.device | None = None) 
         from diffusers import AutoencoderKL
     except ImportError:
         raise CheckpointError("--vae needs the diffusers package: pip install 'biasprobe[diffusers]'") from None
-    config = _read_config(folder / "config.json")
+    config = read_config(folder / "config.json")
     accepted = inspect.signature(AutoencoderKL.__init__).parameters
     try:
         vae = AutoencoderKL.from_config({k: v for k, v in config.items() if k in accepted})

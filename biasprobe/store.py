@@ -34,7 +34,7 @@ def provenance(
 ) -> dict:
     """The provenance attrs every store carries (plain JSON-able values)."""
     from biasprobe import __version__
-    from biasprobe.formats import file_sha256
+    from biasprobe.denoiser import file_sha256
 
     attrs = {
         "biasprobe_version": __version__,

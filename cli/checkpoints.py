@@ -8,7 +8,7 @@ from typing import Annotated
 
 import torch
 import typer
-from biasprobe_cli.options import parse_windows
+from biasprobe_cli.options import Arch, parse_arch, parse_windows
 from rich.console import Console
 
 import biasprobe as bp
@@ -20,9 +20,10 @@ console = Console()
 
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (or folder) to describe.")],
+    arch: Arch = None,
 ) -> None:
     """Describe a checkpoint: family, size, conventions, schedule, attention windows, format, sha256."""
-    denoiser = bp.load(checkpoint)
+    denoiser = bp.load(checkpoint, arch=parse_arch(arch))
     summary = denoiser.describe()
     schedule = summary.get("schedule")
     windows = summary.get("attention_windows") or []

@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 import torch
 import typer
-from biasprobe_cli.options import default_store, parse_numbers, resolve_device, store_option
+from biasprobe_cli.options import Arch, default_store, load_model, parse_numbers, store_option
 from rich.console import Console
 from rich.table import Table
 
@@ -52,6 +52,7 @@ def gap(
     k: Annotated[int, typer.Option("--k", help="Images per split (train images are the first K the model saw).")] = 300,
     sigma: Annotated[str | None, typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
     t: Annotated[str | None, typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
+    arch: Arch = None,
     out: GapStore = None,
     figure: Annotated[Path | None, typer.Option(help="Also draw the Fig. 2 panels to this file.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
@@ -62,7 +63,7 @@ def gap(
 
     Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
     """
-    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
+    denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
     count = min(k, len(train_images))
     dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
@@ -88,6 +89,7 @@ def sample(
     count: Annotated[int, typer.Option("-n", "--count", help="Number of samples.")] = 16,
     method: Annotated[str | None, typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
     steps: Annotated[int, typer.Option(help="Steps of the ddim/ddpm samplers.")] = 100,
+    arch: Arch = None,
     out: SamplesStore = None,
     png: Annotated[Path | None, typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
     threshold: Annotated[float, typer.Option(help="Similarity above which a sample counts as a copy.")] = 0.95,
@@ -96,7 +98,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the samples: sample i depends only on (seed, i).")] = 0,
 ) -> None:
     """Draw seeded samples and find each one's nearest training image (memorization)."""
-    denoiser = bp.load(checkpoint, device=str(resolve_device(device)))
+    denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = None, None
     if (denoiser.describe().get("training") or {}).get("data"):
         name, train_images = training_data(denoiser, None, None, data_dir)
@@ -129,6 +131,7 @@ def compare(
     samples: Annotated[int, typer.Option(help="Samples per checkpoint, from the same seeds.")] = 8,
     sampler_steps: Annotated[int, typer.Option(help="DDIM steps for scheduled models (blind ones use ascent).")] = 100,
     top_k: Annotated[int, typer.Option(help="Jacobian eigenvectors compared.")] = 64,
+    arch: Arch = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
@@ -142,8 +145,7 @@ def compare(
     from biasprobe.figures.comparison import comparison_figure
     from biasprobe.images import read_image
 
-    target = str(resolve_device(device))
-    pair = [bp.load(path, device=target) for path in (first, second)]
+    pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [(d.describe().get("training") or {}).get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
     if not name:

@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from biasprobe_cli.options import (
+    Arch,
     ClassLabel,
     ImageSize,
     Vae,
@@ -57,6 +58,7 @@ def jacobian(
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
     class_label: ClassLabel = None,
     image_size: ImageSize = None,
+    arch: Arch = None,
     vae: Vae = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws and random start blocks.")] = 0,
@@ -67,7 +69,7 @@ def jacobian(
     tr(J), and whether the eigenvectors are geometry-adaptive harmonics (GAHB)."""
     if output not in OUTPUTS:
         raise InputError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    denoiser = load_model(checkpoint, device, class_label, image_size)
+    denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import typer
 from biasprobe_cli.options import (
+    Arch,
     ClassLabel,
     ImageSize,
     Vae,
@@ -84,6 +85,7 @@ def locality(
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
     class_label: ClassLabel = None,
     image_size: ImageSize = None,
+    arch: Arch = None,
     vae: Vae = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -95,7 +97,7 @@ def locality(
 ) -> None:
     """Measure how local attention is, per layer, head and noise level: mean attention distance,
     local mass in k×k neighbourhoods, entropy, distance histogram; optionally An et al.'s Fig. 4."""
-    denoiser = load_model(checkpoint, device, class_label, image_size)
+    denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     encoder = latent_encoder(denoiser, checkpoint, vae, device)
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))
     if figure:  # matplotlib is imported only when a figure is asked for, to keep every command's start quick

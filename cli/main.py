@@ -7,6 +7,7 @@ import sys
 import typer
 from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality
 from biasprobe_cli import train as training
+from biasprobe_cli.options import FLAGS
 
 from biasprobe.errors import BiasprobeError
 
@@ -34,7 +35,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except BiasprobeError as err:
-        typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
+        typer.secho(f"Error: {err.render(FLAGS)}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.secho("Interrupted; nothing was left half-written.", err=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,23 @@ ImageSize = Annotated[
         help="Image side for fully convolutional foreign nets (Kadkhodaie et al. model.pt; default 80).",
     ),
 ]
+Arch = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arch",
+        metavar="KEY=VALUE",
+        help="Architecture fact a foreign checkpoint's weights do not show (repeatable): heads=N for a "
+        "facebookresearch DiT of a width no released model has, first_layer_linear=false for a Kadkhodaie "
+        "et al. BF_CNN trained so, pooling=max for their UNet.",
+    ),
+]
+FLAGS = {
+    "arch": "--arch",
+    "class_label": "--class-label",
+    "image_size": "--image-size",
+}
+"""The library's parameter names and the flags that set them: errors name parameters
+(:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""
 Vae = Annotated[
     Path | None,
     typer.Option(
@@ -92,19 +110,33 @@ def parse_windows(text: str | None) -> list[int]:
     return windows
 
 
+def parse_arch(items: Sequence[str] | None) -> dict:
+    """['heads=4', 'first_layer_linear=false'] -> {'heads': 4, 'first_layer_linear': False}: values
+    are JSON numbers, booleans or null where they parse as such, else strings."""
+    arch = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--arch takes KEY=VALUE, got {item!r}")
+        try:
+            arch[key.strip()] = json.loads(value.strip().lower() if value.strip().lower() in ("true", "false",
+                                                                                              "null") else value)
+        except json.JSONDecodeError:
+            arch[key.strip()] = value.strip()
+    return arch
+
+
 def load_model(
-    checkpoint: Path, device: str, class_label: int | None = None, image_size: int | None = None
+    checkpoint: Path,
+    device: str = "auto",
+    class_label: int | None = None,
+    image_size: int | None = None,
+    arch: Sequence[str] | None = None,
 ) -> Denoiser:
-    """``bp.load`` with the device, ``--class-label`` and ``--image-size`` (errors for formats without them)."""
-    try:
-        return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label, image_size=image_size)
-    except InputError as err:
-        reasons = {"class_label": "its format has no class labels", "image_size": "its format fixes the image size"}
-        for option, value in (("class_label", class_label), ("image_size", image_size)):
-            if value is not None and option in str(err) and "does not apply" in str(err):
-                flag = "--" + option.replace("_", "-")
-                raise InputError(f"{flag} does not apply to {checkpoint}: {reasons[option]}") from None
-        raise
+    """``bp.load`` with the device, ``--class-label``, ``--image-size`` and ``--arch`` (the library
+    refuses options the checkpoint's format does not take)."""
+    return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label, image_size=image_size,
+                   arch=parse_arch(arch))
 
 
 def is_latent(denoiser: Denoiser) -> bool:

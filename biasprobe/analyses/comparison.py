@@ -22,9 +22,8 @@ from biasprobe.analyses.harmonic import eigenspace_overlap, gahb_summary
 from biasprobe.analyses.jacobian import jacobian
 from biasprobe.analyses.locality import locality
 from biasprobe.analyses.memorization import memorization, paired_similarity
-from biasprobe.denoiser import Denoiser
+from biasprobe.denoiser import Denoiser, file_sha256
 from biasprobe.errors import InputError
-from biasprobe.formats import file_sha256
 
 LABELS = ("A", "B")
 GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()

@@ -16,13 +16,16 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
+from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.weights import load_strictly, read_weights
 from biasprobe.schedules import Schedule
 
@@ -42,7 +45,7 @@ DEFAULT_SCHEDULER = {
 """``DDPMScheduler``'s defaults, used for a model folder outside a pipeline."""
 
 
-def _read_config(path: Path) -> dict | None:
+def read_config(path: Path) -> dict | None:
     """A diffusers config (JSON with ``_diffusers_version``), or None if ``path`` is not one."""
     try:
         config = json.loads(path.read_text())
@@ -53,7 +56,7 @@ def _read_config(path: Path) -> dict | None:
 
 def is_diffusers_folder(path: Path) -> bool:
     """Whether ``path`` is a diffusers model or pipeline folder."""
-    return path.is_dir() and any(_read_config(path / name) for name in ("config.json", "model_index.json"))
+    return path.is_dir() and any(read_config(path / name) for name in ("config.json", "model_index.json"))
 
 
 def is_diffusers_weights(path: Path) -> bool:
@@ -63,13 +66,13 @@ def is_diffusers_weights(path: Path) -> bool:
 
 def _folders(path: Path) -> tuple[Path, Path | None]:
     """The model folder and, when it belongs to one, the pipeline folder."""
-    index = _read_config(path / "model_index.json")
+    index = read_config(path / "model_index.json")
     if index is not None:
         for component in DENOISER_COMPONENTS:
             if component in index:
                 return path / component, path
         raise CheckpointError(f"pipeline {path} has no {' or '.join(DENOISER_COMPONENTS)} component")
-    return path, path.parent if _read_config(path.parent / "model_index.json") else None
+    return path, path.parent if read_config(path.parent / "model_index.json") else None
 
 
 def _shard_names(index: Path) -> list[str]:
@@ -117,7 +120,7 @@ def _model_class(config: dict, folder: Path) -> type[nn.Module]:
 
 def build_model(folder: Path) -> nn.Module:
     """The diffusers model of a model folder, its weights loaded strictly, in eval mode."""
-    config = _read_config(folder / "config.json")
+    config = read_config(folder / "config.json")
     if config is None:
         raise CheckpointError(f"{folder} has no diffusers config.json")
     model_class = _model_class(config, folder)
@@ -132,7 +135,7 @@ def scheduler_conventions(pipeline: Path | None) -> tuple[Schedule, str]:
     if pipeline is not None:
         config = {
             **DEFAULT_SCHEDULER,
-            **(_read_config(pipeline / "scheduler" / "scheduler_config.json") or {}),
+            **(read_config(pipeline / "scheduler" / "scheduler_config.json") or {}),
         }
     kind = config["beta_schedule"]
     if config.get("trained_betas") is not None or kind not in BETA_SCHEDULES:
@@ -328,7 +331,7 @@ def load_diffusers(path: Path, info: dict, *, class_label: int | None = None) ->
     schedule, prediction = scheduler_conventions(pipeline)
     config = model.config
     is_dit = type(model).__name__ == "DiTTransformer2DModel"
-    index = _read_config(pipeline / "model_index.json") if pipeline else {}
+    index = read_config(pipeline / "model_index.json") if pipeline else {}
     latent = is_dit or any(component in index for component in AUTOENCODER_COMPONENTS)
     size = config["sample_size"]
     height, width = (size, size) if isinstance(size, int) else size
@@ -353,3 +356,20 @@ def load_diffusers(path: Path, info: dict, *, class_label: int | None = None) ->
         output_channels=image_shape[0],
         info=info,
     )
+
+
+class Diffusers(FormatEntrypoint):
+    """diffusers model folders (``config.json``), pipeline folders (``model_index.json``), or the
+    weights file inside a model folder."""
+
+    name = "diffusers"
+    description = "diffusers UNet2DModel or DiT model folder (config.json) or pipeline folder (model_index.json)"
+    options = ("class_label",)
+    priority = 0
+
+    def guess_can_open(self, source: Source) -> bool:
+        return is_diffusers_folder(source.path) or is_diffusers_weights(source.path)
+
+    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], class_label=None):
+        self.check_arch(arch)
+        return load_diffusers(source.path, info, class_label=class_label)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from biasprobe.denoiser import NetworkDenoiser
-from biasprobe.errors import CheckpointError
+from biasprobe.errors import CheckpointError, InputError
+from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.weights import load_strictly
 from biasprobe.models.dit_reference import ClassConditionalDiT
 from biasprobe.schedules import Schedule
@@ -44,6 +47,7 @@ def model_state(data: dict) -> tuple[str, dict] | None:
 
 
 def _heads(width: int, args) -> int:
+    """The head count: from ``args.model`` (``DiT-XL/2``), else from a released model's width."""
     name = getattr(args, "model", None)
     found = re.fullmatch(r"DiT-(S|B|L|XL)/\d+", name) if isinstance(name, str) else None
     if found:
@@ -52,12 +56,16 @@ def _heads(width: int, args) -> int:
         return HEADS_BY_WIDTH[width]
     raise CheckpointError(
         f"cannot tell the attention heads of a DiT of width {width}: the file names no model (args.model) "
-        f"and the width is none of the released ones {sorted(HEADS_BY_WIDTH)}"
+        f"and the width is none of the released ones {sorted(HEADS_BY_WIDTH)}; give the head count "
+        "with {arch} (heads=N)",
+        parameters=["arch"],
     )
 
 
-def dit_config(state: dict, args=None) -> dict:
-    """ClassConditionalDiT keywords read off the weight shapes (and ``args`` for heads and classes)."""
+def dit_config(state: dict, args=None, arch: Mapping[str, Any] | None = None) -> dict:
+    """ClassConditionalDiT keywords read off the weight shapes (and ``args`` for heads and classes);
+    ``arch`` gives the facts the file does not record (``heads``, ``num_classes``)."""
+    arch = dict(arch or {})
     width, channels, patch, _ = state["x_embedder.proj.weight"].shape
     tokens = state["pos_embed"].shape[1]
     grid = math.isqrt(tokens)
@@ -67,7 +75,7 @@ def dit_config(state: dict, args=None) -> dict:
     if out_channels not in (channels, 2 * channels):
         raise CheckpointError(f"the DiT outputs {out_channels} channels for {channels} input channels")
     rows = state["y_embedder.embedding_table.weight"].shape[0]
-    num_classes = int(getattr(args, "num_classes", rows - 1))  # released models: label dropout 0.1
+    num_classes = int(arch.get("num_classes", getattr(args, "num_classes", rows - 1)))  # released models: label dropout 0.1
     if rows not in (num_classes, num_classes + 1):
         raise CheckpointError(f"the DiT label table has {rows} rows for {num_classes} classes")
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
@@ -77,7 +85,7 @@ def dit_config(state: dict, args=None) -> dict:
         "patch_size": patch,
         "depth": depth,
         "width": width,
-        "heads": _heads(width, args),
+        "heads": _check_heads(int(arch["heads"]), width) if "heads" in arch else _heads(width, args),
         "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / width,
         "num_classes": num_classes,
         "null_class": rows == num_classes + 1,
@@ -85,12 +93,20 @@ def dit_config(state: dict, args=None) -> dict:
     }
 
 
-def load_dit(data: dict, info: dict, *, class_label: int | None = None) -> NetworkDenoiser:
+def _check_heads(heads: int, width: int) -> int:
+    if heads < 1 or width % heads:
+        raise InputError("{arch} " + f"heads={heads} does not divide the DiT's width {width}", parameters=["arch"])
+    return heads
+
+
+def load_dit(
+    data: dict, info: dict, *, class_label: int | None = None, arch: Mapping[str, Any] | None = None
+) -> NetworkDenoiser:
     """An ε-prediction latent Denoiser from a loaded DiT file, conditioned on ``class_label``
-    (default: the null class, i.e. the unconditional model)."""
+    (default: the null class, i.e. the unconditional model); ``arch`` as in :func:`dit_config`."""
     source, state = model_state(data)
     args = data.get("args") if isinstance(data.get("args"), argparse.Namespace) else None
-    config = dit_config(state, args)
+    config = dit_config(state, args, arch)
     network = load_strictly(ClassConditionalDiT(**config, class_label=class_label), state, "DiT")
     channels, size = config["in_channels"], config["input_size"]
     info = {
@@ -113,3 +129,19 @@ def load_dit(data: dict, info: dict, *, class_label: int | None = None) -> Netwo
         output_channels=channels,
         info=info,
     )
+
+
+class DiTReference(FormatEntrypoint):
+    """facebookresearch/DiT ``.pt`` files (released weights or ``train.py`` checkpoints)."""
+
+    name = "dit-pt"
+    description = "facebookresearch DiT .pt (released weights, or a train.py checkpoint with model/ema/args)"
+    options = ("class_label",)
+    arch_keys = ("heads", "num_classes")
+    priority = 30
+
+    def guess_can_open(self, source: Source) -> bool:
+        return source.is_file_of_weights and model_state(source.contents) is not None
+
+    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], class_label=None):
+        return load_dit(source.contents, info, class_label=class_label, arch=self.check_arch(arch))

@@ -2,7 +2,9 @@
 
 Their training script saves ``model.state_dict()`` of an ``nn.DataParallel`` (keys prefixed
 ``module.``) of either the bias-free ``UNet`` or the flat ``BF_CNN``; the architecture's
-hyper-parameters are not saved, so they are read off the key names and weight shapes. Both are
+hyper-parameters are not saved, so they are read off the key names and weight shapes; the two
+facts no weight shows are given with ``arch``: ``first_layer_linear`` of a ``BF_CNN`` (default
+True, the authors' default) and ``pooling`` of a ``UNet`` (default ``"avg"``). Both are
 blind, bias-free and residual on [0, 1] images. Their size is not fixed by the weights: the
 Denoiser takes ``image_size`` × ``image_size`` images (default :data:`DEFAULT_IMAGE_SIZE`).
 """
@@ -10,12 +12,15 @@ Denoiser takes ``image_size`` × ``image_size`` images (default :data:`DEFAULT_I
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
-from biasprobe.formats.weights import load_strictly
+from biasprobe.formats.base import FormatEntrypoint, Source
+from biasprobe.formats.weights import load_strictly, tensors_only
 from biasprobe.models.bf_cnn import BiasFreeCNN
 from biasprobe.models.unet_bf import BiasFreeUNet
 
@@ -73,11 +78,18 @@ def bf_cnn_config(state: dict) -> dict:
 
 
 def load_kadkhodaie(
-    file_format: str, state: dict[str, torch.Tensor], info: dict, *, image_size: int | None = None
+    file_format: str,
+    state: dict[str, torch.Tensor],
+    info: dict,
+    *,
+    image_size: int | None = None,
+    arch: Mapping[str, Any] | None = None,
 ) -> NetworkDenoiser:
-    """A blind residual denoiser on [0, 1] images of side ``image_size`` from a ``model.pt`` state dict."""
+    """A blind residual denoiser on [0, 1] images of side ``image_size`` from a ``model.pt`` state dict;
+    ``arch`` sets what the weights do not show (``first_layer_linear`` or ``pooling``)."""
     network_class = FORMATS[file_format]
     config = unet_config(state) if network_class is BiasFreeUNet else bf_cnn_config(state)
+    config.update(arch or {})
     network = load_strictly(network_class(**config), state, f"Kadkhodaie et al. {network_class.__name__}")
     size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     factor = 2 ** config.get("num_blocks", 0)
@@ -92,3 +104,34 @@ def load_kadkhodaie(
     return NetworkDenoiser(
         network, (config["channels"], size, size), parameterization="residual", native_range="unit", info=info
     )
+
+
+class KadkhodaieUNet(FormatEntrypoint):
+    """Kadkhodaie et al.'s bias-free ``UNet`` ``model.pt``."""
+
+    name = "kadkhodaie-unet"
+    description = "Kadkhodaie et al. bias-free UNet model.pt (state dict, `module.` prefix allowed)"
+    options = ("image_size",)
+    arch_keys = ("pooling",)
+    priority = 40
+
+    def guess_can_open(self, source: Source) -> bool:
+        return source.is_file_of_weights and detect(source.state) == self.name
+
+    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], image_size=None):
+        arch = self.check_arch(arch)
+        if "pooling" in arch and arch["pooling"] not in ("avg", "max"):
+            raise InputError("{arch} " + f"pooling must be avg or max, got {arch['pooling']!r}", parameters=["arch"])
+        if "first_layer_linear" in arch and not isinstance(arch["first_layer_linear"], bool):
+            raise InputError("{arch} " + f"first_layer_linear must be true or false, got {arch['first_layer_linear']!r}",
+                             parameters=["arch"])
+        state = tensors_only(source.state, source.path)
+        return load_kadkhodaie(self.name, state, info, image_size=image_size, arch=arch)
+
+
+class KadkhodaieBFCNN(KadkhodaieUNet):
+    """Kadkhodaie et al.'s flat ``BF_CNN`` ``model.pt``."""
+
+    name = "kadkhodaie-bf-cnn"
+    description = "Kadkhodaie et al. BF_CNN model.pt (state dict, `module.` prefix allowed)"
+    arch_keys = ("first_layer_linear",)

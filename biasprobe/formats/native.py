@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError
+from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.weights import read_safetensors, read_torch, safetensors_metadata
 from biasprobe.models import FAMILIES, build_model
 from biasprobe.schedules import Schedule
@@ -162,3 +165,29 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is a safetensors file without biasprobe metadata") from None
     return header, read_safetensors(path)
+
+
+class BiasprobeTorch(FormatEntrypoint):
+    """biasprobe's own ``.pt`` checkpoints (a dict with ``format = "biasprobe"``)."""
+
+    name = "biasprobe-pt"
+    description = "biasprobe checkpoint (.pt, written by `biasprobe new` / `biasprobe train`)"
+    priority = 10
+
+    def guess_can_open(self, source: Source) -> bool:
+        return (source.is_file_of_weights and source.path.suffix != ".safetensors"
+                and source.contents.get("format") == FORMAT_NAME)
+
+    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any]) -> NetworkDenoiser:
+        self.check_arch(arch)
+        return read_checkpoint(source.path).build(info=info)
+
+
+class BiasprobeSafetensors(BiasprobeTorch):
+    """biasprobe's own ``.safetensors`` checkpoints (``format = "biasprobe"`` in the header metadata)."""
+
+    name = "biasprobe-safetensors"
+    description = "biasprobe checkpoint (.safetensors with biasprobe metadata)"
+
+    def guess_can_open(self, source: Source) -> bool:
+        return source.is_file_of_weights and FORMAT_NAME in source.metadata

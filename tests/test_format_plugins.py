@@ -1,0 +1,87 @@
+"""Formats as plug-ins, and architecture overrides for files whose weights cannot show it all."""
+
+import pytest
+import torch
+
+import biasprobe as bp
+from biasprobe.errors import CheckpointError, InputError
+from biasprobe.formats import FormatEntrypoint, detect_format, registry
+from biasprobe.models.bf_cnn import BiasFreeCNN
+from biasprobe.models.dit_reference import ClassConditionalDiT
+
+from .conftest import run_cli
+
+
+def test_registry_holds_every_builtin_format_once_in_priority_order():
+    formats = registry()
+    assert set(formats) == {"biasprobe-pt", "biasprobe-safetensors", "diffusers", "dit-pt",
+                            "kadkhodaie-unet", "kadkhodaie-bf-cnn"}
+    assert all(isinstance(entry, FormatEntrypoint) and entry.description for entry in formats.values())
+    priorities = [entry.priority for entry in formats.values()]
+    assert priorities == sorted(priorities)
+    assert bp.formats.SUPPORTED == {name: entry.description for name, entry in formats.items()}
+
+
+@pytest.fixture
+def odd_dit(tmp_path):
+    """A facebookresearch-layout DiT of width 32 (no released model's), 4 heads: its file cannot say so."""
+    torch.manual_seed(0)
+    network = ClassConditionalDiT(input_size=8, in_channels=4, patch_size=2, depth=2, width=32, heads=4,
+                                  num_classes=10).eval()
+    for parameter in network.parameters():  # DiT zero-initialises its output layers
+        torch.nn.init.normal_(parameter, std=0.05)
+    torch.save(network.state_dict(), tmp_path / "odd.pt")
+    return network, tmp_path / "odd.pt"
+
+
+def test_a_dit_of_unreleased_width_needs_and_takes_its_head_count(odd_dit):
+    network, path = odd_dit
+    with pytest.raises(CheckpointError, match=r"heads of a DiT of width 32.*with arch \(heads=N\)"):
+        bp.load(path)
+    denoiser = bp.load(path, arch={"heads": 4})
+    assert denoiser.describe()["config"]["heads"] == 4
+    y, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([500.0, 500.0])
+    with torch.no_grad():
+        torch.testing.assert_close(denoiser.network(y, t), network(y, t))
+    with pytest.raises(InputError, match="heads=3 does not divide"):
+        bp.load(path, arch={"heads": 3})
+    with pytest.raises(InputError, match="first_layer_linear does not apply.*it takes heads, num_classes"):
+        bp.load(path, arch={"first_layer_linear": False})
+
+
+def test_the_cli_names_the_flag_where_the_library_names_the_parameter(odd_dit):
+    _, path = odd_dit
+    refused = run_cli("info", path)
+    assert refused.returncode == 1 and "with --arch (heads=N)" in refused.stderr and "Traceback" not in refused.stderr
+    accepted = run_cli("info", path, "--arch", "heads=4")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "dit-pt" in accepted.stdout
+    malformed = run_cli("info", path, "--arch", "heads")
+    assert malformed.returncode == 1 and "--arch takes KEY=VALUE" in malformed.stderr
+
+
+def test_a_bf_cnn_without_first_layer_linear_is_expressible(tmp_path):
+    torch.manual_seed(0)
+    network = BiasFreeCNN(channels=1, width=6, kernel_sizes=[3, 3, 3, 3], first_layer_linear=False).eval()
+    for norm in network.BN_layers:
+        norm.gammas.data.uniform_(0.5, 1.5)
+    torch.save({f"module.{k}": v for k, v in network.state_dict().items()}, tmp_path / "model.pt")
+    assert detect_format(tmp_path / "model.pt") == "kadkhodaie-bf-cnn"
+    y = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = y - network(y)
+        default = bp.load(tmp_path / "model.pt", image_size=8).denoise(y, 0.1)
+        declared = bp.load(tmp_path / "model.pt", image_size=8, arch={"first_layer_linear": False})
+        torch.testing.assert_close(declared.denoise(y, 0.1), expected)
+    assert not torch.allclose(default, expected)  # the weights alone cannot tell
+    assert declared.describe()["config"]["first_layer_linear"] is False
+    result = run_cli("info", tmp_path / "model.pt", "--arch", "first_layer_linear=false")
+    assert result.returncode == 0, result.stderr
+
+
+def test_native_checkpoints_refuse_overrides(tmp_path):
+    path = tiny = tmp_path / "tiny.pt"
+    result = run_cli("new", "unet-bf", "--image-size", "8", "--channels", "1", "-o", tiny)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(InputError, match="does not apply to biasprobe checkpoint .* its files record it"):
+        bp.load(path, arch={"heads": 2})
