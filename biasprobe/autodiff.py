@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from biasprobe.denoiser import NATIVE_RANGES, Denoiser
+from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+from biasprobe.models.attention import explicit_math
 
 OUTPUTS = ("denoised", "raw")
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -28,24 +29,13 @@ DEFAULT_MEMORY_BUDGET_CPU = 512 * 2**20
 DEFAULT_MEMORY_FRACTION_CUDA = 0.5
 
 
-@contextlib.contextmanager
-def math_attention(denoiser: Denoiser) -> Iterator[None]:
-    """Route every attention layer through its explicit softmax path.
+def math_attention(denoiser: Denoiser) -> contextlib.AbstractContextManager[None]:
+    """Route every attention layer of the denoiser through its explicit softmax path
+    (:func:`biasprobe.models.attention.explicit_math`).
 
     Fused attention kernels have neither forward-mode derivatives nor ``vmap`` batching rules;
     the explicit path computes the same function with ordinary differentiable, batchable ops."""
-    idle = [m for m in denoiser.attention_modules().values() if m.observer is None]
-    for module in idle:
-        module.observer = _ignore_attention
-    try:
-        yield
-    finally:
-        for module in idle:
-            module.observer = None
-
-
-def _ignore_attention(module, probs) -> None:
-    """An observer that only switches a :class:`GridAttention` to its math path."""
+    return explicit_math(denoiser.attention_modules().values())
 
 
 @contextlib.contextmanager
@@ -73,7 +63,7 @@ def output_function(denoiser: Denoiser, sigma: float, output: str = "denoised") 
     if output == "denoised":
         return lambda y: denoiser.denoise(y, sigma)
     if output == "raw":
-        scale = NATIVE_RANGES[getattr(denoiser, "native_range", "unit")][0]
+        scale = denoiser.native_scale.scale
         return lambda y: denoiser.raw_output(y, sigma) / scale
     raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
 

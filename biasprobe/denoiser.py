@@ -15,21 +15,56 @@ conventions are adapted to this one by :class:`NetworkDenoiser`:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from biasprobe.errors import InputError
-from biasprobe.models.attention import GridAttention, attention_modules
+from biasprobe.models.attention import ObservableAttention, attention_modules
 from biasprobe.schedules import Schedule
 
 PARAMETERIZATIONS = ("residual", "eps", "x0")
 NATIVE_RANGES = {"unit": (1.0, 0.0), "signed": (2.0, -1.0)}  # y_n = scale·y + shift
 CONDITIONINGS = ("none", "timestep")
+SPACES = ("pixel", "latent")
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeScale:
+    """How a network sees [0, 1] images: y_n = scale·y + shift, σ_n = scale·σ."""
+
+    name: str
+    scale: float
+    shift: float
+
+    @classmethod
+    def named(cls, name: str) -> NativeScale:
+        """``"unit"`` ([0, 1]: scale 1, shift 0) or ``"signed"`` ([-1, 1]: scale 2, shift −1)."""
+        if name not in NATIVE_RANGES:
+            raise InputError(f"unknown native range {name!r}; use one of {tuple(NATIVE_RANGES)}")
+        return cls(name, *NATIVE_RANGES[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSource:
+    """Where a denoiser came from: the checkpoint path, its format, and the training metadata it
+    records (data set, N, subset, seed, ...; empty when none). All None for a wrapped callable."""
+
+    path: str | None = None
+    format: str | None = None
+    training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def sha256(self) -> str | None:
+        """SHA-256 of the checkpoint file (or folder), computed on first use; None without a path."""
+        return None if self.path is None else file_sha256(self.path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -50,9 +85,17 @@ class Denoiser:
     Attributes
     ----------
     image_shape: (C, H, W) of the images the denoiser accepts.
+    schedule: the variance-preserving schedule that maps σ to diffusion steps t, or None (blind).
+    native_scale: how the network sees [0, 1] images (:class:`NativeScale`; unit for callables).
+    space: ``"pixel"``, or ``"latent"`` for models of autoencoder latents (σ in latent units).
+    source: the checkpoint it came from (:class:`CheckpointSource`).
     """
 
     image_shape: tuple[int, int, int]
+    schedule: Schedule | None = None
+    native_scale: NativeScale = NativeScale.named("unit")
+    space: str = "pixel"
+    source: CheckpointSource = CheckpointSource()
 
     def denoise(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """Estimate of the clean image, shape (B, C, H, W), in [0, 1] units."""
@@ -65,7 +108,7 @@ class Denoiser:
         """The network's own output at the noisy image (for a wrapped callable: D itself)."""
         return self.denoise(y, sigma)
 
-    def attention_modules(self) -> dict[str, GridAttention]:
+    def attention_modules(self) -> dict[str, ObservableAttention]:
         """The attention layers analyses can observe, by name (empty if none)."""
         return {}
 
@@ -165,7 +208,9 @@ class NetworkDenoiser(Denoiser):
     schedule: the variance-preserving schedule that maps σ to t.
     output_channels: how many leading output channels hold the prediction (the rest, such as a
         learned variance, are dropped); defaults to C.
-    info: plain-data description (family, config, file format, ...) reported by :meth:`describe`.
+    space: ``"pixel"`` or ``"latent"``.
+    source: the checkpoint it came from (set by :func:`biasprobe.load`).
+    info: plain-data description (family, config, ...) reported by :meth:`describe`.
     """
 
     def __init__(
@@ -178,12 +223,15 @@ class NetworkDenoiser(Denoiser):
         conditioning: str = "none",
         schedule: Schedule | None = None,
         output_channels: int | None = None,
+        space: str = "pixel",
+        source: CheckpointSource | None = None,
         info: dict | None = None,
     ) -> None:
         if parameterization not in PARAMETERIZATIONS:
             raise InputError(f"unknown parameterization {parameterization!r}; use one of {PARAMETERIZATIONS}")
-        if native_range not in NATIVE_RANGES:
-            raise InputError(f"unknown native range {native_range!r}; use one of {tuple(NATIVE_RANGES)}")
+        self.native_scale = NativeScale.named(native_range)
+        if space not in SPACES:
+            raise InputError(f"unknown space {space!r}; use one of {SPACES}")
         if conditioning not in CONDITIONINGS:
             raise InputError(f"unknown conditioning {conditioning!r}; use one of {CONDITIONINGS}")
         if conditioning == "timestep" and schedule is None:
@@ -195,11 +243,13 @@ class NetworkDenoiser(Denoiser):
         self.conditioning = conditioning
         self.schedule = schedule
         self.output_channels = output_channels or self.image_shape[0]
+        self.space = space
+        self.source = source or CheckpointSource()
         self.info = dict(info or {})
 
     @property
     def _scale_shift(self) -> tuple[float, float]:
-        return NATIVE_RANGES[self.native_range]
+        return self.native_scale.scale, self.native_scale.shift
 
     def _native(self, y: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(raw output r, native noisy image y_n, native σ_n as (B, 1, 1, 1))."""
@@ -268,8 +318,12 @@ class NetworkDenoiser(Denoiser):
 
     def describe(self):
         windows = [m.window for m in self.attention_modules().values()]
+        source = {"file_format": self.source.format, "path": self.source.path} if self.source.path else {}
         return {
+            **source,
             **self.info,
+            "space": self.space,
+            "training": dict(self.source.training),
             "image_shape": list(self.image_shape),
             "parameters": sum(p.numel() for p in self.network.parameters()),
             "parameterization": self.parameterization,

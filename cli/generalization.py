@@ -28,7 +28,7 @@ console = Console()
 
 def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Path | None) -> tuple[str, torch.Tensor]:
     """The checkpoint's training images (data set, N, subset and seed from its metadata unless given)."""
-    training = denoiser.describe().get("training") or {}
+    training = denoiser.source.training
     name = name or training.get("data")
     n_train = n_train or training.get("n_train")
     if not name or not n_train:
@@ -100,7 +100,7 @@ def sample(
     """Draw seeded samples and find each one's nearest training image (memorization)."""
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = None, None
-    if (denoiser.describe().get("training") or {}).get("data"):
+    if denoiser.source.training.get("data"):
         name, train_images = training_data(denoiser, None, None, data_dir)
     else:
         console.print("no training data recorded in the checkpoint: skipping the nearest-image search")
@@ -146,7 +146,7 @@ def compare(
     from biasprobe.images import read_image
 
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
-    recorded = [(d.describe().get("training") or {}).get("data") for d in pair]
+    recorded = [d.source.training.get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
     if not name:
         raise InputError("neither checkpoint records its training data: pass --data NAME")

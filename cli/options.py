@@ -141,7 +141,7 @@ def load_model(
 
 def is_latent(denoiser: Denoiser) -> bool:
     """Whether the denoiser works on autoencoder latents rather than pixels."""
-    return denoiser.describe().get("space") == "latent"
+    return denoiser.space == "latent"
 
 
 def latent_encoder(denoiser: Denoiser, checkpoint: Path, vae: Path | None, device: str = "auto"):

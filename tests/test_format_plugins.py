@@ -85,3 +85,43 @@ def test_native_checkpoints_refuse_overrides(tmp_path):
     assert result.returncode == 0, result.stderr
     with pytest.raises(InputError, match="does not apply to biasprobe checkpoint .* its files record it"):
         bp.load(path, arch={"heads": 2})
+
+
+def test_every_denoiser_exposes_the_typed_contract(odd_dit, tmp_path):
+    from biasprobe.denoiser import CheckpointSource, NativeScale, file_sha256
+    from biasprobe.schedules import Schedule
+
+    wrapped = bp.Denoiser.wrap(lambda y, sigma: y, (1, 4, 4))
+    assert (wrapped.schedule, wrapped.space, wrapped.native_scale) == (None, "pixel", NativeScale("unit", 1.0, 0.0))
+    assert wrapped.source == CheckpointSource() and wrapped.source.sha256 is None
+
+    _, path = odd_dit
+    dit = bp.load(path, arch={"heads": 4})
+    assert isinstance(dit.schedule, Schedule) and dit.space == "latent" and dit.native_scale.scale == 1.0
+    assert (dit.source.path, dit.source.format, dit.source.sha256) == (str(path), "dit-pt", file_sha256(path))
+    assert dit.source.training == {}
+
+    assert run_cli("new", "unet-ddpm", "--image-size", "8", "-o", tmp_path / "ddpm.pt").returncode == 0
+    ddpm = bp.load(tmp_path / "ddpm.pt")
+    assert ddpm.native_scale == NativeScale("signed", 2.0, -1.0) and ddpm.space == "pixel"
+    assert ddpm.schedule is not None and ddpm.source.format == "biasprobe-pt"
+    summary = ddpm.describe()  # the plain-data summary for provenance is built from the typed facts
+    assert (summary["path"], summary["file_format"], summary["space"]) == (str(tmp_path / "ddpm.pt"), "biasprobe-pt",
+                                                                           "pixel")
+
+
+def test_attention_layers_follow_one_protocol_with_separate_observe_and_explicit_switches():
+    from biasprobe.analyses.capture import capture_attention
+    from biasprobe.models.attention import GridAttention, ObservableAttention, explicit_math
+
+    layer = GridAttention(8, 2, window=3)
+    assert isinstance(layer, ObservableAttention) and not layer.explicit and layer.observer is None
+    tokens = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
+    fused = layer(tokens, (4, 4))
+    seen = []
+    with explicit_math([layer]):
+        assert layer.explicit and layer.observer is None
+        torch.testing.assert_close(layer(tokens, (4, 4)), fused)
+        with capture_attention({"a": layer}, lambda name, module, probs: seen.append(probs.shape)):
+            layer(tokens, (4, 4))
+    assert not layer.explicit and layer.observer is None and seen == [(2, 2, 16, 16)]

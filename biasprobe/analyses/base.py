@@ -127,7 +127,7 @@ def base_dataset(images: torch.Tensor, sigma: np.ndarray, steps: np.ndarray) -> 
 
 def with_provenance(dataset: xr.Dataset, denoiser: Denoiser, analysis: str, seed: int, **extra) -> xr.Dataset:
     """Attach the provenance attrs (checkpoint path and sha256 when the denoiser came from a file)."""
-    path = denoiser.describe().get("path")
+    path = denoiser.source.path
     dataset.attrs.update(
         provenance(denoiser=denoiser, checkpoint=path, seed=seed, device=str(denoiser.device)),
         analysis=analysis,

@@ -23,15 +23,16 @@ from dataclasses import dataclass
 
 import torch
 
-from biasprobe.models.attention import GridAttention
+from biasprobe.models.attention import ObservableAttention
 
-NamedObserver = Callable[[str, GridAttention, torch.Tensor], None]
+NamedObserver = Callable[[str, ObservableAttention, torch.Tensor], None]
 """``observer(name, module, probs)`` with ``probs`` of shape (B, heads, N, N)."""
 
 
 @contextlib.contextmanager
-def capture_attention(modules: Mapping[str, GridAttention], observer: NamedObserver) -> Iterator[None]:
-    """Within the block, every forward of ``modules[name]`` calls ``observer(name, module, probs)``.
+def capture_attention(modules: Mapping[str, ObservableAttention], observer: NamedObserver) -> Iterator[None]:
+    """Within the block, every forward of ``modules[name]`` calls ``observer(name, module, probs)``
+    (the *observe* context of :class:`~biasprobe.models.attention.ObservableAttention`).
 
     The modules then compute their probabilities explicitly (not through fused attention) and
     use them unchanged, so the model's output is the same function. The observers are removed
@@ -164,7 +165,7 @@ class LocalityObserver:
         self._metrics: dict[str, dict[str, torch.Tensor]] = {}
         self._map_sums: dict[str, torch.Tensor] = {}
 
-    def geometry(self, module: GridAttention, probs: torch.Tensor) -> TokenGeometry:
+    def geometry(self, module: ObservableAttention, probs: torch.Tensor) -> TokenGeometry:
         """The (cached) geometry of the grid ``module`` attended over in its last forward."""
         key = (module.grid, module.pixels_per_token, probs.device, probs.dtype)
         if key not in self._geometries:
@@ -179,7 +180,7 @@ class LocalityObserver:
         return self._geometries[key]
 
     @torch.no_grad()
-    def __call__(self, name: str, module: GridAttention, probs: torch.Tensor) -> None:
+    def __call__(self, name: str, module: ObservableAttention, probs: torch.Tensor) -> None:
         if name in self._metrics:
             raise RuntimeError(
                 f"attention layer {name} ran twice in one denoiser call; locality needs one call per layer"

@@ -22,7 +22,7 @@ from biasprobe.analyses.harmonic import eigenspace_overlap, gahb_summary
 from biasprobe.analyses.jacobian import jacobian
 from biasprobe.analyses.locality import locality
 from biasprobe.analyses.memorization import memorization, paired_similarity
-from biasprobe.denoiser import Denoiser, file_sha256
+from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
 
 LABELS = ("A", "B")
@@ -100,9 +100,8 @@ def compare(
         }))
     dataset = xr.merge(parts, compat="override", combine_attrs="drop").drop_vars(["image", "t"], errors="ignore")
     dataset = with_provenance(dataset, first, "compare", seed, sigma=float(sigma), eigenspace_top=count)
-    second_path = second.describe().get("path")
-    if second_path is not None:
-        dataset.attrs.update(checkpoint_b=str(second_path), checkpoint_b_sha256=file_sha256(second_path))
+    if second.source.path is not None:
+        dataset.attrs.update(checkpoint_b=second.source.path, checkpoint_b_sha256=second.source.sha256)
     return dataset
 
 

@@ -29,7 +29,7 @@ SPLITS = ("train", "test")
 
 def default_noise_levels(denoiser: Denoiser) -> dict:
     """Fig. 2's axis for scheduled models (50 steps t = 0, 20, …, 980), else 20 σ from 0.01 to 1."""
-    if denoiser.sigma_to_t(0.5) is None:
+    if denoiser.schedule is None:
         return {"sigmas": np.geomspace(0.01, 1.0, 20).tolist()}
     steps = denoiser.schedule.steps
     return {"timesteps": np.arange(0, steps, steps // 50).tolist()}

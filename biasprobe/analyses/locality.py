@@ -22,7 +22,7 @@ from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare,
 from biasprobe.analyses.capture import LocalityObserver, TokenGeometry, capture_attention, locality_metrics
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
-from biasprobe.models.attention import GridAttention
+from biasprobe.models.attention import ObservableAttention
 from biasprobe.noise import noisy
 from biasprobe.progress import track
 
@@ -58,7 +58,7 @@ class AttentionLayer(NamedTuple):
 
     index: int
     name: str
-    module: GridAttention
+    module: ObservableAttention
 
 
 def attention_layers(denoiser: Denoiser, layers: Sequence[LayerKey] | None = None) -> list[AttentionLayer]:

@@ -7,6 +7,7 @@ turn. Adding a format is adding a module with a subclass of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -103,8 +104,8 @@ def load(
             ", ".join("{" + name + "}" for name in misplaced) + f" does not apply to {entry.description} files",
             parameters=misplaced,
         )
-    info = {"file_format": entry.name, "path": str(path)}
-    denoiser = entry.open_denoiser(source, info, arch=dict(arch or {}), **given)
+    denoiser = entry.open_denoiser(source, arch=dict(arch or {}), **given)
+    denoiser.source = dataclasses.replace(denoiser.source, path=str(path), format=entry.name)
     return denoiser.to(device) if device else denoiser
 
 

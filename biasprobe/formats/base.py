@@ -75,8 +75,9 @@ class FormatEntrypoint(abc.ABC):
         """Whether this format reads the checkpoint at ``source`` (cheap checks first)."""
 
     @abc.abstractmethod
-    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], **options) -> Denoiser:
-        """The checkpoint as a Denoiser; ``info`` (path, format) goes into its description."""
+    def open_denoiser(self, source: Source, *, arch: Mapping[str, Any], **options) -> Denoiser:
+        """The checkpoint as a Denoiser (:func:`~biasprobe.formats.load` then records its path and
+        format in :attr:`~biasprobe.denoiser.Denoiser.source`; the format sets its training metadata)."""
 
     def check_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         """``arch`` as a dict, refused where it names a key this format does not take."""

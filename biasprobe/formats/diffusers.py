@@ -191,13 +191,14 @@ class DiffusersNetwork(nn.Module):
 
 
 class DiffusersAttention:
-    """A diffusers ``Attention`` layer seen through :class:`~biasprobe.models.attention.GridAttention`'s
-    observer protocol (``observer``, ``heads``, ``grid``, ``pixels_per_token``, ``window``).
+    """A diffusers ``Attention`` layer under the :class:`~biasprobe.models.attention.ObservableAttention`
+    protocol (``observer``, ``explicit``, ``heads``, ``grid``, ``pixels_per_token``, ``window``).
 
-    While :attr:`observer` is set, the layer runs diffusers' own explicit-softmax processor
-    (``AttnProcessor``, the same function as its fused default) and every probability map it
-    computes reaches ``observer(self, probs)`` as (B, heads, N, N); setting it back to None
-    restores the layer's previous processor. Attention is global (``window`` None).
+    While :attr:`observer` is set or :attr:`explicit` is True, the layer runs diffusers' own
+    explicit-softmax processor (``AttnProcessor``, the same function as its fused default), and
+    with an observer every probability map it computes reaches ``observer(self, probs)`` as
+    (B, heads, N, N); when both are unset again the layer's previous processor is restored.
+    Attention is global (``window`` None).
     """
 
     window = None
@@ -209,7 +210,18 @@ class DiffusersAttention:
         self.grid: tuple[int, int] | None = None
         self.pixels_per_token = 1
         self._observer = None
+        self._explicit = False
         self._saved_processor = None
+
+    def _switch(self, observer, explicit: bool) -> None:
+        """Install the explicit processor when the layer becomes observed or explicit, restore on neither."""
+        before, after = self._observer is not None or self._explicit, observer is not None or explicit
+        if after and not before:
+            self._saved_processor = self.attention.processor
+            self.attention.set_processor(_ObservingProcessor(self))
+        elif before and not after:
+            self.attention.set_processor(self._saved_processor)
+        self._observer, self._explicit = observer, explicit
 
     @property
     def observer(self):
@@ -217,12 +229,15 @@ class DiffusersAttention:
 
     @observer.setter
     def observer(self, observer) -> None:
-        if observer is not None and self._observer is None:
-            self._saved_processor = self.attention.processor
-            self.attention.set_processor(_ObservingProcessor(self))
-        elif observer is None and self._observer is not None:
-            self.attention.set_processor(self._saved_processor)
-        self._observer = observer
+        self._switch(observer, self._explicit)
+
+    @property
+    def explicit(self) -> bool:
+        return self._explicit
+
+    @explicit.setter
+    def explicit(self, explicit: bool) -> None:
+        self._switch(self._observer, bool(explicit))
 
     def record_grid(self, hidden_states: torch.Tensor) -> None:
         """Set :attr:`grid` and :attr:`pixels_per_token` from the layer's input: a feature map
@@ -239,8 +254,9 @@ class DiffusersAttention:
         self.pixels_per_token = height // int(rows)
 
     def report(self, probs: torch.Tensor) -> None:
-        """Hand diffusers' (B·heads, N, N) probabilities to the observer as (B, heads, N, N)."""
-        self._observer(self, probs.view(-1, self.heads, *probs.shape[-2:]))
+        """Hand diffusers' (B·heads, N, N) probabilities to the observer (if any) as (B, heads, N, N)."""
+        if self._observer is not None:
+            self._observer(self, probs.view(-1, self.heads, *probs.shape[-2:]))
 
 
 class _ObservingProcessor:
@@ -324,7 +340,7 @@ def _class_label(model: nn.Module, class_label: int | None) -> int | None:
     return int(class_label)
 
 
-def load_diffusers(path: Path, info: dict, *, class_label: int | None = None) -> DiffusersDenoiser:
+def load_diffusers(path: Path, *, class_label: int | None = None) -> DiffusersDenoiser:
     """A Denoiser from a diffusers model or pipeline folder (or the weights file inside a model folder)."""
     folder, pipeline = _folders(path.parent if path.is_file() else path)
     model = build_model(folder)
@@ -339,10 +355,8 @@ def load_diffusers(path: Path, info: dict, *, class_label: int | None = None) ->
     label = _class_label(model, class_label)
     network = DiffusersNetwork(model, label, schedule if prediction == "v_prediction" else None).eval()
     info = {
-        **info,
         "family": f"diffusers {type(model).__name__}",
         "config": {k: v for k, v in config.items() if not k.startswith("_")},
-        "space": "latent" if latent else "pixel",
         "prediction_type": prediction,
         "class_label": label,
     }
@@ -354,6 +368,7 @@ def load_diffusers(path: Path, info: dict, *, class_label: int | None = None) ->
         conditioning="timestep",
         schedule=schedule,
         output_channels=image_shape[0],
+        space="latent" if latent else "pixel",
         info=info,
     )
 
@@ -370,6 +385,6 @@ class Diffusers(FormatEntrypoint):
     def guess_can_open(self, source: Source) -> bool:
         return is_diffusers_folder(source.path) or is_diffusers_weights(source.path)
 
-    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], class_label=None):
+    def open_denoiser(self, source: Source, *, arch: Mapping[str, Any], class_label=None):
         self.check_arch(arch)
-        return load_diffusers(source.path, info, class_label=class_label)
+        return load_diffusers(source.path, class_label=class_label)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from biasprobe.denoiser import NetworkDenoiser
+from biasprobe.denoiser import CheckpointSource, NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.weights import load_strictly
@@ -100,7 +100,7 @@ def _check_heads(heads: int, width: int) -> int:
 
 
 def load_dit(
-    data: dict, info: dict, *, class_label: int | None = None, arch: Mapping[str, Any] | None = None
+    data: dict, *, class_label: int | None = None, arch: Mapping[str, Any] | None = None
 ) -> NetworkDenoiser:
     """An ε-prediction latent Denoiser from a loaded DiT file, conditioned on ``class_label``
     (default: the null class, i.e. the unconditional model); ``arch`` as in :func:`dit_config`."""
@@ -110,14 +110,11 @@ def load_dit(
     network = load_strictly(ClassConditionalDiT(**config, class_label=class_label), state, "DiT")
     channels, size = config["in_channels"], config["input_size"]
     info = {
-        **info,
         "family": network.family,
         "config": config,
-        "space": "latent",
         "latent_scaling": LATENT_SCALING,
         "class_label": network.class_label,
         "weights": source,
-        "training": dict(vars(args)) if args is not None else {},
     }
     return NetworkDenoiser(
         network,
@@ -127,6 +124,8 @@ def load_dit(
         conditioning="timestep",
         schedule=SCHEDULE,
         output_channels=channels,
+        space="latent",
+        source=CheckpointSource(training=dict(vars(args)) if args is not None else {}),
         info=info,
     )
 
@@ -143,5 +142,5 @@ class DiTReference(FormatEntrypoint):
     def guess_can_open(self, source: Source) -> bool:
         return source.is_file_of_weights and model_state(source.contents) is not None
 
-    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], class_label=None):
-        return load_dit(source.contents, info, class_label=class_label, arch=self.check_arch(arch))
+    def open_denoiser(self, source: Source, *, arch: Mapping[str, Any], class_label=None):
+        return load_dit(source.contents, class_label=class_label, arch=self.check_arch(arch))

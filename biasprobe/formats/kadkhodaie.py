@@ -80,7 +80,6 @@ def bf_cnn_config(state: dict) -> dict:
 def load_kadkhodaie(
     file_format: str,
     state: dict[str, torch.Tensor],
-    info: dict,
     *,
     image_size: int | None = None,
     arch: Mapping[str, Any] | None = None,
@@ -96,7 +95,6 @@ def load_kadkhodaie(
     if size < 1 or size % factor:
         raise InputError(f"image_size must be a positive multiple of {factor} for this network, got {size}")
     info = {
-        **info,
         "family": network_class.family,
         "config": network.config,
         "source": "Kadkhodaie et al. model.pt",
@@ -118,7 +116,7 @@ class KadkhodaieUNet(FormatEntrypoint):
     def guess_can_open(self, source: Source) -> bool:
         return source.is_file_of_weights and detect(source.state) == self.name
 
-    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any], image_size=None):
+    def open_denoiser(self, source: Source, *, arch: Mapping[str, Any], image_size=None):
         arch = self.check_arch(arch)
         if "pooling" in arch and arch["pooling"] not in ("avg", "max"):
             raise InputError("{arch} " + f"pooling must be avg or max, got {arch['pooling']!r}", parameters=["arch"])
@@ -126,7 +124,7 @@ class KadkhodaieUNet(FormatEntrypoint):
             raise InputError("{arch} " + f"first_layer_linear must be true or false, got {arch['first_layer_linear']!r}",
                              parameters=["arch"])
         state = tensors_only(source.state, source.path)
-        return load_kadkhodaie(self.name, state, info, image_size=image_size, arch=arch)
+        return load_kadkhodaie(self.name, state, image_size=image_size, arch=arch)
 
 
 class KadkhodaieBFCNN(KadkhodaieUNet):

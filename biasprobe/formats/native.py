@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from biasprobe.denoiser import NetworkDenoiser
+from biasprobe.denoiser import CheckpointSource, NetworkDenoiser
 from biasprobe.errors import CheckpointError
 from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.weights import read_safetensors, read_torch, safetensors_metadata
@@ -94,11 +94,17 @@ class Checkpoint:
             )
         network.load_state_dict(self.state_dict)
         network.eval()
-        info = {"family": self.family, "config": self.config, "training": self.training, **(info or {})}
-        return network_denoiser(network, self.image_shape, self.denoiser, info)
+        info = {"family": self.family, "config": self.config, **(info or {})}
+        return network_denoiser(network, self.image_shape, self.denoiser, info, CheckpointSource(training=self.training))
 
 
-def network_denoiser(network: torch.nn.Module, image_shape, conventions: dict, info: dict | None = None):
+def network_denoiser(
+    network: torch.nn.Module,
+    image_shape,
+    conventions: dict,
+    info: dict | None = None,
+    source: CheckpointSource | None = None,
+):
     """Wrap ``network`` as a Denoiser under the conventions recorded in a checkpoint."""
     schedule = Schedule(**conventions["schedule"]) if conventions.get("schedule") else None
     return NetworkDenoiser(
@@ -109,6 +115,7 @@ def network_denoiser(network: torch.nn.Module, image_shape, conventions: dict, i
         conditioning=conventions["conditioning"],
         schedule=schedule,
         output_channels=image_shape[0],
+        source=source,
         info=info,
     )
 
@@ -178,9 +185,9 @@ class BiasprobeTorch(FormatEntrypoint):
         return (source.is_file_of_weights and source.path.suffix != ".safetensors"
                 and source.contents.get("format") == FORMAT_NAME)
 
-    def open_denoiser(self, source: Source, info: dict, *, arch: Mapping[str, Any]) -> NetworkDenoiser:
+    def open_denoiser(self, source: Source, *, arch: Mapping[str, Any]) -> NetworkDenoiser:
         self.check_arch(arch)
-        return read_checkpoint(source.path).build(info=info)
+        return read_checkpoint(source.path).build()
 
 
 class BiasprobeSafetensors(BiasprobeTorch):

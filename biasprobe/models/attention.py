@@ -1,7 +1,16 @@
 """Multi-head self-attention on a 2-D token grid, with optional k×k local windows.
 
-Every attention layer in biasprobe's networks is a :class:`GridAttention`, so that
-analyses (attention locality) can find and observe them uniformly.
+Every attention layer in biasprobe's networks is a :class:`GridAttention`; it and the adapters of
+imported networks' layers (diffusers) follow the :class:`ObservableAttention` protocol, so that
+analyses find and use them uniformly, in two separate ways:
+
+- *observe*: set ``observer`` (see :func:`biasprobe.analyses.capture.capture_attention`) and every
+  forward hands the attention probabilities to it;
+- *explicit math*: set ``explicit`` (see :func:`explicit_math`) and the layer computes
+  softmax(QKᵀ/√d)V with ordinary differentiable, ``vmap``-able ops instead of a fused kernel
+  (fused kernels have neither forward-mode derivatives nor batching rules), observed or not.
+
+Both paths compute the same function.
 
 A window of odd size k restricts query token (i, j) to the keys (i', j') with
 ``|i - i'| <= k // 2`` and ``|j - j'| <= k // 2``, clipped at the grid border
@@ -10,13 +19,52 @@ A window of odd size k restricts query token (i, j) to the keys (i', j') with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-AttentionObserver = Callable[["GridAttention", torch.Tensor], None]
+AttentionObserver = Callable[["ObservableAttention", torch.Tensor], None]
+"""``observer(layer, probs)`` with ``probs`` of shape (B, heads, N, N)."""
+
+
+@runtime_checkable
+class ObservableAttention(Protocol):
+    """An attention layer over a 2-D token grid that analyses can observe and differentiate.
+
+    Attributes
+    ----------
+    heads: number of heads.
+    window: odd k of its k×k local window, or None for global attention.
+    grid: (rows, cols) of tokens at the last forward (None before one).
+    pixels_per_token: side, in input pixels, of the patch one token stands for.
+    observer: None, or a callable that receives every probability map (the *observe* switch).
+    explicit: whether the layer runs its explicit softmax path even when not observed.
+    """
+
+    heads: int
+    window: int | None
+    grid: tuple[int, int] | None
+    pixels_per_token: int
+    observer: AttentionObserver | None
+    explicit: bool
+
+
+@contextlib.contextmanager
+def explicit_math(layers: Iterable[ObservableAttention]) -> Iterator[None]:
+    """Within the block, ``layers`` compute attention explicitly (differentiable in forward mode and
+    batchable by ``vmap``); their previous setting is restored on exit, also after an error."""
+    saved = [(layer, layer.explicit) for layer in layers]
+    try:
+        for layer, _ in saved:
+            layer.explicit = True
+        yield
+    finally:
+        for layer, previous in saved:
+            layer.explicit = previous
 
 
 def window_mask(grid: tuple[int, int], window: int | None, device=None) -> torch.Tensor | None:
@@ -48,11 +96,11 @@ class GridAttention(nn.Module):
         to express distances in pixels.
     bias: whether the qkv and output projections have additive biases.
 
-    When ``observer`` is set, the forward pass computes the attention probabilities
-    explicitly (softmax(QKᵀ/√d) with the window mask), hands them to
-    ``observer(module, probs)`` with ``probs`` of shape (B, heads, N, N), and uses them for
-    the output; otherwise it runs the fused ``scaled_dot_product_attention``. Both paths
-    compute the same function.
+    When ``observer`` is set or ``explicit`` is True, the forward pass computes the attention
+    probabilities explicitly (softmax(QKᵀ/√d) with the window mask), hands them to
+    ``observer(module, probs)`` (if set) with ``probs`` of shape (B, heads, N, N), and uses them
+    for the output; otherwise it runs the fused ``scaled_dot_product_attention``. Both paths
+    compute the same function (:class:`ObservableAttention`).
     """
 
     def __init__(
@@ -74,6 +122,7 @@ class GridAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.observer: AttentionObserver | None = None
+        self.explicit = False
         self.grid: tuple[int, int] | None = None
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
@@ -95,14 +144,15 @@ class GridAttention(nn.Module):
             self.qkv(tokens).reshape(batch, count, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         )
         mask = self.mask(grid, tokens.device)
-        if self.observer is None:
+        if self.observer is None and not self.explicit:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
-            self.observer(self, probs)
+            if self.observer is not None:
+                self.observer(self, probs)
             out = probs @ v
         return self.proj(out.transpose(1, 2).reshape(batch, count, dim))
 

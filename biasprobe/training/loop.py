@@ -29,7 +29,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biasprobe.denoiser import NATIVE_RANGES
 from biasprobe.errors import InputError
 from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 
@@ -178,7 +177,7 @@ def _draw_batch(denoiser, data: torch.Tensor, config: TrainingConfig):
     else:
         steps = torch.randint(denoiser.schedule.steps, (config.batch_size,))
         native = torch.as_tensor(denoiser.schedule.sigmas, dtype=torch.float32)[steps]
-        sigma = (native / NATIVE_RANGES[denoiser.native_range][0]).to(data.device)
+        sigma = (native / denoiser.native_scale.scale).to(data.device)
     return clean, noise, sigma
 
 

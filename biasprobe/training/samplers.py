@@ -47,7 +47,7 @@ def sample(
     ``max_iterations``; the scheduled samplers take ``steps`` evenly spaced diffusion steps.
     Image i depends only on (seed, i), never on the batch size.
     """
-    scheduled = denoiser.sigma_to_t(0.5) is not None
+    scheduled = denoiser.schedule is not None
     method = method or ("ddim" if scheduled else "ascent")
     if method not in METHODS:
         raise InputError(f"unknown sampler {method!r}; use one of {', '.join(METHODS)}")
