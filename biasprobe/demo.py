@@ -35,7 +35,7 @@ LOCALITY_MODELS = ("dit-n10", "dit-n1000", "dit-n10000", "dit-local-n1000")
 def run_demo(out: str | Path = "reports/demo", *, k: int = 100, device: str = "cpu", progress: bool = True) -> Path:
     """Run the demo into folder ``out`` and return the path of its ``index.md``."""
     from biasprobe.figures.comparison import comparison_figure
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
     from biasprobe.figures.jacobian import jacobian_figure
     from biasprobe.figures.locality import attention_maps_figure, locality_profile_figure
 
@@ -64,7 +64,7 @@ def run_demo(out: str | Path = "reports/demo", *, k: int = 100, device: str = "c
     for name in entries:
         gaps[name] = gap(load(name), own_training(name), test, GAP_SIGMAS, progress=progress)
         save(gaps[name], out / f"gap-{name}.zarr")
-    plot_gap(gaps).savefig(out / "gap.png", dpi=120)
+    gap_figure(gaps).savefig(out / "gap.png", dpi=120)
     lines += ["## Generalization gap (An et al. Fig. 2)", "", "![gap](gap.png)", "",
               "| checkpoint | N | average gap (dB) |", "| --- | --- | --- |"]
     lines += [f"| {name} | {entries[name]['n_train']} | {float(g.average_gap):.2f} |" for name, g in gaps.items()]

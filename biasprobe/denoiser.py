@@ -124,7 +124,8 @@ class Denoiser:
         return None
 
     def t_to_sigma(self, t: float) -> float:
-        raise InputError("this denoiser has no noise schedule: give noise levels as --sigma, not --t")
+        raise InputError("this denoiser has no noise schedule: give noise levels as {sigmas}, not {timesteps}",
+                         parameters=["sigmas", "timesteps"])
 
     def describe(self) -> dict:
         """Plain-data summary for provenance and ``biasprobe info``."""

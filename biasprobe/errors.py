@@ -14,22 +14,21 @@ from collections.abc import Iterable, Mapping
 class BiasprobeError(Exception):
     """Base class: the message says what went wrong and what to do.
 
-    ``parameters`` lists the template fields of the message (the names of the parameters that it
-    tells the user to change); without them the message is plain text.
+    ``parameters`` lists the template fields of the message (the parameters that it tells the
+    user to change), or maps each field to the words the library writes for it where these are not
+    the field itself (``{"out": "path"}``); without them the message is plain text.
     """
 
-    def __init__(self, message: str, *, parameters: Iterable[str] = ()) -> None:
+    def __init__(self, message: str, *, parameters: Iterable[str] | Mapping[str, str] = ()) -> None:
         super().__init__(message)
         self.template = message
-        self.parameters = tuple(parameters)
+        self.parameters = dict(parameters) if isinstance(parameters, Mapping) else {p: p for p in parameters}
 
     def render(self, names: Mapping[str, str] | None = None) -> str:
-        """The message with each parameter written as ``names[parameter]`` (default: the parameter's name)."""
-        if not self.parameters:
-            return self.template
+        """The message with each parameter written as ``names[field]`` (default: the library's words)."""
         text = self.template
-        for parameter in self.parameters:
-            text = text.replace("{" + parameter + "}", (names or {}).get(parameter, parameter))
+        for field, words in self.parameters.items():
+            text = text.replace("{" + field + "}", (names or {}).get(field, words))
         return text
 
     def __str__(self) -> str:
@@ -39,7 +38,7 @@ class BiasprobeError(Exception):
         return _rebuild, (type(self), self.template, self.parameters)
 
 
-def _rebuild(kind: type[BiasprobeError], template: str, parameters: tuple[str, ...]) -> BiasprobeError:
+def _rebuild(kind: type[BiasprobeError], template: str, parameters: dict[str, str]) -> BiasprobeError:
     return kind(template, parameters=parameters)
 
 

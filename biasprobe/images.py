@@ -59,7 +59,8 @@ def read_image(
             if not resize:
                 raise InputError(
                     f"{path} is {picture.size[1]}×{picture.size[0]} pixels; {target} takes "
-                    f"{height}×{width}: pass --resize or crop the image"
+                    f"{height}×{width}: " + "pass {resize} or crop the image",
+                    parameters={"resize": "resize=True"},
                 )
             picture = picture.resize((width, height), Image.Resampling.BICUBIC)
         array = np.asarray(picture, dtype=np.float32) / 255.0

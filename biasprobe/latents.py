@@ -70,7 +70,8 @@ def _vae_folder(path: Path) -> Path:
     from biasprobe.formats.diffusers import read_config
 
     if not path.is_dir():
-        raise InputError(f"--vae needs a diffusers AutoencoderKL folder; {path} is not a folder")
+        raise InputError("{vae} " + f"needs a diffusers AutoencoderKL folder; {path} is not a folder",
+                         parameters={"vae": "the autoencoder"})
     index = read_config(path / "model_index.json")
     if index is not None:
         if "vae" not in index:
@@ -94,7 +95,8 @@ def load_vae(path: str | os.PathLike, device: str | torch.device | None = None) 
     try:
         from diffusers import AutoencoderKL
     except ImportError:
-        raise CheckpointError("--vae needs the diffusers package: pip install 'biasprobe[diffusers]'") from None
+        raise CheckpointError("{vae} needs the diffusers package: pip install 'biasprobe[diffusers]'",
+                              parameters={"vae": "the autoencoder"}) from None
     config = read_config(folder / "config.json")
     accepted = inspect.signature(AutoencoderKL.__init__).parameters
     try:

@@ -57,7 +57,7 @@ def save(dataset: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``dataset`` to a zarr v3 store at ``path``, replacing any store there atomically."""
     path = Path(path)
     if path.exists() and not (path / "zarr.json").exists():
-        raise InputError(f"{path} exists and is not a zarr store; choose another --out path")
+        raise InputError(f"{path} exists and is not a zarr store; choose another " + "{out}", parameters={"out": "path"})
     path.parent.mkdir(parents=True, exist_ok=True)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{token}")
@@ -83,7 +83,7 @@ def open(path: str | os.PathLike) -> xr.Dataset:
     """Open a store written by :func:`save`, fully loaded into memory."""
     path = Path(path)
     if not (path / "zarr.json").exists():
-        raise InputError(f"no biasprobe store at {path}: run an analysis with --out {path} first")
+        raise InputError(f"no biasprobe store at {path}: run an analysis that saves its results there first")
     if not zarr.open_group(path, mode="r").attrs.get(COMPLETE_MARK, False):
         raise InputError(f"{path} is an incomplete store (its writer was interrupted); run the analysis again")
     with xr.open_zarr(path, zarr_format=3, consolidated=False) as dataset:

@@ -8,7 +8,14 @@ from typing import Annotated
 import numpy as np
 import torch
 import typer
-from biasprobe_cli.options import Arch, default_store, load_model, parse_numbers, store_option
+from biasprobe_cli.options import (
+    Arch,
+    default_store,
+    deprecated_flag,
+    load_model,
+    parse_numbers,
+    store_option,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -27,29 +34,23 @@ console = Console()
 
 
 def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Path | None) -> tuple[str, torch.Tensor]:
-    """The checkpoint's training images (data set, N, subset and seed from its metadata unless given)."""
-    training = denoiser.source.training
-    name = name or training.get("data")
-    n_train = n_train or training.get("n_train")
-    if not name or not n_train:
-        raise InputError("this checkpoint does not record its training data: pass --data NAME and --n-train N")
-    channels, size, _ = denoiser.image_shape
-    images = data.load(name, "train", int(n_train), size=size, channels=channels,
-                       subset=training.get("subset", "s1"), seed=int(training.get("seed", 0)), data_dir=data_dir)
-    return name, images
+    """The checkpoint's training images (:func:`biasprobe.data.training_set`)."""
+    return data.training_set(denoiser.source.training, denoiser.image_shape, name, n_train, data_dir)
 
 
 def held_out_data(denoiser, name: str, count: int, data_dir: Path | None) -> torch.Tensor:
-    """The first ``count`` test-split images of data set ``name`` at the denoiser's size and channels."""
-    channels, size, _ = denoiser.image_shape
-    return data.load(name, "test", count, size=size, channels=channels, subset="all", data_dir=data_dir)
+    """The first ``count`` test-split images of data set ``name`` at the denoiser's shape."""
+    return data.held_out_set(name, denoiser.image_shape, count, data_dir)
 
 
 def gap(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")],
     data_name: Annotated[str | None, typer.Option("--data", help="Data set; default: the one it was trained on.")] = None,
     n_train: Annotated[int | None, typer.Option(help="Training set size N; default: from the checkpoint.")] = None,
-    k: Annotated[int, typer.Option("--k", help="Images per split (train images are the first K the model saw).")] = 300,
+    per_split: Annotated[
+        int, typer.Option(help="Images per split K (train images are the first K the model saw).")
+    ] = 300,
+    k: Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --per-split.")] = None,
     sigma: Annotated[str | None, typer.Option(help="Noise levels σ on the [0, 1] scale, e.g. 0.05,0.1,0.2.")] = None,
     t: Annotated[str | None, typer.Option("--t", help="Diffusion steps instead of σ, e.g. 0,100,200.")] = None,
     arch: Arch = None,
@@ -59,13 +60,13 @@ def gap(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
 ) -> None:
-    """Generalization gap: denoising PSNR on K training vs K test images at each noise level (Fig. 2).
+    """Generalization gap: denoising PSNR on K training vs K test images (--per-split K) at each noise level (Fig. 2).
 
     Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
     """
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
-    count = min(k, len(train_images))
+    count = min(deprecated_flag("--k", "--per-split", k, per_split, 300), len(train_images))
     dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
@@ -78,9 +79,9 @@ def gap(
     console.print(table)
     console.print(f"average gap {float(dataset.average_gap):.2f} dB; store {path}")
     if figure:
-        from biasprobe.figures.generalization import plot_gap
+        from biasprobe.figures.generalization import gap_figure
 
-        plot_gap(dataset).savefig(figure, dpi=150)
+        gap_figure(dataset).savefig(figure, dpi=150)
         console.print(f"figure {figure}")
 
 
@@ -127,7 +128,8 @@ def compare(
     data_name: Annotated[str | None, typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
     image: Annotated[Path | None, typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
     sigma: Annotated[float, typer.Option(help="Noise level of the Jacobians and attention maps ([0, 1] scale).")] = 0.1,
-    k: Annotated[int, typer.Option("--k", help="Images per split for the gap.")] = 100,
+    per_split: Annotated[int, typer.Option(help="Images per split for the gap.")] = 100,
+    k: Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --per-split.")] = None,
     samples: Annotated[int, typer.Option(help="Samples per checkpoint, from the same seeds.")] = 8,
     sampler_steps: Annotated[int, typer.Option(help="DDIM steps for scheduled models (blind ones use ascent).")] = 100,
     top_k: Annotated[int, typer.Option(help="Jacobian eigenvectors compared.")] = 64,
@@ -151,7 +153,7 @@ def compare(
     if not name:
         raise InputError("neither checkpoint records its training data: pass --data NAME")
     trained = [training_data(d, None, None, data_dir)[1] if data else None for d, data in zip(pair, recorded)]
-    test = held_out_data(pair[0], name, k, data_dir)
+    test = held_out_data(pair[0], name, deprecated_flag("--k", "--per-split", k, per_split, 100), data_dir)
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)

@@ -13,6 +13,7 @@ from biasprobe_cli.options import (
     ImageSize,
     Vae,
     default_store,
+    deprecated_flag,
     latent_encoder,
     load_model,
     parse_numbers,
@@ -51,9 +52,12 @@ def jacobian(
                      "default all for d ≤ 1024, else 64."),
     ] = None,
     method: Annotated[str, typer.Option(help=f"{' | '.join(METHODS)}.")] = "auto",
-    output: Annotated[
-        str, typer.Option(help="denoised: J of D(y); raw: J of the network's own output (ε̂, residual) in native units.")
+    differentiate: Annotated[
+        str,
+        typer.Option(help="The function differentiated: denoised, J of D(y); raw, J of the network's own output "
+                     "(ε̂, residual) in native units."),
     ] = "denoised",
+    output: Annotated[str | None, typer.Option(hidden=True, help="Deprecated name of --differentiate.")] = None,
     precision: Annotated[str, typer.Option(help=f"Network passes in {' | '.join(PRECISIONS)}.")] = "float32",
     resize: Annotated[bool, typer.Option(help="Resize --image files to the model's image size.")] = False,
     class_label: ClassLabel = None,
@@ -65,10 +69,12 @@ def jacobian(
     out: JacobianStore = None,
     figure: Annotated[Path | None, typer.Option(help="Draw eigenvectors, spectrum and GAHB metrics to this image.")] = None,
 ) -> None:
-    """Eigenvectors, eigenvalues and singular values of J = ∂D(y)/∂y at noisy images, its asymmetry,
-    tr(J), and whether the eigenvectors are geometry-adaptive harmonics (GAHB)."""
+    """Eigen- and singular values and eigenvectors of the Jacobian J = ∂D(y)/∂y at noisy images.
+
+    Also its asymmetry, tr(J), and whether the eigenvectors are geometry-adaptive harmonics (GAHB)."""
+    output = deprecated_flag("--output", "--differentiate", output, differentiate, "denoised")
     if output not in OUTPUTS:
-        raise InputError(f"--output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        raise InputError(f"--differentiate must be one of {', '.join(OUTPUTS)}, got {output!r}")
     denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
     if sigma is None and t is None:

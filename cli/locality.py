@@ -95,8 +95,9 @@ def locality(
         Path | None, typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
 ) -> None:
-    """Measure how local attention is, per layer, head and noise level: mean attention distance,
-    local mass in k×k neighbourhoods, entropy, distance histogram; optionally An et al.'s Fig. 4."""
+    """Measure how local attention is, per layer, head and noise level; optionally An et al.'s Fig. 4.
+
+    Mean attention distance, local mass in k×k neighbourhoods, entropy and distance histogram."""
     denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     encoder = latent_encoder(denoiser, checkpoint, vae, device)
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))

@@ -43,7 +43,17 @@ Arch = Annotated[
 FLAGS = {
     "arch": "--arch",
     "class_label": "--class-label",
+    "data": "--data NAME",
+    "data_dir": "--data-dir",
     "image_size": "--image-size",
+    "n_train": "--n-train N",
+    "out": "--out",
+    "resize": "--resize",
+    "save_maps": "--save-maps",
+    "sigmas": "--sigma",
+    "timesteps": "--t",
+    "top_k": "--top-k",
+    "vae": "--vae",
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""
@@ -68,6 +78,18 @@ def store_option(analysis: str):
             "the checkpoint's file stem or folder name).",
         ),
     ]
+
+
+def deprecated_flag(old: str, new: str, old_value, new_value, default):
+    """The value of a renamed flag: ``new_value``, or ``old_value`` (with a deprecation notice on
+    stderr) where only the old flag was given. Old flags keep working for one release."""
+    if old_value is None:
+        return new_value
+    if new_value != default:
+        raise InputError(f"{old} is the old name of {new}: give only {new}")
+    typer.secho(f"{old} is deprecated and will be removed in the next release; use {new}", err=True,
+                fg=typer.colors.YELLOW)
+    return old_value
 
 
 def default_store(checkpoint: Path, analysis: str) -> Path:

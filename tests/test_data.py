@@ -116,7 +116,7 @@ def test_fashion_mnist_counts_padding_and_labels():
 def test_fashion_mnist_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr("biasprobe.data.fashion_mnist.DEBIAN_ROOT", tmp_path / "absent")
     monkeypatch.delenv("BIASPROBE_DATA_DIR", raising=False)
-    with pytest.raises(InputError, match="apt-get install dataset-fashion-mnist.*--data-dir"):
+    with pytest.raises(InputError, match="apt-get install dataset-fashion-mnist.*data_dir="):
         data.load("fashion-mnist", n=1, data_dir=tmp_path)
 
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, overload
@@ -25,7 +25,7 @@ from biasprobe.data.npz import NpzArray
 from biasprobe.data.synthetic import c_alpha, discs
 from biasprobe.errors import InputError
 
-__all__ = ["describe", "load", "names"]
+__all__ = ["describe", "held_out_set", "load", "names", "training_set"]
 
 SPLITS = ("train", "test")
 SUBSETS = ("s1", "s2", "all")
@@ -164,3 +164,30 @@ def load(
     chosen, info = images.take(select(images, name, split, subset, n, int(seed)))
     chosen = to_channels(chosen, channels)
     return (chosen, info) if return_info else chosen
+
+
+def training_set(
+    training: Mapping[str, object],
+    image_shape: Sequence[int],
+    name: str | None = None,
+    n_train: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> tuple[str, torch.Tensor]:
+    """The images a model was trained on, from the ``training`` metadata its checkpoint records
+    (``data``, ``n_train``, ``subset``, ``seed``; see :attr:`biasprobe.denoiser.CheckpointSource.training`),
+    at its ``image_shape`` (C, H, W); ``name`` and ``n_train`` override or supply what is not recorded."""
+    name = name or training.get("data")
+    n_train = n_train or training.get("n_train")
+    if not name or not n_train:
+        raise InputError("this checkpoint does not record its training data: give the data set ({data}) and "
+                         "its size N ({n_train})", parameters={"data": "name", "n_train": "n_train"})
+    channels, size, _ = image_shape
+    images = load(str(name), "train", int(n_train), size=size, channels=channels,
+                  subset=str(training.get("subset", "s1")), seed=int(training.get("seed", 0)), data_dir=data_dir)
+    return str(name), images
+
+
+def held_out_set(name: str, image_shape: Sequence[int], count: int, data_dir: str | os.PathLike | None = None):
+    """The first ``count`` test-split images of data set ``name`` at ``image_shape`` (C, H, W)."""
+    channels, size, _ = image_shape
+    return load(name, "test", count, size=size, channels=channels, subset="all", data_dir=data_dir)

@@ -35,8 +35,9 @@ def find_directory(data_dir: Path | None) -> Path:
             if find_file(directory, "train-images-idx3-ubyte") is not None:
                 return directory
     raise InputError(
-        "Fashion-MNIST not found: run `apt-get install dataset-fashion-mnist` or pass --data-dir (data_dir=) "
-        "a folder holding train-images-idx3-ubyte.gz and its siblings"
+        "Fashion-MNIST not found: run `apt-get install dataset-fashion-mnist` or pass {data_dir}, "
+        "a folder holding train-images-idx3-ubyte.gz and its siblings",
+        parameters={"data_dir": "data_dir="},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -27,7 +28,7 @@ def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
     return "sigma", "noise level σ ([0, 1] scale)", True
 
 
-def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
+def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
     """Left: mean PSNR on train (solid) and test (dashed) images against noise; right: the gap ± 1 s.e.
 
     ``sources`` is one gap Dataset/store, or a mapping from a label (a checkpoint, an N) to one each.
@@ -54,7 +55,7 @@ def plot_gap(sources: Source | Mapping[str, Source], figure: Figure | SubFigure 
     return fig.figure if isinstance(fig, SubFigure) else fig
 
 
-def plot_nearest(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:
+def nearest_figure(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:
     """Samples (top row) above their nearest training images (bottom row), with the similarity."""
     dataset = as_dataset(source)
     count = min(count, dataset.sizes["sample"])
@@ -70,3 +71,15 @@ def plot_nearest(source: Source, count: int = 8, figure: Figure | SubFigure | No
         if rows == 2:
             axes[1, i].set_title(f"{float(dataset.nearest_similarity[i]):.2f}", fontsize="small")
     return fig.figure if isinstance(fig, SubFigure) else fig
+
+
+def plot_gap(*args, **kwargs) -> Figure:
+    """Deprecated name of :func:`gap_figure` (removed in the next release)."""
+    warnings.warn("plot_gap is deprecated; use gap_figure", DeprecationWarning, stacklevel=2)
+    return gap_figure(*args, **kwargs)
+
+
+def plot_nearest(*args, **kwargs) -> Figure:
+    """Deprecated name of :func:`nearest_figure` (removed in the next release)."""
+    warnings.warn("plot_nearest is deprecated; use nearest_figure", DeprecationWarning, stacklevel=2)
+    return nearest_figure(*args, **kwargs)

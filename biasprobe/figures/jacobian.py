@@ -46,7 +46,8 @@ def eigenvector_figure(
     ranks = list(ranks) if ranks is not None else default_ranks(at)
     missing = [k for k in ranks if k >= at.sizes["rank"]]
     if missing:
-        raise InputError(f"eigenvectors {missing} are not stored (only the first {at.sizes['rank']}); rerun with a larger --top-k")
+        raise InputError(f"eigenvectors {missing} are not stored (only the first {at.sizes['rank']}); rerun with a larger "
+                         "{top_k}", parameters=["top_k"])
     channels = at.sizes["channel"]
     canvas = new_canvas(figure, 1.6 * (2 + len(ranks)), 1.7 * channels + 0.4)
     axes = canvas.subplots(channels, 2 + len(ranks), squeeze=False)

@@ -87,7 +87,8 @@ def attention_maps_figure(
     """
     dataset = _at_sigma(as_dataset(source), sigma)
     if "attention_map" not in dataset:
-        raise InputError("this store has no attention maps: run locality with --save-maps (save_maps=True)")
+        raise InputError("this store has no attention maps: run locality with {save_maps}",
+                         parameters={"save_maps": "save_maps=True"})
     mapped = [
         int(layer)
         for layer in dataset.layer.values

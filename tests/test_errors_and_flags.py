@@ -1,0 +1,57 @@
+"""Library errors name parameters; the CLI prints the same errors with its flags; renamed flags still work."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import biasprobe as bp
+from biasprobe.errors import InputError
+
+from .conftest import run_cli, tiny_checkpoint
+
+
+def test_an_error_renders_its_parameters_for_python_and_for_the_cli():
+    error = InputError("give noise levels as {sigmas}, not {timesteps}", parameters=["sigmas", "timesteps"])
+    assert str(error) == "give noise levels as sigmas, not timesteps"
+    assert error.render({"sigmas": "--sigma", "timesteps": "--t"}) == "give noise levels as --sigma, not --t"
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is InputError and str(copy) == str(error)
+    worded = InputError("choose another {out}", parameters={"out": "path"})
+    assert str(worded) == "choose another path" and worded.render({"out": "--out"}) == "choose another --out"
+    assert str(InputError("plain {braces} stay")) == "plain {braces} stay"
+
+
+def test_blind_models_refuse_timesteps_in_either_language(tmp_path):
+    path = tiny_checkpoint(tmp_path / "bf.pt", "unet-bf")
+    with pytest.raises(InputError, match="give noise levels as sigmas, not timesteps"):
+        bp.jacobian(bp.load(path), torch.full((1, 1, 8, 8), 0.5), timesteps=[10])
+    np.save(tmp_path / "x.npy", np.full((1, 8, 8), 0.5, dtype=np.float32))
+    result = run_cli("jacobian", path, "--image", tmp_path / "x.npy", "--t", "10", "--out", tmp_path / "j.zarr")
+    assert result.returncode == 1 and "give noise levels as --sigma, not --t" in result.stderr
+
+
+def test_the_old_output_flag_still_works_with_a_deprecation_notice(tmp_path):
+    path = tiny_checkpoint(tmp_path / "bf.pt", "unet-bf")
+    np.save(tmp_path / "x.npy", np.full((1, 8, 8), 0.5, dtype=np.float32))
+    common = ("jacobian", path, "--image", tmp_path / "x.npy", "--sigma", "0.1", "--top-k", "4")
+    old = run_cli(*common, "--output", "raw", "--out", tmp_path / "old.zarr")
+    new = run_cli(*common, "--differentiate", "raw", "--out", tmp_path / "new.zarr")
+    assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+    assert "--output is deprecated" in old.stderr and "deprecated" not in new.stderr
+    first, second = bp.open(tmp_path / "old.zarr"), bp.open(tmp_path / "new.zarr")
+    assert first.attrs["output"] == second.attrs["output"] == "raw"
+    np.testing.assert_array_equal(first.eigenvalue.values, second.eigenvalue.values)
+    both = run_cli(*common, "--output", "raw", "--differentiate", "raw", "--out", tmp_path / "both.zarr")
+    assert both.returncode == 1 and "give only --differentiate" in both.stderr
+
+
+def test_command_summaries_are_whole_sentences():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    from biasprobe_cli.main import app
+
+    for command in app.registered_commands:
+        summary = (command.callback.__doc__ or "").strip().split("\n\n")[0]
+        assert "\n" not in summary and summary.endswith("."), command.callback.__name__
