@@ -6,6 +6,7 @@
 >>> a = bp.locality(d, images, sigmas=[0.05, 0.2])     # xarray.Dataset
 >>> g = bp.gap(d, train_images, test_images)           # xarray.Dataset
 >>> bp.save(j, "x.zarr"); j = bp.open("x.zarr")
+>>> bp.sweep("gap", ["a.pt", "b.pt"], "gap.zarr")        # many checkpoints, one store
 """
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ from biasprobe.errors import BiasprobeError, CheckpointError, InputError
 from biasprobe.formats import load
 from biasprobe.schedules import Schedule
 from biasprobe.store import open, save
+from biasprobe.sweeps import sweep
 
 __all__ = [
     "BiasprobeError",
@@ -38,4 +40,5 @@ __all__ = [
     "memorization",
     "open",
     "save",
+    "sweep",
 ]

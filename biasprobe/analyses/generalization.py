@@ -13,6 +13,7 @@ generalizes restores both alike (gap ≈ 0).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,6 +79,31 @@ def gap(
             estimate = denoiser.denoise(noisy_batch, float(sigma[level])).float().cpu()
             values[split_index, start : start + len(clean), level] = psnr(estimate, clean).numpy()
     return _summarise(values, sigma, steps, {s: len(v) for s, v in sets.items()}, denoiser, seed)
+
+
+def checkpoint_gap(
+    denoiser: Denoiser,
+    *,
+    data: str | None = None,
+    n_train: int | None = None,
+    k: int = 300,
+    sigmas: Sequence[float] | None = None,
+    timesteps: Sequence[float] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> xr.Dataset:
+    """:func:`gap` on the first K of the checkpoint's own training images (data set, N, subset and seed
+    from its metadata unless ``data`` / ``n_train`` are given) against the first K test images;
+    the Dataset's attrs add ``data`` and ``n_train``."""
+    from biasprobe.data import held_out_set, training_set
+
+    name, train_images = training_set(denoiser.source.training, denoiser.image_shape, data, n_train, data_dir)
+    count = min(k, len(train_images))
+    dataset = gap(denoiser, train_images[:count], held_out_set(name, denoiser.image_shape, count, data_dir),
+                  sigmas, timesteps, seed=seed, progress=progress)
+    dataset.attrs.update(data=name, n_train=len(train_images))
+    return dataset
 
 
 def _summarise(values, sigma, steps, counts, denoiser, seed) -> xr.Dataset:

@@ -1,0 +1,186 @@
+"""One analysis over many checkpoints into one store: :func:`sweep`.
+
+Each checkpoint is one task: load it on the worker's device, run the analysis with the sweep's
+options and seed, write its region of the store (see :mod:`biasprobe.sweeps.store`). Results
+therefore equal those of the analysis run on each checkpoint alone, whatever the number of workers
+and whatever order the tasks finish in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from biasprobe.errors import BiasprobeError, InputError
+from biasprobe.sweeps import engine
+from biasprobe.sweeps import store as sweep_store
+
+
+class SweepError(BiasprobeError):
+    """Some tasks of a sweep failed; ``failed`` maps each one's name to its error. The others finished."""
+
+    def __init__(self, message: str, failed: Mapping[str, str], tracebacks: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.failed = dict(failed)
+        self.tracebacks = dict(tracebacks or {})
+
+
+def _jacobian(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
+    from biasprobe.analyses.jacobian import jacobian
+
+    return jacobian(denoiser, images, sigmas, timesteps, seed=seed, **options)
+
+
+def _locality(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
+    from biasprobe.analyses.locality import locality
+
+    return locality(denoiser, images, sigmas, timesteps, seed=seed, **options)
+
+
+def _gap(denoiser, images, *, seed=0, **options) -> xr.Dataset:
+    from biasprobe.analyses.generalization import checkpoint_gap
+
+    if images is not None:
+        raise InputError("the gap sweep takes each checkpoint's own training images: give no images")
+    return checkpoint_gap(denoiser, seed=seed, **options)
+
+
+ANALYSES: dict[str, tuple[Callable[..., xr.Dataset], bool]] = {
+    "jacobian": (_jacobian, True),
+    "locality": (_locality, True),
+    "gap": (_gap, False),
+}
+"""Analyses that sweep: name -> (runner(denoiser, images, seed=, **options), whether it needs images)."""
+
+
+def checkpoint_names(checkpoints: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]) -> dict[str, Path]:
+    """Name -> path: a mapping as given, or each path's file stem (folder name for a folder)."""
+    if isinstance(checkpoints, Mapping):
+        named = {str(name): Path(path) for name, path in checkpoints.items()}
+    else:
+        paths = [Path(path) for path in checkpoints]
+        named = {}
+        for path in paths:
+            name = path.name if path.is_dir() else path.stem
+            if name in named:
+                raise InputError(f"two checkpoints are named {name!r} ({named[name]} and {path}); "
+                                 "rename one or pass a mapping name -> path")
+            named[name] = path
+    if not named:
+        raise InputError("no checkpoints to sweep")
+    missing = [str(path) for path in named.values() if not path.exists()]
+    if missing:
+        raise InputError(f"no checkpoint at {missing[0]}: check the path")
+    return named
+
+
+def sweep(
+    analysis: str,
+    checkpoints: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+    out: str | os.PathLike,
+    images: torch.Tensor | np.ndarray | None = None,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    tasks_per_worker: int = 1,
+    processes: bool = True,
+    progress: bool = False,
+    on_dashboard: Callable[[str], None] | None = None,
+    **options,
+) -> Path:
+    """Run ``analysis`` (``jacobian``, ``locality`` or ``gap``) on every checkpoint into one store at
+    ``out`` with a ``checkpoint`` dimension, and return its path.
+
+    ``images`` (B, C, H, W) in [0, 1] are the clean images of jacobian and locality (the gap takes each
+    checkpoint's training images and the test split of its data set); ``options`` are the analysis's
+    own keywords (``sigmas``, ``timesteps``, ``top_k``, ``layers``, ``k``, ...). Tasks run on a local
+    dask cluster of ``workers`` processes (default: one per GPU, else one per core), on the scheduler
+    at ``scheduler`` (address or scheduler file), or with ``workers=0`` one after another here.
+    ``device="auto"`` gives each worker its own GPU.
+
+    A store at ``out`` from the same sweep (analysis, options, seed, images, checkpoints by sha256)
+    is resumed: finished checkpoints are skipped. A store of anything else is never touched. If some
+    checkpoints fail, the others are still written and :class:`SweepError` names the failed ones;
+    running the sweep again retries only those.
+    """
+    if analysis not in ANALYSES:
+        raise InputError(f"cannot sweep {analysis!r}; sweepable analyses: {', '.join(ANALYSES)}")
+    needs_images = ANALYSES[analysis][1]
+    if needs_images and images is None:
+        raise InputError(f"the {analysis} sweep needs clean images")
+    pixels = None if images is None else np.ascontiguousarray(torch.as_tensor(images, dtype=torch.float32).numpy())
+    named = checkpoint_names(checkpoints)
+    out = Path(out)
+    hashes = {name: _sha256(path) for name, path in named.items()}
+    specification = {
+        "analysis": analysis, "seed": int(seed), "options": json.loads(json.dumps(options, default=_plain)),
+        "checkpoints": [[name, hashes[name]] for name in named],
+        "images_sha256": None if pixels is None else hashlib.sha256(pixels.tobytes()).hexdigest(),
+    }
+    recorded = sweep_store.specification(out)
+    if recorded is None:
+        facts = [_facts(name, path, hashes[name]) for name, path in named.items()]
+        from biasprobe.store import provenance
+
+        sweep_store.create(out, facts, specification, attrs={**provenance(seed=seed), "analysis": analysis})
+    elif recorded != specification:
+        changed = sorted(key for key in specification if specification[key] != recorded.get(key))
+        raise InputError(f"{out} holds another sweep (its {', '.join(changed)} differ); "
+                         "choose another --out or delete it to start over")
+    elif sweep_store.is_complete(out):
+        return out
+    done = sweep_store.completed(out)
+    distributed = not (workers == 0 and not scheduler)
+    lock_name = f"biasprobe-sweep-{hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]}"
+    tasks = {
+        name: (analysis, str(path), name, index, str(out.resolve()), options, pixels, seed, device, lock_name,
+               distributed)
+        for index, (name, path) in enumerate(named.items()) if not done[index]
+    }
+    outcome = engine.run(_analyse, tasks, workers=workers, scheduler=scheduler, tasks_per_worker=tasks_per_worker,
+                         processes=processes, progress=progress, description=analysis, on_dashboard=on_dashboard)
+    if outcome.failed:
+        listing = "; ".join(f"{name}: {error}" for name, error in outcome.failed.items())
+        raise SweepError(f"{len(outcome.failed)} of {len(named)} checkpoints failed ({listing}); the other "
+                         f"regions of {out} are written; run the sweep again to retry the failed ones",
+                         outcome.failed, outcome.tracebacks)
+    sweep_store.finish(out)
+    return out
+
+
+def _analyse(analysis: str, path: str, name: str, index: int, out: str, options: dict, pixels, seed: int,
+             device: str, lock_name: str, distributed: bool) -> str:
+    """One task: analyse checkpoint ``path`` and write region ``index`` of the sweep store ``out``."""
+    from biasprobe.formats import load
+
+    runner, _ = ANALYSES[analysis]
+    denoiser = load(path, device=engine.worker_device(device))
+    images = None if pixels is None else torch.from_numpy(pixels)
+    result = runner(denoiser, images, seed=seed, **options)
+    sweep_store.write_region(out, index, result, name, lock=engine.task_lock(lock_name, distributed))
+    return name
+
+
+def _facts(name: str, path: Path, sha256: str) -> dict:
+    from biasprobe.formats import load
+
+    return sweep_store.checkpoint_facts(name, path, load(path, device="cpu").describe(), sha256)
+
+
+def _sha256(path: Path) -> str:
+    from biasprobe.formats import file_sha256
+
+    return file_sha256(path)
+
+
+def _plain(value):
+    return value.tolist() if isinstance(value, np.ndarray | np.generic | torch.Tensor) else str(value)

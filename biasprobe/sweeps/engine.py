@@ -1,0 +1,146 @@
+"""Running a sweep's tasks: in this process, on a local dask cluster, or on any dask scheduler.
+
+biasprobe has no job system of its own: tasks are plain functions handed to dask.distributed,
+which brings the local cluster, remote schedulers (``tcp://host:8786``), dask-jobqueue clusters
+(SLURM, PBS) and the dashboard. A task that raises is reported under its name; the others run on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from biasprobe.errors import InputError
+
+
+@dataclass
+class Outcome:
+    """What became of a sweep's tasks: the names done, and each failed name's error (one line) and traceback."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    tracebacks: dict[str, str] = field(default_factory=dict)
+    dashboard: str | None = None
+
+
+def default_workers() -> int:
+    """One worker per GPU on a GPU machine, else one per CPU core."""
+    import torch
+
+    return torch.cuda.device_count() or os.cpu_count() or 1
+
+
+def worker_device(device: str = "auto") -> str:
+    """The device of a task: ``auto`` is the GPU of this dask worker (worker i of a local cluster takes
+    GPU i mod the GPU count; a cluster worker that sees one GPU takes it), else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        index = int(name) if str(name).isdigit() else 0
+    except (ImportError, ValueError):
+        index = 0
+    return f"cuda:{index % torch.cuda.device_count()}"
+
+
+def task_lock(name: str, distributed: bool):
+    """A lock every task of one sweep shares: a dask ``Lock`` on a cluster, a thread lock in-process."""
+    if not distributed:
+        return _LOCAL_LOCKS.setdefault(name, threading.Lock())
+    from distributed import Lock
+
+    return Lock(name)
+
+
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def client_for(workers: int | None, scheduler: str | None, tasks_per_worker: int = 1,
+               processes: bool = True) -> Iterator[object]:
+    """A dask Client: connected to ``scheduler`` (an address such as ``tcp://host:8786`` or a
+    scheduler file path) or to a new local cluster of ``workers`` processes, each running
+    ``tasks_per_worker`` tasks at a time; the local cluster is closed on exit."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler_file=scheduler, timeout="30s") if os.path.isfile(scheduler) \
+                else Client(scheduler, timeout="30s")
+        except OSError as err:
+            raise InputError(f"cannot reach the dask scheduler at {scheduler} ({err}); check --scheduler") from None
+        with client:
+            yield client
+        return
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    workers = workers or default_workers()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=tasks_per_worker, processes=processes,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def dashboard_address(client) -> str | None:
+    """The dashboard's address, when the scheduler serves one (it needs bokeh)."""
+    try:
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001 - no dashboard is not an error
+        return None
+    return link if link and "bokeh" not in str(link).lower() else None
+
+
+def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None = None, scheduler: str | None = None,
+        tasks_per_worker: int = 1, processes: bool = True, progress: bool = True,
+        description: str = "tasks", on_dashboard: Callable[[str], None] | None = None) -> Outcome:
+    """Call ``function(*arguments)`` for every ``name: arguments`` of ``tasks`` and report each outcome.
+
+    ``workers=0`` runs them one after another in this process (no dask); otherwise on ``scheduler`` or
+    a local cluster (see :func:`client_for`). ``on_dashboard`` receives the dashboard address when
+    there is one. A progress bar counts finished tasks.
+    """
+    from biasprobe.progress import track
+
+    outcome = Outcome()
+    if workers == 0 and not scheduler:
+        for name in track(list(tasks), description, total=len(tasks), enabled=progress):
+            try:
+                function(*tasks[name])
+                outcome.done.append(name)
+            except Exception as err:  # noqa: BLE001 - one failed task must not stop the others
+                outcome.failed[name] = _one_line(err)
+                outcome.tracebacks[name] = traceback.format_exc()
+        return outcome
+    from distributed import as_completed
+
+    with client_for(workers, scheduler, tasks_per_worker, processes) as client:
+        outcome.dashboard = dashboard_address(client)
+        if outcome.dashboard and on_dashboard:
+            on_dashboard(outcome.dashboard)
+        futures = {client.submit(function, *arguments, key=f"{description}-{name}-{os.urandom(4).hex()}",
+                                 pure=False): name for name, arguments in tasks.items()}
+        for future in track(as_completed(futures), description, total=len(futures), enabled=progress):
+            name = futures[future]
+            if future.status == "finished":
+                outcome.done.append(name)
+                continue
+            error = future.exception()
+            outcome.failed[name] = _one_line(error)
+            outcome.tracebacks[name] = "".join(traceback.format_exception(error))
+    return outcome
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
