@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality
+from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality, sweep
 from biasprobe_cli import train as training
 from biasprobe_cli.options import FLAGS
 
@@ -28,6 +28,7 @@ app.command("gap")(generalization.gap)
 app.command("sample")(generalization.sample)
 app.command("compare")(generalization.compare)
 app.command("demo")(demo.demo)
+app.add_typer(sweep.app, name="sweep")
 
 
 def main() -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
+from biasprobe.errors import InputError
 from biasprobe.store import open as open_store
 
 Source = xr.Dataset | str | os.PathLike
@@ -14,8 +17,37 @@ Source = xr.Dataset | str | os.PathLike
 
 
 def as_dataset(source: Source) -> xr.Dataset:
-    """The Dataset itself, or the store at that path."""
-    return source if isinstance(source, xr.Dataset) else open_store(source)
+    """The Dataset itself, or the store at that path; a sweep of one checkpoint gives that checkpoint's
+    result (a sweep of several: pick one with :func:`biasprobe.sweeps.select`)."""
+    from biasprobe.sweeps.store import is_sweep, select
+
+    dataset = source if isinstance(source, xr.Dataset) else open_store(source)
+    if not is_sweep(dataset):
+        return dataset
+    if dataset.sizes["checkpoint"] != 1:
+        names = ", ".join(map(str, dataset.checkpoint.values))
+        raise InputError(f"this is a sweep over {dataset.sizes['checkpoint']} checkpoints ({names}); draw one with "
+                         "bp.sweeps.select(dataset, NAME), or use a figure that compares checkpoints")
+    return select(dataset, 0)
+
+
+def as_datasets(sources: Source | Mapping[str, Source] | Sequence[Source]) -> dict[str, xr.Dataset]:
+    """Labelled Datasets for figures that compare runs: a mapping as given, a sequence labelled by
+    checkpoint file stem, a sweep split by checkpoint name, a single Dataset or store as itself."""
+    from biasprobe.sweeps.store import is_sweep, split
+
+    if isinstance(sources, xr.Dataset | str | os.PathLike):  # a Dataset is a Mapping too: test it first
+        dataset = sources if isinstance(sources, xr.Dataset) else open_store(sources)
+        return split(dataset) if is_sweep(dataset) else {_label(dataset, 0): dataset}
+    if isinstance(sources, Mapping):
+        return {str(label): as_dataset(source) for label, source in sources.items()}
+    datasets = [as_dataset(source) for source in sources]
+    return {_label(dataset, index): dataset for index, dataset in enumerate(datasets)}
+
+
+def _label(dataset: xr.Dataset, index: int) -> str:
+    checkpoint = dataset.attrs.get("checkpoint")
+    return Path(checkpoint).stem if checkpoint else f"run {index + 1}"
 
 
 def new_canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:

@@ -10,14 +10,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
-from biasprobe.figures.base import Source, as_dataset, new_canvas
-
-
-def _labelled(sources: Source | Mapping[str, Source]) -> dict[str, xr.Dataset]:
-    if isinstance(sources, Mapping) and not isinstance(sources, xr.Dataset):
-        return {label: as_dataset(source) for label, source in sources.items()}
-    dataset = as_dataset(sources)
-    return {dataset.attrs.get("checkpoint", "denoiser"): dataset}
+from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
 
 
 def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
@@ -31,9 +24,10 @@ def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
 def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
     """Left: mean PSNR on train (solid) and test (dashed) images against noise; right: the gap ± 1 s.e.
 
-    ``sources`` is one gap Dataset/store, or a mapping from a label (a checkpoint, an N) to one each.
+    ``sources`` is one gap Dataset/store, a mapping from a label (a checkpoint, an N) to one each, or a
+    sweep store (one curve per checkpoint).
     """
-    datasets = _labelled(sources)
+    datasets = as_datasets(sources)
     fig = new_canvas(figure, 10, 3.8)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.analyses.harmonic import gahb_summary
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
 
 
 def default_ranks(dataset: xr.Dataset) -> list[int]:
@@ -84,13 +84,14 @@ def spectrum_figure(
     figure: Figure | SubFigure | None = None,
 ) -> Figure | SubFigure:
     """λ_k against k: one curve per σ for one Dataset, or one per entry of a {label: Dataset} mapping
-    (at its first σ), e.g. one per checkpoint."""
+    or per checkpoint of a sweep (at its first σ)."""
     canvas = new_canvas(figure, 4.0, 3.0)
     axis = canvas.subplots()
-    if isinstance(source, Mapping) and not isinstance(source, xr.Dataset):
-        curves = {label: as_dataset(item).isel(image=image, sigma=0).spectrum for label, item in source.items()}
+    runs = as_datasets(source)
+    if len(runs) > 1 or (isinstance(source, Mapping) and not isinstance(source, xr.Dataset)):
+        curves = {label: run.isel(image=image, sigma=0).spectrum for label, run in runs.items()}
     else:
-        at = as_dataset(source).isel(image=image)
+        at = next(iter(runs.values())).isel(image=image)
         curves = {f"σ = {float(s):g}": at.spectrum.sel(sigma=s) for s in at.sigma.values}
     for label, spectrum in curves.items():
         axis.plot(spectrum["index"].values, spectrum.values, label=label)

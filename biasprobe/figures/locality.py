@@ -13,16 +13,14 @@ Agg and leave no global state.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
 
 PROFILE_METRICS = ("mean_distance", "local_mass", "entropy")
 
@@ -148,17 +146,11 @@ def locality_profile_figure(
 ) -> Figure:
     """A locality metric against layer: mean over images and heads, band ±1 s.d. over images.
 
-    One store: one line per σ. Several (a sequence, or a mapping from label to store): one line
-    per checkpoint, at ``sigma`` (default: the first σ of the first store). The dashed line is
+    One store: one line per σ. Several (a sequence, a mapping from label to store, or a sweep
+    store): one line per checkpoint, at ``sigma`` (default: the first σ of the first store). The dashed line is
     the value uniform attention over all tokens would give.
     """
-    if isinstance(sources, (xr.Dataset, str, os.PathLike)):  # a Dataset is a Mapping too: test it first
-        runs = {"": as_dataset(sources)}
-    elif isinstance(sources, Mapping):
-        runs = {label: as_dataset(source) for label, source in sources.items()}
-    else:
-        datasets = [as_dataset(source) for source in sources]
-        runs = {_run_label(ds, index): ds for index, ds in enumerate(datasets)}
+    runs = as_datasets(sources)
     first = next(iter(runs.values()))
     if len(runs) == 1:
         lines = (
@@ -186,11 +178,6 @@ def locality_profile_figure(
     ax.set_xticks(first.layer.values)
     ax.legend(fontsize=7, title=None if len(runs) == 1 else f"σ = {sigma:g}", title_fontsize=7)
     return canvas.figure
-
-
-def _run_label(dataset: xr.Dataset, index: int) -> str:
-    checkpoint = dataset.attrs.get("checkpoint")
-    return Path(checkpoint).stem if checkpoint else f"run {index + 1}"
 
 
 def heads_figure(

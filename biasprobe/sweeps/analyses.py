@@ -44,12 +44,14 @@ def _locality(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **option
     return locality(denoiser, images, sigmas, timesteps, seed=seed, **options)
 
 
-def _gap(denoiser, images, *, seed=0, **options) -> xr.Dataset:
+def _gap(denoiser, images, *, seed=0, k=300, **options) -> xr.Dataset:
+    """The gap on min(K, N) images per split, its ``image`` axis NaN-padded to K so that models with
+    N < K fit the sweep's layout (``images_per_split`` keeps the counts)."""
     from biasprobe.analyses.generalization import checkpoint_gap
 
     if images is not None:
         raise InputError("the gap sweep takes each checkpoint's own training images: give no images")
-    return checkpoint_gap(denoiser, seed=seed, **options)
+    return checkpoint_gap(denoiser, seed=seed, k=k, **options).reindex(image=np.arange(k))
 
 
 ANALYSES: dict[str, tuple[Callable[..., xr.Dataset], bool]] = {

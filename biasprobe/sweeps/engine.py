@@ -84,10 +84,10 @@ def client_for(workers: int | None, scheduler: str | None, tasks_per_worker: int
         with client:
             yield client
         return
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     workers = workers or default_workers()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=tasks_per_worker, processes=processes,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -57,6 +58,7 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():  # text variables lack a settled zarr v3 dtype spec
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         warnings.filterwarnings("ignore", message=".*StringDType.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
         yield
 
 
@@ -158,14 +160,15 @@ def _template(expanded: xr.Dataset, count: int) -> xr.Dataset:
     def fill(dtype):
         return "" if dtype.kind == "O" else np.nan if dtype.kind in "fc" else False if dtype.kind == "b" else 0
 
-    variables = {
-        name: xr.Variable(variable.dims,
-                          dask_array.full((count, *variable.shape[1:]), fill(variable.dtype), dtype=variable.dtype,
-                                          chunks=(1, *variable.shape[1:])),
-                          variable.attrs)
-        for name, variable in expanded.variables.items()
-        if name not in expanded.indexes and name != ATTRS
-    }
+    def full(variable):
+        shape = (count, *variable.shape[1:])
+        if variable.dtype.kind == "O":  # text is small: written now (object dask arrays would be computed anyway)
+            return np.full(shape, "", dtype=object)
+        return dask_array.full(shape, fill(variable.dtype), dtype=variable.dtype, chunks=(1, *variable.shape[1:]))
+
+    variables = {name: xr.Variable(variable.dims, full(variable), variable.attrs)
+                 for name, variable in expanded.variables.items()
+                 if name not in expanded.indexes and name != ATTRS}
     template = xr.Dataset(variables, coords={name: expanded.variables[name] for name in expanded.indexes})
     return template.set_coords([name for name in expanded.coords if name in variables])
 
@@ -204,11 +207,12 @@ def write_region(path: str | os.PathLike, index: int, result: xr.Dataset, name: 
         current = zarr.open_group(path, mode="r")
         if not set(expanded.data_vars) - {ATTRS} <= set(current.array_keys()):
             template = _template(expanded, count).assign_attrs(dict(current.attrs))  # to_zarr replaces the attrs
-            with _quiet():
+            with _quiet(), dask.config.set(scheduler="synchronous"):  # never the cluster this task runs on
                 template.to_zarr(path, mode="a", compute=False, zarr_format=3, consolidated=False)
-    _check_layout(path, expanded, name)
-    region = expanded.drop_vars(list(expanded.indexes))
     with _quiet():
+        _check_layout(path, expanded, name)
+    region = expanded.drop_vars(list(expanded.indexes))
+    with _quiet(), dask.config.set(scheduler="synchronous"):
         region.to_zarr(path, region={"checkpoint": slice(index, index + 1)}, mode="r+", zarr_format=3,
                        consolidated=False)
     zarr.open_group(path, mode="r+")[FLAG][index] = 1
@@ -231,7 +235,8 @@ def finish(path: str | os.PathLike) -> None:
     for key in ("checkpoint", "checkpoint_sha256", "created", "command"):
         shared.pop(key, None)
     group.attrs.update(shared)
-    zarr.consolidate_metadata(str(path))
+    with _quiet():
+        zarr.consolidate_metadata(str(path))
     zarr.open_group(path, mode="r+").attrs[COMPLETE_MARK] = True
 
 

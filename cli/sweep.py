@@ -1,0 +1,168 @@
+"""``biasprobe sweep``: one analysis over many checkpoints into one store, and training recipes,
+on dask.distributed (a local cluster by default, any scheduler by address)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from biasprobe_cli.options import parse_numbers, parse_windows
+from rich.console import Console
+
+from biasprobe.errors import InputError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help="Run an analysis over many checkpoints into one store (a `checkpoint` dimension), or train the models "
+    "of a recipe, on dask.distributed: a local cluster (one worker per GPU, else per core) or --scheduler "
+    "ADDRESS. An interrupted sweep resumes where it stopped when run again.",
+    no_args_is_help=True,
+)
+
+Checkpoints = Annotated[list[Path], typer.Argument(help="Checkpoints to analyse (each named by its file stem).")]
+Workers = Annotated[
+    int | None,
+    typer.Option(help="Local cluster size: worker processes (default one per GPU, else one per CPU core); "
+                 "0 runs the tasks one after another in this process."),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(help="Address (tcp://host:8786) or scheduler file of a running dask scheduler to use instead "
+                 "of a local cluster (e.g. dask-jobqueue on SLURM)."),
+]
+PerWorker = Annotated[int, typer.Option(help="Tasks each local worker runs at once (several small models per GPU).")]
+Device = Annotated[str, typer.Option(help="auto (each worker its own GPU, else the CPU), cpu or cuda.")]
+Seed = Annotated[int, typer.Option(help="Seed of the noise draws (the same for every checkpoint).")]
+Sigma = Annotated[str | None, typer.Option(help="Noise levels σ on the [0, 1] scale, comma-separated.")]
+Steps = Annotated[str | None, typer.Option("--t", help="Noise levels as diffusion steps t instead of --sigma.")]
+Images = Annotated[
+    list[Path] | None,
+    typer.Option("--image", help="Clean image (PNG/JPEG/.npy); repeat for several. Or --data."),
+]
+Data = Annotated[str | None, typer.Option(help="Data set whose test split gives the clean images (e.g. fashion-mnist).")]
+Count = Annotated[int, typer.Option("--n", help="How many images of --data.")]
+DataDir = Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")]
+Resize = Annotated[bool, typer.Option(help="Resize --image files to the models' image size.")]
+
+
+def _out(analysis: str):
+    return Annotated[Path, typer.Option(help=f"Sweep store (default {analysis}.sweep.zarr in the current folder).")]
+
+
+def _images(checkpoints: list[Path], paths: list[Path] | None, name: str | None, n: int, data_dir: Path | None,
+            resize: bool):
+    """The clean images at the first checkpoint's image shape: --image files or --data's test split."""
+    import torch
+
+    import biasprobe as bp
+    from biasprobe import data
+    from biasprobe.images import read_image
+
+    if bool(paths) == bool(name):
+        raise InputError("give the clean images with --image FILE (repeatable) or --data NAME, one of the two")
+    if not checkpoints:
+        raise InputError("no checkpoints to sweep")
+    shape = bp.load(checkpoints[0], device="cpu").image_shape
+    if paths:
+        return torch.stack([read_image(path, shape, resize=resize) for path in paths])
+    channels, size, _ = shape
+    return data.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
+
+
+def _run(analysis: str, checkpoints: list[Path], out: Path, images, workers, scheduler, per_worker, device, seed,
+         **options) -> None:
+    from biasprobe.sweeps import store as sweep_store
+    from biasprobe.sweeps import sweep
+
+    if workers is not None and workers < 0:
+        raise InputError("--workers must be 0 (in this process) or more")
+    recorded = sweep_store.specification(out)
+    if recorded is not None:
+        done = int(sweep_store.completed(out).sum())
+        console.print(f"resuming {out}: {done} of {len(recorded['checkpoints'])} checkpoints already written")
+    sweep(analysis, checkpoints, out, images, seed=seed, device=device, workers=workers, scheduler=scheduler,
+          tasks_per_worker=per_worker, progress=True,
+          on_dashboard=lambda link: console.print(f"dask dashboard: {link}"), **options)
+    console.print(f"wrote {out}: {analysis} of {len(checkpoints)} checkpoints "
+                  f"(one checkpoint's result: bp.sweeps.select(bp.open('{out}'), NAME))")
+
+
+@app.command("jacobian")
+def jacobian(
+    checkpoints: Checkpoints,
+    image: Images = None,
+    data: Data = None,
+    n: Count = 4,
+    data_dir: DataDir = None,
+    resize: Resize = False,
+    sigma: Sigma = None,
+    t: Steps = None,
+    top_k: Annotated[int | None, typer.Option(help="Eigenpairs per (image, σ); default all for d ≤ 1024, else 64.")] = None,
+    method: Annotated[str, typer.Option(help="auto | dense | randomized | lanczos.")] = "auto",
+    output: Annotated[str, typer.Option(help="denoised or raw (the network's own output).")] = "denoised",
+    precision: Annotated[str, typer.Option(help="float32, float64 or bfloat16 network passes.")] = "float32",
+    out: _out("jacobian") = Path("jacobian.sweep.zarr"),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    per_worker: PerWorker = 1,
+    device: Device = "auto",
+    seed: Seed = 0,
+) -> None:
+    """Jacobian eigendecompositions (GAHB) of every checkpoint at the same noisy images."""
+    sigmas, steps = parse_numbers(sigma, "sigma"), parse_numbers(t, "t")
+    images = _images(checkpoints, image, data, n, data_dir, resize)
+    _run("jacobian", checkpoints, out, images, workers, scheduler, per_worker, device, seed,
+         sigmas=sigmas if sigmas or steps else [0.1], timesteps=steps, top_k=top_k, method=method, output=output,
+         precision=precision)
+
+
+@app.command("locality")
+def locality(
+    checkpoints: Checkpoints,
+    image: Images = None,
+    data: Data = None,
+    n: Count = 16,
+    data_dir: DataDir = None,
+    resize: Resize = False,
+    sigma: Sigma = None,
+    t: Steps = None,
+    layers: Annotated[str | None, typer.Option(help="Attention layers, 1-based, comma-separated (default all).")] = None,
+    windows: Annotated[str, typer.Option(help="Odd k of the k×k neighbourhoods for the local mass.")] = "3,5,7",
+    save_maps: Annotated[bool, typer.Option(help="Keep every measured layer's mean attention map.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    out: _out("locality") = Path("locality.sweep.zarr"),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    per_worker: PerWorker = 1,
+    device: Device = "auto",
+    seed: Seed = 0,
+) -> None:
+    """Attention locality of every checkpoint at the same noisy images (checkpoints with the same layers)."""
+    sigmas, steps = parse_numbers(sigma, "sigma"), parse_numbers(t, "t")
+    images = _images(checkpoints, image, data, n, data_dir, resize)
+    _run("locality", checkpoints, out, images, workers, scheduler, per_worker, device, seed,
+         sigmas=sigmas if sigmas or steps else [0.05, 0.2], timesteps=steps, layers=parse_numbers(layers, "layers", int),
+         windows=parse_windows(windows), save_maps=save_maps, batch_size=batch_size)
+
+
+@app.command("gap")
+def gap(
+    checkpoints: Checkpoints,
+    k: Annotated[int, typer.Option("--k", help="Images per split (the first K training images, K test images).")] = 300,
+    sigma: Sigma = None,
+    t: Steps = None,
+    data_dir: DataDir = None,
+    out: _out("gap") = Path("gap.sweep.zarr"),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    per_worker: PerWorker = 1,
+    device: Device = "auto",
+    seed: Seed = 0,
+) -> None:
+    """Generalization gap of every checkpoint on its own recorded training data (Fig. 2 over a zoo).
+
+    Without --sigma/--t each model takes its default levels, which differ between scheduled and blind models: give --sigma to sweep both kinds into one store.
+    """
+    _run("gap", checkpoints, out, None, workers, scheduler, per_worker, device, seed, k=k,
+         sigmas=parse_numbers(sigma, "sigma"), timesteps=parse_numbers(t, "t"), data_dir=data_dir)

@@ -1,0 +1,161 @@
+"""Sweeps: a local dask cluster gives the store a serial loop gives; a killed sweep resumes to the
+same store; a failing checkpoint is named and leaves the others' regions intact."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+import biasprobe as bp
+from biasprobe.errors import InputError
+from biasprobe.sweeps import SweepError, select
+from biasprobe.sweeps import store as sweep_store
+
+from .conftest import run_cli, tiny_checkpoint
+
+SIGMAS = [0.1, 0.3]
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    """Three tiny DiTs (8×8 grey) of different seeds."""
+    return [tiny_checkpoint(tmp_path / f"dit-{i}.pt", "dit", seed=i) for i in range(3)]
+
+
+@pytest.fixture
+def images():
+    return torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def assert_same_sweep(first: xr.Dataset, second: xr.Dataset) -> None:
+    """Identical values, coordinates and per-checkpoint attrs, except when and by which command."""
+    def without_times(dataset):
+        attrs = [json.loads(text) for text in dataset.analysis_attrs.values]
+        for a in attrs:  # when and by which command each region was computed
+            a.pop("created", None)
+            a.pop("command", None)
+        return dataset.drop_vars("analysis_attrs").drop_attrs(), attrs
+
+    (a, attrs_a), (b, attrs_b) = without_times(first), without_times(second)
+    xr.testing.assert_identical(a, b)
+    assert attrs_a == attrs_b
+
+
+def test_two_workers_give_the_store_a_serial_loop_gives(tmp_path, zoo, images):
+    serial = bp.sweep("locality", zoo, tmp_path / "serial.zarr", images, sigmas=SIGMAS, workers=0, device="cpu")
+    cluster = bp.sweep("locality", zoo, tmp_path / "cluster.zarr", images, sigmas=SIGMAS, workers=2,
+                       processes=False, device="cpu")
+    stored = bp.open(cluster)
+    assert list(stored.checkpoint.values) == ["dit-0", "dit-1", "dit-2"]
+    assert stored.sizes["checkpoint"] == 3 and stored.mean_distance.dims[0] == "checkpoint"
+    assert list(stored.family.values) == ["dit"] * 3
+    assert stored.checkpoint_sha256.values[1] == bp.formats.file_sha256(zoo[1])
+    assert_same_sweep(bp.open(serial), stored)
+    # each region is exactly what the analysis gives for that checkpoint alone
+    alone = bp.locality(bp.load(zoo[2]), images, SIGMAS)
+    chosen = select(stored, "dit-2")
+    xr.testing.assert_identical(alone.drop_attrs(), chosen.drop_attrs())
+    assert {k: v for k, v in chosen.attrs.items() if k != "created"} == {
+        k: json.loads(json.dumps(v)) for k, v in alone.attrs.items() if k != "created"}
+
+
+KILL_AFTER_SECOND_REGION = """
+    import os, signal, sys
+    import torch, xarray as xr
+    import biasprobe as bp
+    original = xr.Dataset.to_zarr
+    calls = []
+    def to_zarr(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if kwargs.get("region"):
+            calls.append(1)
+            if len(calls) == 2:  # the second region's data is written, its completion flag is not
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    xr.Dataset.to_zarr = to_zarr
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    bp.sweep("locality", sys.argv[2:], sys.argv[1], images, sigmas={sigmas}, workers=0, device="cpu")
+"""
+
+
+def test_a_sweep_killed_half_way_resumes_to_the_same_store(tmp_path, zoo, images):
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(KILL_AFTER_SECOND_REGION.format(sigmas=SIGMAS)))
+    out = tmp_path / "resumed.zarr"
+    killed = subprocess.run([sys.executable, script, out, *zoo], check=False, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert list(sweep_store.completed(out)) == [True, False, False]  # region 2 written but not recorded
+    with pytest.raises(InputError, match="incomplete"):
+        bp.open(out)
+    bp.sweep("locality", zoo, out, images, sigmas=SIGMAS, workers=0, device="cpu")
+    whole = bp.sweep("locality", zoo, tmp_path / "whole.zarr", images, sigmas=SIGMAS, workers=0, device="cpu")
+    assert_same_sweep(bp.open(whole), bp.open(out))
+
+
+def test_a_failing_checkpoint_is_named_and_the_others_are_written(tmp_path, zoo, images):
+    odd = tiny_checkpoint(tmp_path / "wide.pt", "dit", image_size=16, seed=5)  # takes 16×16 images: fails
+    checkpoints = [zoo[0], odd, zoo[1]]
+    out = tmp_path / "failed.zarr"
+    with pytest.raises(SweepError, match="wide") as caught:
+        bp.sweep("locality", checkpoints, out, images, sigmas=SIGMAS, workers=2, processes=False, device="cpu")
+    assert list(caught.value.failed) == ["wide"] and "do not fit" in caught.value.failed["wide"]
+    assert list(sweep_store.completed(out)) == [True, False, True]
+    stored = xr.open_zarr(out, zarr_format=3, consolidated=False).load()
+    for index, checkpoint in ((0, zoo[0]), (2, zoo[1])):
+        alone = bp.locality(bp.load(checkpoint), images, SIGMAS)
+        np.testing.assert_array_equal(stored.mean_distance[index].values, alone.mean_distance.values)
+    assert np.isnan(stored.mean_distance[1].values).all()
+    # the command line names it in one line and exits 1
+    result = run_cli("sweep", "locality", zoo[0], odd, "--image", _png(tmp_path), "--sigma", "0.1",
+                     "--workers", "0", "--device", "cpu", "--out", tmp_path / "cli.zarr")
+    assert result.returncode == 1 and "wide" in result.stderr and "Traceback" not in result.stderr
+
+
+def _png(tmp_path):
+    from biasprobe.images import write_image
+
+    path = tmp_path / "x.png"
+    write_image(torch.rand(1, 8, 8), path)
+    return path
+
+
+def test_a_store_of_something_else_is_never_touched(tmp_path, zoo, images):
+    single = bp.save(bp.locality(bp.load(zoo[0]), images, [0.1]), tmp_path / "single.zarr")
+    before = sorted(p.name for p in single.rglob("*"))
+    with pytest.raises(InputError, match="not a sweep"):
+        bp.sweep("locality", zoo, single, images, sigmas=SIGMAS, workers=0, device="cpu")
+    assert sorted(p.name for p in single.rglob("*")) == before
+    out = bp.sweep("locality", zoo[:1], tmp_path / "one.zarr", images, sigmas=SIGMAS, workers=0, device="cpu")
+    with pytest.raises(InputError, match="another sweep.*options"):
+        bp.sweep("locality", zoo[:1], out, images, sigmas=[0.2], workers=0, device="cpu")
+    assert zarr.open_group(out).attrs[sweep_store.SWEEP_ATTR]
+
+
+def test_gap_sweep_from_the_command_line_and_its_figure(tmp_path):
+    from biasprobe.figures.generalization import plot_gap
+
+    data = np.random.default_rng(0).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    models = []
+    for n in (4, 12):
+        models.append(tmp_path / f"n{n}.pt")
+        result = run_cli("train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}",
+                         "--n-train", n, "--steps", "2", "--batch", "4", "--image-size", "8", "-o", models[-1],
+                         "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+    out = tmp_path / "gap.zarr"
+    result = run_cli("sweep", "gap", *models, "--k", "8", "--sigma", "0.1,0.2", "--workers", "0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    stored = bp.open(out)
+    assert list(stored.n_train.values) == [4, 12] and stored.sizes["image"] == 8
+    assert list(stored.images_per_split.values[:, 0]) == [4, 8]  # N = 4 < K: NaN-padded to K
+    alone = bp.analyses.generalization.checkpoint_gap(bp.load(models[1]), k=8, sigmas=[0.1, 0.2])
+    xr.testing.assert_identical(select(stored, "n12").drop_attrs(), alone.drop_attrs())
+    figure = plot_gap(out)
+    assert len(figure.axes[1].get_lines()) == 3  # a curve per checkpoint and the zero line
