@@ -31,7 +31,7 @@ Scheduler = Annotated[
     typer.Option(help="Address (tcp://host:8786) or scheduler file of a running dask scheduler to use instead "
                  "of a local cluster (e.g. dask-jobqueue on SLURM)."),
 ]
-PerWorker = Annotated[int, typer.Option(help="Tasks each local worker runs at once (several small models per GPU).")]
+PerGpu = Annotated[int, typer.Option(help="Local workers per GPU (several small models share a GPU); default --workers.")]
 Device = Annotated[str, typer.Option(help="auto (each worker its own GPU, else the CPU), cpu or cuda.")]
 Seed = Annotated[int, typer.Option(help="Seed of the noise draws (the same for every checkpoint).")]
 Sigma = Annotated[str | None, typer.Option(help="Noise levels σ on the [0, 1] scale, comma-separated.")]
@@ -70,7 +70,7 @@ def _images(checkpoints: list[Path], paths: list[Path] | None, name: str | None,
     return data.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
 
 
-def _run(analysis: str, checkpoints: list[Path], out: Path, images, workers, scheduler, per_worker, device, seed,
+def _run(analysis: str, checkpoints: list[Path], out: Path, images, workers, scheduler, per_gpu, device, seed,
          **options) -> None:
     from biasprobe.sweeps import store as sweep_store
     from biasprobe.sweeps import sweep
@@ -82,7 +82,7 @@ def _run(analysis: str, checkpoints: list[Path], out: Path, images, workers, sch
         done = int(sweep_store.completed(out).sum())
         console.print(f"resuming {out}: {done} of {len(recorded['checkpoints'])} checkpoints already written")
     sweep(analysis, checkpoints, out, images, seed=seed, device=device, workers=workers, scheduler=scheduler,
-          tasks_per_worker=per_worker, progress=True,
+          per_gpu=per_gpu, progress=True,
           on_dashboard=lambda link: console.print(f"dask dashboard: {link}"), **options)
     console.print(f"wrote {out}: {analysis} of {len(checkpoints)} checkpoints "
                   f"(one checkpoint's result: bp.sweeps.select(bp.open('{out}'), NAME))")
@@ -105,14 +105,14 @@ def jacobian(
     out: _out("jacobian") = Path("jacobian.sweep.zarr"),
     workers: Workers = None,
     scheduler: Scheduler = None,
-    per_worker: PerWorker = 1,
+    per_gpu: PerGpu = 1,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
     """Jacobian eigendecompositions (GAHB) of every checkpoint at the same noisy images."""
     sigmas, steps = parse_numbers(sigma, "sigma"), parse_numbers(t, "t")
     images = _images(checkpoints, image, data, n, data_dir, resize)
-    _run("jacobian", checkpoints, out, images, workers, scheduler, per_worker, device, seed,
+    _run("jacobian", checkpoints, out, images, workers, scheduler, per_gpu, device, seed,
          sigmas=sigmas if sigmas or steps else [0.1], timesteps=steps, top_k=top_k, method=method, output=output,
          precision=precision)
 
@@ -134,14 +134,14 @@ def locality(
     out: _out("locality") = Path("locality.sweep.zarr"),
     workers: Workers = None,
     scheduler: Scheduler = None,
-    per_worker: PerWorker = 1,
+    per_gpu: PerGpu = 1,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
     """Attention locality of every checkpoint at the same noisy images (checkpoints with the same layers)."""
     sigmas, steps = parse_numbers(sigma, "sigma"), parse_numbers(t, "t")
     images = _images(checkpoints, image, data, n, data_dir, resize)
-    _run("locality", checkpoints, out, images, workers, scheduler, per_worker, device, seed,
+    _run("locality", checkpoints, out, images, workers, scheduler, per_gpu, device, seed,
          sigmas=sigmas if sigmas or steps else [0.05, 0.2], timesteps=steps, layers=parse_numbers(layers, "layers", int),
          windows=parse_windows(windows), save_maps=save_maps, batch_size=batch_size)
 
@@ -156,7 +156,7 @@ def gap(
     out: _out("gap") = Path("gap.sweep.zarr"),
     workers: Workers = None,
     scheduler: Scheduler = None,
-    per_worker: PerWorker = 1,
+    per_gpu: PerGpu = 1,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
@@ -164,5 +164,47 @@ def gap(
 
     Without --sigma/--t each model takes its default levels, which differ between scheduled and blind models: give --sigma to sweep both kinds into one store.
     """
-    _run("gap", checkpoints, out, None, workers, scheduler, per_worker, device, seed, k=k,
+    _run("gap", checkpoints, out, None, workers, scheduler, per_gpu, device, seed, k=k,
          sigmas=parse_numbers(sigma, "sigma"), timesteps=parse_numbers(t, "t"), data_dir=data_dir)
+
+
+@app.command("train")
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML: [defaults] and one [[model]] per model (see docs/sweeps.md).")],
+    output: Annotated[Path | None, typer.Option(help="Folder of the checkpoints (default: the recipe's `output`).")] = None,
+    only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
+                                                      "running the recipe again resumes it.")] = None,
+    list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models and their state; train nothing.")] = False,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    per_gpu: PerGpu = 1,
+    device: Device = "auto",
+) -> None:
+    """Train every model of a recipe, one task each (each resumes from its own saved state), and write
+    OUTPUT/manifest.json (family, config, data, N, subset, seed, steps done, time, card, final loss, sha256)."""
+    from biasprobe.sweeps.recipes import read_recipe, record_file, train_recipe
+
+    parsed = read_recipe(recipe, output)
+    if list_models:
+        _list(parsed, record_file)
+        return
+    manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
+                            workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
+                            on_dashboard=lambda link: console.print(f"dask dashboard: {link}"))
+    console.print(f"wrote {manifest}")
+
+
+def _list(recipe, record_file) -> None:
+    import json
+
+    from rich.table import Table
+
+    table = Table("name", "family", "preset", "windows", "data", "N", "subset", "seed", "steps", "done",
+                  title=f"{recipe.path} -> {recipe.output.resolve()}")
+    for model in recipe.models:
+        path = record_file(recipe.output, model)
+        done = json.loads(path.read_text()).get("steps_done", 0) if path.exists() else 0
+        table.add_row(model.name, model.family, str(model.preset), ",".join(map(str, model.windows)) or "-",
+                      model.data, str(model.n), model.subset, str(model.seed), str(model.steps), str(done))
+    Console(width=max(console.width, 150)).print(table)

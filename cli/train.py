@@ -11,7 +11,7 @@ from biasprobe_cli.options import parse_windows, resolve_device
 
 from biasprobe import data
 from biasprobe.models import FAMILIES, from_preset
-from biasprobe.training import TrainingConfig, state_path
+from biasprobe.training import TrainingConfig, process_rank, state_path
 from biasprobe.training import train as run_training
 
 
@@ -52,8 +52,10 @@ def train(
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=seed, max_minutes=max_minutes)
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
-    if resume and state_path(output).exists():
+    if resume and state_path(output).exists() and process_rank() == 0:
         typer.echo(f"resuming from {state_path(output)}")
     result = run_training(network, images, output, config, metadata=metadata, device=target, resume=resume)
+    if result.rank != 0:  # under torchrun only rank 0 wrote the checkpoint and reports
+        return
     typer.echo(f"wrote {output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} {data_name} ({subset}); "
                f"loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")

@@ -159,3 +159,63 @@ def test_gap_sweep_from_the_command_line_and_its_figure(tmp_path):
     xr.testing.assert_identical(select(stored, "n12").drop_attrs(), alone.drop_attrs())
     figure = plot_gap(out)
     assert len(figure.axes[1].get_lines()) == 3  # a curve per checkpoint and the zero line
+
+
+RECIPE = """
+output = "zoo"
+
+[defaults]
+data = "npz:{data}"
+preset = "tiny"
+image_size = 8
+steps = 3
+batch = 4
+checkpoint_every = 2
+
+[[model]]
+name = "unet-n{{n}}-{{subset}}"
+family = "unet-bf"
+n = [4, 8]
+subset = ["s1", "s2"]
+
+[[model]]
+name = "dit-local"
+family = "dit"
+n = 6
+windows = [3, 0]
+"""
+
+
+def test_a_recipe_trains_each_model_resumably_and_writes_the_manifest(tmp_path):
+    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    names = [model.name for model in read_recipe(recipe).models]
+    assert names == ["unet-n4-s1", "unet-n4-s2", "unet-n8-s1", "unet-n8-s2", "dit-local"]
+    result = run_cli("sweep", "train", recipe, "--only", "unet-n4-s1,dit-local", "--workers", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())["checkpoints"]
+    assert [entry["name"] for entry in manifest] == ["unet-n4-s1", "dit-local"]
+    local = manifest[1]
+    assert local["windows"] == [3, None, None, None] and local["n_train"] == 6 and local["steps_done"] == 3 and local["complete"]
+    assert local["sha256"] == file_sha256(tmp_path / "zoo" / "dit-local.safetensors")
+    assert np.isfinite(local["final_loss"]) and local["card"] == "cpu" and local["time_s"] > 0
+    trained = read_checkpoint(tmp_path / "zoo" / "dit-local.safetensors")
+    assert trained.config["windows"] == [3, None, None, None] and trained.training["n_train"] == 6
+    # a finished model is not trained again; the rest are, on a local cluster of two workers
+    train_recipe(recipe, workers=2, processes=False, device="cpu")
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())["checkpoints"]
+    assert [entry["name"] for entry in manifest] == names
+    assert manifest[-1] == local
+    assert len({entry["sha256"] for entry in manifest}) == 5
+
+
+def test_a_bad_recipe_is_one_line(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\nwindow = [3]\n')
+    result = run_cli("sweep", "train", recipe)
+    assert result.returncode == 1 and "unknown keys ['window']" in result.stderr and "Traceback" not in result.stderr

@@ -93,7 +93,7 @@ def sweep(
     device: str = "auto",
     workers: int | None = None,
     scheduler: str | None = None,
-    tasks_per_worker: int = 1,
+    per_gpu: int = 1,
     processes: bool = True,
     progress: bool = False,
     on_dashboard: Callable[[str], None] | None = None,
@@ -107,7 +107,7 @@ def sweep(
     own keywords (``sigmas``, ``timesteps``, ``top_k``, ``layers``, ``k``, ...). Tasks run on a local
     dask cluster of ``workers`` processes (default: one per GPU, else one per core), on the scheduler
     at ``scheduler`` (address or scheduler file), or with ``workers=0`` one after another here.
-    ``device="auto"`` gives each worker its own GPU.
+    ``per_gpu`` sets the default workers per GPU; ``device="auto"`` gives each worker its GPU.
 
     A store at ``out`` from the same sweep (analysis, options, seed, images, checkpoints by sha256)
     is resumed: finished checkpoints are skipped. A store of anything else is never touched. If some
@@ -148,7 +148,7 @@ def sweep(
                distributed)
         for index, (name, path) in enumerate(named.items()) if not done[index]
     }
-    outcome = engine.run(_analyse, tasks, workers=workers, scheduler=scheduler, tasks_per_worker=tasks_per_worker,
+    outcome = engine.run(_analyse, tasks, workers=workers, scheduler=scheduler, per_gpu=per_gpu,
                          processes=processes, progress=progress, description=analysis, on_dashboard=on_dashboard)
     if outcome.failed:
         listing = "; ".join(f"{name}: {error}" for name, error in outcome.failed.items())

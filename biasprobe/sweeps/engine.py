@@ -27,11 +27,14 @@ class Outcome:
     dashboard: str | None = None
 
 
-def default_workers() -> int:
-    """One worker per GPU on a GPU machine, else one per CPU core."""
+def default_workers(per_gpu: int = 1) -> int:
+    """``per_gpu`` worker processes per GPU on a GPU machine (several small models share a GPU),
+    else one per CPU core."""
     import torch
 
-    return torch.cuda.device_count() or os.cpu_count() or 1
+    if per_gpu < 1:
+        raise InputError(f"workers per GPU must be at least 1, got {per_gpu}")
+    return per_gpu * torch.cuda.device_count() or os.cpu_count() or 1
 
 
 def worker_device(device: str = "auto") -> str:
@@ -66,11 +69,12 @@ _LOCAL_LOCKS: dict[str, threading.Lock] = {}
 
 
 @contextmanager
-def client_for(workers: int | None, scheduler: str | None, tasks_per_worker: int = 1,
+def client_for(workers: int | None, scheduler: str | None, per_gpu: int = 1,
                processes: bool = True) -> Iterator[object]:
     """A dask Client: connected to ``scheduler`` (an address such as ``tcp://host:8786`` or a
-    scheduler file path) or to a new local cluster of ``workers`` processes, each running
-    ``tasks_per_worker`` tasks at a time; the local cluster is closed on exit."""
+    scheduler file path) or to a new local cluster of ``workers`` single-threaded processes (default
+    :func:`default_workers`); the local cluster is closed on exit. One task per process keeps each
+    task's global torch state (seeds, threads) its own."""
     import logging
 
     from distributed import Client, LocalCluster
@@ -85,8 +89,8 @@ def client_for(workers: int | None, scheduler: str | None, tasks_per_worker: int
             yield client
         return
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    workers = workers or default_workers()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=tasks_per_worker, processes=processes,
+    workers = workers or default_workers(per_gpu)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                            dashboard_address=":0", silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
@@ -102,12 +106,12 @@ def dashboard_address(client) -> str | None:
 
 
 def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None = None, scheduler: str | None = None,
-        tasks_per_worker: int = 1, processes: bool = True, progress: bool = True,
+        per_gpu: int = 1, processes: bool = True, progress: bool = True,
         description: str = "tasks", on_dashboard: Callable[[str], None] | None = None) -> Outcome:
     """Call ``function(*arguments)`` for every ``name: arguments`` of ``tasks`` and report each outcome.
 
     ``workers=0`` runs them one after another in this process (no dask); otherwise on ``scheduler`` or
-    a local cluster (see :func:`client_for`). ``on_dashboard`` receives the dashboard address when
+    a local cluster (see :func:`client_for`; ``per_gpu`` workers per GPU by default). ``on_dashboard`` receives the dashboard address when
     there is one. A progress bar counts finished tasks.
     """
     from biasprobe.progress import track
@@ -124,7 +128,7 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
         return outcome
     from distributed import as_completed
 
-    with client_for(workers, scheduler, tasks_per_worker, processes) as client:
+    with client_for(workers, scheduler, per_gpu, processes) as client:
         outcome.dashboard = dashboard_address(client)
         if outcome.dashboard and on_dashboard:
             on_dashboard(outcome.dashboard)

@@ -60,6 +60,8 @@ class TrainingResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
     steps_done: int = 0
+    rank: int = 0
+    """This process's rank under torchrun: only rank 0 writes files and should report."""
 
 
 def state_path(output: str | os.PathLike) -> Path:
@@ -72,12 +74,17 @@ def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (0 when run alone): only rank 0 writes and reports."""
+    return int(os.environ.get("RANK", "0"))
+
+
 class _Distributed:
     """This process's rank and world size (1 process unless launched by torchrun)."""
 
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.rank = process_rank()
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
@@ -164,7 +171,7 @@ def train(
                 break
     if ranks.main and len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
-    return TrainingResult(Path(output), losses, start, len(losses))
+    return TrainingResult(Path(output), losses, start, len(losses), ranks.rank)
 
 
 def _draw_batch(denoiser, data: torch.Tensor, config: TrainingConfig):

@@ -1,0 +1,248 @@
+"""Training recipes: the models of a TOML file, each one a resumable task, and their manifest.
+
+A recipe has optional ``[defaults]`` and one ``[[model]]`` table per model (or per family of
+models: a list under ``n``, ``seed`` or ``subset`` expands into one model per value, the ``name``
+being a format string such as ``"dit-n{n}-seed{seed}"``)::
+
+    output = "zoo"                 # folder of the checkpoints, relative to the recipe file
+
+    [defaults]
+    data = "fashion-mnist"
+    preset = "small"
+    steps = 40000
+    batch = 128
+
+    [[model]]
+    name = "dit-local-n{n}"
+    family = "dit"
+    n = [1000, 10000]
+    windows = [3, 5, 7, 9, 11, 13]   # per layer from the first; 0 = global attention
+
+Each model trains through :func:`biasprobe.training.train` into ``OUTPUT/NAME.safetensors``,
+resuming from its own saved state, so a killed or time-limited sweep continues where every model
+stopped. Beside each checkpoint ``NAME.train.json`` keeps its record (time, device, final loss,
+loss curve); ``manifest.json`` lists them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from biasprobe.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+EXPANDING = ("n", "seed", "subset")
+"""Model keys whose list values expand into one model per value."""
+
+
+@dataclass
+class ModelRecipe:
+    """One model of a recipe: what to train, on what, for how long."""
+
+    name: str
+    family: str
+    n: int
+    data: str = "fashion-mnist"
+    preset: str | None = None
+    windows: list[int] = field(default_factory=list)
+    subset: str = "s1"
+    seed: int = 0
+    steps: int = 10_000
+    batch: int = 64
+    lr: float = 1e-4
+    ema: float = 0.999
+    sigma_max: float = 1.0
+    checkpoint_every: int = 1000
+    image_size: int = 32
+    channels: int | None = None
+    data_dir: str | None = None
+    max_minutes: float | None = None
+
+    def config(self):
+        from biasprobe.training import TrainingConfig
+
+        return TrainingConfig(steps=self.steps, batch_size=self.batch, learning_rate=self.lr, ema_decay=self.ema,
+                              sigma_max=self.sigma_max, checkpoint_every=self.checkpoint_every, seed=self.seed,
+                              max_minutes=self.max_minutes)
+
+
+@dataclass
+class Recipe:
+    path: Path
+    output: Path
+    models: list[ModelRecipe]
+
+
+def read_recipe(path: str | os.PathLike, output: str | os.PathLike | None = None) -> Recipe:
+    """Parse and check a recipe; ``output`` overrides its ``output`` folder."""
+    path = Path(path)
+    try:
+        text = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no recipe at {path}: check the path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path} is not valid TOML: {err}") from None
+    unknown = sorted(set(text) - {"output", "defaults", "model"})
+    if unknown:
+        raise InputError(f"{path}: unknown top-level keys {unknown}; a recipe has output, [defaults] and [[model]]")
+    known = {f.name for f in fields(ModelRecipe)}
+    defaults = text.get("defaults", {})
+    models: list[ModelRecipe] = []
+    for number, entry in enumerate(text.get("model", []), start=1):
+        merged = {**defaults, **entry}
+        wrong = sorted(set(merged) - known)
+        if wrong:
+            raise InputError(f"{path}: model {number} has unknown keys {wrong}; known: {', '.join(sorted(known))}")
+        missing = [key for key in ("name", "family", "n") if key not in merged]
+        if missing:
+            raise InputError(f"{path}: model {number} lacks {', '.join(missing)}")
+        varying = [key for key in EXPANDING if isinstance(merged.get(key), list)]
+        for values in itertools.product(*(merged[key] for key in varying)):
+            chosen = {**merged, **dict(zip(varying, values))}
+            try:
+                chosen["name"] = str(merged["name"]).format(**chosen)
+            except KeyError as err:
+                raise InputError(f"{path}: model {number}'s name uses {err}, which it does not set") from None
+            models.append(ModelRecipe(**chosen))
+    if not models:
+        raise InputError(f"{path} lists no [[model]]")
+    names = [model.name for model in models]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"{path}: several models are named {repeated[0]!r}; give each its own name "
+                         "(with {n}, {seed} or {subset} when a list expands)")
+    folder = Path(output) if output is not None else path.parent / text.get("output", path.stem)
+    return Recipe(path, folder, models)
+
+
+def checkpoint_file(output: Path, model: ModelRecipe) -> Path:
+    return output / f"{model.name}.safetensors"
+
+
+def record_file(output: Path, model: ModelRecipe) -> Path:
+    return output / f"{model.name}.train.json"
+
+
+def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
+    """One task: train (or resume) ``model`` into ``output`` and write its record; returns the record."""
+    import torch
+
+    from biasprobe import data
+    from biasprobe.formats import file_sha256
+    from biasprobe.models import from_preset
+    from biasprobe.sweeps.engine import worker_device
+    from biasprobe.training import state_path, train
+
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = checkpoint_file(folder, model)
+    record_path = record_file(folder, model)
+    earlier = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if earlier.get("complete") and target.exists() and earlier.get("recipe") == asdict(model) \
+            and not state_path(target).exists():
+        return earlier
+    images = data.load(model.data, "train", model.n, size=model.image_size, channels=model.channels,
+                       subset=model.subset, seed=model.seed, data_dir=model.data_dir)
+    torch.manual_seed(model.seed)
+    windows = [w or None for w in model.windows]
+    network, _ = from_preset(model.family, model.preset, image_size=model.image_size, channels=images.shape[1],
+                             windows=windows)
+    metadata = {"data": model.data, "subset": model.subset, "preset": model.preset, "image_size": model.image_size,
+                "recipe_name": model.name}
+    device = worker_device(device)
+    began = time.perf_counter()
+    result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False)
+    losses = np.asarray(result.losses, dtype=float)
+    record = {
+        "name": model.name, "file": target.name, "family": model.family, "preset": model.preset,
+        "config": dict(network.config), "windows": network.config.get("windows"), "data": model.data, "n_train": len(images),
+        "subset": model.subset, "seed": model.seed, "steps": model.steps, "batch": model.batch,
+        "steps_done": result.steps_done, "complete": result.steps_done >= model.steps,
+        "time_s": round(earlier.get("time_s", 0.0) * (result.resumed_from > 0) + time.perf_counter() - began, 1),
+        "card": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
+        "final_loss": float(losses[-min(100, len(losses)):].mean()) if len(losses) else None,
+        "loss_curve": _curve(losses), "sha256": file_sha256(target), "recipe": asdict(model),
+    }
+    tmp = record_path.with_name(f".{record_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, record_path)
+    return record
+
+
+def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:
+    """The loss curve as up to ``points`` (step, mean loss over the steps since the previous point) pairs."""
+    if not len(losses):
+        return []
+    edges = np.unique(np.linspace(0, len(losses), min(points, len(losses)) + 1).astype(int))
+    return [[int(end), float(losses[start:end].mean())] for start, end in itertools.pairwise(edges)]
+
+
+def write_manifest(recipe: Recipe) -> Path:
+    """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
+    (without the loss curves, which stay in each ``NAME.train.json``)."""
+    entries = []
+    for model in recipe.models:
+        path = record_file(recipe.output, model)
+        if path.exists():
+            record = json.loads(path.read_text())
+            entries.append({key: value for key, value in record.items() if key not in ("loss_curve", "recipe")})
+    manifest = recipe.output / "manifest.json"
+    tmp = manifest.with_name(f".manifest.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"recipe": str(recipe.path), "checkpoints": entries}, indent=1) + "\n")
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def train_recipe(
+    recipe: str | os.PathLike | Recipe,
+    *,
+    output: str | os.PathLike | None = None,
+    only: list[str] | None = None,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    per_gpu: int = 1,
+    processes: bool = True,
+    progress: bool = False,
+    on_dashboard=None,
+) -> Path:
+    """Train the models of ``recipe`` (those named in ``only``, default all), one task each, on a local
+    dask cluster (``per_gpu`` workers per GPU; ``workers=0``: one after another here) or on
+    ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time). Writes
+    ``manifest.json`` and returns its path; failed models raise :class:`SweepError` after the others."""
+    from biasprobe.sweeps import engine
+    from biasprobe.sweeps.analyses import SweepError
+
+    if not isinstance(recipe, Recipe):
+        recipe = read_recipe(recipe, output)
+    models = recipe.models
+    if only:
+        unknown = sorted(set(only) - {model.name for model in models})
+        if unknown:
+            raise InputError(f"no model {unknown[0]!r} in {recipe.path}; it has {', '.join(m.name for m in models)}")
+        models = [model for model in models if model.name in only]
+    if max_minutes is not None:
+        models = [ModelRecipe(**{**asdict(model), "max_minutes": max_minutes}) for model in models]
+    tasks = {model.name: (model, str(recipe.output.resolve()), device) for model in models}
+    outcome = engine.run(train_model, tasks, workers=workers, scheduler=scheduler, per_gpu=per_gpu,
+                         processes=processes, progress=progress, description="training", on_dashboard=on_dashboard)
+    manifest = write_manifest(recipe)
+    if outcome.failed:
+        listing = "; ".join(f"{name}: {error}" for name, error in outcome.failed.items())
+        raise SweepError(f"{len(outcome.failed)} of {len(models)} models failed ({listing}); the others are in "
+                         f"{recipe.output}; run the recipe again to retry (each model resumes)",
+                         outcome.failed, outcome.tracebacks)
+    return manifest
