@@ -1,6 +1,7 @@
 """What ships in the repository's ``data/`` folder, with small loaders.
 
-- ``data/checkpoints/``: the checkpoint zoo (trained by ``reports/zoo/train_zoo.py``; its
+- ``data/checkpoints/``: the checkpoint zoo (trained by ``reports/zoo/train_zoo.py``, recipe
+  ``reports/zoo/zoo.toml`` for ``biasprobe sweep train``; its
   ``manifest.json`` lists family, N, subset, windows, steps and sha256 of each file);
 - ``data/images/``: example images (crops of scikit-image's photographs);
 - ``data/fashion-mnist-eval.npz``: the first 300 images of Fashion-MNIST's S1 and S2 training

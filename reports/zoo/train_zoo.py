@@ -1,4 +1,8 @@
-"""Recipe for the shipped checkpoint zoo (``data/checkpoints/``): how every file there was made.
+"""The record of how the shipped checkpoint zoo (``data/checkpoints/``) was made.
+
+To train the zoo again use its recipe, ``reports/zoo/zoo.toml``, with ``biasprobe sweep train``
+(docs/sweeps.md); this script stays as the record of the shipped files (its warm restarts) and
+for ``prepare``, which writes ``data/fashion-mnist-eval.npz``.
 
 The zoo is small enough to ship and big enough to show the papers' effects at 32×32 on
 Fashion-MNIST: bias-free UNets and DiTs at N = 10 (memorization) to N = 10⁴ (generalization),
