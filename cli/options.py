@@ -49,6 +49,7 @@ FLAGS = {
     "n_train": "--n-train N",
     "out": "--out",
     "resize": "--resize",
+    "scheduler": "--scheduler",
     "save_maps": "--save-maps",
     "sigmas": "--sigma",
     "timesteps": "--t",

@@ -6,7 +6,7 @@
 - :func:`train_recipe`: the models of a TOML recipe, each a resumable task, and their manifest.
 """
 
-from biasprobe.sweeps.analyses import ANALYSES, SweepError, sweep
+from biasprobe.sweeps.analyses import SWEEPABLE, SweepError, sweep
 from biasprobe.sweeps.store import is_sweep, select, split
 
-__all__ = ["ANALYSES", "SweepError", "is_sweep", "select", "split", "sweep"]
+__all__ = ["SWEEPABLE", "SweepError", "is_sweep", "select", "split", "sweep"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from biasprobe.analyses.base import registered
 from biasprobe.errors import BiasprobeError, InputError
 from biasprobe.sweeps import engine
 from biasprobe.sweeps import store as sweep_store
@@ -32,16 +33,13 @@ class SweepError(BiasprobeError):
         self.tracebacks = dict(tracebacks or {})
 
 
-def _jacobian(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
-    from biasprobe.analyses.jacobian import jacobian
+def _on_images(name: str) -> Callable[..., xr.Dataset]:
+    """The registered analysis ``name`` of noisy images (jacobian, locality) under the sweep's calling form."""
 
-    return jacobian(denoiser, images, sigmas, timesteps, seed=seed, **options)
+    def run(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
+        return registered(name)(denoiser, images, sigmas, timesteps, seed=seed, **options)
 
-
-def _locality(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
-    from biasprobe.analyses.locality import locality
-
-    return locality(denoiser, images, sigmas, timesteps, seed=seed, **options)
+    return run
 
 
 def _gap(denoiser, images, *, seed=0, k=300, **options) -> xr.Dataset:
@@ -54,12 +52,13 @@ def _gap(denoiser, images, *, seed=0, k=300, **options) -> xr.Dataset:
     return checkpoint_gap(denoiser, seed=seed, k=k, **options).reindex(image=np.arange(k))
 
 
-ANALYSES: dict[str, tuple[Callable[..., xr.Dataset], bool]] = {
-    "jacobian": (_jacobian, True),
-    "locality": (_locality, True),
+SWEEPABLE: dict[str, tuple[Callable[..., xr.Dataset], bool]] = {
+    "jacobian": (_on_images("jacobian"), True),
+    "locality": (_on_images("locality"), True),
     "gap": (_gap, False),
 }
-"""Analyses that sweep: name -> (runner(denoiser, images, seed=, **options), whether it needs images)."""
+"""Analyses that sweep: name -> (runner(denoiser, images, seed=, **options), whether it needs images).
+The runners are module-level so that workers can unpickle a task by name."""
 
 
 def checkpoint_names(checkpoints: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]) -> dict[str, Path]:
@@ -114,9 +113,9 @@ def sweep(
     checkpoints fail, the others are still written and :class:`SweepError` names the failed ones;
     running the sweep again retries only those.
     """
-    if analysis not in ANALYSES:
-        raise InputError(f"cannot sweep {analysis!r}; sweepable analyses: {', '.join(ANALYSES)}")
-    needs_images = ANALYSES[analysis][1]
+    if analysis not in SWEEPABLE:
+        raise InputError(f"cannot sweep {analysis!r}; sweepable analyses: {', '.join(SWEEPABLE)}")
+    needs_images = SWEEPABLE[analysis][1]
     if needs_images and images is None:
         raise InputError(f"the {analysis} sweep needs clean images")
     pixels = None if images is None else np.ascontiguousarray(torch.as_tensor(images, dtype=torch.float32).numpy())
@@ -137,7 +136,7 @@ def sweep(
     elif recorded != specification:
         changed = sorted(key for key in specification if specification[key] != recorded.get(key))
         raise InputError(f"{out} holds another sweep (its {', '.join(changed)} differ); "
-                         "choose another --out or delete it to start over")
+                         "choose another {out} or delete it to start over", parameters=["out"])
     elif sweep_store.is_complete(out):
         return out
     done = sweep_store.completed(out)
@@ -164,7 +163,7 @@ def _analyse(analysis: str, path: str, name: str, index: int, out: str, options:
     """One task: analyse checkpoint ``path`` and write region ``index`` of the sweep store ``out``."""
     from biasprobe.formats import load
 
-    runner, _ = ANALYSES[analysis]
+    runner, _ = SWEEPABLE[analysis]
     denoiser = load(path, device=engine.worker_device(device))
     images = None if pixels is None else torch.from_numpy(pixels)
     result = runner(denoiser, images, seed=seed, **options)

@@ -84,7 +84,8 @@ def client_for(workers: int | None, scheduler: str | None, per_gpu: int = 1,
             client = Client(scheduler_file=scheduler, timeout="30s") if os.path.isfile(scheduler) \
                 else Client(scheduler, timeout="30s")
         except OSError as err:
-            raise InputError(f"cannot reach the dask scheduler at {scheduler} ({err}); check --scheduler") from None
+            raise InputError(f"cannot reach the dask scheduler at {scheduler} ({err}); check {{scheduler}}",
+                             parameters=["scheduler"]) from None
         with client:
             yield client
         return

@@ -116,10 +116,11 @@ def specification(path: str | os.PathLike) -> dict | None:
     if not path.exists():
         return None
     if not (path / "zarr.json").exists():
-        raise InputError(f"{path} exists and is not a zarr store; choose another --out path")
+        raise InputError(f"{path} exists and is not a zarr store; choose another {{out}}", parameters=["out"])
     attrs = zarr.open_group(path, mode="r").attrs
     if SWEEP_ATTR not in attrs:
-        raise InputError(f"{path} is a store of a single analysis, not a sweep; choose another --out path")
+        raise InputError(f"{path} is a store of a single analysis, not a sweep; choose another {{out}}",
+                         parameters=["out"])
     return json.loads(attrs[SWEEP_ATTR])
 
 
