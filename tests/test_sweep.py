@@ -1,5 +1,6 @@
 """Sweeps: a local dask cluster gives the store a serial loop gives; a killed sweep resumes to the
-same store; a failing checkpoint is named and leaves the others' regions intact."""
+same store; a failing checkpoint is named and leaves the others' regions intact (on a scheduler given
+by address); training recipes."""
 
 import json
 import subprocess
@@ -102,8 +103,12 @@ def test_a_failing_checkpoint_is_named_and_the_others_are_written(tmp_path, zoo,
     odd = tiny_checkpoint(tmp_path / "wide.pt", "dit", image_size=16, seed=5)  # takes 16×16 images: fails
     checkpoints = [zoo[0], odd, zoo[1]]
     out = tmp_path / "failed.zarr"
-    with pytest.raises(SweepError, match="wide") as caught:
-        bp.sweep("locality", checkpoints, out, images, sigmas=SIGMAS, workers=2, processes=False, device="cpu")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            pytest.raises(SweepError, match="wide") as caught:  # an existing scheduler, by its address
+        bp.sweep("locality", checkpoints, out, images, sigmas=SIGMAS, scheduler=cluster.scheduler_address,
+                 device="cpu")
     assert list(caught.value.failed) == ["wide"] and "do not fit" in caught.value.failed["wide"]
     assert list(sweep_store.completed(out)) == [True, False, True]
     stored = xr.open_zarr(out, zarr_format=3, consolidated=False).load()
