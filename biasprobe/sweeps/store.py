@@ -126,12 +126,14 @@ def specification(path: str | os.PathLike) -> dict | None:
 
 def completed(path: str | os.PathLike) -> np.ndarray:
     """Per checkpoint, whether its region was written completely."""
-    return zarr.open_group(path, mode="r")[FLAG][:].astype(bool)
+    with _quiet():
+        return zarr.open_group(path, mode="r")[FLAG][:].astype(bool)
 
 
 def is_complete(path: str | os.PathLike) -> bool:
     """Whether the sweep at ``path`` is finished (every region written and the store marked complete)."""
-    return bool(zarr.open_group(path, mode="r").attrs.get(COMPLETE_MARK, False))
+    with _quiet():
+        return bool(zarr.open_group(path, mode="r").attrs.get(COMPLETE_MARK, False))
 
 
 def per_checkpoint(result: xr.Dataset) -> xr.Dataset:
@@ -146,7 +148,11 @@ def per_checkpoint(result: xr.Dataset) -> xr.Dataset:
             values = values.astype(object)
         variables[name] = xr.Variable(("checkpoint", *variable.dims), values[None], variable.attrs)
     variables[ATTRS] = xr.Variable(("checkpoint",), np.array([json.dumps(result.attrs, default=_plain)], dtype=object))
-    expanded = xr.Dataset(variables, coords={name: result.variables[name] for name in result.indexes})
+    indexes = {name: result.variables[name] for name in result.indexes}
+    for name, variable in indexes.items():  # text axes (split) as variable-length strings, like all text here
+        if variable.dtype.kind in "US":
+            indexes[name] = variable.copy(data=variable.values.astype(object))
+    expanded = xr.Dataset(variables, coords=indexes)
     return expanded.set_coords([name for name in result.coords if name not in result.indexes])
 
 
@@ -227,7 +233,11 @@ def _no_lock() -> Iterator[None]:
 def finish(path: str | os.PathLike) -> None:
     """Mark a sweep whose regions are all written as complete: the attrs every checkpoint's result
     shares become the store's attrs, the metadata is consolidated, the completion mark set last."""
-    path = Path(path)
+    with _quiet():
+        _finish(Path(path))
+
+
+def _finish(path: Path) -> None:
     group = zarr.open_group(path, mode="r+")
     if not group[FLAG][:].all():
         raise InputError(f"{path}: some checkpoints are not written yet; run the sweep again to finish them")
@@ -236,8 +246,7 @@ def finish(path: str | os.PathLike) -> None:
     for key in ("checkpoint", "checkpoint_sha256", "created", "command"):
         shared.pop(key, None)
     group.attrs.update(shared)
-    with _quiet():
-        zarr.consolidate_metadata(str(path))
+    zarr.consolidate_metadata(str(path))
     zarr.open_group(path, mode="r+").attrs[COMPLETE_MARK] = True
 
 
@@ -259,9 +268,10 @@ def select(dataset: xr.Dataset, checkpoint: str | int) -> xr.Dataset:
     row = dataset.isel(checkpoint=checkpoint)
     attrs = json.loads(str(row[ATTRS].values))
     row = row.drop_vars([FLAG, ATTRS, "checkpoint", *FACTS], errors="ignore")
-    for name, variable in row.variables.items():
+    for name, variable in list(row.variables.items()):
         if variable.dtype.kind in "OT" or str(variable.dtype).startswith("StringDType"):
-            row[name] = variable.copy(data=np.asarray(variable.values.tolist(), dtype=str))
+            text = variable.copy(data=np.asarray(variable.values.tolist(), dtype=str))
+            row = row.assign_coords({name: text}) if name in row.coords else row.assign({name: text})
     row.attrs = attrs
     return row
 
