@@ -97,13 +97,18 @@ def client_for(workers: int | None, scheduler: str | None, per_gpu: int = 1,
         yield client
 
 
-def dashboard_address(client) -> str | None:
-    """The dashboard's address, when the scheduler serves one (it needs bokeh)."""
+def dashboard_address(client, local: bool) -> str | None:
+    """The dashboard's address, when the scheduler serves one (its pages need bokeh: for a ``local``
+    cluster, installed here)."""
+    import importlib.util
+
+    if local and importlib.util.find_spec("bokeh") is None:
+        return None
     try:
-        link = client.dashboard_link
+        served = "dashboard" in client.scheduler_info().get("services", {})
+        return client.dashboard_link if served else None
     except Exception:  # noqa: BLE001 - no dashboard is not an error
         return None
-    return link if link and "bokeh" not in str(link).lower() else None
 
 
 def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None = None, scheduler: str | None = None,
@@ -130,7 +135,7 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
     from distributed import as_completed
 
     with client_for(workers, scheduler, per_gpu, processes) as client:
-        outcome.dashboard = dashboard_address(client)
+        outcome.dashboard = dashboard_address(client, local=not scheduler)
         if outcome.dashboard and on_dashboard:
             on_dashboard(outcome.dashboard)
         futures = {client.submit(function, *arguments, key=f"{description}-{name}-{os.urandom(4).hex()}",
