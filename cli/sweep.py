@@ -149,7 +149,7 @@ def locality(
 @app.command("gap")
 def gap(
     checkpoints: Checkpoints,
-    k: Annotated[int, typer.Option("--k", help="Images per split (the first K training images, K test images).")] = 300,
+    per_split: Annotated[int, typer.Option(help="Images per split K (the first K training images, K test images).")] = 300,
     sigma: Sigma = None,
     t: Steps = None,
     data_dir: DataDir = None,
@@ -164,7 +164,7 @@ def gap(
 
     Without --sigma/--t each model takes its default levels, which differ between scheduled and blind models: give --sigma to sweep both kinds into one store.
     """
-    _run("gap", checkpoints, out, None, workers, scheduler, per_gpu, device, seed, k=k,
+    _run("gap", checkpoints, out, None, workers, scheduler, per_gpu, device, seed, k=per_split,
          sigmas=parse_numbers(sigma, "sigma"), timesteps=parse_numbers(t, "t"), data_dir=data_dir)
 
 

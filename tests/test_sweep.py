@@ -143,7 +143,7 @@ def test_a_store_of_something_else_is_never_touched(tmp_path, zoo, images):
 
 
 def test_gap_sweep_from_the_command_line_and_its_figure(tmp_path):
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
 
     data = np.random.default_rng(0).integers(0, 255, (40, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
@@ -155,14 +155,14 @@ def test_gap_sweep_from_the_command_line_and_its_figure(tmp_path):
                          "--device", "cpu")
         assert result.returncode == 0, result.stderr
     out = tmp_path / "gap.zarr"
-    result = run_cli("sweep", "gap", *models, "--k", "8", "--sigma", "0.1,0.2", "--workers", "0", "--out", out)
+    result = run_cli("sweep", "gap", *models, "--per-split", "8", "--sigma", "0.1,0.2", "--workers", "0", "--out", out)
     assert result.returncode == 0, result.stderr
     stored = bp.open(out)
     assert list(stored.n_train.values) == [4, 12] and stored.sizes["image"] == 8
     assert list(stored.images_per_split.values[:, 0]) == [4, 8]  # N = 4 < K: NaN-padded to K
     alone = bp.analyses.generalization.checkpoint_gap(bp.load(models[1]), k=8, sigmas=[0.1, 0.2])
     xr.testing.assert_identical(select(stored, "n12").drop_attrs(), alone.drop_attrs())
-    figure = plot_gap(out)
+    figure = gap_figure(out)
     assert len(figure.axes[1].get_lines()) == 3  # a curve per checkpoint and the zero line
 
 
