@@ -1,22 +1,25 @@
-"""GAHB metrics on vectors with known answers, and the verdict on the calibration denoisers."""
+"""GAHB metrics on vectors with known answers, and the verdict on the six calibration denoisers."""
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
+import biasprobe as bp
 from biasprobe.analyses.harmonic import (
-    adaptivity,
+    CATEGORIES,
+    denoiser_order,
     frequency_centroid,
     gahb_summary,
-    harmonicity,
     participation_ratio,
+    roughness,
+    support_energy,
 )
 from biasprobe.analyses.jacobian import jacobian
-from biasprobe.analyses.reference import GaussianImageModel, pixelwise_shrinkage
-from biasprobe.images import read_image
-
-SHAPE = (1, 16, 16)
+from biasprobe.analyses.memorization import span_basis, span_energy
+from biasprobe.analyses.support import grid_laplacian, grid_roughness, support_mask
+from biasprobe.errors import InputError
+from tests import gahb_references as references
 
 
 def vectors(*fields: np.ndarray) -> xr.DataArray:
@@ -25,7 +28,7 @@ def vectors(*fields: np.ndarray) -> xr.DataArray:
     return xr.DataArray(stacked, dims=("rank", "channel", "y", "x"))
 
 
-def test_centroid_and_participation_of_known_vectors():
+def test_metrics_of_known_vectors():
     n = 16
     x = np.arange(n)
     delta = np.zeros((n, n))
@@ -37,44 +40,98 @@ def test_centroid_and_participation_of_known_vectors():
     np.testing.assert_allclose(participation_ratio(v).values, [1 / n**2, 2 / 3, 4 / 9, 1])
     fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
     np.testing.assert_allclose(frequency_centroid(v).values, [np.hypot(fy, fx).mean(), 3 / n, np.hypot(3 / n, 3 / n), 0])
+    # on a left-half support: the flat vector has half its energy there; a pixel inside is all in it
+    half = xr.DataArray(np.arange(n)[None, :].repeat(n, 0) < n // 2, dims=("y", "x"))
+    np.testing.assert_allclose(support_energy(v, half).values[[0, 3]], [1, 0.5])
+    np.testing.assert_allclose(participation_ratio(v, half).values[[0, 3]], [1 / (n * n / 2), 1])
+    rough = roughness(v, half).values
+    assert rough[3] == 0 and rough[0] == 4  # constant: 0; a pixel with four neighbours in Ω: its degree
+
+
+def test_grid_roughness_is_the_laplacian_quadratic_form():
+    rng = np.random.default_rng(0)
+    mask = support_mask(np.pad(np.ones((1, 5, 6)), ((0, 0), (2, 3), (1, 2))), dilation=0)
+    field = rng.standard_normal(mask.shape)
+    inside = field[mask]
+    expected = inside @ grid_laplacian(mask) @ inside / (inside @ inside)
+    np.testing.assert_allclose(grid_roughness(field[None], mask), expected)
+
+
+def test_support_masks():
+    image = np.zeros((1, 16, 16))
+    image[0, 5:9, 6:10] = 0.8
+    assert support_mask(image).sum() == 6 * 6 - 4  # the 4×4 square dilated by the 3×3 cross
+    assert support_mask(image, "object", dilation=0).sum() == 16
+    edges = support_mask(image, "edges", dilation=0)
+    assert edges.any() and not edges[7, 7:9].any() and edges[5, 7]  # the square's rim, not its interior
+    assert support_mask(image, "frame").all()
+    with pytest.raises(InputError, match="support must be one of"):
+        support_mask(image, "blob")
+
+
+def test_span_energy():
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((3, 20))
+    inside = images.T @ rng.standard_normal(3)
+    basis = span_basis(images)
+    assert basis.shape == (20, 3)
+    np.testing.assert_allclose(span_energy(np.stack([inside, images[0]]), basis), 1)
+    outside = rng.standard_normal(20)
+    outside -= basis @ (basis.T @ outside)
+    np.testing.assert_allclose(span_energy(outside, basis), 0, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
-def images():
-    names = ("camera-32.png", "chelsea-grey-32.png", "astronaut-32.png")
-    return torch.stack([read_image(f"data/images/{name}", SHAPE, resize=True) for name in names])
+def calibration():
+    return {case.name: (case, gahb_summary(references.run(case))) for case in references.cases()}
 
 
-def test_gaussian_is_fixed_harmonic(images):
-    ds = jacobian(GaussianImageModel(SHAPE).denoiser(), images, sigmas=[0.05, 0.2])
-    summary = gahb_summary(ds)
-    assert (summary.mean_harmonicity > 0.95).all()
-    np.testing.assert_allclose(adaptivity(ds).values, 0, atol=1e-6)
-    assert summary.harmonic.all() and not summary.geometry_adaptive.any()
-    assert (summary.verdict == "fixed harmonic").all()
+@pytest.mark.parametrize("name", [case.name for case in references.cases()])
+def test_calibration_references_get_their_known_answer(calibration, name):
+    case, summary = calibration[name]
+    assert (summary.verdict == case.expected).all(), summary.category.values
+    assert (summary.category == case.expected).all(), summary.category.values
 
 
-def test_pixelwise_is_neither(images):
-    ds = jacobian(pixelwise_shrinkage(SHAPE), images, sigmas=[0.05, 0.2])
-    summary = gahb_summary(ds)
-    np.testing.assert_allclose(summary.participation_ratio.values, 1 / 256, rtol=1e-3)
-    assert (np.abs(harmonicity(ds)) < 0.5).all()
-    assert not summary.harmonic.any() and not summary.geometry_adaptive.any()
-    assert (summary.verdict == "not harmonic").all()
+def test_calibration_separates_the_metrics(calibration):
+    """The scores behind the verdicts, beyond the thresholds' margins."""
+    wiener = calibration["Wiener filter of a stationary Gaussian"][1]
+    laplace = calibration["Laplacian eigenfunctions of Ω"][1]
+    pixel = calibration["pixel-wise shrinkage"][1]
+    for summary in (wiener, laplace):
+        assert (summary.harmonicity > 0.85).all()
+    assert (np.abs(wiener.confinement_excess) < 0.1).all() and (laplace.confinement_excess > 0.95).all()
+    assert (pixel.participation < 0.02).all()
+    memorizer = calibration["projection onto the training span + shrinkage"][1]
+    assert (memorizer.memorization_score > 0.9).all() and (np.abs(wiener.memorization_score) < 0.2).all()
+    collapsed = calibration["posterior mean at training images"][1]
+    assert (collapsed.count_above_half == 0).all() and (wiener.count_above_half > 0).all()
+    # a generalizing (Wiener) denoiser's tr J falls with σ
+    assert (wiener.dimension_trend < -0.1).all()
 
 
-def test_adaptivity_needs_two_images(images):
-    ds = jacobian(GaussianImageModel(SHAPE).denoiser(), images[:1], sigmas=[0.1])
-    assert np.isnan(adaptivity(ds).values).all()
-    assert gahb_summary(ds).verdict.item() == "harmonic (adaptivity needs two images)"
-
-
-def test_degenerate_spectrum_gets_no_verdict(images):
+def test_degenerate_spectrum_gets_no_verdict():
     """D(y) = y: J = I, every basis is an eigenbasis, so neither harmonic nor not."""
-    import biasprobe as bp
-
-    identity = bp.Denoiser.wrap(lambda y, sigma: y.clone(), SHAPE)
-    summary = gahb_summary(jacobian(identity, images, sigmas=[0.1], top_k=16, method="randomized"), top=16)
+    images = references.held_out()[:2]
+    identity = bp.Denoiser.wrap(lambda y, sigma: y.clone(), references.SHAPE)
+    summary = gahb_summary(jacobian(identity, images, sigmas=[0.1], top_k=16, method="randomized"))
     np.testing.assert_allclose(summary.spectral_spread.values, 0, atol=1e-6)
     assert summary.verdict.item() == "undetermined (degenerate spectrum)"
-    assert not summary.harmonic.any()
+    assert int(summary.category_count.sel(label=CATEGORIES[2]).sum()) == 2
+
+
+def test_raw_output_maps_back_or_refuses(tmp_path):
+    """J = I − σ_n J_raw for an ε-prediction network: the raw store, mapped, gives the denoiser's pairs."""
+    from tests.conftest import tiny_checkpoint
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "dit.pt", "dit", image_size=8))
+    image = torch.rand(1, *denoiser.image_shape, generator=torch.Generator().manual_seed(0))
+    denoised = jacobian(denoiser, image, sigmas=[0.2])
+    raw = jacobian(denoiser, image, sigmas=[0.2], output="raw")
+    mapped = denoiser_order(raw)
+    np.testing.assert_allclose(mapped.spectrum.values, denoised.spectrum.values, atol=1e-4)
+    np.testing.assert_allclose(mapped.effective_dimension.values, denoised.effective_dimension.values, atol=1e-3)
+    assert (gahb_summary(raw).verdict.values == gahb_summary(denoised).verdict.values).all()
+    top = jacobian(denoiser, image, sigmas=[0.2], output="raw", top_k=8, method="randomized")
+    with pytest.raises(InputError, match="bottom ones"):
+        gahb_summary(top)

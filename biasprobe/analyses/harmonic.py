@@ -1,52 +1,129 @@
-"""GAHB metrics: are a denoiser's Jacobian eigenvectors geometry-adaptive harmonics?
+"""The GAHB verdict: are a denoiser's Jacobian eigenvectors geometry-adaptive harmonics, or memories?
 
 Every function takes the Dataset of :func:`biasprobe.analyses.jacobian.jacobian` (its
-``eigenvector`` variable, dims (image, sigma, rank, channel, y, x)). Definitions, with d = C·H·W
-and e a unit eigenvector (full formulas and the calibration in ``docs/methods/jacobian.md``):
+``eigenvalue`` and ``eigenvector`` variables, dims (image, sigma, rank, channel, y, x)). With
+d = C·H·W, e_k the unit eigenvector of λ_k, Ω the support of the clean image
+(:mod:`biasprobe.analyses.support`), a = |Ω|/(H·W) its area fraction and L_Ω the grid Laplacian
+on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 
-- frequency centroid  f̄(e) = Σ_f |f| P_e(f) / Σ_f P_e(f), P_e(f) = Σ_c |ê_c(f)|², |f| in
-  cycles per pixel (0 … 1/√2);
-- participation ratio  PR(e) = (Σ_i e_i²)² / (d Σ_i e_i⁴): 1/d for one pixel, 1 for a flat
-  vector, 4/9 for a 2-D cosine;
-- harmonicity: Spearman rank correlation between k and f̄(e_k) over k < K;
-- adaptivity: 1 − ‖V_aᵀ V_b‖_F² / K between the top-K eigenspaces at two images a, b,
-  averaged over image pairs (0 for a fixed basis);
-- spectral spread: (λ_0 − λ_{K−1}) / |λ_0| of the top K eigenvalues;
-- verdict: harmonic if harmonicity ≥ :data:`HARMONICITY_THRESHOLD` and mean PR ≥
-  :data:`PARTICIPATION_THRESHOLD`; geometry-adaptive harmonic if also adaptivity ≥
-  :data:`ADAPTIVITY_THRESHOLD`; undetermined if any image's spectral spread is below
-  :data:`SPREAD_THRESHOLD` (the top K then span one eigenspace, in which every basis, harmonic
-  or not, is a valid set of eigenvectors).
+- K, the eigenvectors judged, set by the spectrum: K = min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2}))
+  (and at most the stored ranks), per image and σ;
+- support energy E_Ω(e) = Σ_{c, p∈Ω} e_{c,p}², confinement E_Ω/a (1: spread like a plane wave,
+  1/a: all on Ω) and its normalised excess κ = (Ē_Ω − a)/(1 − a) over the top K (0: not
+  confined, 1: entirely on Ω);
+- participation within Ω: PR_Ω(e) = (Σ_Ω e²)² / (C·|Ω| Σ_Ω e⁴) (1 for a constant on Ω, 1/(C|Ω|)
+  for one pixel);
+- roughness R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω (0 … 8) and the harmonicity ρ = Spearman(k, R_Ω(e_k))
+  over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
+- spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
+- the memorization score of :func:`biasprobe.analyses.memorization.jacobian_memorization`, when
+  the training images are known.
+
+Per image and σ the category is the first that applies: *collapsed* (no λ above ½: D is locally
+constant, exact memorization); *memorizing* (memorization score ≥ :data:`MEMORIZATION_THRESHOLD`);
+*undetermined (degenerate spectrum)* (spread < :data:`SPREAD_THRESHOLD`); *geometry-adaptive
+harmonic* (ρ ≥ :data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and
+κ ≥ :data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*.
+The verdict per σ is the most frequent category over the images, with the counts behind it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import xarray as xr
 from scipy.stats import spearmanr
 
 from biasprobe.analyses.reference import radial_frequency
+from biasprobe.analyses.support import SUPPORTS, grid_roughness, support_masks
 from biasprobe.errors import InputError
 
-HARMONICITY_THRESHOLD = 0.5
-"""Calibrated: Wiener filter ≥ 0.97, pixel-wise shrinkage and untrained networks ≤ 0.3 (docs)."""
-PARTICIPATION_THRESHOLD = 0.1
-"""Calibrated: Fourier-like vectors ≈ 0.4–0.7, single pixels 1/d, untrained networks ≤ 0.05 (docs)."""
-ADAPTIVITY_THRESHOLD = 0.2
-"""Calibrated: a fixed basis gives 0 (Wiener filter); see docs for the other references."""
-
+HARMONICITY_THRESHOLD = 0.7
+"""ρ(k, R_Ω): between the harmonic references (≥ 0.89) and random or pixel bases (≤ 0.58 at K = 16)."""
+PARTICIPATION_THRESHOLD = 0.07
+"""Mean PR_Ω over the top K: the geometric midpoint of single pixels (≤ 0.013) and harmonics (≥ 0.36)."""
+CONFINEMENT_THRESHOLD = 0.5
+"""κ: between Fourier modes (≤ 0.02) and Laplacian eigenfunctions of Ω (1)."""
+MEMORIZATION_THRESHOLD = 0.5
+"""Memorization score: between denoisers that never saw the training images (≤ 0.11) and those
+built from them (1.0)."""
 SPREAD_THRESHOLD = 1e-3
-"""Top-K eigenvalues within 0.1 % of each other (an untrained bias-free UNet's J ≈ I: spread
-≈ 1e-5; untrained DiT: ≈ 1e-7) leave their eigenvectors undetermined."""
+"""Top-K eigenvalues within 0.1 % of each other (J ≈ I of an untrained bias-free UNet: spread
+≈ 1e-5) leave their eigenvectors undetermined."""
+COLLAPSE_LEVEL = 0.5
+"""λ above which a direction counts as passed through (the count #{λ > ½})."""
+SPECTRUM_FRACTION = 0.5
+"""K counts the eigenvalues with λ ≥ SPECTRUM_FRACTION · λ₀."""
+MIN_TOP = 8
+
+CATEGORIES = (
+    "collapsed",
+    "memorizing",
+    "undetermined (degenerate spectrum)",
+    "geometry-adaptive harmonic",
+    "fixed harmonic",
+    "harmonic (support is the whole frame)",
+    "not harmonic",
+)
 
 FIELD = ("channel", "y", "x")
 
 
+# --------------------------------------------------------------------------- the denoiser's order
+
+
+def raw_scale(dataset: xr.Dataset) -> xr.DataArray | float | None:
+    """s in J = I − s·J_raw for a raw-output store (1 for residual networks, σ_n for ε-prediction),
+    0 for x̂₀ networks and wrapped callables (J = J_raw), None for a denoised store."""
+    if dataset.attrs.get("output", "denoised") != "raw":
+        return None
+    architecture = json.loads(dataset.attrs.get("architecture", "{}"))
+    parameterization = architecture.get("parameterization")
+    if parameterization == "residual":
+        return 1.0
+    if parameterization == "eps":
+        scale = 2.0 if architecture.get("native_range") == "signed" else 1.0
+        return dataset.sigma * scale
+    return 0.0
+
+
+def denoiser_order(dataset: xr.Dataset) -> xr.Dataset:
+    """The Dataset as eigenpairs of the denoiser's Jacobian, largest λ first.
+
+    A raw-output store decomposes J_raw = ∂r/∂y_n, and J = I − s·J_raw (:func:`raw_scale`), so the
+    denoiser's eigenvalues are λ = 1 − s·μ in reverse order: the raw output's top eigenvectors are
+    the denoiser's bottom ones (the directions it removes as noise). The map needs every eigenvector
+    (a dense run with d ≤ 1024); otherwise this raises."""
+    scale = raw_scale(dataset)
+    if scale is None or (isinstance(scale, float) and scale == 0.0):
+        return dataset
+    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
+    if dataset.sizes["rank"] < d or dataset.sizes["index"] < d:
+        raise InputError(
+            "this store holds the raw output's Jacobian (ε̂ or residual), whose top eigenvectors are the "
+            "denoiser's bottom ones (λ = 1 − s·μ); GAHB metrics need the denoiser's top eigenvectors: "
+            "rerun with output='denoised', or with method='dense' and every eigenvector stored (d ≤ 1024)"
+        )
+    flipped = dataset.isel(rank=slice(None, None, -1), index=slice(None, None, -1))
+    flipped = flipped.assign_coords(rank=dataset["rank"].values, index=dataset["index"].values)
+    mapped = flipped.assign(
+        eigenvalue=1 - scale * flipped.eigenvalue, spectrum=1 - scale * flipped.spectrum,
+        effective_dimension=d - scale * flipped.effective_dimension,
+    )
+    for name in ("eigenvalue", "spectrum", "effective_dimension"):
+        mapped[name].attrs = dict(dataset[name].attrs)
+    mapped.attrs = {**dataset.attrs, "output": "denoised", "mapped_from": "raw"}
+    return mapped
+
+
+# --------------------------------------------------------------------------- per-vector metrics
+
+
 def frequency_centroid(eigenvectors: xr.DataArray) -> xr.DataArray:
     """Radial frequency centroid f̄ = Σ|f| P(f) / Σ P(f) of each vector's 2-D power spectrum,
-    summed over channels, in cycles per pixel."""
+    summed over channels, in cycles per pixel (full frame)."""
     height, width = eigenvectors.sizes["y"], eigenvectors.sizes["x"]
     power = np.abs(np.fft.fft2(eigenvectors.transpose(..., *FIELD).values, axes=(-2, -1))) ** 2
     power = power.sum(axis=-3)
@@ -59,126 +136,262 @@ def frequency_centroid(eigenvectors: xr.DataArray) -> xr.DataArray:
     )
 
 
-def participation_ratio(eigenvectors: xr.DataArray) -> xr.DataArray:
-    """PR = (Σ e_i²)² / (d Σ e_i⁴) over channels and pixels: 1/d for one pixel, 1 for a flat vector."""
+def participation_ratio(eigenvectors: xr.DataArray, support: xr.DataArray | None = None) -> xr.DataArray:
+    """PR = (Σ e_i²)² / (n Σ e_i⁴) over the n entries (channels × pixels) of Ω, or of the whole frame
+    without ``support`` (y, x booleans): 1/n for one pixel, 1 for a constant."""
     squares = eigenvectors**2
-    d = int(np.prod([eigenvectors.sizes[dim] for dim in FIELD]))
-    ratio = squares.sum(FIELD) ** 2 / (d * (squares**2).sum(FIELD))
-    return ratio.assign_attrs(long_name="spatial participation ratio", units="1")
+    channels = eigenvectors.sizes["channel"]
+    if support is None:
+        count = channels * eigenvectors.sizes["y"] * eigenvectors.sizes["x"]
+    else:
+        squares = squares.where(support, 0.0)
+        count = channels * support.sum(("y", "x"))
+    ratio = squares.sum(FIELD) ** 2 / (count * (squares**2).sum(FIELD))
+    where = "within the support Ω" if support is not None else "over the frame"
+    return ratio.assign_attrs(long_name=f"participation ratio {where}", units="1")
 
 
-def _top(dataset: xr.Dataset, top: int | None) -> int:
-    """K: ``top``, or by default every stored eigenvector up to d/4."""
-    stored = dataset.sizes["rank"]
+def support_energy(eigenvectors: xr.DataArray, support: xr.DataArray) -> xr.DataArray:
+    """E_Ω(e) = Σ_{c, p ∈ Ω} e_{c,p}² of unit vectors: the share of their energy on Ω."""
+    energy = (eigenvectors**2).where(support, 0.0).sum(FIELD) / (eigenvectors**2).sum(FIELD)
+    return energy.assign_attrs(long_name="eigenvector energy on the support Ω", units="1")
+
+
+def roughness(eigenvectors: xr.DataArray, support: xr.DataArray) -> xr.DataArray:
+    """R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω, the grid-Laplacian oscillation of e on Ω (0 … 8)."""
+    return xr.apply_ufunc(
+        grid_roughness, eigenvectors, support, input_core_dims=[list(FIELD), ["y", "x"]], vectorize=True,
+    ).assign_attrs(long_name="roughness eᵀL_Ωe / eᵀe on the support Ω", units="1")
+
+
+# --------------------------------------------------------------------------- choosing K
+
+
+def spectral_top(dataset: xr.Dataset) -> xr.DataArray:
+    """K per image and σ: min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2})), at most the stored ranks."""
     d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
-    count = top if top is not None else min(stored, max(2, d // 4))
-    if not 2 <= count <= stored:
-        raise InputError(f"top must be between 2 and the {stored} stored eigenvectors, got {count}")
-    return count
+    spectrum = dataset.eigenvalue
+    count = (spectrum >= SPECTRUM_FRACTION * spectrum.isel(rank=0)).sum("rank")
+    limit = min(dataset.sizes["rank"], max(2, d // 16))
+    return count.clip(min(MIN_TOP, limit), limit).drop_vars("rank", errors="ignore").assign_attrs(
+        long_name="K: eigenvectors judged, λ ≥ λ₀/2 (at least 8, at most d/16)")
 
 
-def harmonicity(dataset: xr.Dataset, top: int | None = None) -> xr.DataArray:
-    """Spearman correlation between rank k and frequency centroid f̄(e_k) over the top K, per image and σ."""
-    count = _top(dataset, top)
-    centroid = frequency_centroid(dataset.eigenvector.isel(rank=slice(0, count)))
-
-    def correlation(values: np.ndarray) -> float:
-        return float(spearmanr(np.arange(len(values)), values).statistic)
-
-    result = xr.apply_ufunc(correlation, centroid, input_core_dims=[["rank"]], vectorize=True)
-    return result.assign_attrs(long_name="harmonicity: Spearman ρ(k, frequency centroid)", top=count)
+def _fixed_top(dataset: xr.Dataset, top: int) -> xr.DataArray:
+    stored = dataset.sizes["rank"]
+    if not 2 <= top <= stored:
+        raise InputError(f"top must be between 2 and the {stored} stored eigenvectors, got {top}")
+    return xr.full_like(dataset.eigenvalue.isel(rank=0, drop=True), top, dtype=int)
 
 
-def eigenspace_overlap(dataset: xr.Dataset, first: int, second: int, top: int | None = None) -> xr.DataArray:
+# --------------------------------------------------------------------------- cross-image and spectrum
+
+
+def eigenspace_overlap(dataset: xr.Dataset, first: int, second: int, top: int) -> xr.DataArray:
     """‖V_aᵀ V_b‖_F² / K of the top-K eigenspaces at images a = ``first`` and b = ``second``, per σ:
     the mean squared cosine of their principal angles (1: same space)."""
-    count = _top(dataset, top)
-    vectors = dataset.eigenvector.isel(rank=slice(0, count)).stack(pixel=FIELD).transpose("image", "sigma", "rank", "pixel")
+    vectors = dataset.eigenvector.isel(rank=slice(0, top)).stack(pixel=FIELD).transpose("image", "sigma", "rank", "pixel")
     a, b = vectors.isel(image=first).values, vectors.isel(image=second).values
-    overlap = np.square(np.einsum("srp,sqp->srq", a, b)).sum(axis=(1, 2)) / count
-    return xr.DataArray(overlap, dims=["sigma"], coords={"sigma": dataset.sigma}, attrs={"top": count})
+    overlap = np.square(np.einsum("srp,sqp->srq", a, b)).sum(axis=(1, 2)) / top
+    return xr.DataArray(overlap, dims=["sigma"], coords={"sigma": dataset.sigma}, attrs={"top": top})
 
 
-def adaptivity(dataset: xr.Dataset, top: int | None = None) -> xr.DataArray:
-    """1 − eigenspace overlap, averaged over every pair of images, per σ (NaN with one image)."""
+def adaptivity(dataset: xr.Dataset, top: int) -> xr.DataArray:
+    """1 − eigenspace overlap of the top K, averaged over every pair of images, per σ (NaN with one
+    image). Reported, not judged: random K-dimensional subspaces give 1 − K/d."""
     pairs = list(itertools.combinations(range(dataset.sizes["image"]), 2))
-    count = _top(dataset, top)
     if not pairs:
         values = xr.full_like(dataset.sigma, np.nan, dtype=float)
     else:
-        values = 1 - sum(eigenspace_overlap(dataset, a, b, count) for a, b in pairs) / len(pairs)
+        values = 1 - sum(eigenspace_overlap(dataset, a, b, top) for a, b in pairs) / len(pairs)
     return values.rename("adaptivity").assign_attrs(
-        long_name="adaptivity: 1 − overlap of top-K eigenspaces between images", top=count
-    )
+        long_name="adaptivity: 1 − overlap of top-K eigenspaces between images", top=top)
 
 
-def spectral_spread(dataset: xr.Dataset, top: int | None = None) -> xr.DataArray:
-    """(λ_0 − λ_{K−1}) / |λ_0| of the top-K eigenvalues, per image and σ (0: one eigenspace)."""
-    count = _top(dataset, top)
-    values = dataset.eigenvalue.isel(rank=slice(0, count))
-    spread = (values.isel(rank=0) - values.isel(rank=count - 1)) / np.abs(values.isel(rank=0))
-    return spread.drop_vars("rank", errors="ignore").assign_attrs(
-        long_name="spectral spread (λ_0 − λ_{K−1}) / |λ_0| of the top K", top=count
-    )
+def dimension_trend(effective_dimension: xr.DataArray) -> xr.DataArray:
+    """Least-squares slope of log tr J against log σ per image (NaN with one σ or tr J ≤ 0):
+    Kadkhodaie et al. find it negative for generalizing denoisers and near 0 for memorizers."""
+    log_sigma = np.log(effective_dimension.sigma.values)
+    if len(log_sigma) < 2:
+        return xr.full_like(effective_dimension.isel(sigma=0, drop=True), np.nan, dtype=float)
+    trace = effective_dimension.transpose("image", "sigma").values
+    log_trace = np.log(np.where(trace > 0, trace, np.nan))
+    centred = log_sigma - log_sigma.mean()
+    slope = ((log_trace - log_trace.mean(1, keepdims=True)) * centred).sum(1) / (centred**2).sum()
+    return xr.DataArray(slope, dims=["image"], coords={"image": effective_dimension.image},
+                        attrs={"long_name": "slope d log tr J / d log σ"})
 
 
-def gahb_summary(dataset: xr.Dataset, top: int | None = None) -> xr.Dataset:
-    """Per-rank metrics, per-σ scores and the verdict.
+# --------------------------------------------------------------------------- context and verdict
 
-    Returns a Dataset with ``frequency_centroid`` and ``participation_ratio`` (image, sigma, rank);
-    ``harmonicity`` (image, sigma); and per σ: ``mean_harmonicity``, ``mean_participation`` (over
-    the top K and images), ``adaptivity``, ``harmonic``, ``geometry_adaptive`` and ``verdict``;
-    ``spectral_spread`` (image, sigma).
+
+def with_support(dataset: xr.Dataset, support: str = "object", **options) -> xr.Dataset:
+    """The Dataset with ``support`` (image, y, x): Ω of each clean image by ``support``
+    (``object``, ``edges`` or ``frame``; ``options``: threshold, dilation), recorded in its attrs."""
+    if support not in SUPPORTS:
+        raise InputError(f"support must be one of {SUPPORTS}, got {support!r}")
+    masks = support_masks(dataset.clean.values, support, **options)
+    return dataset.assign(support=(("image", "y", "x"), masks, {
+        "long_name": "support Ω of the clean image", "method": support,
+        **{key: float(value) for key, value in options.items() if value is not None}}))
+
+
+def gahb_context(
+    dataset: xr.Dataset,
+    *,
+    support: str = "object",
+    support_options: dict | None = None,
+    training_images=None,
+    held_out_images=None,
+    neighbours: int | None = None,
+) -> xr.Dataset:
+    """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
+    (:func:`with_support`) and, given the training images and held-out images, the memorization
+    diagnostics of :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
+    from biasprobe.analyses.memorization import NEIGHBOURS, jacobian_memorization
+
+    dataset = with_support(dataset, support, **(support_options or {}))
+    if (training_images is None) != (held_out_images is None):
+        raise InputError("memorization diagnostics need both training_images and held_out_images (the control)")
+    if training_images is not None:
+        found = jacobian_memorization(dataset, training_images, held_out_images,
+                                      neighbours=neighbours or NEIGHBOURS)
+        dataset = dataset.merge(found.drop_vars(["image", "sigma"]), combine_attrs="override")
+        dataset.attrs = {**dataset.attrs, **{f"memorization_{k}": v for k, v in found.attrs.items()}}
+    return dataset
+
+
+def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | None = None) -> xr.Dataset:
+    """Per-rank metrics, per-image scores and categories, and the verdict per σ.
+
+    ``top`` fixes K for every image (default: :func:`spectral_top`); ``support`` recomputes Ω
+    (default: the store's ``support``, else ``object``). A raw-output store is first mapped to the
+    denoiser's order (:func:`denoiser_order`), or refused.
+
+    Returns per (image, sigma, rank < K_max): ``frequency_centroid``, ``participation_ratio`` (on Ω),
+    ``support_energy``, ``roughness`` (NaN beyond each image's K); per (image, sigma): ``top``,
+    ``harmonicity``, ``participation``, ``confinement``, ``confinement_excess``, ``spectral_spread``,
+    ``effective_dimension``, ``count_above_half``, ``category`` (and ``memorization_score`` when
+    known); per image: ``support_area`` and ``dimension_trend``; per σ: ``mean_harmonicity``,
+    ``mean_participation``, ``mean_confinement_excess``, ``adaptivity``, ``verdict`` and
+    ``category_count`` (sigma, label: one per category).
     """
-    count = _top(dataset, top)
-    vectors = dataset.eigenvector.isel(rank=slice(0, count))
-    centroid = frequency_centroid(vectors)
-    participation = participation_ratio(vectors)
-    rho = harmonicity(dataset, count)
-    mean_rho = rho.mean("image")
-    mean_participation = participation.mean(("image", "rank"))
-    adapt = adaptivity(dataset, count)
-    spread = spectral_spread(dataset, count)
-    determined = (spread >= SPREAD_THRESHOLD).all("image")
-    harmonic = determined & (mean_rho >= HARMONICITY_THRESHOLD) & (mean_participation >= PARTICIPATION_THRESHOLD)
-    geometry_adaptive = harmonic & (adapt >= ADAPTIVITY_THRESHOLD)
-    verdict = xr.where(geometry_adaptive, "geometry-adaptive harmonic",
-                       xr.where(harmonic, "fixed harmonic", "not harmonic"))
-    verdict = xr.where(harmonic & adapt.isnull(), "harmonic (adaptivity needs two images)", verdict)
-    verdict = xr.where(determined, verdict, "undetermined (degenerate spectrum)")
+    dataset = denoiser_order(dataset)
+    if support is not None or "support" not in dataset:
+        dataset = with_support(dataset, support or "object")
+    mask = dataset.support.astype(bool)
+    limit = _fixed_top(dataset, top) if top is not None else spectral_top(dataset)
+    largest = int(limit.max())
+    within = xr.DataArray(np.arange(largest), dims="rank") < limit
+    vectors = dataset.eigenvector.isel(rank=slice(0, largest))
+    vectors = vectors.assign_coords(rank=np.arange(largest))
+
+    energy = support_energy(vectors, mask).where(within)
+    participation = participation_ratio(vectors, mask).where(within)
+    rough = roughness(vectors, mask).where(within)
+    centroid = frequency_centroid(vectors).where(within)
+    area = mask.mean(("y", "x")).assign_attrs(long_name="support area fraction a = |Ω|/(H·W)")
+
+    def correlation(values: np.ndarray) -> float:
+        valid = np.isfinite(values)
+        if valid.sum() < 3 or np.ptp(values[valid]) == 0:
+            return 0.0
+        return float(spearmanr(np.arange(len(values))[valid], values[valid]).statistic)
+
+    rho = xr.apply_ufunc(correlation, rough, input_core_dims=[["rank"]], vectorize=True).assign_attrs(
+        long_name="harmonicity ρ(k, R_Ω(e_k))")
+    mean_energy = energy.mean("rank")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        excess = ((mean_energy - area) / (1 - area)).where(area < 1)
+    eigenvalues = dataset.eigenvalue.isel(rank=slice(0, largest)).assign_coords(rank=np.arange(largest))
+    last = eigenvalues.where(within).min("rank")
+    spread = ((eigenvalues.isel(rank=0) - last) / np.abs(eigenvalues.isel(rank=0))).drop_vars("rank")
+    above = (dataset.spectrum > COLLAPSE_LEVEL).sum("index")
+    mean_participation = participation.mean("rank")
+
+    harmonic = (rho >= HARMONICITY_THRESHOLD) & (mean_participation >= PARTICIPATION_THRESHOLD)
+    category = xr.where(harmonic, xr.where(excess.isnull(), CATEGORIES[5],
+                                           xr.where(excess >= CONFINEMENT_THRESHOLD, CATEGORIES[3], CATEGORIES[4])),
+                        CATEGORIES[6])
+    category = xr.where(spread < SPREAD_THRESHOLD, CATEGORIES[2], category)
+    scores = {}
+    if "memorization_score" in dataset:
+        scores["memorization_score"] = dataset.memorization_score
+        category = xr.where(dataset.memorization_score >= MEMORIZATION_THRESHOLD, CATEGORIES[1], category)
+    category = xr.where(above == 0, CATEGORIES[0], category).astype(str)
+
+    counts = np.stack([(category == name).sum("image").values for name in CATEGORIES], axis=-1)
+    count = xr.DataArray(counts, dims=("sigma", "label"),
+                         coords={"sigma": dataset.sigma, "label": list(CATEGORIES)},
+                         attrs={"long_name": "images per category"})
+    verdict = xr.DataArray([CATEGORIES[int(np.argmax(row))] for row in counts], dims="sigma",
+                           coords={"sigma": dataset.sigma}, attrs={"long_name": "most frequent category"})
     return xr.Dataset(
         {
             "frequency_centroid": centroid,
             "participation_ratio": participation,
+            "support_energy": energy,
+            "roughness": rough,
+            "top": limit,
             "harmonicity": rho,
-            "mean_harmonicity": mean_rho.assign_attrs(long_name="harmonicity, mean over images"),
-            "mean_participation": mean_participation.assign_attrs(long_name="participation ratio, mean over top K and images"),
-            "adaptivity": adapt,
-            "spectral_spread": spread,
-            "harmonic": harmonic,
-            "geometry_adaptive": geometry_adaptive,
-            "verdict": verdict.astype(str),
+            "participation": mean_participation.assign_attrs(long_name="participation ratio on Ω, mean over the top K"),
+            "confinement": (mean_energy / area).assign_attrs(long_name="confinement Ē_Ω / a"),
+            "confinement_excess": excess.assign_attrs(long_name="confinement κ = (Ē_Ω − a)/(1 − a)"),
+            "spectral_spread": spread.assign_attrs(long_name="spectral spread (λ₀ − λ_{K−1})/|λ₀|"),
+            "effective_dimension": dataset.effective_dimension,
+            "count_above_half": above.assign_attrs(long_name="#{k : λ_k > ½}"),
+            **scores,
+            "category": category.assign_attrs(long_name="GAHB category"),
+            "support_area": area,
+            "dimension_trend": dimension_trend(dataset.effective_dimension),
+            "mean_harmonicity": rho.mean("image").assign_attrs(long_name="harmonicity, mean over images"),
+            "mean_participation": mean_participation.mean("image").assign_attrs(
+                long_name="participation ratio on Ω, mean over the top K and images"),
+            "mean_confinement_excess": excess.mean("image").assign_attrs(long_name="κ, mean over images"),
+            "adaptivity": adaptivity(dataset, int(limit.min())),
+            "category_count": count,
+            "verdict": verdict,
         },
         attrs={
-            "top": count,
+            "support": str(dataset.support.attrs.get("method", "object")),
             "harmonicity_threshold": HARMONICITY_THRESHOLD,
             "participation_threshold": PARTICIPATION_THRESHOLD,
-            "adaptivity_threshold": ADAPTIVITY_THRESHOLD,
+            "confinement_threshold": CONFINEMENT_THRESHOLD,
+            "memorization_threshold": MEMORIZATION_THRESHOLD,
             "spread_threshold": SPREAD_THRESHOLD,
+            "output": dataset.attrs.get("output", "denoised"),
+            "mapped_from": dataset.attrs.get("mapped_from", ""),
         },
     )
 
 
+def verdict_line(summary: xr.Dataset, sigma: int) -> str:
+    """'verdict (n₁ category₁, n₂ category₂ …)' for one σ, counting only non-empty categories."""
+    at = summary.isel(sigma=sigma)
+    counts = at.category_count
+    counts = ", ".join(f"{int(n)} {name}" for name, n in zip(counts["label"].values, counts.values) if n)
+    return f"{at.verdict.item()} ({counts})"
+
+
 __all__ = [
-    "ADAPTIVITY_THRESHOLD",
+    "CATEGORIES",
+    "CONFINEMENT_THRESHOLD",
     "HARMONICITY_THRESHOLD",
+    "MEMORIZATION_THRESHOLD",
     "PARTICIPATION_THRESHOLD",
     "SPREAD_THRESHOLD",
     "adaptivity",
+    "denoiser_order",
+    "dimension_trend",
     "eigenspace_overlap",
     "frequency_centroid",
+    "gahb_context",
     "gahb_summary",
-    "harmonicity",
     "participation_ratio",
-    "spectral_spread",
+    "raw_scale",
+    "roughness",
+    "spectral_top",
+    "support_energy",
+    "verdict_line",
+    "with_support",
 ]

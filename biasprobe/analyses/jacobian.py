@@ -63,6 +63,10 @@ def jacobian(
     memory_budget: float | None = None,
     seed: int = 0,
     progress: bool = False,
+    support: str = "object",
+    training_images: torch.Tensor | None = None,
+    held_out_images: torch.Tensor | None = None,
+    neighbours: int | None = None,
 ) -> xr.Dataset:
     """Eigen- and singular analysis of the denoiser's Jacobian at y = x + σz, for every image and σ.
 
@@ -81,6 +85,10 @@ def jacobian(
     memory_budget: bytes for one chunk of batched products (default: see :class:`JacobianOperator`).
     seed: seeds the noise (per image and σ, through :func:`~biasprobe.analyses.base.noise_seed`)
         and the random start blocks.
+    support, training_images, held_out_images, neighbours: what the GAHB verdict needs besides the
+        eigenpairs (:func:`~biasprobe.analyses.harmonic.gahb_context`): the support Ω of each clean
+        image (``object``, ``edges`` or ``frame``) and, given the training images and held-out
+        images (the control), the memorization diagnostics.
 
     Returns
     -------
@@ -88,9 +96,11 @@ def jacobian(
     ``asymmetry``; per rank: ``eigenvalue``, ``eigenvector`` (image, sigma, rank, channel, y, x),
     ``eigen_residual``, ``jacobian_residual``, ``singular_value``, ``singular_cosine``,
     ``singular_residual``; per index (every computed value): ``spectrum`` and
-    ``singular_spectrum``.
+    ``singular_spectrum``; ``support`` (image, y, x) and, with training images, the memorization
+    variables of :func:`~biasprobe.analyses.memorization.jacobian_memorization`.
     """
 
+    from biasprobe.analyses.harmonic import gahb_context
     from biasprobe.progress import track
 
     if output not in OUTPUTS:
@@ -159,11 +169,13 @@ def jacobian(
         rank=("rank", np.arange(ranks), {"long_name": "eigenpair index k, λ_0 largest"}),
         index=("index", np.arange(count), {"long_name": "index k of every computed value"}),
     )
-    return with_provenance(
+    dataset = with_provenance(
         dataset, denoiser, "jacobian", seed,
         method=resolved, output=output, precision=precision, tolerance=tolerance,
         dimension=d, products_through="torch.func.vmap" if vmapped else "batches of copies of y",
     )
+    return gahb_context(dataset, support=support, training_images=training_images,
+                        held_out_images=held_out_images, neighbours=neighbours)
 
 
 __all__ = [

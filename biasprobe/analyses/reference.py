@@ -5,9 +5,16 @@
   D(y) = μ + F⁻¹ diag(P/(P + σ²)) F (y − μ), a circulant matrix: eigenvectors are the Fourier
   modes, eigenvalues P(f)/(P(f) + σ²) fall as |f| rises, and J does not depend on y
   (harmonic, not adaptive).
-- :func:`pixelwise_shrinkage`: x̂_i = μ + g(y_i − μ) with a smooth garrote g(u) = u³/(u² + τ²),
+- :func:`pixelwise_shrinkage`: x̂_i = μ + g(y_i − μ) with g(u) = u − τ·arctan(u/τ),
   τ = ``strength``·σ. J is diagonal: its eigenvectors are single pixels (neither harmonic nor
   geometry-adaptive).
+- :func:`support_harmonic_denoiser`: a linear denoiser whose eigenvectors are the grid-Laplacian
+  eigenfunctions of a shape's support (geometry-adaptive harmonic).
+- :func:`random_basis_denoiser`: the Wiener spectrum on random orthonormal eigenvectors (not harmonic).
+- :func:`posterior_mean_denoiser`: the exact posterior mean of a small training set (collapsed at
+  training images, memorizing elsewhere).
+- :func:`span_shrinkage_denoiser`: projection onto the span of training images with shrinkage
+  (memorizing).
 """
 
 from __future__ import annotations
@@ -69,16 +76,100 @@ class GaussianImageModel:
         return Denoiser.wrap(wiener, self.image_shape)
 
 
-def pixelwise_shrinkage(image_shape: tuple[int, int, int], strength: float = 2.0, mean: float = 0.5) -> Denoiser:
-    """x̂_i = μ + g(y_i − μ), g(u) = u³/(u² + τ²) with τ = strength·σ: a pixel-by-pixel denoiser
-    whose Jacobian is diagonal, J_ii = g′(y_i − μ) = (u⁴ + 3u²τ²)/(u² + τ²)²."""
+def pixelwise_shrinkage(image_shape: tuple[int, int, int], strength: float = 1.0, mean: float = 0.5) -> Denoiser:
+    """x̂_i = μ + g(y_i − μ), g(u) = u − τ·arctan(u/τ) with τ = strength·σ: a pixel-by-pixel denoiser
+    whose Jacobian is diagonal, J_ii = g′(y_i − μ) = u²/(u² + τ²), rising with |u| (so the noise
+    makes its eigenvalues distinct: no degenerate top eigenspace)."""
 
     def shrink(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         u = y - mean
         tau = strength * sigma.view(-1, 1, 1, 1)
-        return mean + u**3 / (u**2 + tau**2)
+        return mean + u - tau * torch.atan(u / tau)
 
     return Denoiser.wrap(shrink, image_shape)
 
 
-__all__ = ["GaussianImageModel", "pixelwise_shrinkage", "radial_frequency"]
+
+
+# --------------------------------------------------------------------------- linear references
+
+
+def gaussian_subspace_denoiser(
+    basis: np.ndarray, variances: np.ndarray, image_shape: tuple[int, int, int], mean: np.ndarray | float = 0.5
+) -> Denoiser:
+    """The MMSE denoiser of x ~ N(μ, V diag(p) Vᵀ) for orthonormal V (d, r): D(y) = μ + V diag(g) Vᵀ(y − μ)
+    with gains g = p/(p + σ²). J = V diag(g) Vᵀ: its top eigenvectors are V's columns in order of p."""
+    vectors = torch.as_tensor(np.ascontiguousarray(basis, dtype=np.float64))
+    power = torch.as_tensor(np.ascontiguousarray(variances, dtype=np.float64))
+    centre = torch.as_tensor(np.broadcast_to(np.asarray(mean, dtype=np.float64), image_shape).reshape(-1).copy())
+
+    def project(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        flat = y.flatten(1) - centre.to(y.device, y.dtype)
+        gains = power.to(y.device, y.dtype) / (power.to(y.device, y.dtype) + sigma.view(-1, 1) ** 2)
+        coefficients = flat @ vectors.to(y.device, y.dtype) * gains
+        return (centre.to(y.device, y.dtype) + coefficients @ vectors.to(y.device, y.dtype).T).reshape(y.shape)
+
+    return Denoiser.wrap(project, image_shape)
+
+
+def support_harmonic_denoiser(mask: np.ndarray, variance: float = 0.05, mean: float = 0.5) -> Denoiser:
+    """Geometry-adaptive harmonic by construction: a Gaussian model living on the support Ω (a (H, W)
+    mask, one channel) whose covariance has the grid-Laplacian eigenvectors φ_k of Ω
+    (:func:`~biasprobe.analyses.support.grid_laplacian`, eigenvalues ν_k) and variances
+    p_k ∝ 1/(ν_k + ν_c), ν_c = 1/|Ω|, scaled to mean ``variance``; nothing varies off Ω (D = μ there)."""
+    from biasprobe.analyses.support import grid_laplacian
+
+    mask = np.asarray(mask, dtype=bool)
+    frequencies, modes = np.linalg.eigh(grid_laplacian(mask))
+    basis = np.zeros((mask.size, len(frequencies)))
+    basis[mask.ravel()] = modes
+    shape = 1.0 / (frequencies + 1.0 / mask.sum())
+    return gaussian_subspace_denoiser(basis, variance * shape / shape.mean(), (1, *mask.shape), mean)
+
+
+def random_basis_denoiser(image_shape: tuple[int, int, int], seed: int = 0, variance: float = 0.05) -> Denoiser:
+    """The Wiener filter's variances on a seeded random orthonormal basis: the same spectrum as
+    :class:`GaussianImageModel`, eigenvectors with no spatial structure (not harmonic)."""
+    d = int(np.prod(image_shape))
+    basis = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
+    spectrum = np.sort(np.tile(GaussianImageModel(image_shape, variance=variance).power_spectrum().ravel(),
+                               image_shape[0]))[::-1]
+    return gaussian_subspace_denoiser(basis, spectrum, image_shape)
+
+
+def span_shrinkage_denoiser(training: torch.Tensor) -> Denoiser:
+    """Memorizing by construction: the orthogonal projection onto the affine span of the training
+    images with Wiener shrinkage, D(y) = m + U diag(s²/(s² + σ²)) Uᵀ(y − m), where m is their mean
+    and U diag(s) the principal directions and standard deviations of the N images (rank ≤ N − 1)."""
+    flat = training.flatten(1).double().numpy()
+    mean = flat.mean(0)
+    u, s, _ = np.linalg.svd((flat - mean).T / np.sqrt(len(flat)), full_matrices=False)
+    keep = s > s[0] * 1e-8
+    return gaussian_subspace_denoiser(u[:, keep], s[keep] ** 2, tuple(training.shape[1:]), mean.reshape(training.shape[1:]))
+
+
+def posterior_mean_denoiser(training: torch.Tensor) -> Denoiser:
+    """The exact MMSE denoiser of the empirical distribution of N training images x_i:
+    D(y) = Σ_i w_i x_i with w = softmax(−‖y − x_i‖²/(2σ²)), so J = Cov_w[x]/σ²: 0 at a training
+    image (collapsed), a matrix on the span of the images' differences elsewhere (memorizing)."""
+    points = training.flatten(1).double()
+
+    def posterior(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        x = points.to(y.device, y.dtype)
+        distance = (y.flatten(1)[:, None, :] - x[None]).square().sum(-1)
+        weights = torch.softmax(-distance / (2 * sigma.view(-1, 1) ** 2), dim=1)
+        return (weights @ x).reshape(y.shape)
+
+    return Denoiser.wrap(posterior, tuple(training.shape[1:]))
+
+
+__all__ = [
+    "GaussianImageModel",
+    "gaussian_subspace_denoiser",
+    "pixelwise_shrinkage",
+    "posterior_mean_denoiser",
+    "radial_frequency",
+    "random_basis_denoiser",
+    "span_shrinkage_denoiser",
+    "support_harmonic_denoiser",
+]
