@@ -157,3 +157,26 @@ def test_cli_rejects_a_wrong_size_image(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--resize" in result.stderr
+
+
+def test_cli_side_by_side_with_training_data(tmp_path, monkeypatch):
+    """Two checkpoints, explicit --train-data: one store each with the support and the memorization
+    diagnostics, and one figure with a row per checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "set.npz", train=rng.random((12, 8, 8)), test=rng.random((12, 8, 8)))
+    first = tiny_checkpoint(tmp_path / "first.pt", "unet-bf", image_size=8)
+    second = tiny_checkpoint(tmp_path / "second.pt", "dit", image_size=8)
+    write_image(torch.rand(*SHAPE), tmp_path / "a.png")
+    common = ("--image", tmp_path / "a.png", "--sigma", "0.1", "--train-data", f"npz:{tmp_path / 'set.npz'}",
+              "--n-train", "5", "--neighbours", "3", "--held-out", "12")
+    result = run_cli("jacobian", first, second, *common, "--figure", tmp_path / "rows.png")
+    assert result.returncode == 0, result.stderr
+    assert "GAHB verdict" in result.stdout and "wrote second.jacobian.zarr" in result.stdout
+    assert (tmp_path / "rows.png").exists()
+    for name in ("first", "second"):
+        ds = bp.open(tmp_path / f"{name}.jacobian.zarr")
+        assert ds.support.attrs["method"] == "object" and ds.attrs["memorization_n_train"] == 5
+        assert ds.memorization_score.shape == (1, 1) and np.isfinite(ds.nearest_train_cosine).all()
+    refused = run_cli("jacobian", first, second, *common, "--out", tmp_path / "one.zarr")
+    assert refused.returncode == 1 and "drop --out" in refused.stderr and "Traceback" not in refused.stderr

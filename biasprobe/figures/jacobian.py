@@ -6,6 +6,13 @@
 - :func:`spectrum_figure`: λ_k against k, one curve per σ, or per labelled Dataset (checkpoint).
 - :func:`harmonic_figure`: frequency centroid and participation ratio against k, with the verdict.
 - :func:`jacobian_figure`: the three together (what ``biasprobe jacobian --figure`` draws).
+- :func:`side_by_side_figure`: An et al. Figs. 1 and 3 — one row per store (checkpoint) at the
+  same image and σ: clean, noisy, D(y), eigenvectors at chosen ranks with λ, and the GAHB and
+  memorization metrics (what ``biasprobe jacobian A.pt B.pt … --figure`` draws).
+
+A raw-output store (``output="raw"``) holds the Jacobian of the network's own output (ε̂ or
+residual): its spectrum is (1 − λ)/σ_n of the denoiser's (1 − λ for residual networks), so its
+top eigenvectors are the denoiser's bottom ones; the titles say so.
 
 Every function takes an optional ``figure`` (Figure or SubFigure) to draw into and returns it;
 no pyplot, so they render with Agg and leave no global state.
@@ -14,12 +21,13 @@ no pyplot, so they render with Agg and leave no global state.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
-from biasprobe.analyses.harmonic import gahb_summary
+from biasprobe.analyses.harmonic import gahb_summary, verdict_line
 from biasprobe.errors import InputError
 from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
 
@@ -73,8 +81,16 @@ def eigenvector_figure(
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    canvas.suptitle(f"Jacobian eigenvectors ({at.attrs.get('output', 'denoised')}), σ = {float(at.sigma):g}", fontsize=9)
+    canvas.suptitle(f"{output_title(at)}, σ = {float(at.sigma):g}", fontsize=9)
     return canvas
+
+
+def output_title(dataset: xr.Dataset) -> str:
+    """What the eigenvectors are of: the denoiser's J, or the raw output's, whose order is reversed."""
+    if dataset.attrs.get("output", "denoised") != "raw":
+        return "eigenvectors of J = ∂D(y)/∂y"
+    return ("eigenvectors of the raw output's Jacobian ∂ε̂/∂y: spectrum (1 − λ)/σ_n of D's, "
+            "its top vectors are D's bottom ones")
 
 
 def spectrum_figure(
@@ -105,24 +121,22 @@ def spectrum_figure(
 def harmonic_figure(
     source: Source, *, top: int | None = None, figure: Figure | SubFigure | None = None
 ) -> Figure | SubFigure:
-    """Frequency centroid and participation ratio of e_k against k (mean over images, one line per σ),
-    titled with harmonicity, adaptivity and the verdict per σ."""
+    """Roughness on Ω and participation ratio on Ω of e_k against k < K (mean over images, one line
+    per σ), titled with harmonicity ρ, confinement κ and the verdict with its counts per σ."""
     summary = gahb_summary(as_dataset(source), top)
     canvas = new_canvas(figure, 7.0, 3.0)
-    frequency_axis, participation_axis = canvas.subplots(1, 2)
+    roughness_axis, participation_axis = canvas.subplots(1, 2)
     lines = []
     for s in range(summary.sizes["sigma"]):
         at = summary.isel(sigma=s)
         label = f"σ = {float(at.sigma):g}"
-        frequency_axis.plot(at["rank"].values, at.frequency_centroid.mean("image").values, label=label)
+        roughness_axis.plot(at["rank"].values, at.roughness.mean("image").values, label=label)
         participation_axis.plot(at["rank"].values, at.participation_ratio.mean("image").values, label=label)
-        lines.append(
-            f"{label}: harmonicity {float(at.mean_harmonicity):.2f}, adaptivity {float(at.adaptivity):.2f}"
-            f" — {at.verdict.item()}"
-        )
-    frequency_axis.set(xlabel="k", ylabel="frequency centroid (cycles/pixel)")
-    participation_axis.set(xlabel="k", ylabel="participation ratio", yscale="log")
-    frequency_axis.legend(fontsize=7)
+        lines.append(f"{label}: ρ {float(at.mean_harmonicity):.2f}, κ {float(at.mean_confinement_excess):.2f}"
+                     f" — {verdict_line(summary, s)}")
+    roughness_axis.set(xlabel="k", ylabel=summary.roughness.attrs["long_name"])
+    participation_axis.set(xlabel="k", ylabel=summary.participation_ratio.attrs["long_name"], yscale="log")
+    roughness_axis.legend(fontsize=7)
     canvas.suptitle("\n".join(lines), fontsize=8)
     return canvas
 
@@ -137,8 +151,93 @@ def jacobian_figure(source: Source, *, image: int = 0, sigma: int = 0) -> Figure
     left, right = bottom.subfigures(1, 2, width_ratios=[1, 2])
     spectrum_figure(dataset, image=image, figure=left)
     if dataset.sizes["rank"] >= 2:
-        harmonic_figure(dataset, figure=right)
+        try:
+            harmonic_figure(dataset, figure=right)
+        except InputError as error:  # a raw-output store with top-k vectors only: no verdict to draw
+            right.text(0.5, 0.5, str(error), ha="center", va="center", wrap=True, fontsize=7)
     return canvas
 
 
-__all__ = ["default_ranks", "eigenvector_figure", "harmonic_figure", "jacobian_figure", "spectrum_figure"]
+SIDE_BY_SIDE_RANKS = (0, 2, 8, 32)
+
+
+def _metrics_text(dataset: xr.Dataset, image: int, sigma: int) -> str:
+    """The GAHB and memorization numbers of one row, one per line."""
+    try:
+        summary = gahb_summary(dataset).isel(image=image, sigma=sigma)
+    except InputError:
+        return "GAHB metrics need the\ndenoiser's top eigenvectors\n(raw top-k store)"
+    lines = [str(summary.category.item()), f"tr J {float(summary.effective_dimension):.1f}",
+             f"#λ>½ {int(summary.count_above_half)}", f"ρ {float(summary.harmonicity):.2f}  (K {int(summary.top)})",
+             f"PR_Ω {float(summary.participation):.3f}", f"κ {float(summary.confinement_excess):.2f}"]
+    if "memorization_score" in summary:
+        at = dataset.isel(image=image, sigma=sigma)
+        lines += [f"memorization {float(summary.memorization_score):.2f}",
+                  f"cos D(y)→train {float(at.nearest_train_cosine):.2f}",
+                  f"cos D(y)→held-out {float(at.nearest_held_out_cosine):.2f}"]
+    return "\n".join(lines)
+
+
+def side_by_side_figure(
+    sources: Mapping[str, Source] | Sequence[Source],
+    *,
+    image: int = 0,
+    sigma: int = 0,
+    ranks: Sequence[int] | None = None,
+) -> Figure:
+    """One row per store (e.g. per checkpoint), the same image and σ index: clean, noisy, D(y), the
+    eigenvectors e_k at ``ranks`` (default 0, 2, 8, 32, d/8, d/4, those stored) titled with λ_k,
+    and the row's metrics (category, tr J, #λ > ½, ρ, PR_Ω, κ, memorization). Colour
+    eigenvectors are drawn as their channel mean."""
+    if not isinstance(sources, Mapping):
+        sources = {Path(str(as_dataset(item).attrs.get("checkpoint", f"store {n}"))).stem: item
+                   for n, item in enumerate(sources)}
+    datasets = {label: as_dataset(item) for label, item in sources.items()}
+    if not datasets:
+        raise InputError("side_by_side_figure needs at least one store")
+    first = next(iter(datasets.values()))
+    d = int(np.prod([first.sizes[dim] for dim in ("channel", "y", "x")]))
+    stored = min(ds.sizes["rank"] for ds in datasets.values())
+    ranks = list(ranks) if ranks is not None else sorted({k for k in (*SIDE_BY_SIDE_RANKS, d // 8, d // 4) if k < stored})
+    missing = [k for k in ranks if k >= stored]
+    if missing:
+        raise InputError(f"eigenvectors {missing} are not stored in every store (only the first {stored})")
+    columns = 3 + len(ranks) + 1
+    canvas = Figure(figsize=(1.5 * columns + 1.2, 1.75 * len(datasets) + 0.5), layout="constrained")
+    axes = canvas.subplots(len(datasets), columns, squeeze=False,
+                           gridspec_kw={"width_ratios": [1] * (columns - 1) + [1.8]})
+    for row, (label, dataset) in enumerate(datasets.items()):
+        at = dataset.isel(image=image, sigma=sigma)
+        for column, name in enumerate(("clean", "noisy", "denoised")):
+            picture = at[name].transpose("y", "x", "channel").values
+            axis = axes[row, column]
+            if picture.shape[-1] == 3:
+                axis.imshow(np.clip(picture, 0, 1))
+            else:
+                axis.imshow(picture.mean(-1), cmap="gray", vmin=0, vmax=1)
+            axis.set_title({"clean": "x", "noisy": "y", "denoised": "D(y)"}[name] if row == 0 else "", fontsize=8)
+        axes[row, 0].set_ylabel(label, fontsize=8)
+        for column, k in enumerate(ranks, start=3):
+            vector = at.eigenvector.isel(rank=k).mean("channel").values
+            limit = float(np.abs(vector).max()) or 1.0
+            axes[row, column].imshow(vector, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[row, column].set_title(f"λ{k} = {float(at.eigenvalue[k]):.3g}", fontsize=7)
+        text = axes[row, -1]
+        text.axis("off")
+        text.text(0, 0.5, _metrics_text(dataset, image, sigma), fontsize=6.5, va="center", family="monospace")
+    for axis in axes[:, :-1].flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    canvas.suptitle(f"{output_title(first)}, σ = {float(first.sigma[sigma]):g}, image {image}", fontsize=9)
+    return canvas
+
+
+__all__ = [
+    "default_ranks",
+    "eigenvector_figure",
+    "harmonic_figure",
+    "jacobian_figure",
+    "output_title",
+    "side_by_side_figure",
+    "spectrum_figure",
+]
