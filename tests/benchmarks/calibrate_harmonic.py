@@ -16,19 +16,24 @@ sys.path.insert(0, str(REPOSITORY))
 
 
 def span(values) -> str:
+    """'low – high' over images and σ, to two significant digits below 0.1, else two decimals."""
     low, high = float(values.min()), float(values.max())
-    return f"{low:.2f}" if abs(high - low) < 0.005 else f"{low:.2f} – {high:.2f}"
+
+    def number(value: float) -> str:
+        return f"{value:.0f}" if float(values.max()) > 8 else (f"{value:.2g}" if abs(value) < 0.1 else f"{value:.2f}")
+
+    return number(low) if number(low) == number(high) else f"{number(low)} – {number(high)}"
 
 
 def main() -> None:
     from biasprobe.analyses.harmonic import gahb_summary, verdict_line
     from tests import gahb_references as references
 
-    print("| reference | σ | ρ | PR_Ω | κ | memorization | #λ>½ | expected | categories |\n"
+    print("| reference | σ | ρ | PR_Ω | κ | memorization | #λ>½ | expected | images per category, per σ |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case in references.cases():
         summary = gahb_summary(references.run(case))
-        lines = "; ".join(verdict_line(summary, s) for s in range(summary.sizes["sigma"]))
+        lines = "; ".join(verdict_line(summary, s).split(" (")[1].rstrip(")") for s in range(summary.sizes["sigma"]))
         print(f"| {case.name} | {', '.join(f'{s:g}' for s in case.sigmas)} | {span(summary.harmonicity)} | "
               f"{span(summary.participation)} | {span(summary.confinement_excess)} | "
               f"{span(summary.memorization_score)} | {span(summary.count_above_half)} | {case.expected} | {lines} |")
