@@ -20,7 +20,7 @@ def span(values) -> str:
     low, high = float(values.min()), float(values.max())
 
     def number(value: float) -> str:
-        return f"{value:.0f}" if float(values.max()) > 8 else (f"{value:.2g}" if abs(value) < 0.1 else f"{value:.2f}")
+        return f"{value:.0f}" if values.dtype.kind in "iu" else (f"{value:.2g}" if abs(value) < 0.1 else f"{value:.2f}")
 
     return number(low) if number(low) == number(high) else f"{number(low)} – {number(high)}"
 
