@@ -104,7 +104,8 @@ def denoiser_order(dataset: xr.Dataset) -> xr.Dataset:
         raise InputError(
             "this store holds the raw output's Jacobian (ε̂ or residual), whose top eigenvectors are the "
             "denoiser's bottom ones (λ = 1 − s·μ); GAHB metrics need the denoiser's top eigenvectors: "
-            "rerun with output='denoised', or with method='dense' and every eigenvector stored (d ≤ 1024)"
+            "rerun with {output}=denoised, or with {method}=dense and every eigenvector stored (d ≤ 1024)",
+            parameters=["output", "method"],
         )
     flipped = dataset.isel(rank=slice(None, None, -1), index=slice(None, None, -1))
     flipped = flipped.assign_coords(rank=dataset["rank"].values, index=dataset["index"].values)
@@ -180,7 +181,7 @@ def spectral_top(dataset: xr.Dataset) -> xr.DataArray:
 def _fixed_top(dataset: xr.Dataset, top: int) -> xr.DataArray:
     stored = dataset.sizes["rank"]
     if not 2 <= top <= stored:
-        raise InputError(f"top must be between 2 and the {stored} stored eigenvectors, got {top}")
+        raise InputError(f"{{top}} must be between 2 and the {stored} stored eigenvectors, got {top}", parameters=["top"])
     return xr.full_like(dataset.eigenvalue.isel(rank=0, drop=True), top, dtype=int)
 
 
@@ -229,7 +230,7 @@ def with_support(dataset: xr.Dataset, support: str = "object", **options) -> xr.
     """The Dataset with ``support`` (image, y, x): Ω of each clean image by ``support``
     (``object``, ``edges`` or ``frame``; ``options``: threshold, dilation), recorded in its attrs."""
     if support not in SUPPORTS:
-        raise InputError(f"support must be one of {SUPPORTS}, got {support!r}")
+        raise InputError(f"{{support}} must be one of {SUPPORTS}, got {support!r}", parameters=["support"])
     masks = support_masks(dataset.clean.values, support, **options)
     return dataset.assign(support=(("image", "y", "x"), masks, {
         "long_name": "support Ω of the clean image", "method": support,
@@ -252,7 +253,8 @@ def gahb_context(
 
     dataset = with_support(dataset, support, **(support_options or {}))
     if (training_images is None) != (held_out_images is None):
-        raise InputError("memorization diagnostics need both training_images and held_out_images (the control)")
+        raise InputError("memorization diagnostics need both {training_images} and {held_out_images} (the control)",
+                         parameters=["training_images", "held_out_images"])
     if training_images is not None:
         found = jacobian_memorization(dataset, training_images, held_out_images,
                                       neighbours=neighbours or NEIGHBOURS)

@@ -150,7 +150,7 @@ def jacobian_memorization(
                          f"{tuple(training_images.shape[1:])}, {tuple(held_out_images.shape[1:])} and "
                          f"{dataset.clean.shape[1:]}")
     if neighbours < 1:
-        raise InputError(f"neighbours must be at least 1, got {neighbours}")
+        raise InputError(f"{{neighbours}} must be at least 1, got {neighbours}", parameters=["neighbours"])
     count = min(neighbours, len(training))
     ranks = tuple(k for k in ranks if k <= dataset.sizes["rank"]) or (dataset.sizes["rank"],)
     top = max(ranks)
@@ -163,8 +163,8 @@ def jacobian_memorization(
         clean = torch.as_tensor(dataset.clean.values[i]).double().flatten()
         others = held_out[(held_out - clean).abs().amax(1) > 1e-6]
         if len(others) < count:
-            raise InputError(f"held_out_images needs at least {count} images other than the analysed ones, "
-                             f"got {len(others)}")
+            raise InputError(f"{{held_out_images}} needs at least {count} images other than the analysed ones, "
+                             f"got {len(others)}", parameters=["held_out_images"])
         for s in range(sizes[1]):
             at = dataset.isel(image=i, sigma=s)
             denoised = torch.as_tensor(at.denoised.values).double().flatten()

@@ -42,7 +42,7 @@ def support_mask(
 ) -> np.ndarray:
     """Ω of one clean image (C, H, W) in [0, 1], as a boolean (H, W) array (see the module docstring)."""
     if method not in SUPPORTS:
-        raise InputError(f"support must be one of {SUPPORTS}, got {method!r}")
+        raise InputError(f"{{support}} must be one of {SUPPORTS}, got {method!r}", parameters=["support"])
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 3:
         raise InputError(f"support_mask takes one (C, H, W) image, got shape {image.shape}")
