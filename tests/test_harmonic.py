@@ -135,3 +135,13 @@ def test_raw_output_maps_back_or_refuses(tmp_path):
     top = jacobian(denoiser, image, sigmas=[0.2], output="raw", top_k=8, method="randomized")
     with pytest.raises(InputError, match="bottom ones"):
         gahb_summary(top)
+
+
+def test_verdict_is_the_most_frequent_category_or_a_split():
+    from biasprobe.analyses.harmonic import most_frequent
+
+    counts = np.zeros(len(CATEGORIES), dtype=int)
+    counts[[3, 6]] = [2, 1]
+    assert most_frequent(counts) == CATEGORIES[3]
+    counts[6] = 2
+    assert most_frequent(counts) == f"split: {CATEGORIES[3]} / {CATEGORIES[6]}"

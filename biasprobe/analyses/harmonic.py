@@ -24,7 +24,8 @@ constant, exact memorization); *memorizing* (memorization score ≥ :data:`MEMOR
 *undetermined (degenerate spectrum)* (spread < :data:`SPREAD_THRESHOLD`); *geometry-adaptive
 harmonic* (ρ ≥ :data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and
 κ ≥ :data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*.
-The verdict per σ is the most frequent category over the images, with the counts behind it.
+The verdict per σ is the most frequent category over the images (``split: A / B`` on a tie), with
+the counts behind it.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     count = xr.DataArray(counts, dims=("sigma", "label"),
                          coords={"sigma": dataset.sigma, "label": list(CATEGORIES)},
                          attrs={"long_name": "images per category"})
-    verdict = xr.DataArray([CATEGORIES[int(np.argmax(row))] for row in counts], dims="sigma",
+    verdict = xr.DataArray([most_frequent(row) for row in counts], dims="sigma",
                            coords={"sigma": dataset.sigma}, attrs={"long_name": "most frequent category"})
     return xr.Dataset(
         {
@@ -367,6 +368,12 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     )
 
 
+def most_frequent(counts: np.ndarray) -> str:
+    """The category with the most images, or ``split: A / B`` when several share the largest count."""
+    leaders = [name for name, count in zip(CATEGORIES, counts) if count == counts.max()]
+    return leaders[0] if len(leaders) == 1 else "split: " + " / ".join(leaders)
+
+
 def verdict_line(summary: xr.Dataset, sigma: int) -> str:
     """'verdict (n₁ category₁, n₂ category₂ …)' for one σ, counting only non-empty categories."""
     at = summary.isel(sigma=sigma)
@@ -389,6 +396,7 @@ __all__ = [
     "frequency_centroid",
     "gahb_context",
     "gahb_summary",
+    "most_frequent",
     "participation_ratio",
     "raw_scale",
     "roughness",
