@@ -1,7 +1,9 @@
 """Reports over stores: every store kind renders, the index carries provenance, user files are safe."""
 
+import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
@@ -107,3 +109,30 @@ def test_the_page_escapes_html_and_keeps_code_spans():
     page = html_page(blocks, "t")
     assert "a &lt;b&gt; &amp; <code>x|y</code>" in page and "<td><code>c</code></td>" in page
     assert "| a\\|b | `c` |" in markdown(blocks)
+
+
+def _visible_labels(axis):
+    renderer = axis.figure.canvas.get_renderer()
+    ticks = [*axis.xaxis.get_major_ticks(), *axis.xaxis.get_minor_ticks()]
+    return [t.label1.get_window_extent(renderer) for t in ticks if t.label1.get_visible() and t.label1.get_text()]
+
+
+def test_the_gap_figure_has_readable_log_ticks_and_legends_off_the_curves(stores):
+    """Eight σ over 0.02 … 0.5 once printed overlapping minor labels, and the legends sat on the curves."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from biasprobe.figures.generalization import plot_gap
+
+    gap = bp.open(stores["gap"])
+    blind = bp.open(stores["gap"]).assign_coords(t=("sigma", np.full(gap.sizes["sigma"], np.nan)))  # no schedule
+    figure = plot_gap({f"model {i}": blind + i for i in range(7)})
+    FigureCanvasAgg(figure).draw()
+    for axis in figure.axes:
+        assert axis.get_xscale() == "log"
+        boxes = sorted(_visible_labels(axis), key=lambda box: box.x0)
+        assert len(boxes) >= 3 and all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes))
+        legend = figure.legends[0].get_window_extent()
+        assert not legend.overlaps(axis.get_window_extent())
+    assert not any(axis.get_legend() for axis in figure.axes)
+    scheduled = plot_gap(gap)  # the tiny DiT has a schedule: Fig. 2's axis, the diffusion step
+    assert all(axis.get_xlabel() == "diffusion step t" and axis.get_xscale() == "linear" for axis in scheduled.axes)
