@@ -136,3 +136,13 @@ def test_the_gap_figure_has_readable_log_ticks_and_legends_off_the_curves(stores
     assert not any(axis.get_legend() for axis in figure.axes)
     scheduled = plot_gap(gap)  # the tiny DiT has a schedule: Fig. 2's axis, the diffusion step
     assert all(axis.get_xlabel() == "diffusion step t" and axis.get_xscale() == "linear" for axis in scheduled.axes)
+
+
+def test_several_stores_of_one_analysis_are_also_drawn_together(stores, tmp_path):
+    other = bp.open(stores["gap"])
+    other.attrs["checkpoint"] = "elsewhere/b.pt"
+    second = bp.save(other, tmp_path / "b.gap.zarr")
+    result = bp.report([stores["gap"], second, stores["jacobian"]], tmp_path / "report")
+    page = result.index.read_text()
+    assert "## All gap stores together" in page and "All jacobian" not in page
+    assert (tmp_path / "report" / "all.gap.png").stat().st_size > 5_000

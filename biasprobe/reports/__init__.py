@@ -4,6 +4,6 @@
 - :mod:`biasprobe.reports.paper` is the recipe of An et al.'s figures over a checkpoint zoo.
 """
 
-from biasprobe.reports.stores import FIGURES, NUMBERS, Report, StoreFigure, register, report
+from biasprobe.reports.stores import FIGURES, NUMBERS, TOGETHER, Report, StoreFigure, register, report
 
-__all__ = ["FIGURES", "NUMBERS", "Report", "StoreFigure", "register", "report"]
+__all__ = ["FIGURES", "NUMBERS", "TOGETHER", "Report", "StoreFigure", "register", "report"]

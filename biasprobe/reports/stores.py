@@ -62,16 +62,23 @@ FIGURES: dict[str, list[StoreFigure]] = {}
 NUMBERS: dict[str, Callable[[xr.Dataset], list[tuple[str, str]]]] = {}
 """The key numbers of each analysis as (quantity, value) rows for the index page."""
 
+TOGETHER: dict[str, StoreFigure] = {}
+"""The overlay of several stores of one analysis: its ``draw`` and ``applies`` take {label: Dataset}."""
+
 
 def register(
     analysis: str,
     figures: Sequence[StoreFigure],
     numbers: Callable[[xr.Dataset], list[tuple[str, str]]] | None = None,
+    together: StoreFigure | None = None,
 ) -> None:
-    """Make stores whose ``analysis`` attr is ``analysis`` render ``figures`` (and ``numbers``)."""
+    """Make stores whose ``analysis`` attr is ``analysis`` render ``figures``, list ``numbers``, and,
+    when a report has several such stores, draw them ``together`` in one figure."""
     FIGURES[analysis] = list(figures)
     if numbers is not None:
         NUMBERS[analysis] = numbers
+    if together is not None:
+        TOGETHER[analysis] = together
 
 
 def label(path: str | os.PathLike | None, fallback: str = "denoiser") -> str:
@@ -198,18 +205,44 @@ def _single(dataset: xr.Dataset) -> bool:
     return "checkpoint" not in dataset.dims
 
 
+def _same_first_sigma(datasets: dict[str, xr.Dataset]) -> bool:
+    first = float(next(iter(datasets.values())).sigma[0])
+    return all(np.isclose(ds.sigma.values, first, rtol=1e-6).any() for ds in datasets.values())
+
+
+def _draw_gaps(datasets: dict[str, xr.Dataset]) -> Figure:
+    from biasprobe.figures.generalization import plot_gap
+
+    return plot_gap(datasets)
+
+
+def _draw_spectra_together(datasets: dict[str, xr.Dataset]) -> Figure:
+    from biasprobe.figures.jacobian import spectrum_figure
+
+    return spectrum_figure(datasets)
+
+
+def _draw_profiles_together(datasets: dict[str, xr.Dataset]) -> Figure:
+    from biasprobe.figures.locality import locality_profile_figure
+
+    return locality_profile_figure(datasets)
+
+
 register("gap", [StoreFigure("gap", "Output PSNR on training and test images and their gap against the noise "
-                             "level (An et al. Fig. 2)", _draw_gap)], _gap_numbers)
+                             "level (An et al. Fig. 2)", _draw_gap)], _gap_numbers,
+         StoreFigure("gap", "The gap of every store, one colour per checkpoint (An et al. Fig. 2)", _draw_gaps))
 register("jacobian", [
     StoreFigure("jacobian", "Jacobian eigenvectors at the first image and σ, spectrum and GAHB metrics "
                 "(An et al. Figs. 1 and 3)", _draw_jacobian, _single),
     StoreFigure("spectrum", "Jacobian eigenvalue spectra, one curve per checkpoint", _draw_spectra, _swept),
-], _jacobian_numbers)
+], _jacobian_numbers, StoreFigure("spectrum", "Jacobian eigenvalue spectra of every store at its first σ "
+                                  "(An et al. Fig. 3)", _draw_spectra_together))
 register("locality", [
     StoreFigure("locality", "Attention maps (An et al. Fig. 4, when stored) above the mean attention distance "
                 "per layer and per head", _draw_locality, _single),
     StoreFigure("profile", "Mean attention distance per layer, one line per checkpoint", _draw_profiles, _swept),
-], _locality_numbers)
+], _locality_numbers, StoreFigure("profile", "Mean attention distance per layer of every store, at the first σ "
+                                  "of the first", _draw_profiles_together, _same_first_sigma))
 register("memorization", [StoreFigure("samples", "Samples (top) above their nearest training images, with the "
                                       "mean-removed cosine similarity", _draw_samples)], _memorization_numbers)
 register("compare", [StoreFigure("compare", "Two checkpoints side by side: gap, Jacobian spectra, attention "
@@ -254,14 +287,21 @@ def report(
                          f"reports render {', '.join(sorted(FIGURES))}")
     folder = ReportFolder(out, on_file)
     stems = _unique_stems(paths)
+    groups = {analysis: group for analysis, group in _groups(datasets, stems).items()
+              if analysis in TOGETHER and TOGETHER[analysis].applies(group)}
     planned = [f"{_figure_stem(stems[p], f.name)}.{fmt}" for p, ds in datasets.items()
                for f in FIGURES[ds.attrs["analysis"]] if f.applies(ds) for fmt in ("png", "pdf")]
+    planned += [f"all.{analysis}.{fmt}" for analysis in groups for fmt in ("png", "pdf")]
     folder.check([*planned, "index.md", "index.html"])
     from biasprobe import __version__
 
     blocks: list[Block] = [Heading(title, 1), Text(
         f"Rendered by biasprobe {__version__} from {len(paths)} store{'s' * (len(paths) != 1)}; every figure is "
         "drawn from its store alone (PNG inline, PDF linked).")]
+    for analysis, group in groups.items():
+        item = TOGETHER[analysis]
+        names = folder.write_figure(item.draw(group), f"all.{analysis}")
+        blocks += [Heading(f"All {analysis} stores together"), Picture(names["png"], names["pdf"], item.caption)]
     for path, dataset in track(datasets.items(), "rendering stores", len(datasets), progress):
         blocks += store_section(path, dataset, stems[path], folder)
     written = [folder.write_text("index.md", markdown(blocks)), folder.write_text("index.html", html_page(blocks, title))]
@@ -294,6 +334,24 @@ def provenance_rows(dataset: xr.Dataset) -> list[tuple[str, str]]:
             rows.append((name, f"`{value}`" if key in ("checkpoint", "checkpoint_b", "command") or "sha256" in key
                          else value))
     return rows
+
+
+def _groups(datasets: dict[Path, xr.Dataset], stems: dict[Path, str]) -> dict[str, dict[str, xr.Dataset]]:
+    """{analysis: {label: Dataset}} of the analyses with two or more single-checkpoint stores; labels are
+    checkpoint names, or store names where two stores share a checkpoint."""
+    grouped: dict[str, dict[Path, xr.Dataset]] = {}
+    for path, dataset in datasets.items():
+        if "checkpoint" not in dataset.dims:
+            grouped.setdefault(dataset.attrs["analysis"], {})[path] = dataset
+    result = {}
+    for analysis, members in grouped.items():
+        if len(members) < 2:
+            continue
+        labels = [label(ds.attrs.get("checkpoint"), stems[path]) for path, ds in members.items()]
+        if len(set(labels)) < len(labels):
+            labels = [stems[path] for path in members]
+        result[analysis] = dict(zip(labels, members.values(), strict=True))
+    return result
 
 
 def _unique_stems(paths: list[Path]) -> dict[Path, str]:
