@@ -50,3 +50,28 @@ def stores(
     result = bp.report(paths, out, title=title, progress=True, on_file=echo_file)
     figures = sum(1 for path in result.files if path.suffix == ".png")
     typer.echo(f"report of {len(paths)} store(s), {figures} figure(s): open {result.html}")
+
+
+@app.command("paper")
+def paper(
+    zoo: Annotated[Path, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md).")] = Path("data/zoo"),
+    out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses.")] = Path(
+        "reports/paper"),
+    recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
+    k: Annotated[int, typer.Option("--k", help="Images per split for the gap and the nearest-image search.")] = 300,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
+) -> None:
+    """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, and Kadkhodaie et al.'s two-model figure, from a zoo.
+
+    Finds the zoo's model for every cell each figure needs, reuses the cached store of each analysis (same
+    checkpoint sha256 and parameters) or computes it, and draws from the stores. What the zoo lacks is
+    listed by name on the page; nothing is drawn without its models. `--zoo data/checkpoints` runs it on the
+    small shipped zoo.
+    """
+    from biasprobe_cli.options import resolve_device
+
+    from biasprobe.reports.paper import Settings, paper_report
+
+    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings(k=k),
+                          progress=True, on_file=echo_file)
+    typer.echo(f"paper report: open {result.html}")

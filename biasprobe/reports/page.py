@@ -2,7 +2,7 @@
 
 Blocks are plain data (:class:`Heading`, :class:`Text`, :class:`Table`, :class:`Picture`), so the
 store report and the paper recipe build pages the same way and the two formats never drift.
-Text may hold ``code spans`` in backticks; everything else is escaped.
+Text may hold ``code spans`` in backticks, ``**bold**`` and ``[links](target)``; everything else is escaped.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def html_page(blocks: Sequence[Block], title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escaped text with `code spans` as <code> and [label](target) as links."""
+    """Escaped text with `code spans` as <code>, **bold** as <strong> and [label](target) as links."""
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
     return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
