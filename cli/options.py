@@ -55,6 +55,7 @@ FLAGS = {
     "timesteps": "--t",
     "top_k": "--top-k",
     "vae": "--vae",
+    "zoo": "--zoo",
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""

@@ -68,7 +68,8 @@ def test_the_folder_of_a_user_is_never_written(stores, tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     result = run_cli("report", stores["gap"], "--out", mine)
-    assert result.returncode == 1 and "did not write" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "did not write" in result.stderr and "--out" in result.stderr
+    assert "Traceback" not in result.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
@@ -146,3 +147,10 @@ def test_several_stores_of_one_analysis_are_also_drawn_together(stores, tmp_path
     page = result.index.read_text()
     assert "## All gap stores together" in page and "All jacobian" not in page
     assert (tmp_path / "report" / "all.gap.png").stat().st_size > 5_000
+
+
+def test_every_registered_analysis_has_report_figures():
+    from biasprobe.analyses.base import ANALYSES
+    from biasprobe.reports import FIGURES, NUMBERS
+
+    assert set(ANALYSES) <= set(FIGURES) and set(ANALYSES) <= set(NUMBERS)

@@ -40,16 +40,17 @@ class ReportFolder:
     def _claim(self) -> dict:
         path = self.path
         if path.exists() and not path.is_dir():
-            raise InputError(f"{path} is a file, not a folder; choose another --out folder")
+            raise InputError(f"{path} is a file, not a folder; choose another " + "{out} folder", parameters=["out"])
         if (path / MARK).exists():
             try:
                 return json.loads((path / MARK).read_text())
             except (OSError, ValueError):
-                raise InputError(f"{path / MARK} is unreadable; delete it or choose another --out folder") from None
+                raise InputError(f"{path / MARK} is unreadable; delete it or choose another " + "{out} folder",
+                                 parameters=["out"]) from None
         if path.exists() and any(path.iterdir()):
             raise InputError(
-                f"{path} holds files that biasprobe report did not write; choose another --out folder (or an empty one)"
-            )
+                f"{path} holds files that biasprobe report did not write; choose another " + "{out} folder (or an "
+                "empty one)", parameters=["out"])
         path.mkdir(parents=True, exist_ok=True)
         return {}
 
@@ -63,8 +64,7 @@ class ReportFolder:
         if foreign:
             raise InputError(
                 f"{self.path / foreign[0]} exists and was not written by biasprobe report; move it or choose "
-                "another --out folder"
-            )
+                "another {out} folder", parameters=["out"])
 
     def _target(self, name: str) -> Path:
         self.check([name])

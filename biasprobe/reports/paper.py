@@ -99,7 +99,7 @@ def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
     manifest = folder / "manifest.json"
     if not manifest.exists():
         raise InputError(f"no zoo manifest at {manifest}: train the paper zoo (docs/reports.md) or pass "
-                         "--zoo data/checkpoints for the small shipped zoo")
+                         "{zoo} data/checkpoints for the small shipped zoo", parameters=["zoo"])
     try:
         entries = json.loads(manifest.read_text())["checkpoints"]
         return [_model(folder, entry) for entry in entries]
