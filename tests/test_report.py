@@ -54,12 +54,14 @@ def test_every_store_kind_renders_png_pdf_and_an_index(stores, tmp_path):
 
 def test_a_swept_store_draws_one_curve_per_checkpoint(stores, tmp_path):
     gap = bp.open(stores["gap"])
-    swept = xr.concat([gap, gap + 1.0], dim="checkpoint").assign_coords(checkpoint=["dit-n10", "dit-n1000"])
+    swept = xr.concat([gap, gap + 1.0], dim="checkpoint").assign_coords(
+        checkpoint=["dit-n10", "dit-n1000"], checkpoint_sha256=("checkpoint", ["a" * 64, "b" * 64]))
     swept.attrs = gap.attrs
     path = bp.save(swept, tmp_path / "sweep.gap.zarr")
     result = bp.report([path], tmp_path / "report")
     page = result.index.read_text()
     assert "average gap, dit-n10 |" in page and "average gap, dit-n1000 |" in page
+    assert f"| checkpoint dit-n1000 sha256 | `{'b' * 64}` |" in page
     assert (tmp_path / "report" / "sweep.gap.png").exists()
 
 

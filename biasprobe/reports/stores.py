@@ -90,9 +90,16 @@ def label(path: str | os.PathLike | None, fallback: str = "denoiser") -> str:
 
 
 def per_checkpoint(dataset: xr.Dataset) -> dict[str, xr.Dataset]:
-    """{checkpoint name: its Dataset}: one entry per value of a ``checkpoint`` dimension, else one."""
+    """{checkpoint name: its Dataset}: one entry per value of a ``checkpoint`` dimension (a sweep store is
+    split into the Datasets its analysis returned), else the one Dataset."""
     if "checkpoint" not in dataset.dims:
         return {label(dataset.attrs.get("checkpoint")): dataset}
+    try:  # sweep stores (biasprobe.sweeps) keep each checkpoint's own attrs
+        from biasprobe.sweeps.store import is_sweep, split
+    except ImportError:
+        is_sweep = None
+    if is_sweep is not None and is_sweep(dataset):
+        return {label(name, name): part for name, part in split(dataset).items()}
     return {label(str(name), str(name)): dataset.sel(checkpoint=name) for name in dataset.checkpoint.values}
 
 
@@ -333,6 +340,9 @@ def provenance_rows(dataset: xr.Dataset) -> list[tuple[str, str]]:
             value = str(dataset.attrs[key])
             rows.append((name, f"`{value}`" if key in ("checkpoint", "checkpoint_b", "command") or "sha256" in key
                          else value))
+    if "checkpoint_sha256" in dataset.coords and "checkpoint" in dataset.dims:  # a sweep: one row per checkpoint
+        for name, sha in zip(dataset.checkpoint.values, dataset.checkpoint_sha256.values, strict=True):
+            rows.append((f"checkpoint {name} sha256", f"`{sha}`"))
     return rows
 
 
