@@ -299,6 +299,7 @@ def _draw_attention(found: dict[Cell, list[xr.Dataset]]) -> Figure:
 
 
 def _draw_twins(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
+    import torch
     from matplotlib.figure import Figure
 
     from biasprobe.analyses.memorization import paired_similarity
@@ -314,8 +315,6 @@ def _draw_twins(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     figure = Figure(figsize=(1.2 * count + 1.2, 2.6 * len(pairs)), layout="constrained")
     rows = figure.subfigures(len(pairs), 1, squeeze=False)[:, 0]
     for row, (n, (first, second)) in zip(rows, pairs.items()):
-        import torch
-
         similarity = paired_similarity(*(torch.from_numpy(ds.sample_image.values) for ds in (first, second)))
         axes = row.subplots(2, count, squeeze=False)
         for r, dataset in enumerate((first, second)):
@@ -406,6 +405,7 @@ def paper_report(
     settings = settings or Settings()
     models = read_zoo(zoo)
     folder = ReportFolder(out, on_file)
+    folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
     found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
     work = sorted({(item.analysis, model) for item in items for models_ in found[item.key].values()
                    for model in models_}, key=lambda pair: (pair[0], pair[1].name))
