@@ -59,6 +59,8 @@ def paper(
         "reports/paper"),
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
     k: Annotated[int, typer.Option("--k", help="Images per split for the gap and the nearest-image search.")] = 300,
+    only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
+                                                  "fig3, fig4, fig6, table2, table3, twins).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
 ) -> None:
     """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, and Kadkhodaie et al.'s two-model figure, from a zoo.
@@ -70,8 +72,8 @@ def paper(
     """
     from biasprobe_cli.options import resolve_device
 
-    from biasprobe.reports.paper import Settings, paper_report
+    from biasprobe.reports.paper import Settings, paper_items, paper_report
 
     result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings(k=k),
-                          progress=True, on_file=echo_file)
+                          items=paper_items(only.split(",") if only else None), progress=True, on_file=echo_file)
     typer.echo(f"paper report: open {result.html}")

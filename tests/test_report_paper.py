@@ -86,3 +86,11 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):
 def test_cli_without_a_zoo_says_what_to_do(tmp_path):
     result = run_cli("report", "paper", "--zoo", tmp_path / "nothing", "--out", tmp_path / "out")
     assert result.returncode == 1 and "no zoo manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_picks_items_by_key_and_refuses_unknown_ones(tmp_path):
+    from biasprobe.reports.paper import paper_items
+
+    assert [item.key for item in paper_items(["fig6", "fig2"])] == ["fig2", "fig6"]
+    result = run_cli("report", "paper", "--zoo", tmp_path, "--only", "fig5")
+    assert result.returncode == 1 and "--only takes fig1, fig2" in result.stderr
