@@ -124,11 +124,11 @@ def test_the_gap_figure_has_readable_log_ticks_and_legends_off_the_curves(stores
     """Eight σ over 0.02 … 0.5 once printed overlapping minor labels, and the legends sat on the curves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
 
     gap = bp.open(stores["gap"])
     blind = bp.open(stores["gap"]).assign_coords(t=("sigma", np.full(gap.sizes["sigma"], np.nan)))  # no schedule
-    figure = plot_gap({f"model {i}": blind + i for i in range(7)})
+    figure = gap_figure({f"model {i}": blind + i for i in range(7)})
     FigureCanvasAgg(figure).draw()
     for axis in figure.axes:
         assert axis.get_xscale() == "log"
@@ -137,7 +137,7 @@ def test_the_gap_figure_has_readable_log_ticks_and_legends_off_the_curves(stores
         legend = figure.legends[0].get_window_extent()
         assert not legend.overlaps(axis.get_window_extent())
     assert not any(axis.get_legend() for axis in figure.axes)
-    scheduled = plot_gap(gap)  # the tiny DiT has a schedule: Fig. 2's axis, the diffusion step
+    scheduled = gap_figure(gap)  # the tiny DiT has a schedule: Fig. 2's axis, the diffusion step
     assert all(axis.get_xlabel() == "diffusion step t" and axis.get_xscale() == "linear" for axis in scheduled.axes)
 
 

@@ -232,9 +232,9 @@ def _mean_over_seeds(datasets: list[xr.Dataset]) -> xr.Dataset:
 
 
 def _draw_gaps(found: dict[Cell, list[xr.Dataset]]) -> Figure:
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
 
-    return plot_gap({_cell_label(cell, runs): _mean_over_seeds(runs) for cell, runs in found.items()})
+    return gap_figure({_cell_label(cell, runs): _mean_over_seeds(runs) for cell, runs in found.items()})
 
 
 def _cell_label(cell: Cell, runs: list[xr.Dataset]) -> str:

@@ -107,9 +107,9 @@ def per_checkpoint(dataset: xr.Dataset) -> dict[str, xr.Dataset]:
 
 
 def _draw_gap(dataset: xr.Dataset) -> Figure:
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
 
-    return plot_gap(per_checkpoint(dataset))
+    return gap_figure(per_checkpoint(dataset))
 
 
 def _gap_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
@@ -173,9 +173,9 @@ def _locality_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def _draw_samples(dataset: xr.Dataset) -> Figure:
-    from biasprobe.figures.generalization import plot_nearest
+    from biasprobe.figures.generalization import nearest_figure
 
-    return plot_nearest(dataset)
+    return nearest_figure(dataset)
 
 
 def _memorization_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
@@ -218,9 +218,9 @@ def _same_first_sigma(datasets: dict[str, xr.Dataset]) -> bool:
 
 
 def _draw_gaps(datasets: dict[str, xr.Dataset]) -> Figure:
-    from biasprobe.figures.generalization import plot_gap
+    from biasprobe.figures.generalization import gap_figure
 
-    return plot_gap(datasets)
+    return gap_figure(datasets)
 
 
 def _draw_spectra_together(datasets: dict[str, xr.Dataset]) -> Figure:
