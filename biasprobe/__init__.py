@@ -7,6 +7,7 @@
 >>> g = bp.gap(d, train_images, test_images)           # xarray.Dataset
 >>> bp.save(j, "x.zarr"); j = bp.open("x.zarr")
 >>> bp.sweep("gap", ["a.pt", "b.pt"], "gap.zarr")        # many checkpoints, one store
+>>> bp.report(["x.zarr"], "report")                   # figures + index.md / index.html
 """
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ from biasprobe.analyses.memorization import memorization
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import BiasprobeError, CheckpointError, InputError
 from biasprobe.formats import load
+from biasprobe.reports import report
 from biasprobe.schedules import Schedule
 from biasprobe.store import open, save
 from biasprobe.sweeps import sweep
@@ -39,6 +41,7 @@ __all__ = [
     "locality",
     "memorization",
     "open",
+    "report",
     "save",
     "sweep",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality, sweep
+from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality, report, sweep
 from biasprobe_cli import train as training
 from biasprobe_cli.options import FLAGS
 
@@ -29,6 +29,7 @@ app.command("sample")(generalization.sample)
 app.command("compare")(generalization.compare)
 app.command("demo")(demo.demo)
 app.add_typer(sweep.app, name="sweep")
+app.add_typer(report.app, name="report")
 
 
 def main() -> None:

@@ -47,14 +47,16 @@ FLAGS = {
     "data_dir": "--data-dir",
     "image_size": "--image-size",
     "n_train": "--n-train N",
+    "only": "--only",
     "out": "--out",
     "resize": "--resize",
-    "scheduler": "--scheduler",
     "save_maps": "--save-maps",
+    "scheduler": "--scheduler",
     "sigmas": "--sigma",
     "timesteps": "--t",
     "top_k": "--top-k",
     "vae": "--vae",
+    "zoo": "--zoo",
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""

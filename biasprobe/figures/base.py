@@ -53,3 +53,14 @@ def _label(dataset: xr.Dataset, index: int) -> str:
 def new_canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
     """``figure`` if given, else a new constrained-layout Figure (Agg, no global pyplot state)."""
     return Figure(figsize=(width, height), layout="constrained") if figure is None else figure
+
+
+def log_ticks(axis, which: str = "x") -> None:
+    """Label a log axis at 1, 2 and 5 × 10ᵏ in plain numbers (0.02, 0.05, 0.1 …) and leave the minor
+    ticks unlabelled, so that short ranges do not print overlapping minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = axis.xaxis if which == "x" else axis.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())

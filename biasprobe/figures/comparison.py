@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from biasprobe.figures.base import Source, as_dataset, new_canvas
+from biasprobe.figures.base import Source, as_dataset, log_ticks, new_canvas
 
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
@@ -29,15 +30,18 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
             layer_axis.plot(dataset.layer, row.mean_distance, marker="o", **style)
     gap_axis.set(xscale="log", xlabel="noise level σ", ylabel="train − test PSNR (dB)", title="generalization gap")
     gap_axis.axhline(0, color="0.5", linewidth=0.8)
+    log_ticks(gap_axis)
+    if "mean_distance" in dataset:
+        layer_axis.set_xticks(dataset.layer.values)
     spectrum_axis.set(xlabel="rank k", ylabel="eigenvalue λ_k",
                       title=f"Jacobian at σ = {dataset.attrs.get('sigma', float('nan')):.3g}; "
                             f"overlap {float(dataset.eigenspace_overlap):.2f}")
     layer_axis.set(xlabel="attention layer", ylabel="mean attention distance (px)", title="attention locality")
     for axis in (gap_axis, spectrum_axis, layer_axis):
-        if axis.lines:
-            axis.legend(fontsize="small")
-        else:
+        if not axis.lines:
             axis.text(0.5, 0.5, "not available", ha="center", va="center", transform=axis.transAxes)
+    handles = [Line2D([], [], color=colours[c], label=names[c]) for c in dataset.checkpoint.values]
+    top.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)  # off the curves
     if "sample_image" in dataset:
         _samples(bottom, dataset, names)
     return fig

@@ -9,8 +9,9 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.lines import Line2D
 
-from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, log_ticks, new_canvas
 
 
 def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
@@ -22,30 +23,36 @@ def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
 
 
 def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
-    """Left: mean PSNR on train (solid) and test (dashed) images against noise; right: the gap ± 1 s.e.
+    """Left: mean PSNR on train (solid) and test (dashed) images against noise; right: the gap ± 1 s.e.;
+    one legend below both panels, so that it never covers a curve.
 
     ``sources`` is one gap Dataset/store, a mapping from a label (a checkpoint, an N) to one each, or a
     sweep store (one curve per checkpoint).
     """
     datasets = as_datasets(sources)
-    fig = new_canvas(figure, 10, 3.8)
+    fig = new_canvas(figure, 10, 4.2)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))
     coordinate, xlabel, log = _noise_axis(list(datasets.values()))
+    handles = []
     for colour, (label, dataset) in zip(colours, datasets.items()):
         x = dataset[coordinate].values
-        psnr_axis.plot(x, dataset.mean_psnr.sel(split="train"), color=colour, label=f"{label} train")
-        psnr_axis.plot(x, dataset.mean_psnr.sel(split="test"), color=colour, linestyle="--", label=f"{label} test")
-        gap_axis.plot(x, dataset.gap, color=colour, label=f"{label}: average {float(dataset.average_gap):.2f} dB")
+        psnr_axis.plot(x, dataset.mean_psnr.sel(split="train"), color=colour)
+        psnr_axis.plot(x, dataset.mean_psnr.sel(split="test"), color=colour, linestyle="--")
+        handles += gap_axis.plot(x, dataset.gap, color=colour, label=f"{label}: average {float(dataset.average_gap):.2f} dB")
         gap_axis.fill_between(x, dataset.gap - dataset.gap_sem, dataset.gap + dataset.gap_sem, color=colour, alpha=0.2)
-        for axis in (psnr_axis, gap_axis):
-            axis.set_xlabel(xlabel)
-            axis.set_xscale("log" if log else "linear")
+    for axis in (psnr_axis, gap_axis):
+        axis.set_xlabel(xlabel)
+        if log:
+            axis.set_xscale("log")
+            log_ticks(axis)
     psnr_axis.set_ylabel("output PSNR (dB)")
     gap_axis.set_ylabel("train − test PSNR (dB)")
     gap_axis.axhline(0, color="0.5", linewidth=0.8)
-    psnr_axis.legend(fontsize="small")
-    gap_axis.legend(fontsize="small")
+    handles += [Line2D([], [], color="0.3", label="train images"),
+                Line2D([], [], color="0.3", linestyle="--", label="test images")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize="small",
+               frameon=False)
     return fig.figure if isinstance(fig, SubFigure) else fig
 
 

@@ -1,0 +1,134 @@
+"""The output folder of a report: written only where biasprobe wrote before, never over a user's files.
+
+A folder is the report's when it did not exist, was empty, or holds the mark file
+``.biasprobe-report.json`` that lists what earlier reports wrote there. Any other folder is
+refused. Inside its folder a report replaces only the files the mark lists (each write is atomic:
+a temporary sibling, then a rename), records every name in the mark *before* writing it (an
+interrupted run can be rerun), and at the end removes the rendered files of earlier runs that this
+run no longer writes. Cached stores (``stores``) are kept across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from biasprobe.errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MARK = ".biasprobe-report.json"
+FIGURE_FORMATS = ("png", "pdf")
+DPI = 150
+
+
+class ReportFolder:
+    """Claim ``path`` for a report (see the module doc); ``on_file`` hears of every file written."""
+
+    def __init__(self, path: str | os.PathLike, on_file: Callable[[Path], None] | None = None):
+        self.path = Path(path)
+        self.on_file = on_file or (lambda path: None)
+        self.previous = self._claim()
+        self.files: list[str] = []
+        self.stores: set[str] = set(self.previous.get("stores", []))
+
+    def _claim(self) -> dict:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file, not a folder; choose another " + "{out} folder", parameters=["out"])
+        if (path / MARK).exists():
+            try:
+                return json.loads((path / MARK).read_text())
+            except (OSError, ValueError):
+                raise InputError(f"{path / MARK} is unreadable; delete it or choose another " + "{out} folder",
+                                 parameters=["out"]) from None
+        if path.exists() and any(path.iterdir()):
+            raise InputError(
+                f"{path} holds files that biasprobe report did not write; choose another " + "{out} folder (or an "
+                "empty one)", parameters=["out"])
+        path.mkdir(parents=True, exist_ok=True)
+        return {}
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` (relative to the folder) is free or was written by a report."""
+        return not (self.path / name).exists() or name in self.previous.get("files", []) or name in self.stores
+
+    def check(self, names: list[str]) -> None:
+        """Refuse, before anything is written, if one of ``names`` is a file the report did not write."""
+        foreign = [name for name in names if not self.owns(name)]
+        if foreign:
+            raise InputError(
+                f"{self.path / foreign[0]} exists and was not written by biasprobe report; move it or choose "
+                "another {out} folder", parameters=["out"])
+
+    def _target(self, name: str) -> Path:
+        self.check([name])
+        if name not in self.files:
+            self.files.append(name)
+        self._write_mark()
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write ``text`` to ``name`` atomically."""
+        target = self._target(name)
+        temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.on_file(target)
+        return target
+
+    def write_figure(self, figure: Figure, stem: str) -> dict[str, str]:
+        """Save ``figure`` as STEM.png and STEM.pdf (atomically); their names by format."""
+        names = {}
+        for fmt in FIGURE_FORMATS:
+            name = f"{stem}.{fmt}"
+            target = self._target(name)
+            temporary = target.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}.{fmt}")
+            try:
+                figure.savefig(temporary, dpi=DPI, format=fmt, metadata=_metadata(fmt))
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
+            self.on_file(target)
+            names[fmt] = name
+        return names
+
+    def store_path(self, name: str) -> Path:
+        """Where a cached store ``name`` lives; it is recorded as the report's before it is written."""
+        self.check([name])
+        self.stores.add(name)
+        self._write_mark()
+        return self.path / name
+
+    def finish(self) -> None:
+        """Remove the rendered files of earlier runs that this run did not write; record this run's."""
+        for name in self.previous.get("files", []):
+            stale = self.path / name
+            if name not in self.files and stale.is_file():
+                stale.unlink()
+        self.previous = {"files": self.files, "stores": sorted(self.stores)}
+        self._write_mark()
+
+    def _write_mark(self) -> None:
+        earlier = [name for name in self.previous.get("files", []) if name not in self.files]
+        mark = {"written_by": "biasprobe report", "files": [*self.files, *earlier], "stores": sorted(self.stores)}
+        temporary = self.path / f"{MARK}.tmp-{uuid.uuid4().hex[:8]}"
+        temporary.write_text(json.dumps(mark, indent=1))
+        os.replace(temporary, self.path / MARK)
+
+
+def _metadata(fmt: str) -> dict:
+    """Reproducible files: no creation date in the PDF, the software named in both."""
+    from biasprobe import __version__
+
+    creator = f"biasprobe {__version__}"
+    return {"Creator": creator, "CreationDate": None} if fmt == "pdf" else {"Software": creator}
+

@@ -1,0 +1,475 @@
+"""The ``paper`` recipe: An et al.'s figures and tables, and Kadkhodaie et al.'s two-model figure, over a zoo.
+
+A recipe is a list of :class:`Item` (a figure or table of the paper). Each item names the models it
+needs as :class:`Cell` (family, attention variant, N, subset), the analysis it reads and that
+analysis's parameters. :func:`paper_report` finds the zoo's models for every cell, finds or
+computes their stores (cached by checkpoint sha256 and parameters; ``recompute`` forces), and
+draws each item from its stores alone. An item whose cells the zoo lacks says so plainly, by name;
+an item with none of its models is not drawn at all. Nothing is faked: every number on the page
+comes from a store.
+
+The zoo is a folder with ``manifest.json`` = ``{"checkpoints": [entry, ...]}``. The fields read are
+
+- ``name`` (unique), ``file`` (what :func:`biasprobe.load` opens, relative to the zoo folder) and
+  ``sha256`` (of that file; checked against the store's provenance);
+- ``family``: ``dit``, ``unet-ddpm`` or ``unet-bf``;
+- ``config.windows`` (or a top-level ``windows``): the DiT's attention window per layer, null for a
+  global layer (a shorter list leaves the remaining layers global); it picks the variant in :data:`VARIANTS`;
+- ``data`` (a :func:`biasprobe.data.load` name), ``n_train``, ``subset`` (``s1``/``s2``) and ``seed``
+  (the seed of the subset; default 0): the model's training images are
+  ``data.load(data, "train", n_train, subset=subset, seed=seed)``.
+
+Other fields (steps, batch, FLOPs, time, final loss, …) are kept for the page but not needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from biasprobe.errors import InputError
+from biasprobe.progress import track
+from biasprobe.reports.folder import ReportFolder
+from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
+from biasprobe.store import open as open_store
+from biasprobe.store import save
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LOCAL = (3, 5, 7, 9, 11, 13)
+VARIANTS: dict[str, tuple[int | None, ...]] = {
+    "global": (),
+    "local": LOCAL,                                            # head: layers 1-6 (the paper's default)
+    "mix": (3, None, 5, None, 7, None, 9, None, 11, None, 13),  # interleaved: layers 1, 3, …, 11 (our choice)
+    "tail": (None,) * 6 + LOCAL,                               # layers 7-12
+    "local*": (3, 3, 3, 5, 5, 5, 7, 7, 7),                     # nine local layers, layers 1-9 (our order)
+    "windows 5×6": (5,) * 6,                                   # Fig. 8: the same budget, one size
+    "windows 3,3,5,5,7,7": (3, 3, 5, 5, 7, 7),                 # Fig. 8: the same budget, growing
+}
+"""Attention window per DiT layer of each variant the paper compares (trailing global layers left out).
+Where the paper does not say the placement (mix, local*), ours is written here; train the zoo with these."""
+
+FAMILY_NAMES = {"dit": "DiT", "unet-ddpm": "DDPM UNet", "unet-bf": "bias-free UNet"}
+N_VALUES = (10, 100, 1000, 10000, 30000)
+"""The zoo's training-set sizes; the paper's 10⁵ is 3·10⁴ here (Fashion-MNIST's S1 half has 30000)."""
+SEEDS = 3
+
+
+# ------------------------------------------------------------------------------------------ the zoo
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One checkpoint of the zoo, as the recipe reads its manifest entry."""
+
+    name: str
+    path: Path
+    family: str
+    windows: tuple[int | None, ...]
+    data: str
+    n_train: int
+    subset: str
+    seed: int
+    sha256: str
+
+    @property
+    def variant(self) -> str | None:
+        """The name of this model's attention variant in :data:`VARIANTS` (None: none of them)."""
+        if self.family != "dit":
+            return "global"
+        return next((name for name, windows in VARIANTS.items() if windows == self.windows), None)
+
+    def label(self) -> str:
+        variant = "" if self.variant in ("global", None) else f" {self.variant}"
+        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} N={self.n_train}"
+
+
+def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
+    """The models of the zoo at ``folder`` (its ``manifest.json``, see the module doc)."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        raise InputError(f"no zoo manifest at {manifest}: train the paper zoo (docs/reports.md) or pass "
+                         "{zoo} data/checkpoints for the small shipped zoo", parameters=["zoo"])
+    try:
+        entries = json.loads(manifest.read_text())["checkpoints"]
+        return [_model(folder, entry) for entry in entries]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{manifest} is not a zoo manifest ({err}); see docs/reports.md for its fields") from None
+
+
+def _model(folder: Path, entry: dict) -> ZooModel:
+    windows = (entry.get("config") or {}).get("windows", entry.get("windows")) or []
+    windows = list(windows)
+    while windows and windows[-1] is None:
+        windows.pop()
+    return ZooModel(
+        name=entry["name"], path=folder / entry["file"], family=entry["family"], windows=tuple(windows),
+        data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
+        seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A model an item needs: family, attention variant, N (None: the largest the zoo has) and subset."""
+
+    family: str
+    n: int | None = None
+    variant: str = "global"
+    subset: str = "s1"
+    seeds: int = 1
+
+    def describe(self) -> str:
+        variant = "" if self.variant == "global" else f" {self.variant}"
+        n = "largest N" if self.n is None else f"N={self.n}"
+        seeds = f", {self.seeds} seeds" if self.seeds > 1 else ""
+        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} {n} ({self.subset}{seeds})"
+
+    def find(self, zoo: Sequence[ZooModel]) -> list[ZooModel]:
+        """The zoo's models of this cell, one per seed (sorted by seed)."""
+        matches = [m for m in zoo if m.family == self.family and m.variant == self.variant and m.subset == self.subset]
+        if self.n is None and matches:
+            largest = max(m.n_train for m in matches)
+            matches = [m for m in matches if m.n_train == largest]
+        elif self.n is not None:
+            matches = [m for m in matches if m.n_train == self.n]
+        return sorted(matches, key=lambda m: m.seed)
+
+
+# ------------------------------------------------------------------------------------------ analyses
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The analysis parameters of the recipe (part of every cached store's key).
+
+    ``k`` images per split for the gap (the paper's K = 300) and for the nearest-image search; the gap
+    runs at the analysis's default levels (scheduled models: t = 0, 20, …, 980 as in Fig. 2; blind
+    ones: 20 σ from 0.01 to 1). Jacobians and attention at one noise level ``sigma`` ([0, 1] scale)
+    on the first test image(s); the raw output (ε̂ in native units) for scheduled models, as the
+    paper's eigenvalues above 1 imply, the denoiser for blind ones."""
+
+    k: int = 300
+    sigma: float = 0.1
+    locality_images: int = 8
+    samples: int = 8
+    sampler_steps: int = 100
+
+    def key(self, kind: str, model: ZooModel) -> str:
+        """The cache key of the store of ``kind`` for ``model``: sha256 of the checkpoint and parameters."""
+        text = json.dumps({"kind": kind, "sha256": model.sha256, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None) -> xr.Dataset:
+    """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``."""
+    from biasprobe import data
+    from biasprobe.analyses.generalization import gap
+    from biasprobe.analyses.jacobian import jacobian
+    from biasprobe.analyses.locality import locality
+    from biasprobe.analyses.memorization import memorization
+    from biasprobe.formats import load
+
+    denoiser = load(model.path, device=device)
+    channels, size, _ = denoiser.image_shape
+    options = {"size": size, "channels": channels}
+    train = data.load(model.data, "train", model.n_train, subset=model.subset, seed=model.seed, **options)
+    test = data.load(model.data, "test", settings.k, subset="all", **options)
+    if kind == "gap":
+        count = min(settings.k, len(train))
+        result = gap(denoiser, train[:count], test[:count], seed=0)
+    elif kind == "jacobian":
+        output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
+        result = jacobian(denoiser, test[:1], [settings.sigma], output=output, seed=0)
+    elif kind == "locality":
+        result = locality(denoiser, test[: settings.locality_images], [settings.sigma], save_maps=True, seed=0)
+    elif kind == "memorization":
+        result = memorization(denoiser, settings.samples, train, steps=settings.sampler_steps, seed=0)
+    else:
+        raise InputError(f"the paper recipe has no analysis {kind!r}")
+    if result.attrs.get("checkpoint_sha256") != model.sha256:
+        raise InputError(f"{model.path} does not match the sha256 its zoo manifest gives for {model.name}; "
+                         "retrain or fix the manifest")
+    result.attrs.update(zoo_model=model.name, n_train=model.n_train, recipe_key=settings.key(kind, model), recipe_settings=json.dumps(
+        asdict(settings)))
+    return result
+
+
+# ------------------------------------------------------------------------------------------ items
+
+
+@dataclass(frozen=True)
+class Item:
+    """A figure or table of the paper: the models it needs, the analysis it reads, and how it is drawn.
+
+    ``draw`` gets {cell: [Dataset per seed]} of the cells the zoo has and returns a Figure, or
+    None when what it has cannot make the figure; ``table`` (optional) gives (header, rows)."""
+
+    key: str
+    title: str
+    paper: str
+    analysis: str
+    cells: tuple[Cell, ...]
+    draw: Callable[[dict[Cell, list[xr.Dataset]]], Figure | None]
+    table: Callable[[dict[Cell, list[xr.Dataset]]], tuple[list[str], list[list[str]]]] | None = field(default=None)
+
+
+def _mean_over_seeds(datasets: list[xr.Dataset]) -> xr.Dataset:
+    if len(datasets) == 1:
+        return datasets[0]
+    keep = ["gap", "gap_sem", "mean_psnr", "average_gap"]
+    return xr.concat([ds[keep] for ds in datasets], dim="seed", coords="minimal", compat="override").mean("seed")
+
+
+def _draw_gaps(found: dict[Cell, list[xr.Dataset]]) -> Figure:
+    from biasprobe.figures.generalization import gap_figure
+
+    return gap_figure({_cell_label(cell, runs): _mean_over_seeds(runs) for cell, runs in found.items()})
+
+
+def _cell_label(cell: Cell, runs: list[xr.Dataset]) -> str:
+    n = f"N={cell.n}" if cell.n is not None else f"N={runs[0].attrs.get('n_train', 'max')}"
+    variant = "" if cell.variant == "global" else f" {cell.variant}"
+    seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+    return f"{FAMILY_NAMES.get(cell.family, cell.family)}{variant} {n}{seeds}"
+
+
+def _gap_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for cell, runs in found.items():
+        gaps = np.array([float(ds.average_gap) for ds in runs])
+        spread = f" ± {gaps.std(ddof=1):.2f}" if len(gaps) > 1 else ""
+        rows.append([_cell_label(cell, runs), f"{gaps.mean():.2f}{spread}", str(len(gaps))])
+    return ["model", "average gap (dB), mean ± s.d. over seeds", "seeds"], rows
+
+
+def _draw_gap_bars(found: dict[Cell, list[xr.Dataset]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(4.0, 1.1 * len(found) + 1.5), 3.4), layout="constrained")
+    axis = figure.subplots()
+    for position, (cell, runs) in enumerate(found.items()):
+        gaps = np.array([float(ds.average_gap) for ds in runs])
+        axis.bar(position, gaps.mean(), color="0.6" if cell.variant == "global" else "C0")
+        axis.plot(np.full(len(gaps), position), gaps, "o", color="k", markersize=3)
+    axis.set_xticks(range(len(found)), [_cell_label(cell, runs).replace(" N=", "\nN=") for cell, runs in found.items()],
+                    fontsize=8)
+    axis.set_ylabel("average gap (dB)")
+    axis.axhline(0, color="0.5", linewidth=0.8)
+    return figure
+
+
+def _draw_eigenvectors(found: dict[Cell, list[xr.Dataset]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from biasprobe.figures.jacobian import eigenvector_figure, spectrum_figure
+
+    first = {_cell_label(cell, runs): runs[0] for cell, runs in found.items()}
+    figure = Figure(figsize=(9, 2.0 * len(first) + 3.2), layout="constrained")
+    rows = figure.subfigures(len(first) + 1, 1, height_ratios=[3.2] + [2.0] * len(first))
+    spectrum_figure(first, figure=rows[0])
+    for row, (name, dataset) in zip(rows[1:], first.items()):
+        eigenvector_figure(dataset, figure=row)
+        row.suptitle(f"{name}: eigenvectors of the {dataset.attrs.get('output', 'denoised')} output, "
+                     f"σ = {float(dataset.sigma[0]):g}", fontsize=9)
+    return figure
+
+
+def _draw_attention(found: dict[Cell, list[xr.Dataset]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from biasprobe.figures.locality import attention_maps_figure
+
+    figure = Figure(figsize=(13, 4.4 * len(found)), layout="constrained")
+    rows = figure.subfigures(len(found), 1, squeeze=False)[:, 0]
+    for row, (cell, runs) in zip(rows, found.items()):
+        attention_maps_figure(runs[0], figure=row)
+        row.suptitle(f"{_cell_label(cell, runs[:1])}: attention maps, σ = {float(runs[0].sigma[0]):g}", fontsize=10)
+    return figure
+
+
+def _draw_twins(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
+    import torch
+    from matplotlib.figure import Figure
+
+    from biasprobe.analyses.memorization import paired_similarity
+
+    pairs = {}
+    for cell, runs in found.items():
+        twin = next((c for c in found if c.n == cell.n and c.subset == "s2"), None)
+        if cell.subset == "s1" and twin is not None:
+            pairs[cell.n] = (runs[0], found[twin][0])
+    if not pairs:
+        return None
+    count = min(6, min(ds.sizes["sample"] for pair in pairs.values() for ds in pair))
+    figure = Figure(figsize=(1.2 * count + 1.2, 2.6 * len(pairs)), layout="constrained")
+    rows = figure.subfigures(len(pairs), 1, squeeze=False)[:, 0]
+    for row, (n, (first, second)) in zip(rows, pairs.items()):
+        similarity = paired_similarity(*(torch.from_numpy(ds.sample_image.values) for ds in (first, second)))
+        axes = row.subplots(2, count, squeeze=False)
+        for r, dataset in enumerate((first, second)):
+            for i in range(count):
+                picture = np.clip(dataset.sample_image[i].values.transpose(1, 2, 0), 0, 1)
+                axes[r, i].imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+                axes[r, i].set_xticks([])
+                axes[r, i].set_yticks([])
+            axes[r, 0].set_ylabel(("S1", "S2")[r])
+        for i in range(count):
+            axes[1, i].set_xlabel(f"{similarity[i]:.2f}", fontsize=8)
+        row.suptitle(f"N = {n}: samples of the S1 and S2 models from the same seeds (paired similarity "
+                     f"below, mean {similarity.mean():.2f})", fontsize=9)
+    return figure
+
+
+def _cells(family: str, ns: Sequence[int | None], variant: str = "global", seeds: int = 1, subset: str = "s1"):
+    return tuple(Cell(family, n, variant, subset, seeds) for n in ns)
+
+
+GAP_NS = (1000, 10000, 30000)
+VARIANT_N = 10000
+"""The N of Tables 2 and 3 (where the gap is mid-range in the paper); the zoo's pilot may move it."""
+
+PAPER: tuple[Item, ...] = (
+    Item("fig1", "Fig. 1 — Jacobian eigenvectors of three denoisers",
+         "UNet eigenvectors are smooth oscillations whose frequency rises as λ falls; DiT's are sparse isolated "
+         "pixels (bias-free UNet λ0 = 1.73, DDPM UNet λ0 = 3.47, DiT λ0 = 9.83).",
+         "jacobian", (Cell("unet-bf"), Cell("unet-ddpm"), Cell("dit")), _draw_eigenvectors),
+    Item("fig2", "Fig. 2 — PSNR on training and test images against the diffusion step, and the gap",
+         "Average gaps at N = 10³ / 10⁴ / 10⁵: UNet 13.95 / 5.50 / 0.06 dB, DiT 7.49 / 0.82 / 0.03 dB (three "
+         "shuffles each); the gap peaks at small t. Here 3·10⁴ stands for 10⁵.",
+         "gap", _cells("unet-ddpm", GAP_NS, seeds=SEEDS) + _cells("dit", GAP_NS, seeds=SEEDS), _draw_gaps, _gap_table),
+    Item("fig3", "Fig. 3 — eigenvalue spectra and eigenvectors at small and large N",
+         "UNet at N = 10: a few huge eigenvalues (λ0 = 65.2) and eigenvectors that look like training images; "
+         "at N = 10⁵ smooth decay and harmonic eigenvectors. DiT: neither at any N (λ0 = 16.7 and 7.8).",
+         "jacobian", (Cell("unet-ddpm", 10), Cell("unet-ddpm"), Cell("dit", 10), Cell("dit")), _draw_eigenvectors),
+    Item("fig4", "Fig. 4 — attention maps of layers 2, 4, …, 12 against N",
+         "With larger N the maps show sharper diagonal bands: attention confined to a neighbourhood (no number "
+         "given; colour map clipped to [0, 0.1]).",
+         "locality", _cells("dit", (10, 1000, None)), _draw_attention),
+    Item("fig6", "Fig. 6 — average gap, DiT against DiT with local attention (windows 3…13 in layers 1-6)",
+         "Local attention cuts the gap by 6-17 % at N = 10³ and 25-45 % at 10⁴, nothing at 10⁵ "
+         "(CelebA XS/1: 7.49 → 6.56, 0.80 → 0.57, 0.01 → 0.01 dB). FID (Table 1) is replaced by the gap: "
+         "no Inception weights offline.",
+         "gap", tuple(c for n in GAP_NS for c in (Cell("dit", n, "global", seeds=SEEDS), Cell("dit", n, "local", seeds=SEEDS))),
+         _draw_gap_bars, _gap_table),
+    Item("table2", "Fig. 7 / Table 2 — where the local layers go",
+         "Head (the first layers) gives the smallest gap; mix and tail can be worse than no local attention; "
+         "Local* (nine local layers) is reported beside them. FID columns replaced by the gap.",
+         "gap", tuple(Cell("dit", VARIANT_N, v, seeds=SEEDS if v in ("global", "local") else 1)
+                      for v in ("global", "local", "mix", "tail", "local*")), _draw_gap_bars, _gap_table),
+    Item("table3", "Fig. 8 / Table 3 — the same window budget arranged differently",
+         "(5)×6 against (3,3,5,5,7,7) changes little; smaller windows help at N = 10⁴, larger ones hurt. "
+         "FID columns replaced by the gap.",
+         "gap", tuple(Cell("dit", VARIANT_N, v) for v in ("global", "windows 5×6", "windows 3,3,5,5,7,7")),
+         _draw_gap_bars, _gap_table),
+    Item("twins", "Kadkhodaie et al. — samples of the S1 and S2 twins against N",
+         "Bias-free UNets on disjoint halves S1 and S2 give different samples (each a copy of its own training "
+         "images) at small N and nearly the same samples (cosine ≈ 1) at large N.",
+         "memorization", tuple(Cell("unet-bf", n, subset=s) for n in N_VALUES for s in ("s1", "s2")), _draw_twins),
+)
+"""The items of ``biasprobe report paper``, in the paper's order."""
+
+
+def paper_items(keys: Sequence[str] | None = None) -> tuple[Item, ...]:
+    """The items of :data:`PAPER` with these keys (all of them for None), in the paper's order."""
+    if keys is None:
+        return PAPER
+    known = {item.key for item in PAPER}
+    unknown = [key for key in keys if key.strip() not in known]
+    if unknown:
+        raise InputError(f"no paper item {unknown[0]!r}; " + "{only} takes " + ", ".join(item.key for item in PAPER),
+                         parameters=["only"])
+    return tuple(item for item in PAPER if item.key in {key.strip() for key in keys})
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def paper_report(
+    zoo: str | os.PathLike = "data/zoo",
+    out: str | os.PathLike = "reports/paper",
+    *,
+    recompute: bool = False,
+    device: str | None = None,
+    settings: Settings | None = None,
+    items: Sequence[Item] = PAPER,
+    progress: bool = False,
+    on_file: Callable[[Path], None] | None = None,
+):
+    """Render the paper's items from the zoo at ``zoo`` into ``out`` (figures, index.md, index.html).
+
+    Stores are cached in ``out/stores`` by checkpoint sha256 and :class:`Settings`; ``recompute``
+    recomputes them from the checkpoints. Returns the :class:`~biasprobe.reports.stores.Report`.
+    """
+    from biasprobe import __version__
+    from biasprobe.reports.stores import Report
+
+    settings = settings or Settings()
+    models = read_zoo(zoo)
+    folder = ReportFolder(out, on_file)
+    folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
+    found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
+    work = sorted({(item.analysis, model) for item in items for models_ in found[item.key].values()
+                   for model in models_}, key=lambda pair: (pair[0], pair[1].name))
+    stores: dict[tuple[str, str], xr.Dataset] = {}
+    for kind, model in track(work, "paper stores", len(work), progress):
+        stores[kind, model.name] = _cached(kind, model, settings, folder, recompute, device)
+    blocks: list[Block] = [
+        Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
+        Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
+             f"({len(models)} models); every figure is drawn from the stores in `stores/`, cached by checkpoint "
+             f"sha256 and parameters ({json.dumps(asdict(settings))}). FID is not measured (no Inception weights "
+             "offline); the generalization gap and the memorized share stand in for it."),
+    ]
+    for item in items:
+        have, drawn = {}, set()
+        for cell, ms in found[item.key].items():  # a model two cells name (N=10 is the largest) is drawn once
+            if ms and tuple(m.name for m in ms) not in drawn:
+                drawn.add(tuple(m.name for m in ms))
+                have[cell] = [stores[item.analysis, m.name] for m in ms]
+        missing = [cell for cell, ms in found[item.key].items() if len(ms) < cell.seeds]
+        blocks += [Heading(item.title), Text(f"Paper: {item.paper}")]
+        figure = item.draw(have) if have else None
+        if figure is not None:
+            names = folder.write_figure(figure, item.key)
+            blocks.append(Picture(names["png"], names["pdf"], item.title))
+        if have and item.table is not None:
+            header, rows = item.table(have)
+            blocks.append(Table(header, rows))
+        if missing:
+            status = "Not drawn" if figure is None else "Partial"
+            blocks.append(Text(f"**{status}: the zoo lacks** " + "; ".join(
+                cell.describe() + (f" (has {len(found[item.key][cell])})" if found[item.key][cell] else "")
+                for cell in missing) + "."))
+    index = folder.write_text("index.md", markdown(blocks))
+    html = folder.write_text("index.html", html_page(blocks, "biasprobe report paper"))
+    folder.finish()
+    return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder, recompute: bool,
+            device: str | None) -> xr.Dataset:
+    """The store of ``kind`` for ``model`` under ``folder/stores``: reused when its key matches, else computed."""
+    key = settings.key(kind, model)
+    name = f"stores/{kind}-{model.name}-{key}.zarr"
+    path = folder.store_path(name)
+    if not recompute and (path / "zarr.json").exists():
+        try:
+            dataset = open_store(path)
+        except InputError:  # an interrupted writer: compute again
+            dataset = None
+        if dataset is not None and dataset.attrs.get("recipe_key") == key:
+            return dataset
+    dataset = compute(kind, model, settings, device)
+    save(dataset, path)
+    return dataset

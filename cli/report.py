@@ -1,0 +1,79 @@
+"""``biasprobe report``: render stores into figures and an index page, or run a named recipe (``paper``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+
+class StoresByDefault(TyperGroup):
+    """``biasprobe report A.zarr B.zarr`` is short for ``biasprobe report stores A.zarr B.zarr``."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["stores", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=StoresByDefault,
+    no_args_is_help=True,
+    help="Render stores into figures (PNG and PDF) and an index page (Markdown and HTML): "
+    "`biasprobe report STORE... [--out DIR]`, or a named recipe: `biasprobe report paper`.",
+)
+
+
+def echo_file(path: Path) -> None:
+    """The summary line of one written file."""
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
+
+
+@app.command("stores")
+def stores(
+    paths: Annotated[list[Path], typer.Argument(help="Stores (.zarr) written by biasprobe analyses.")],
+    out: Annotated[
+        Path, typer.Option(help="Report folder: new, empty, or one an earlier report wrote (its other files stay).")
+    ] = Path("report"),
+    title: Annotated[str, typer.Option(help="Title of the index page.")] = "biasprobe report",
+) -> None:
+    """Render each store's figures by its analysis (gap, jacobian, locality, memorization, compare) and an
+    index page with the figures inline and each store's provenance (checkpoint, sha256, version, command).
+
+    `biasprobe report A.zarr B.zarr` is the same as `biasprobe report stores A.zarr B.zarr`; name a store
+    `./paper` if it is called paper. Nothing is computed: figures come from the stores alone.
+    """
+    import biasprobe as bp
+
+    result = bp.report(paths, out, title=title, progress=True, on_file=echo_file)
+    figures = sum(1 for path in result.files if path.suffix == ".png")
+    typer.echo(f"report of {len(paths)} store(s), {figures} figure(s): open {result.html}")
+
+
+@app.command("paper")
+def paper(
+    zoo: Annotated[Path, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md).")] = Path("data/zoo"),
+    out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses.")] = Path(
+        "reports/paper"),
+    recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
+    k: Annotated[int, typer.Option("--k", help="Images per split for the gap and the nearest-image search.")] = 300,
+    only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
+                                                  "fig3, fig4, fig6, table2, table3, twins).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
+) -> None:
+    """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, and Kadkhodaie et al.'s two-model figure, from a zoo.
+
+    Finds the zoo's model for every cell each figure needs, reuses the cached store of each analysis (same
+    checkpoint sha256 and parameters) or computes it, and draws from the stores. What the zoo lacks is
+    listed by name on the page; nothing is drawn without its models. `--zoo data/checkpoints` runs it on the
+    small shipped zoo.
+    """
+    from biasprobe_cli.options import resolve_device
+
+    from biasprobe.reports.paper import Settings, paper_items, paper_report
+
+    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings(k=k),
+                          items=paper_items(only.split(",") if only else None), progress=True, on_file=echo_file)
+    typer.echo(f"paper report: open {result.html}")

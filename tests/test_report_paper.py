@@ -1,0 +1,96 @@
+"""The paper recipe on a tiny zoo: it draws what the zoo has, names what it lacks, and caches its stores."""
+
+import json
+
+import pytest
+import xarray as xr
+
+import biasprobe as bp
+from biasprobe.formats import file_sha256
+from biasprobe.reports.paper import PAPER, VARIANTS, Settings, paper_report, read_zoo
+
+from .conftest import run_cli, tiny_checkpoint
+
+SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3)
+
+
+def make_zoo(folder):
+    """Tiny 8×8 models on the synthetic c-alpha set: DiTs global and local at N = 10, bias-free UNet twins."""
+    folder.mkdir()
+    local = list(VARIANTS["local"])
+    specs = [("dit-n10", "dit", {"depth": 6}, "s1"), ("dit-local-n10", "dit", {"depth": 6, "windows": local}, "s1"),
+             ("unet-bf-n10-s1", "unet-bf", {}, "s1"), ("unet-bf-n10-s2", "unet-bf", {}, "s2")]
+    entries = []
+    for seed, (name, family, config, subset) in enumerate(specs):
+        path = tiny_checkpoint(folder / f"{name}.pt", family, seed=seed, **config)
+        entries.append({"name": name, "file": path.name, "family": family, "config": config, "data": "c-alpha",
+                        "n_train": 10, "subset": subset, "seed": 0, "sha256": file_sha256(path)})
+    (folder / "manifest.json").write_text(json.dumps({"checkpoints": entries}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper")
+    zoo = make_zoo(root / "zoo")
+    result = paper_report(zoo, root / "out", settings=SETTINGS, device="cpu")
+    return zoo, root / "out", result
+
+
+def test_the_zoo_variants_are_read_from_the_manifest(rendered):
+    zoo, _, _ = rendered
+    variants = {model.name: model.variant for model in read_zoo(zoo)}
+    assert variants == {"dit-n10": "global", "dit-local-n10": "local", "unet-bf-n10-s1": "global",
+                        "unet-bf-n10-s2": "global"}
+
+
+def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
+    _, out, result = rendered
+    page = result.index.read_text()
+    for item in PAPER:
+        assert item.title in page
+    for key in ("fig1", "fig3", "fig4", "twins"):  # the zoo has some of their models
+        assert (out / f"{key}.png").exists() and (out / f"{key}.pdf").exists()
+    for key in ("fig2", "fig6", "table2", "table3"):  # no model at N = 10³, 10⁴, 3·10⁴
+        assert not (out / f"{key}.png").exists()
+    assert "**Not drawn: the zoo lacks** DDPM UNet N=1000 (s1, 3 seeds)" in page
+    assert "**Partial: the zoo lacks** DDPM UNet largest N (s1)" in page  # fig1 without a DDPM UNet
+    assert "<strong>Partial: the zoo lacks</strong>" in result.html.read_text()
+    stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
+    assert stores == ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells computed once
+
+
+def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbers(rendered):
+    zoo, out, _ = rendered
+    store = next((out / "stores").glob("locality-dit-n10-*.zarr"))
+    stamp = (store / "zarr.json").stat().st_mtime_ns
+    before = bp.open(store)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+    assert (store / "zarr.json").stat().st_mtime_ns == stamp
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"],
+                 recompute=True)
+    assert (store / "zarr.json").stat().st_mtime_ns != stamp
+    xr.testing.assert_allclose(bp.open(store).mean_distance, before.mean_distance)
+    assert not (out / "fig1.png").exists()  # rendered files of the earlier, larger run are gone
+
+
+def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):
+    zoo = make_zoo(tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["checkpoints"][0]["sha256"] = "0" * 64
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bp.InputError, match="does not match the sha256"):
+        paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+
+
+def test_cli_without_a_zoo_says_what_to_do(tmp_path):
+    result = run_cli("report", "paper", "--zoo", tmp_path / "nothing", "--out", tmp_path / "out")
+    assert result.returncode == 1 and "no zoo manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_picks_items_by_key_and_refuses_unknown_ones(tmp_path):
+    from biasprobe.reports.paper import paper_items
+
+    assert [item.key for item in paper_items(["fig6", "fig2"])] == ["fig2", "fig6"]
+    result = run_cli("report", "paper", "--zoo", tmp_path, "--only", "fig5")
+    assert result.returncode == 1 and "--only takes fig1, fig2" in result.stderr
