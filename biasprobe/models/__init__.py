@@ -13,12 +13,19 @@ import inspect
 from torch import nn
 
 from biasprobe.errors import InputError
-from biasprobe.models.attention import GridAttention, attention_modules, window_mask
+from biasprobe.models.attention import (
+    ATTENTION_KERNELS,
+    GridAttention,
+    attention_modules,
+    set_attention_kernel,
+    window_mask,
+)
 from biasprobe.models.dit import DiT
 from biasprobe.models.unet_bf import BiasFreeBatchNorm, BiasFreeUNet
 from biasprobe.models.unet_ddpm import DDPMUNet
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "FAMILIES",
     "PRESETS",
     "BiasFreeBatchNorm",
@@ -29,6 +36,7 @@ __all__ = [
     "attention_modules",
     "build_model",
     "preset_config",
+    "set_attention_kernel",
     "window_mask",
 ]
 
