@@ -7,11 +7,12 @@ from typing import Annotated
 
 import torch
 import typer
-from biasprobe_cli.options import parse_windows, resolve_device
+from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
 
 from biasprobe import data
+from biasprobe.errors import InputError
 from biasprobe.models import FAMILIES, from_preset
-from biasprobe.training import TrainingConfig, process_rank, state_path
+from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
 from biasprobe.training import train as run_training
 
 
@@ -19,8 +20,10 @@ def train(
     family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
     data_name: Annotated[str, typer.Option("--data", help="Data set: fashion-mnist, natural-patches, c-alpha, "
                                            "discs, folder:PATH or npz:PATH.")],
-    n_train: Annotated[int, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt or .safetensors).")],
+    n_train: Annotated[str, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset); "
+                                         "several, comma-separated, train several models.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt or .safetensors); for several "
+                                         "models a pattern with {n} and/or {seed}, e.g. dit-n{n}-s{seed}.safetensors.")],
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 10_000,
     preset: Annotated[str | None, typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
     windows: Annotated[str | None, typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
@@ -35,7 +38,8 @@ def train(
     data_dir: Annotated[Path | None, typer.Option(help="Where fashion-mnist's files are, if not installed by apt.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop early after this many minutes (resumable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data subset, batches and noise.")] = 0,
+    seed: Annotated[str, typer.Option(help="Seed of initialisation, data subset, batches and noise; several, "
+                                      "comma-separated, train several models.")] = "0",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
@@ -44,21 +48,44 @@ def train(
 
     The checkpoint holds the EMA weights and records the data set, N, subset and all settings, so
     `biasprobe gap` finds the training data on its own. Launch under `torchrun` for several GPUs.
+
+    Several N and/or seeds train several models of the same architecture at once: stacked into one
+    vmapped step (each model's result equals training it alone), or one after another for networks
+    with dropout. --compile applies to a single model.
     """
     target = resolve_device(device)
-    images = data.load(data_name, "train", n_train, size=image_size, channels=channels, subset=subset,
-                       seed=seed, data_dir=data_dir)
-    torch.manual_seed(seed)
-    network, _ = from_preset(family, preset, image_size=image_size, channels=images.shape[1],
-                             windows=parse_windows(windows))
+    runs = [(int(n), int(s)) for n in parse_numbers(n_train, "n-train", int) for s in parse_numbers(seed, "seed", int)]
+    outputs = [Path(str(output).format(n=n, seed=s)) for n, s in runs]
+    if len(set(outputs)) < len(runs):
+        raise InputError("several models need an output pattern with {n} and/or {seed}, e.g. -o dit-n{n}-s{seed}.pt")
+    networks, image_sets = [], []
+    for n, s in runs:
+        image_sets.append(data.load(data_name, "train", n, size=image_size, channels=channels, subset=subset,
+                                    seed=s, data_dir=data_dir))
+        torch.manual_seed(s)
+        networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
+                                    windows=parse_windows(windows))[0])
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
-                            checkpoint_every=checkpoint_every, seed=seed, max_minutes=max_minutes,
-                            compile=compile)
+                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
+                            compile=compile and len(runs) == 1)
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
-    if resume and state_path(output).exists() and process_rank() == 0:
-        typer.echo(f"resuming from {state_path(output)}")
-    result = run_training(network, images, output, config, metadata=metadata, device=target, resume=resume)
-    if result.rank != 0:  # under torchrun only rank 0 wrote the checkpoint and reports
+    for path in outputs:
+        if resume and state_path(path).exists() and process_rank() == 0:
+            typer.echo(f"resuming from {state_path(path)}")
+    if len(runs) == 1:
+        results = [run_training(networks[0], image_sets[0], outputs[0], config, metadata=metadata, device=target,
+                                resume=resume)]
+    elif stackable(networks[0]):
+        typer.echo(f"training {len(runs)} models stacked (one vmapped step for all)")
+        results = train_stacked(networks, image_sets, outputs, config, seeds=[s for _, s in runs],
+                                metadata=[metadata] * len(runs), device=target, resume=resume)
+    else:
+        typer.echo(f"{family} has dropout, which cannot be stacked exactly: training {len(runs)} models one at a time")
+        results = [run_training(network, images, path, TrainingConfig(**{**vars(config), "seed": s}),
+                                metadata=metadata, device=target, resume=resume)
+                   for network, images, path, (_, s) in zip(networks, image_sets, outputs, runs)]
+    if results[0].rank != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
         return
-    typer.echo(f"wrote {output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} {data_name} ({subset}); "
-               f"loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
+    for result, images, (_, s) in zip(results, image_sets, runs):
+        typer.echo(f"wrote {result.output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} "
+                   f"{data_name} ({subset}, seed {s}); loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")

@@ -68,3 +68,23 @@ def test_mixed_architectures_are_refused(tmp_path):
     with pytest.raises(InputError, match="share family and config"):
         train_stacked([dit, unet], [discs(4)] * 2, [tmp_path / "a.pt", tmp_path / "b.pt"],
                       TrainingConfig(steps=1, batch_size=2), progress=False)
+
+
+def test_train_cli_trains_several_models_stacked(tmp_path):
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    images = (np.random.default_rng(0).random((24, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", train=images)
+    common = ("train", "dit", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--steps", "2", "--batch", "4",
+              "--image-size", "8")
+    result = run_cli(*common, "--n-train", "4,8", "--seed", "0,1", "-o", tmp_path / "m-n{n}-s{seed}.pt")
+    assert result.returncode == 0, result.stderr
+    assert "stacked" in result.stdout
+    for n in (4, 8):
+        for seed in (0, 1):
+            training = read_checkpoint(tmp_path / f"m-n{n}-s{seed}.pt").training
+            assert (training["n_train"], training["seed"], training["steps_done"]) == (n, seed, 2)
+    clash = run_cli(*common, "--n-train", "4,8", "-o", tmp_path / "same.pt")
+    assert clash.returncode != 0 and "{n}" in clash.stderr

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from biasprobe.errors import InputError
 from biasprobe.formats.native import NATIVE_CONVENTIONS, network_denoiser
-from biasprobe.models import set_attention_kernel
+from biasprobe.models import attention_modules
 from biasprobe.progress import track
 from biasprobe.training.loop import (
     LOSS_READ_EVERY,
@@ -75,7 +75,7 @@ def train_stacked(
     first = networks[0]
     if any(n.family != first.family or n.config != first.config for n in networks):
         raise InputError("stacked models must share family and config; train other architectures separately")
-    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in first.modules()):
+    if not stackable(first):
         raise InputError("networks with dropout cannot be stacked exactly; train them one at a time")
     if config.compile:
         raise InputError("compile applies to single-model training, not to stacked models")
@@ -104,7 +104,8 @@ def train_stacked(
         start, losses = restored[0][0], [list(history) for _, history in restored]
 
     base = copy.deepcopy(first).to(device)
-    set_attention_kernel(base, "sdpa")  # FlexAttention has no vmap rule
+    for layer in attention_modules(base).values():
+        layer.explicit = True  # the fused kernels' vmap rules fail on some head dims (CUDA)
     names = [name for name, _ in base.named_parameters()]
     params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
               for name in names}
@@ -158,6 +159,11 @@ def train_stacked(
     for s in states:
         s.unlink(missing_ok=True)
     return [TrainingResult(Path(o), h, start, len(h)) for o, h in zip(outputs, losses)]
+
+
+def stackable(network: nn.Module) -> bool:
+    """Whether copies of ``network`` can train stacked exactly: no dropout, whose masks would differ."""
+    return not any(isinstance(m, nn.Dropout) and m.p > 0 for m in network.modules())
 
 
 def _stack_optimizer_state(stacked: torch.optim.Optimizer, singles, params: list[torch.Tensor]) -> None:

@@ -143,8 +143,8 @@ def step_flops(name: str, device: torch.device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     network, shape = build(name, device)
-    set_attention_kernel(network, "sdpa")
     step = Step(network, shape, MODELS[name][3], device, "new")
+    set_attention_kernel(network, "sdpa")  # the counter cannot see inside compiled FlexAttention
     clean, noise, sigma, timesteps = loop._draw_batch(step.denoiser, step.data, step.config)
     with FlopCounterMode(display=False) as counter:
         loop.denoising_loss(step.denoiser, clean, noise, sigma, timesteps).backward()
