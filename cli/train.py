@@ -11,6 +11,7 @@ from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
 
 from biasprobe import data
 from biasprobe.errors import InputError
+from biasprobe.formats.native import read_checkpoint
 from biasprobe.models import FAMILIES, from_preset
 from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
 from biasprobe.training import train as run_training
@@ -41,6 +42,10 @@ def train(
     seed: Annotated[str, typer.Option(help="Seed of initialisation, data subset, batches and noise; several, "
                                       "comma-separated, train several models.")] = "0",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,
+    weights: Annotated[str, typer.Option(help="Precision of the saved weights: float32 or bfloat16 (half the "
+                                         "size; files over 16 MiB are sharded either way).")] = "float32",
+    init: Annotated[Path | None, typer.Option(help="Warm restart: start from this checkpoint's weights (same "
+                                              "family and config; {n}/{seed} as in --output) with a fresh optimizer.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
 ) -> None:
@@ -65,9 +70,11 @@ def train(
         torch.manual_seed(s)
         networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
                                     windows=parse_windows(windows))[0])
+        if init is not None:
+            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=compile and len(runs) == 1)
+                            compile=compile and len(runs) == 1, weights=weights)
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
     for path in outputs:
         if resume and state_path(path).exists() and process_rank() == 0:
@@ -89,3 +96,15 @@ def train(
     for result, images, (_, s) in zip(results, image_sets, runs):
         typer.echo(f"wrote {result.output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} "
                    f"{data_name} ({subset}, seed {s}); loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
+
+
+def warm_start(network: torch.nn.Module, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into a fresh ``network`` of the same family and config."""
+    if not checkpoint.is_file():
+        raise InputError(f"no checkpoint at {checkpoint} to warm-start from (--init)")
+    saved = read_checkpoint(checkpoint)
+    if saved.family != network.family or saved.config != network.config:
+        raise InputError(f"{checkpoint} holds a {saved.family} with another config; --init needs the same preset "
+                         "and options")
+    network.load_state_dict(saved.state_dict)
+

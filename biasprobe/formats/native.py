@@ -11,7 +11,8 @@ A ``.pt`` checkpoint is a dictionary of plain data and tensors, read with
      "state_dict": {name: tensor}}
 
 A ``.safetensors`` checkpoint holds the state dict as tensors and everything else as JSON
-under the metadata key ``"biasprobe"``.
+under the metadata key ``"biasprobe"``; one larger than 16 MiB is sharded (:func:`save_checkpoint`),
+its main file listing the shards under ``"biasprobe_shards"``.
 """
 
 from __future__ import annotations
@@ -120,22 +121,68 @@ def network_denoiser(
     )
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write ``checkpoint`` atomically; the suffix (.pt or .safetensors) picks the container."""
+MAX_FILE_BYTES = 16 * 2**20
+"""Largest file a ``.safetensors`` checkpoint is written as; larger state dicts are sharded."""
+
+SHARDS_KEY = "biasprobe_shards"
+"""Metadata key of a sharded checkpoint's main file: the JSON list of its sibling shard files."""
+
+
+def save_checkpoint(
+    checkpoint: Checkpoint, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
+) -> Path:
+    """Write ``checkpoint`` atomically; the suffix (.pt or .safetensors) picks the container.
+
+    ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point tensors in that type; they load back
+    into the network's own precision. A ``.safetensors`` checkpoint larger than ``max_file_bytes``
+    is split: ``path`` holds the header and the first tensors, and lists its sibling shards
+    ``STEM.shard-I-of-K.safetensors`` (written first, so ``path`` never names missing shards).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+             for k, v in checkpoint.state_dict.items()}
+    metadata = {FORMAT_NAME: json.dumps(checkpoint.header())}
+    if path.suffix != ".safetensors":
+        _write_atomically(path, lambda tmp: torch.save({**checkpoint.header(), "state_dict": state}, tmp))
+        return path
+    from safetensors.torch import save_file
+
+    parts = _split(state, max_file_bytes - len(metadata[FORMAT_NAME]) - 2**16)
+    shards = [f"{path.stem}.shard-{i + 2}-of-{len(parts)}.safetensors" for i in range(len(parts) - 1)]
+    for name, part in zip(shards, parts[1:]):
+        _write_atomically(path.with_name(name), lambda tmp, part=part: save_file(part, tmp))
+    if shards:
+        metadata[SHARDS_KEY] = json.dumps(shards)
+    _write_atomically(path, lambda tmp: save_file(parts[0], tmp, metadata=metadata))
+    for stale in path.parent.glob(f"{path.stem}.shard-*-of-*.safetensors"):
+        if stale.name not in shards:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def _split(state: dict[str, torch.Tensor], budget: int) -> list[dict[str, torch.Tensor]]:
+    """Consecutive groups of tensors of at most ``budget`` bytes each (a larger tensor alone)."""
+    parts: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if parts[-1] and size + nbytes > budget:
+            parts.append({})
+            size = 0
+        parts[-1][name] = tensor.contiguous()
+        size += nbytes
+    return parts
+
+
+def _write_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(checkpoint.state_dict, tmp, metadata={FORMAT_NAME: json.dumps(checkpoint.header())})
-        else:
-            torch.save({**checkpoint.header(), "state_dict": checkpoint.state_dict}, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -171,7 +218,13 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         header = json.loads(metadata[FORMAT_NAME])
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is a safetensors file without biasprobe metadata") from None
-    return header, read_safetensors(path)
+    state = read_safetensors(path)
+    for name in json.loads(metadata.get(SHARDS_KEY, "[]")):
+        shard = path.with_name(name)
+        if not shard.is_file():
+            raise CheckpointError(f"{path} is sharded but its shard {name} is missing: copy all its files together")
+        state.update(read_safetensors(shard))
+    return header, state
 
 
 class BiasprobeTorch(FormatEntrypoint):

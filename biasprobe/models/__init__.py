@@ -71,7 +71,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "xs": {"depth": 12, "width": 252, "heads": 4, "patch_size": 1},
         # The paper zoo's size (issue 16): the paper's patch-1, 12-layer DiT at width 128 (head dim 64),
         # 11.3 GFLOP per forward at 32×32 grey, about a third of XS, so that ~35 models train in a few
-        # 30-minute GPU sessions; the DDPM UNet "default" preset matches it (12.5 GFLOP).
+        # 30-minute GPU sessions; the DDPM UNet "default" preset matches it (12.4 GFLOP); see docs/zoo.md.
         "zoo": {"depth": 12, "width": 128, "heads": 2, "patch_size": 1},
         "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
         # The shipped zoo's size: 12 layers like the paper's, 0.93M parameters, 16×16 tokens at 32×32.

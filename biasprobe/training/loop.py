@@ -39,6 +39,8 @@ class TrainingConfig:
 
     ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
     GPU after a warm-up of tens of seconds); it may change between a run and its resumption.
+    ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
+    size; the resumable state always keeps float32).
     """
 
     steps: int
@@ -51,10 +53,13 @@ class TrainingConfig:
     seed: int = 0
     max_minutes: float | None = None
     compile: bool = False
+    weights: str = "float32"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise InputError("steps, batch size and checkpoint interval must be positive")
+        if self.weights not in SAVED_WEIGHTS:
+            raise InputError(f"saved weights must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"EMA decay must lie in [0, 1), got {self.ema_decay}")
 
@@ -249,8 +254,12 @@ def _global_means(values: list[torch.Tensor], ranks: _Distributed) -> list[float
     return stacked.tolist()
 
 
+SAVED_WEIGHTS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
-    save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output)
+    dtype = SAVED_WEIGHTS[training.get("weights", "float32")]
+    save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output, dtype=dtype)
 
 
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
@@ -266,7 +275,7 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
-    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes", "compile"} if state["header"].get(k) != header.get(k))
+    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes", "compile", "weights"} if state["header"].get(k) != header.get(k))
     if changed:
         raise InputError(
             f"{path} belongs to a run with other settings ({', '.join(changed)}); delete it or pick another output"
