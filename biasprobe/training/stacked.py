@@ -119,7 +119,6 @@ def train_stacked(
         def network(*args):
             return functional_call(base, (p, b), args)
 
-        network.family = base.family  # what the denoiser wrapper reads
         denoiser = network_denoiser(network, image_shape, conventions)
         return denoising_loss(denoiser, clean, noise, sigma, timesteps)
 
