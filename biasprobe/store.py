@@ -21,15 +21,14 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import shutil
 import sys
-import uuid
 import warnings
 from pathlib import Path
 
 import xarray as xr
 import zarr
 
+from biasprobe import atomic
 from biasprobe.errors import InputError, OutputError, ParameterError
 
 COMPLETE_MARK = "biasprobe_complete"
@@ -179,33 +178,11 @@ def _locked(folder: Path):
         os.close(descriptor)
 
 
-def _alive(leftover: Path, path: Path) -> bool:
-    """Whether the writer of ``leftover`` (named ``.NAME.tmp-PID-HEX`` or ``.NAME.old-PID-HEX``) still runs."""
-    try:
-        pid = int(leftover.name[len(f".{path.name}.tmp-"):].split("-")[0])
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def _leftovers(path: Path) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {"tmp": [], "old": []}
-    for kind in found:
-        prefix = f".{path.name}.{kind}-"
-        with contextlib.suppress(OSError):
-            found[kind] = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
-    return found
-
-
 def _recover(path: Path) -> None:
     """Finish a swap a killed writer left half done, and remove the leftovers of dead writers.
 
     Call with the parent's lock held."""
-    found = _leftovers(path)
-    dead = {kind: [p for p in paths if not _alive(p, path)] for kind, paths in found.items()}
+    dead = {kind: atomic.leftovers(path, kind) for kind in atomic.KINDS}
     if not path.exists():
         complete = [p for p in dead["tmp"] if (_root_attributes(p) or {}).get(COMPLETE_MARK)]
         previous = [p for p in dead["old"] if (_root_attributes(p) or {}).get(COMPLETE_MARK)]
@@ -214,7 +191,7 @@ def _recover(path: Path) -> None:
             os.replace(chosen, path)
     for leftover in dead["tmp"] + dead["old"]:
         if leftover.exists():
-            shutil.rmtree(leftover, ignore_errors=True)
+            atomic.remove(leftover)
 
 
 def mark_complete(path: str | os.PathLike) -> None:
@@ -236,9 +213,7 @@ def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
     """
     path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.tmp-{token}")
-    old = path.with_name(f".{path.name}.old-{token}")
+    tmp, old = atomic.sibling(path, "tmp"), atomic.sibling(path, "old")
     dataset = dataset.copy()
     dataset.attrs.pop(COMPLETE_MARK, None)
     dataset.attrs[VERSION_KEY] = STORE_VERSION  # from the first write on, the folder is known as biasprobe's
@@ -263,8 +238,8 @@ def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
             os.replace(tmp, path)
         _step("moved-new")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic.remove(tmp)
+        atomic.remove(old)
     _step("removed-old")
     return path
 

@@ -31,7 +31,7 @@ def count(value, parameter: str, *, minimum: int = 1, maximum: int | None = None
         if isinstance(value, _numbers.Real) and math.isfinite(value) and float(value).is_integer():
             value = int(value)
         else:
-            raise ParameterError(parameter, f"must be a whole number, got {repr(value)}")
+            raise ParameterError(parameter, f"must be a whole number, got {value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
@@ -49,7 +49,7 @@ def number(
 ) -> float:
     """``value`` as a finite float (``positive``: > 0; else within [minimum, maximum] when given)."""
     if isinstance(value, bool) or not isinstance(value, _numbers.Real):
-        raise ParameterError(parameter, f"must be a number, got {repr(value)}")
+        raise ParameterError(parameter, f"must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ParameterError(parameter, f"must be a finite number, got {value}")
@@ -83,8 +83,11 @@ def numbers(values: Iterable, parameter: str, **bounds) -> list[float]:
 
 def check_weights(state: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
     """Refuse weights a network cannot run faithfully: complex values (the imaginary part would be
-    dropped on loading), non-numeric tensors, and NaN or infinite values."""
+    dropped on loading), non-numeric tensors, and NaN or infinite values. Nested dictionaries (a
+    training checkpoint's ``model`` and ``ema``) are searched too; other values are ignored."""
     for name, tensor in state.items():
+        if isinstance(tensor, Mapping):
+            check_weights(tensor, source)
         if not isinstance(tensor, torch.Tensor):
             continue
         if tensor.is_complex():
