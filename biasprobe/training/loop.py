@@ -29,8 +29,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
+from biasprobe.validation import count, number
 
 
 @dataclass
@@ -48,10 +49,17 @@ class TrainingConfig:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise InputError("steps, batch size and checkpoint interval must be positive")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"EMA decay must lie in [0, 1), got {self.ema_decay}")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            setattr(self, name, count(getattr(self, name), name))
+        for name in ("learning_rate", "sigma_max"):
+            setattr(self, name, number(getattr(self, name), name, positive=True))
+        self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
+        self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1)
+        if self.ema_decay == 1:
+            raise ParameterError("ema_decay", "must be below 1 (at 1 the average never moves)")
+        self.seed = count(self.seed, "seed", minimum=0)
+        if self.max_minutes is not None:
+            self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
 
 
 @dataclass
@@ -122,6 +130,7 @@ def train(
     image_shape = tuple(images.shape[1:])
     conventions = NATIVE_CONVENTIONS[network.family]
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
+    model = {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
 
     network = network.to(device)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
@@ -130,7 +139,11 @@ def train(
     start = 0
     saved_state = state_path(output)
     if resume and saved_state.exists():
-        start, losses = _restore(saved_state, network, ema, optimizer, header)
+        start, losses = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        if start > config.steps:
+            raise ParameterError("steps", f"is {config.steps}, below the {start} steps already done in {saved_state}; "
+                                 f"give at least {start}")
+    saved_at = start
     trained = nn.parallel.DistributedDataParallel(network) if ranks.world > 1 else network
     denoiser = network_denoiser(trained, image_shape, conventions)
     data = images.to(device)
@@ -153,11 +166,16 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 raw = denoiser.raw_output(clean + sigma.view(-1, 1, 1, 1) * noise, sigma)
             loss = (raw.float() - denoiser.raw_target(clean, noise, sigma)).pow(2).mean()
+            value = _global_mean(loss.detach(), ranks)
+            if not math.isfinite(value):
+                kept = f"{output} keeps the weights of step {saved_at}" if saved_at else "nothing was saved"
+                raise InputError(f"training stopped: the loss is {value} at step {step + 1}; {kept}. Lower the "
+                                 "learning rate, check the data, or resume from the saved state")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
-            losses.append(_global_mean(loss.detach(), ranks))
+            losses.append(value)
             timed_steps += 1
             rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
             bar.update(task, advance=1, loss=losses[-1], rate=rate)
@@ -165,8 +183,9 @@ def train(
             last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
             if ranks.main and ((step + 1) % config.checkpoint_every == 0 or last):
                 _save(output, ema, image_shape, {**header, "steps_done": step + 1})
+                saved_at = step + 1
                 if step + 1 < config.steps:
-                    _save_state(saved_state, network, ema, optimizer, header, step + 1, losses)
+                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
             if last:
                 break
     if ranks.main and len(losses) == config.steps:
@@ -230,12 +249,20 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
-    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes"} if state["header"].get(k) != header.get(k))
+    if not isinstance(state, dict) or not isinstance(state.get("header"), dict):
+        raise InputError(f"cannot resume from {path}: it is not a training state; delete it to start over")
+    saved = state["header"]
+    changed = sorted(k for k in {*header, *saved} - {"steps", "max_minutes"} if saved.get(k) != header.get(k))
     if changed:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {header.get(k)!r}" for k in changed)[:400]
         raise InputError(
-            f"{path} belongs to a run with other settings ({', '.join(changed)}); delete it or pick another output"
+            f"{path} belongs to a run with other settings ({details}); give the same settings, or delete it "
+            "or pick another output to start over"
         )
-    network.load_state_dict(state["network"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), list(state["losses"])
+    try:
+        network.load_state_dict(state["network"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["step"]), list(state["losses"])
+    except (KeyError, RuntimeError, ValueError, TypeError):
+        raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
