@@ -203,6 +203,7 @@ def mark_complete(path: str | os.PathLike) -> None:
     group.attrs.update({VERSION_KEY: STORE_VERSION, COMPLETE_MARK: _chunk_counts(path) or True})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         zarr.consolidate_metadata(path, zarr_format=3)
 
 
@@ -253,6 +254,7 @@ def open(path: str | os.PathLike) -> xr.Dataset:
     check_store(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         with xr.open_zarr(path, zarr_format=3, consolidated=None) as dataset:
             dataset = dataset.load()
     for key in (COMPLETE_MARK, VERSION_KEY):

@@ -11,13 +11,14 @@ from biasprobe_cli.options import (
     Arch,
     ClassLabel,
     ImageSize,
+    Overwrite,
     Vae,
-    default_store,
     deprecated_flag,
     latent_encoder,
     load_model,
     parse_numbers,
     read_images,
+    result_paths,
     store_option,
 )
 from rich import box
@@ -68,6 +69,7 @@ def jacobian(
     seed: Annotated[int, typer.Option(help="Seed of the noise draws and random start blocks.")] = 0,
     out: JacobianStore = None,
     figure: Annotated[Path | None, typer.Option(help="Draw eigenvectors, spectrum and GAHB metrics to this image.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Eigen- and singular values and eigenvectors of the Jacobian J = ∂D(y)/∂y at noisy images.
 
@@ -75,6 +77,7 @@ def jacobian(
     output = deprecated_flag("--output", "--differentiate", output, differentiate, "denoised")
     if output not in OUTPUTS:
         raise InputError(f"--differentiate must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    out = result_paths(checkpoint, "jacobian", out, overwrite, figure)
     denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
     if sigma is None and t is None:
@@ -88,8 +91,7 @@ def jacobian(
         dataset.attrs["vae"] = str(vae)
     summary = gahb_summary(dataset) if dataset.sizes["rank"] >= 2 else None
     _print_summary(dataset, summary)
-    out = out or default_store(checkpoint, "jacobian")
-    bp.save(dataset, out)
+    bp.save(dataset, out, overwrite=overwrite)
     console.print(f"wrote {out}")
     if figure:  # matplotlib is imported only when a figure is asked for
         from biasprobe.figures.jacobian import jacobian_figure

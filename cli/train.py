@@ -10,9 +10,11 @@ import typer
 from biasprobe_cli.options import parse_windows, resolve_device
 
 from biasprobe import data
+from biasprobe.formats.native import SUFFIXES
 from biasprobe.models import FAMILIES, from_preset
 from biasprobe.training import TrainingConfig, process_rank, state_path
 from biasprobe.training import train as run_training
+from biasprobe.validation import count, output_file
 
 
 def train(
@@ -37,22 +39,32 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data subset, batches and noise.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --output that no "
+                                            "resumable state belongs to.")] = False,
 ) -> None:
     """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
 
     The checkpoint holds the EMA weights and records the data set, N, subset and all settings, so
     `biasprobe gap` finds the training data on its own. Launch under `torchrun` for several GPUs.
     """
+    resuming = resume and state_path(output).exists()
+    output_file(output, "output", suffixes=SUFFIXES, overwrite=overwrite or resuming)
+    output_file(state_path(output), "output")
+    count(batch, "batch")  # the flag is --batch; TrainingConfig names it batch_size
+    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
+                            checkpoint_every=checkpoint_every, seed=seed, max_minutes=max_minutes)
+    count(n_train, "n_train")
+    count(image_size, "image_size")
+    if channels is not None:
+        count(channels, "channels")
     target = resolve_device(device)
     images = data.load(data_name, "train", n_train, size=image_size, channels=channels, subset=subset,
                        seed=seed, data_dir=data_dir)
     torch.manual_seed(seed)
     network, _ = from_preset(family, preset, image_size=image_size, channels=images.shape[1],
                              windows=parse_windows(windows))
-    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
-                            checkpoint_every=checkpoint_every, seed=seed, max_minutes=max_minutes)
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
-    if resume and state_path(output).exists() and process_rank() == 0:
+    if resuming and process_rank() == 0:
         typer.echo(f"resuming from {state_path(output)}")
     result = run_training(network, images, output, config, metadata=metadata, device=target, resume=resume)
     if result.rank != 0:  # under torchrun only rank 0 wrote the checkpoint and reports
