@@ -90,9 +90,10 @@ def is_biasprobe_store(path: str | os.PathLike) -> bool:
 def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: str = "path") -> Path:
     """Check, before any work, that a store may be written at ``path``: nothing there, an empty
     folder, or a store biasprobe wrote; anything else only with ``overwrite``."""
-    from biasprobe.validation import writable_parent
+    from biasprobe.validation import check_path_length, writable_parent
 
     path = Path(path)
+    check_path_length(path, parameter)
     if path.exists() or path.is_symlink():
         if not path.is_dir() or path.is_symlink():
             raise ParameterError(parameter, f"{path} exists and is not a store folder; choose another path")

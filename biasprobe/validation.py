@@ -108,7 +108,8 @@ _INTEGER_DTYPES = {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def _check_path_length(path: Path, parameter: str) -> None:
+def check_path_length(path: Path, parameter: str) -> None:
+    """A path the file system can take: no name over :data:`NAME_MAX` bytes, the whole under :data:`PATH_MAX`."""
     if len(os.fsencode(str(path.absolute()))) > PATH_MAX:
         raise ParameterError(parameter, f"path is longer than {PATH_MAX} bytes; choose a shorter one")
     long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
@@ -120,7 +121,7 @@ def _check_path_length(path: Path, parameter: str) -> None:
 
 def writable_parent(path: Path, parameter: str) -> None:
     """The folder that will hold ``path`` is, or can be made, a writable folder."""
-    _check_path_length(path, parameter)
+    check_path_length(path, parameter)
     ancestor = path.absolute().parent
     while not ancestor.exists():
         if ancestor.is_symlink():
@@ -147,6 +148,7 @@ def output_file(
     path = Path(path)
     if str(path) in ("", "."):
         raise ParameterError(parameter, "is empty; give a file name")
+    check_path_length(path, parameter)
     if suffixes is not None:
         suffixes = list(suffixes)
         if path.suffix.lower() not in suffixes:
@@ -169,10 +171,10 @@ def output_file(
 def output_folder(path: str | os.PathLike, parameter: str) -> Path:
     """Check that ``path`` is, or can be created as, a writable folder."""
     path = Path(path)
+    check_path_length(path, parameter)
     if path.exists() and not path.is_dir():
         raise ParameterError(parameter, f"{path} is a file, not a folder; choose another path")
     if path.is_dir():
-        _check_path_length(path, parameter)
         if not os.access(path, os.W_OK | os.X_OK):
             raise ParameterError(parameter, f"cannot be written: no permission to write in {path}")
         return path
