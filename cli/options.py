@@ -77,8 +77,8 @@ Vae = Annotated[
 
 Overwrite = Annotated[
     bool,
-    typer.Option(help="Replace an existing output that biasprobe did not write (a folder at --out, or a "
-                 "checkpoint file at -o)."),
+    typer.Option(help="Replace a folder at --out that biasprobe did not write (a store biasprobe wrote is "
+                 "always replaced, atomically)."),
 ]
 
 
