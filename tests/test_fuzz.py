@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -41,6 +43,17 @@ def files(tmp_path_factory):
 
     Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(paths["image"])
     return paths
+
+
+@pytest.fixture(autouse=True)
+def warnings_to_stderr():
+    """Show warnings on stderr as a user sees them (pytest would collect them), so that a warning
+    printed before the error line fails the one-line check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        yield
 
 
 def assert_clean_error(result, fragment: str | None = None):

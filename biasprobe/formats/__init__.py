@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -111,7 +112,9 @@ def load(
     if source.is_file_of_weights:  # real, finite weights only, before any network is built
         check_weights(source.contents, path)
     try:
-        denoiser = entry.open_denoiser(source, arch=dict(arch or {}), **given)
+        with warnings.catch_warnings():  # a damaged file's empty layers: the loader's checks report them
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            denoiser = entry.open_denoiser(source, arch=dict(arch or {}), **given)
     except BiasprobeError:
         raise
     except Exception as err:  # noqa: BLE001 - an untrusted file can fail a format's loader in any way

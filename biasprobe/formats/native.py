@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,9 @@ def _check_config(config: dict) -> None:
 def _built(family: str, config: dict) -> torch.nn.Module:
     """``build_model(family, **config)``, any failure of a damaged config as a CheckpointError."""
     try:
-        return build_model(family, **config)
+        with warnings.catch_warnings():  # a damaged config's empty layers: the shape check reports them
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            return build_model(family, **config)
     except Exception as err:  # noqa: BLE001 - an untrusted config can fail a constructor in any way
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"the checkpoint has an invalid {family} config ({reason}); the file is damaged") from None
