@@ -82,7 +82,8 @@ NUMERIC_CASES = [
     *[(["new", "unet-ddpm", "--preset", "tiny", "-o", "{root}/n.pt", "--image-size", v], "image")
       for v in ("0", "-2", "7")],
     *[(["new", "dit", "-o", "{root}/n.pt", "--windows", v], "window") for v in ("0", "-1", "2", "3,4", "a")],
-    *[(["gap", "{unet-bf}", "--data", "discs", "--n-train", "4", "--k", v], "--k") for v in ("0", "-1")],
+    *[(["gap", "{unet-bf}", "--data", "discs", "--n-train", "4", "--per-split", v], "--per-split")
+      for v in ("0", "-1")],
     *[(["gap", "{unet-bf}", "--data", "discs", "--n-train", "4", "--sigma", v], "--sigma") for v in ("nan", "0")],
     (["gap", "{unet-bf}", "--data", "discs", "--n-train", "0"], "--n-train"),
     *[(["train", "unet-bf", "--data", "discs", "--n-train", "4", "-o", "{root}/t.pt", flag, v], flag)
@@ -100,13 +101,13 @@ NUMERIC_CASES = [
     *[(["locality", "{dit}", "--device", "cpu", "--out", "{root}/l.zarr", "--windows", v], "window")
       for v in ("2", "0", "-3")],
     *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp", flag, v], flag)
-      for flag, v in (("--k", "0"), ("--samples", "0"), ("--sampler-steps", "0"), ("--top-k", "0"),
+      for flag, v in (("--per-split", "0"), ("--samples", "0"), ("--sampler-steps", "0"), ("--top-k", "0"),
                       ("--sigma", "nan"), ("--sigma", "-1"))],
     (["demo", "--k", "0", "--out", "{root}/demo"], "--k"),
     (JACOBIAN + ["--device", "tpu"], "--device"),
     (JACOBIAN + ["--method", "magic"], "method"),
     (JACOBIAN + ["--precision", "fp4"], "precision"),
-    (JACOBIAN + ["--output", "other"], "--output"),
+    (JACOBIAN + ["--differentiate", "other"], "--differentiate"),
 ]
 
 
