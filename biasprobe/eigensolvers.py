@@ -31,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from biasprobe import validation
 from biasprobe.errors import InputError
 
 METHODS = ("auto", "dense", "lanczos", "randomized")
@@ -305,9 +306,8 @@ def decompose(
 ) -> Decomposition:
     """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here)."""
     d = operator.dimension
-    stored = top_k or (d if d <= STORED_VECTORS_SMALL else STORED_VECTORS_LARGE)
-    if not 1 <= stored <= d:
-        raise InputError(f"top_k must be between 1 and d = {d}, got {top_k}")
+    stored = (d if d <= STORED_VECTORS_SMALL else STORED_VECTORS_LARGE) if top_k is None else top_k
+    stored = validation.count(stored, "top_k", maximum=d)
     method = choose_method(method, d, top_k)
     if method == "dense":
         return _dense(operator, stored)

@@ -19,6 +19,10 @@ def demo(
     Needs nothing beyond the repository (no downloads, no data packages); a few minutes on a laptop CPU.
     """
     from biasprobe.demo import run_demo
+    from biasprobe.validation import count, output_folder
+
+    output_folder(out, "out")
+    count(k, "k")
 
     index = run_demo(out, k=k, device=str(resolve_device(device)))
     typer.echo(f"wrote {index} with the figures and stores beside it")

@@ -10,10 +10,11 @@ import torch
 import typer
 from biasprobe_cli.options import (
     Arch,
-    default_store,
+    Overwrite,
     deprecated_flag,
     load_model,
     parse_numbers,
+    result_paths,
     store_option,
 )
 from rich.console import Console
@@ -26,6 +27,8 @@ from biasprobe.analyses.memorization import memorization
 from biasprobe.errors import InputError
 from biasprobe.images import write_image
 from biasprobe.training.samplers import METHODS
+from biasprobe.validation import count as positive_count
+from biasprobe.validation import number, output_file, output_folder
 
 GapStore = store_option("gap")
 SamplesStore = store_option("samples")
@@ -59,18 +62,23 @@ def gap(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Generalization gap: denoising PSNR on K training vs K test images (--per-split K) at each noise level (Fig. 2).
 
     Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
     """
+    out = result_paths(checkpoint, "gap", out, overwrite, figure)
+    per_split = positive_count(deprecated_flag("--k", "--per-split", k, per_split, 300), "per_split")
+    if n_train is not None:
+        positive_count(n_train, "n_train")
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
-    count = min(deprecated_flag("--k", "--per-split", k, per_split, 300), len(train_images))
+    count = min(per_split, len(train_images))
     dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
-    path = bp.save(dataset, out or default_store(checkpoint, "gap"))
+    path = bp.save(dataset, out, overwrite=overwrite)
     table = Table("σ", "t", "train PSNR", "test PSNR", "gap (dB)", title=f"{checkpoint.name}: N={len(train_images)} {name}")
     for i in range(dataset.sizes["sigma"]):
         row = dataset.isel(sigma=i)
@@ -81,6 +89,7 @@ def gap(
     if figure:
         from biasprobe.figures.generalization import gap_figure
 
+        figure.parent.mkdir(parents=True, exist_ok=True)
         gap_figure(dataset).savefig(figure, dpi=150)
         console.print(f"figure {figure}")
 
@@ -97,8 +106,15 @@ def sample(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the samples: sample i depends only on (seed, i).")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Draw seeded samples and find each one's nearest training image (memorization)."""
+    out = result_paths(checkpoint, "samples", out, overwrite)
+    if png is not None:
+        output_file(png, "png", suffixes=[".png"])
+    positive_count(count, "count")
+    positive_count(steps, "steps")
+    number(threshold, "threshold", minimum=-1, maximum=1)
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = None, None
     if denoiser.source.training.get("data"):
@@ -115,9 +131,10 @@ def sample(
     if diverged:
         console.print(f"[yellow]{diverged} of {count} samples diverged (non-finite values): the model may be "
                       "untrained or the sampler settings too aggressive[/yellow]")
-    path = bp.save(dataset, out or default_store(checkpoint, "samples"))
+    path = bp.save(dataset, out, overwrite=overwrite)
     console.print(f"store {path}")
     if png:
+        png.parent.mkdir(parents=True, exist_ok=True)
         write_image(torch.cat(list(torch.from_numpy(dataset.sample_image.values)), dim=-1), png)
 
 
@@ -137,6 +154,7 @@ def compare(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare two checkpoints: gap, memorization, paired samples, Jacobian spectra and overlap, locality.
 
@@ -146,18 +164,27 @@ def compare(
     from biasprobe.analyses.comparison import compare as run_comparison
     from biasprobe.figures.comparison import comparison_figure
     from biasprobe.images import read_image
+    from biasprobe.store import check_output
 
+    output_folder(out, "out")
+    check_output(out / "comparison.zarr", overwrite, "out")
+    output_file(out / "comparison.png", "out")
+    per_split = deprecated_flag("--k", "--per-split", k, per_split, 100)
+    for value, name in ((per_split, "per_split"), (samples, "samples"), (sampler_steps, "sampler_steps"),
+                        (top_k, "top_k")):
+        positive_count(value, name)
+    number(sigma, "sigma", positive=True)
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [d.source.training.get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
     if not name:
         raise InputError("neither checkpoint records its training data: pass --data NAME")
     trained = [training_data(d, None, None, data_dir)[1] if data else None for d, data in zip(pair, recorded)]
-    test = held_out_data(pair[0], name, deprecated_flag("--k", "--per-split", k, per_split, 100), data_dir)
+    test = held_out_data(pair[0], name, per_split, data_dir)
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
-    path = bp.save(dataset, out / "comparison.zarr")
+    path = bp.save(dataset, out / "comparison.zarr", overwrite=overwrite)
     comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
     table = Table("", first.stem, second.stem, title=f"{first.name} vs {second.name}")
     for variable, label, unit in (("average_gap", "average gap", " dB"), ("memorized_share", "samples copying training", ""),

@@ -13,13 +13,14 @@ from biasprobe_cli.options import (
     Arch,
     ClassLabel,
     ImageSize,
+    Overwrite,
     Vae,
-    default_store,
     deprecated_flag,
     latent_encoder,
     load_model,
     parse_numbers,
     read_images,
+    result_paths,
     store_option,
 )
 from rich import box
@@ -98,6 +99,7 @@ def jacobian(
         typer.Option(help="Draw eigenvectors, spectrum and GAHB metrics to this image; with several checkpoints, "
                      "one row per checkpoint (clean, noisy, D(y), eigenvectors with λ, metrics)."),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Eigenvectors, eigenvalues and singular values of J = ∂D(y)/∂y at noisy images, and the GAHB verdict.
 
@@ -114,6 +116,7 @@ def jacobian(
                          "current folder: drop --out")
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
+    paths = {checkpoint: result_paths(checkpoint, "jacobian", out, overwrite, figure) for checkpoint in checkpoints}
     stores = {}
     for checkpoint in checkpoints:
         denoiser = load_model(checkpoint, device, class_label, image_size, arch)
@@ -133,8 +136,8 @@ def jacobian(
             dataset.attrs["vae"] = str(vae)
         console.print(f"[bold]{checkpoint}[/bold]")
         _print_summary(dataset)
-        path = out or default_store(checkpoint, "jacobian")
-        bp.save(dataset, path)
+        path = paths[checkpoint]
+        bp.save(dataset, path, overwrite=overwrite)
         console.print(f"wrote {path}")
         stores[checkpoint.stem] = dataset
     if figure:  # matplotlib is imported only when a figure is asked for

@@ -12,14 +12,15 @@ from biasprobe_cli.options import (
     Arch,
     ClassLabel,
     ImageSize,
+    Overwrite,
     Vae,
-    default_store,
     is_latent,
     latent_encoder,
     load_model,
     parse_numbers,
     parse_windows,
     read_images,
+    result_paths,
     store_option,
 )
 from rich import box
@@ -34,6 +35,7 @@ from biasprobe.analyses.locality import locality as measure_locality
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
 from biasprobe.images import read_image
+from biasprobe.validation import count
 
 console = Console()
 DEFAULT_SIGMAS = "0.05,0.2"
@@ -94,10 +96,14 @@ def locality(
     figure: Annotated[
         Path | None, typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Measure how local attention is, per layer, head and noise level; optionally An et al.'s Fig. 4.
 
     Mean attention distance, local mass in k×k neighbourhoods, entropy and distance histogram."""
+    out = result_paths(checkpoint, "locality", out, overwrite, figure)
+    count(n, "n")
+    count(batch_size, "batch_size")
     denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     encoder = latent_encoder(denoiser, checkpoint, vae, device)
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))
@@ -123,7 +129,7 @@ def locality(
     if vae is not None:
         dataset.attrs["vae"] = str(vae)
     _print_summary(dataset)
-    out = bp.save(dataset, out or default_store(checkpoint, "locality"))
+    out = bp.save(dataset, out, overwrite=overwrite)
     console.print(f"wrote {out}")
     if figure:
         figure.parent.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,11 @@ from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
 
 from biasprobe import data
 from biasprobe.errors import InputError
-from biasprobe.formats.native import read_checkpoint
+from biasprobe.formats.native import SUFFIXES, read_checkpoint
 from biasprobe.models import FAMILIES, from_preset
 from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
 from biasprobe.training import train as run_training
+from biasprobe.validation import count, output_file
 
 
 def train(
@@ -48,6 +49,8 @@ def train(
                                               "family and config; {n}/{seed} as in --output) with a fresh optimizer.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --output that no "
+                                            "resumable state belongs to.")] = False,
 ) -> None:
     """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
 
@@ -58,7 +61,32 @@ def train(
     vmapped step (each model's result equals training it alone), or one after another for networks
     with dropout. --compile applies to a single model.
     """
+    count(batch, "batch")  # the flag is --batch; TrainingConfig names it batch_size
+    count(image_size, "image_size")
+    if channels is not None:
+        count(channels, "channels")
+    runs = [(count(n, "n_train"), count(s, "seed", minimum=0))
+            for n in parse_numbers(n_train, "n-train", int) for s in parse_numbers(seed, "seed", int)]
+    outputs = [Path(str(output).format(n=n, seed=s)) for n, s in runs]
+    if len(set(outputs)) < len(runs):
+        raise InputError("several models need an output pattern with {n} and/or {seed}, e.g. -o dit-n{n}-s{seed}.pt")
+    for path in outputs:  # every output is checked before any work starts
+        output_file(path, "output", suffixes=SUFFIXES, overwrite=overwrite or (resume and state_path(path).exists()))
+        output_file(state_path(path), "output")
+    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
+                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
+                            compile=compile and len(runs) == 1, weights=weights)
     target = resolve_device(device)
+    networks, image_sets = [], []
+    for n, s in runs:
+        image_sets.append(data.load(data_name, "train", n, size=image_size, channels=channels, subset=subset,
+                                    seed=s, data_dir=data_dir))
+        torch.manual_seed(s)
+        networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
+                                    windows=parse_windows(windows))[0])
+        if init is not None:
+            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
+    metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
     runs = [(int(n), int(s)) for n in parse_numbers(n_train, "n-train", int) for s in parse_numbers(seed, "seed", int)]
     outputs = [Path(str(output).format(n=n, seed=s)) for n, s in runs]
     if len(set(outputs)) < len(runs):

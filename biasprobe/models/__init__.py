@@ -12,7 +12,7 @@ import inspect
 
 from torch import nn
 
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 from biasprobe.models.attention import (
     ATTENTION_KERNELS,
     GridAttention,
@@ -23,6 +23,7 @@ from biasprobe.models.attention import (
 from biasprobe.models.dit import DiT
 from biasprobe.models.unet_bf import BiasFreeBatchNorm, BiasFreeUNet
 from biasprobe.models.unet_ddpm import DDPMUNet
+from biasprobe.validation import count
 
 __all__ = [
     "ATTENTION_KERNELS",
@@ -127,9 +128,13 @@ def from_preset(
     """
     cls = _family(family)
     config = preset_config(family, preset or next(iter(PRESETS[family])))
-    channels = channels or (1 if family == "unet-bf" else 3)
-    if image_size < 1 or channels < 1:
-        raise InputError("image size and channels must be positive")
+    channels = count((1 if family == "unet-bf" else 3) if channels is None else channels, "channels", maximum=4096)
+    image_size = count(image_size, "image_size", maximum=1 << 14)
+    factor = 2 ** config.get("num_blocks", 0)
+    if image_size % factor:
+        raise ParameterError(
+            "image_size", f"must be a multiple of {factor} for this {family} (2^num_blocks), got {image_size}"
+        )
     accepted = inspect.signature(cls).parameters
     config.update({k: v for k, v in {"image_size": image_size, "channels": channels}.items() if k in accepted})
     if "attention_resolutions" in config:

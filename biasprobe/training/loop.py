@@ -29,8 +29,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
+from biasprobe.validation import count, number
 
 
 @dataclass
@@ -56,12 +57,19 @@ class TrainingConfig:
     weights: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise InputError("steps, batch size and checkpoint interval must be positive")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            setattr(self, name, count(getattr(self, name), name))
+        for name in ("learning_rate", "sigma_max"):
+            setattr(self, name, number(getattr(self, name), name, positive=True))
+        self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
+        self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1)
+        if self.ema_decay == 1:
+            raise ParameterError("ema_decay", "must be below 1 (at 1 the average never moves)")
+        self.seed = count(self.seed, "seed", minimum=0)
+        if self.max_minutes is not None:
+            self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
         if self.weights not in SAVED_WEIGHTS:
-            raise InputError(f"saved weights must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"EMA decay must lie in [0, 1), got {self.ema_decay}")
+            raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
 
 
 @dataclass
@@ -132,6 +140,7 @@ def train(
     image_shape = tuple(images.shape[1:])
     conventions = NATIVE_CONVENTIONS[network.family]
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
+    model = {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
 
     network = network.to(device)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
@@ -140,7 +149,11 @@ def train(
     start = 0
     saved_state = state_path(output)
     if resume and saved_state.exists():
-        start, losses = _restore(saved_state, network, ema, optimizer, header)
+        start, losses = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        if start > config.steps:
+            raise ParameterError("steps", f"is {config.steps}, below the {start} steps already done in {saved_state}; "
+                                 f"give at least {start}")
+    saved_at = start
     trained = torch.compile(network) if config.compile else network
     trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
     denoiser = network_denoiser(trained, image_shape, conventions)
@@ -172,19 +185,33 @@ def train(
             checkpoint = (step + 1) % config.checkpoint_every == 0 or last
             if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
                 timed_steps += len(pending)
-                losses += _global_means(pending, ranks)
+                read = _global_means(pending, ranks)
                 pending = []
+                _stop_if_not_finite(read, len(losses), output, saved_at)
+                losses += read
                 rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
                 bar.update(task, completed=step + 1, loss=losses[-1], rate=rate)
             if ranks.main and checkpoint:
                 _save(output, ema, image_shape, {**header, "steps_done": step + 1})
+                saved_at = step + 1
+                saved_at = step + 1
                 if step + 1 < config.steps:
-                    _save_state(saved_state, network, ema, optimizer, header, step + 1, losses)
+                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
             if last:
                 break
     if ranks.main and len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
     return TrainingResult(Path(output), losses, start, len(losses), ranks.rank)
+
+
+def _stop_if_not_finite(read: list[float], steps_before: int, output, saved_at: int) -> None:
+    """Stop at the first non-finite loss among those just read back (checked before any save, so
+    the checkpoint on disk keeps the last good weights)."""
+    for offset, value in enumerate(read):
+        if not math.isfinite(value):
+            kept = f"{output} keeps the weights of step {saved_at}" if saved_at else "nothing was saved"
+            raise InputError(f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. "
+                             "Lower the learning rate, check the data, or resume from the saved state")
 
 
 LOSS_READ_EVERY = 50
@@ -275,12 +302,21 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
-    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes", "compile", "weights"} if state["header"].get(k) != header.get(k))
+    if not isinstance(state, dict) or not isinstance(state.get("header"), dict):
+        raise InputError(f"cannot resume from {path}: it is not a training state; delete it to start over")
+    saved = state["header"]
+    changed = sorted(k for k in {*header, *saved} - {"steps", "max_minutes", "compile", "weights"}
+                     if saved.get(k) != header.get(k))
     if changed:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {header.get(k)!r}" for k in changed)[:400]
         raise InputError(
-            f"{path} belongs to a run with other settings ({', '.join(changed)}); delete it or pick another output"
+            f"{path} belongs to a run with other settings ({details}); give the same settings, or delete it "
+            "or pick another output to start over"
         )
-    network.load_state_dict(state["network"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), list(state["losses"])
+    try:
+        network.load_state_dict(state["network"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["step"]), list(state["losses"])
+    except (KeyError, RuntimeError, ValueError, TypeError):
+        raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
