@@ -140,7 +140,7 @@ def train(
     image_shape = tuple(images.shape[1:])
     conventions = NATIVE_CONVENTIONS[network.family]
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
-    model = {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
+    model = model_identity(network, image_shape)
 
     network = network.to(device)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
@@ -202,6 +202,11 @@ def train(
     if ranks.main and len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
     return TrainingResult(Path(output), losses, start, len(losses), ranks.rank)
+
+
+def model_identity(network: nn.Module, image_shape) -> dict:
+    """What a resumable state must share with the run that resumes it, beside the training settings."""
+    return {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
 
 
 def _stop_if_not_finite(read: list[float], steps_before: int, output, saved_at: int) -> None:

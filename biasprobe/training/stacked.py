@@ -39,6 +39,7 @@ from biasprobe.training.loop import (
     _step_seed,
     denoising_loss,
     make_optimizer,
+    model_identity,
     state_path,
 )
 
@@ -87,6 +88,7 @@ def train_stacked(
     image_shape = tuple(data[0].shape[1:])
     conventions = NATIVE_CONVENTIONS[first.family]
     headers = [{**meta, **asdict(c), "n_train": len(x)} for meta, c, x in zip(metadata, configs, data)]
+    state_headers = [{**h, **model_identity(n, image_shape)} for h, n in zip(headers, networks)]
 
     # per-model modules: their resumable states load into them, checkpoints are written from them
     models = [n.to(device) for n in networks]
@@ -98,7 +100,8 @@ def train_stacked(
     if resume and any(s.exists() for s in states):
         if not all(s.exists() for s in states):
             raise InputError("only some stacked models have a saved state; resume them one at a time")
-        restored = [_restore(s, n, e, o, h) for s, n, e, o, h in zip(states, models, emas, optimizers, headers)]
+        restored = [_restore(s, n, e, o, h)
+                    for s, n, e, o, h in zip(states, models, emas, optimizers, state_headers)]
         if len({step for step, _ in restored}) > 1:
             raise InputError("the stacked models' saved states are at different steps; resume them one at a time")
         start, losses = restored[0][0], [list(history) for _, history in restored]
@@ -152,7 +155,8 @@ def train_stacked(
             for k in range(count):
                 _save(outputs[k], emas[k], image_shape, {**headers[k], "steps_done": step + 1})
                 if not last:
-                    _save_state(states[k], models[k], emas[k], optimizers[k], headers[k], step + 1, losses[k])
+                    _save_state(states[k], models[k], emas[k], optimizers[k], state_headers[k], step + 1,
+                                losses[k])
     if start < config.steps or not all(os.path.exists(o) for o in outputs):
         _unstack(params, buffers, ema_params, optimizer, models, emas, optimizers)
     for s in states:
