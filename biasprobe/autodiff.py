@@ -118,6 +118,8 @@ class JacobianOperator:
         self.dimension = y[0].numel()
         self.y = y.detach()
         self.vmap = {"rows": True, "columns": True}
+        self.on_products: Callable[[int], None] = lambda count: None
+        """Called with the number of vectors of every block product (progress reports)."""
         with self._context():
             saved = _saved_bytes(self.fn, self.y)
             with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
@@ -143,6 +145,11 @@ class JacobianOperator:
     def _map(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
         """``product`` (one vector → one product) mapped over vectors (b, 1, C, H, W) with ``vmap``,
         or ``on_copies`` (a batch (n, C, H, W) → its products) chunk by chunk; (b, d) float32."""
+        products = self._map_blocks(kind, product, on_copies, vectors)
+        self.on_products(len(vectors))
+        return products
+
+    def _map_blocks(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
         with self._context(), torch.no_grad():
             if self.vmap[kind]:
                 try:

@@ -18,7 +18,6 @@ DistributedDataParallel averages the gradients, which equals the single-process 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -137,13 +136,10 @@ def train(
     began = timed_from = time.perf_counter()
     timed_steps = 0
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from biasprobe.progress import task
 
-    columns = (TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.1f} img/s"),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not (progress and ranks.main), transient=True) as bar:
-        task = bar.add_task("train", total=config.steps, completed=start, loss=math.nan, rate=0.0)
+    description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
+    with task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
         for step in range(start, config.steps):
             torch.manual_seed(_step_seed(config.seed, step))
@@ -160,7 +156,7 @@ def train(
             losses.append(_global_mean(loss.detach(), ranks))
             timed_steps += 1
             rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
-            bar.update(task, advance=1, loss=losses[-1], rate=rate)
+            advance(1, f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
             out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
             last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
             if ranks.main and ((step + 1) % config.checkpoint_every == 0 or last):
