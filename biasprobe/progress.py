@@ -85,6 +85,7 @@ class _Lines:
         self._write()
 
     def _write(self) -> None:
+        self.written = self.done
         count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         elapsed = time.monotonic() - self.began
         detail = _clock(elapsed) + " elapsed"
@@ -106,7 +107,8 @@ class _Lines:
             self._write()
 
     def close(self) -> None:
-        self._write()
+        if self.done != self.written:
+            self._write()
 
 
 class _Bar:
