@@ -193,3 +193,26 @@ def test_demo_writes_outside_the_tracked_tree_by_default():
 
 def test_reference_renders_without_entities():
     assert "&#" not in reference.render()
+
+
+def figure_texts(figure) -> list[str]:
+    from matplotlib.text import Text
+
+    return [text.get_text() for text in figure.findobj(Text) if text.get_text()]
+
+
+def test_figures_say_nan_in_words_and_drop_empty_panels(tmp_path):
+    from biasprobe.figures.comparison import comparison_figure
+    from biasprobe.figures.jacobian import jacobian_figure
+
+    unet = bp.load(tiny_checkpoint(tmp_path / "a.pt", "unet-bf"))
+    one_image = bp.jacobian(unet, torch.rand(1, 1, 8, 8), [0.1])
+    texts = figure_texts(jacobian_figure(one_image))
+    assert any("adaptivity needs ≥ 2 images" in text for text in texts)
+    assert not any("nan" in text.lower() for text in texts), texts
+    other = bp.load(tiny_checkpoint(tmp_path / "b.pt", "unet-bf", seed=1))
+    test = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    unets = bp.compare(unet, other, test, (None, None), top_k=4)
+    texts = figure_texts(comparison_figure(unets))
+    assert "mean_distance" not in unets and not any("attention" in text or "not available" in text for text in texts)
+    assert len(comparison_figure(unets).axes) == 1  # the spectrum alone: no gap, no attention, no samples
