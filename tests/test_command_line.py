@@ -216,3 +216,17 @@ def test_figures_say_nan_in_words_and_drop_empty_panels(tmp_path):
     texts = figure_texts(comparison_figure(unets))
     assert "mean_distance" not in unets and not any("attention" in text or "not available" in text for text in texts)
     assert len(comparison_figure(unets).axes) == 1  # the spectrum alone: no gap, no attention, no samples
+
+
+def test_terminal_bars_nest_and_close(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    with progress.stage("[1/1] demo"), progress.task("outer", 2, unit="images") as outer:
+        for _ in range(2):
+            with progress.task("inner", 3, unit="products") as inner:
+                inner(3, status="resid 1e-3")
+                progress.note("wrote x.zarr")
+            outer()
+        assert progress._live is not None and len(progress._live.tasks) == 1  # the inner bars are gone
+    assert progress._live is None
+    err = capsys.readouterr().err
+    assert "wrote x.zarr" in err and "[1/1] demo: outer" in err
