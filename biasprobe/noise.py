@@ -27,7 +27,7 @@ def noise_levels(
     else:
         sigma = np.asarray(sigmas, dtype=np.float64)
         if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
-            raise InputError(f"noise levels sigma must be positive numbers, got {list(sigma)}")
+            raise InputError(f"noise levels sigma must be positive numbers, got {sigma.tolist()}")
         steps = np.array([np.nan if (t := denoiser.sigma_to_t(float(s))) is None else t for s in sigma])
     if sigma.ndim != 1 or sigma.size == 0:
         raise InputError("give at least one noise level")

@@ -230,3 +230,15 @@ def test_terminal_bars_nest_and_close(monkeypatch, capsys):
     assert progress._live is None
     err = capsys.readouterr().err
     assert "wrote x.zarr" in err and "[1/1] demo: outer" in err
+
+
+def test_messages_print_numbers_as_numbers_and_top_k_zero_says_its_range(tmp_path):
+    from biasprobe.errors import InputError
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "unet-bf"))
+    with pytest.raises(InputError) as caught:
+        bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [-0.1, 0.2])
+    assert "got [-0.1, 0.2]" in str(caught.value) and "np." not in str(caught.value)
+    for method in ("randomized", "dense"):
+        with pytest.raises(InputError, match="between 1 and d = 64, got 0"):
+            bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1], top_k=0, method=method)
