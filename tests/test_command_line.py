@@ -242,3 +242,10 @@ def test_messages_print_numbers_as_numbers_and_top_k_zero_says_its_range(tmp_pat
     for method in ("randomized", "dense"):
         with pytest.raises(InputError, match="between 1 and d = 64, got 0"):
             bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1], top_k=0, method=method)
+
+
+def test_a_fresh_interpreter_finds_analyses_by_name_despite_lazy_imports():
+    code = ("import pickle, sys; from biasprobe.analyses.base import registered; "
+            "a = registered('locality'); print(a.__name__, 'torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["locality", "True"]
