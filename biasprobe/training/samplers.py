@@ -57,8 +57,9 @@ def sample(
         raise InputError("count must be positive and steps at least 2")
     batches = [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     results = []
-    per_batch = max_iterations if method == "ascent" else steps
-    unit = "iterations (at most)" if method == "ascent" else "steps"
+    # ascent stops when its effective σ reaches final_sigma: no total, the σ reached is the status
+    per_batch = None if method == "ascent" else steps
+    unit = "iterations" if method == "ascent" else "steps"
     for number, batch in enumerate(batches, 1):
         generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
                       for i in batch]
@@ -106,7 +107,7 @@ def _scheduled(denoiser, draw, method: str, steps: int, advance=lambda: None) ->
 
 @torch.no_grad()
 def _ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_iterations,
-            advance=lambda: None) -> torch.Tensor:
+            advance=lambda amount=1, status=None: None) -> torch.Tensor:
     y = 0.5 + initial_sigma * draw()
     pixels = float(np.prod(denoiser.image_shape))
     active = torch.ones(len(y), dtype=torch.bool, device=y.device)
@@ -120,5 +121,5 @@ def _ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_it
         gamma = np.sqrt(max((1 - beta * h) ** 2 - (1 - h) ** 2, 0.0)) * sigma
         step = h * residual + gamma.view(-1, 1, 1, 1) * draw()
         y = torch.where(active.view(-1, 1, 1, 1), y + step, y)
-        advance()
+        advance(1, f"largest σ {float(sigma.max()):.3g}, stops at {final_sigma:g}")
     return denoiser.denoise(y, final_sigma).cpu()
