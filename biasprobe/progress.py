@@ -127,12 +127,12 @@ class _Bar:
             )
 
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn())
+                       TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn())
             _live = Progress(*columns, console=_stderr_console())
             _live.start()
         self.outer = _open_tasks == 0
         self.description = description
-        self.task = _live.add_task(description, total=total, completed=completed)
+        self.task = _live.add_task(description, total=total, completed=completed, unit=unit)
 
     def advance(self, amount: float = 1, status: str | None = None) -> None:
         if status is None:

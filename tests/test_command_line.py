@@ -227,6 +227,7 @@ def test_terminal_bars_nest_and_close(monkeypatch, capsys):
                 progress.note("wrote x.zarr")
             outer()
         assert progress._live is not None and len(progress._live.tasks) == 1  # the inner bars are gone
+        assert progress._live.tasks[0].fields["unit"] == "images"
     assert progress._live is None
     err = capsys.readouterr().err
     assert "wrote x.zarr" in err and "[1/1] demo: outer" in err
