@@ -44,7 +44,7 @@ def train(
     `biasprobe gap` finds the training data on its own. An interrupted run (Ctrl-C, --max-minutes)
     keeps its state beside OUTPUT and continues where it stopped, to the --steps given now; a
     finished run removes its state, and OUTPUT is then never replaced (choose another -o). Launch
-    under `torchrun` for several GPUs. Speed: see README (about 6 images/s for the small DiT on a CPU).
+    under `torchrun` for several GPUs. Speed: see README (2–6 images/s for the small DiT on a 2-core CPU).
     """
     import torch
 
