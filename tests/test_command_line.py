@@ -171,7 +171,7 @@ def test_sample_png_puts_samples_above_their_nearest_training_images(tmp_path, m
     np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
     run_cli("train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
             "--batch", "4", "--image-size", "8", "--steps", "1", "-o", tmp_path / "m.pt")
-    gap = json.loads(run_cli("gap", tmp_path / "m.pt", "--k", "3", "--sigma", "0.1,0.3", "--json").stdout)
+    gap = json.loads(run_cli("gap", tmp_path / "m.pt", "--per-split", "3", "--sigma", "0.1,0.3", "--json").stdout)
     stored = bp.open(tmp_path / "m.gap.zarr")
     assert [level["sigma"] for level in gap["levels"]] == [0.1, 0.3] and gap["n_train"] == 6
     np.testing.assert_allclose(gap["average_gap"], float(stored.average_gap))
