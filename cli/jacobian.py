@@ -124,7 +124,9 @@ def jacobian(
     report.set(output=output, support=support)
     stores = {}
     for position, checkpoint in enumerate(checkpoints, start=1):
-        name = checkpoint.stem
+        name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
+        if position > 1 and not as_json:
+            report.say("")  # one blank line between the checkpoints' tables
         with stage(f"[{position}/{len(checkpoints)}] {name}") if len(checkpoints) > 1 else contextlib.nullcontext():
             denoiser = load_model(checkpoint, device, class_label, image_size, arch)
             images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
@@ -162,8 +164,8 @@ def _training_images(report: Report, checkpoint: str, denoiser, name: str | None
     data and none is given."""
     recorded = denoiser.source.training.get("data")
     if name is None and not recorded:
-        report.say(f"{checkpoint}: no training data recorded in the checkpoint, memorization diagnostics "
-                   "skipped (give --train-data)")
+        report.say(f"{checkpoint}: no training data recorded, memorization diagnostics skipped")
+        report.say("  (--train-data NAME --n-train N gives them)")
         return None, None
     if name is not None and n_train is None and not recorded:
         raise InputError("--train-data needs --n-train N for a checkpoint that does not record its training set")

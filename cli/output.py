@@ -29,12 +29,14 @@ Json = Annotated[
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: the record ``key``, a short ``header``, and how a value is written."""
+    """A table column: the record ``key``, a short ``header``, how a value is written, and whether its
+    cells stay whole (``no_wrap``: names) while the other columns wrap to fit."""
 
     key: str
     header: str
     format: Callable[[Any], str] = str
     left: bool = False
+    no_wrap: bool = False
 
 
 def number(spec: str) -> Callable[[Any], str]:
@@ -90,7 +92,8 @@ class Report:
         table = Table(title=title or None, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
                       collapse_padding=True, pad_edge=False, title_justify="left", caption_justify="left")
         for column in columns:
-            table.add_column(column.header, justify="left" if column.left else "right", overflow="fold")
+            table.add_column(column.header, justify="left" if column.left else "right", overflow="fold",
+                             no_wrap=column.no_wrap)
         for record in records:
             table.add_row(*(column.format(record.get(column.key)) for column in columns))
         from rich.console import Console

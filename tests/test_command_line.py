@@ -18,7 +18,10 @@ from biasprobe_cli.main import INTERRUPTED
 
 import biasprobe as bp
 from biasprobe import progress
+from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary
 from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS, ConvergenceWarning
+from biasprobe.analyses.memorization import NEIGHBOURS
+from biasprobe.analyses.support import SUPPORTS
 from biasprobe.images import write_image
 from biasprobe.models import FAMILIES
 from biasprobe.training.samplers import METHODS as SAMPLERS
@@ -58,6 +61,7 @@ def test_help_names_every_choice_of_the_library():
     assert checkpoints.FAMILY_NAMES == ", ".join(FAMILIES)
     assert jacobian.METHOD_NAMES == METHODS and jacobian.OUTPUT_NAMES == OUTPUTS
     assert jacobian.PRECISION_NAMES == PRECISIONS and generalization.SAMPLER_NAMES == SAMPLERS
+    assert jacobian.SUPPORT_NAMES == SUPPORTS and jacobian.DEFAULT_NEIGHBOURS == NEIGHBOURS
 
 
 def test_ctrl_c_says_nothing_was_left_half_written(tmp_path):
@@ -100,10 +104,15 @@ def test_jacobian_progress_json_and_tables_of_80_columns(tmp_path, monkeypatch, 
     assert max(map(len, shown.stdout.splitlines())) <= 80 and "…" not in shown.stdout
     assert "wrote tiny.jacobian.zarr" in shown.stdout
     data = json.loads(run_cli(*args, "--json", "--out", tmp_path / "j.zarr").stdout)
-    assert data["dimension"] == 64 and data["method"] == "dense" and len(data["pairs"]) == 4
+    assert data["checkpoints"] == [{"checkpoint": "tiny", "dimension": 64, "method": "dense", "tolerance": 1e-3}]
+    assert len(data["pairs"]) == 4 and len(data["gahb"]) == 4 and len(data["verdicts"]) == 2
     stored = bp.open(tmp_path / "j.zarr")
     np.testing.assert_allclose([p["trace"] for p in data["pairs"]], stored.effective_dimension.values.ravel())
-    assert {g["verdict"] for g in data["gahb"]} <= {"geometry-adaptive harmonic", "fixed harmonic", "not harmonic"}
+    summary = gahb_summary(stored)
+    assert [g["category"] for g in data["gahb"]] == list(summary.category.values.ravel())
+    assert [v["verdict"] for v in data["verdicts"]] == list(summary.verdict.values)
+    for verdict, count in zip(data["verdicts"], summary.category_count.values):
+        assert verdict["counts"] == dict(zip(CATEGORIES, count.tolist())) and sum(count) == 2
     assert data["written"] == [str(tmp_path / "j.zarr")]
 
 
@@ -208,12 +217,16 @@ def figure_texts(figure) -> list[str]:
 
 def test_figures_say_nan_in_words_and_drop_empty_panels(tmp_path):
     from biasprobe.figures.comparison import comparison_figure
-    from biasprobe.figures.jacobian import jacobian_figure
+    from biasprobe.figures.jacobian import jacobian_figure, side_by_side_figure
 
     unet = bp.load(tiny_checkpoint(tmp_path / "a.pt", "unet-bf"))
-    one_image = bp.jacobian(unet, torch.rand(1, 1, 8, 8), [0.1])
-    texts = figure_texts(jacobian_figure(one_image))
-    assert any("adaptivity needs ≥ 2 images" in text for text in texts)
+    whole_frame = bp.jacobian(unet, torch.rand(1, 1, 8, 8), [0.1], support="frame")  # κ is undefined: a = 1
+    assert gahb_summary(whole_frame).confinement_excess.isnull().all()
+    texts = figure_texts(jacobian_figure(whole_frame))
+    assert any("κ undefined (Ω = frame)" in text for text in texts)
+    assert not any("nan" in text.lower() for text in texts), texts
+    texts = figure_texts(side_by_side_figure({"a": whole_frame, "b": whole_frame}))
+    assert any("κ undefined (Ω = frame)" in text for text in texts)
     assert not any("nan" in text.lower() for text in texts), texts
     other = bp.load(tiny_checkpoint(tmp_path / "b.pt", "unet-bf", seed=1))
     test = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
