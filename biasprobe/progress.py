@@ -56,7 +56,8 @@ def stage(label: str) -> Iterator[None]:
         _stages.reset(token)
 
 
-def _describe(description: str) -> str:
+def describe(description: str) -> str:
+    """``description`` prefixed by the enclosing :func:`stage` labels (what a task or a warning shows)."""
     return ": ".join((*_stages.get(), description)) if description else ": ".join(_stages.get())
 
 
@@ -162,7 +163,7 @@ def task(description: str, total: int | None = None, *, unit: str = "", complete
         yield lambda amount=1, status=None: None
         return
     kind = _Bar if is_terminal() else _Lines
-    shown = kind(_describe(description), total, unit, completed)
+    shown = kind(describe(description), total, unit, completed)
     _open_tasks += 1
     try:
         yield shown.advance

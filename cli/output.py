@@ -82,23 +82,30 @@ class Report:
 
     def table(self, key: str, records: Sequence[dict], columns: Sequence[Column], *, title: str = "",
               caption: str | None = None) -> None:
-        """``records`` as a table (``columns`` pick and write the values), or under ``key`` in the JSON."""
+        """``records`` as a table (``columns`` pick and write the values), or under ``key`` in the JSON.
+
+        The title above and the caption below wrap at the console's width (80 in a pipe), not at the
+        table's, so that a narrow table keeps a one-line title."""
         if self.as_json:
             self.records(key, records)
             return
         from rich import box
+        from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title or None, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
-                      collapse_padding=True, pad_edge=False, title_justify="left", caption_justify="left")
+        console = Console(highlight=False)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
         for column in columns:
             table.add_column(column.header, justify="left" if column.left else "right", overflow="fold",
                              no_wrap=column.no_wrap)
         for record in records:
             table.add_row(*(column.format(record.get(column.key)) for column in columns))
-        from rich.console import Console
-
-        Console(highlight=False).print(table)
+        if title:
+            console.print(Text(title))
+        console.print(table)
+        if caption:
+            console.print(Text(caption))
 
     def records(self, key: str, records: Sequence[dict]) -> None:
         """``records`` appended under ``key`` in the JSON (shown by the command's own lines otherwise)."""

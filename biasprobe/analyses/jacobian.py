@@ -108,7 +108,7 @@ def jacobian(
     """
 
     from biasprobe.analyses.harmonic import gahb_context
-    from biasprobe.progress import task
+    from biasprobe.progress import describe, task
 
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -132,7 +132,7 @@ def jacobian(
                 )
                 operator.on_products = advance
                 results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
-            warn_unconverged(results[i, j], resolved, tolerance, where)
+            warn_unconverged(results[i, j], resolved, tolerance, describe(where))
             vmapped &= all(operator.vmap.values())
             noisy_images[i, j] = y[0].cpu().numpy()
             with torch.no_grad():
