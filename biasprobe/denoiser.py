@@ -252,7 +252,18 @@ class NetworkDenoiser(Denoiser):
     def _scale_shift(self) -> tuple[float, float]:
         return self.native_scale.scale, self.native_scale.shift
 
-    def _native(self, y: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def timesteps(self, sigma, dtype: torch.dtype = torch.float32) -> torch.Tensor | float:
+        """The schedule's real timestep t(σ) on the host, for σ on the [0, 1] scale (scalar or tensor).
+
+        A tensor σ on the CPU maps without waiting for the accelerator; one on a device is copied back.
+        """
+        scale = self._scale_shift[0]
+        if isinstance(sigma, (int, float)):
+            return self.schedule.timestep(sigma * scale)
+        native = (torch.as_tensor(sigma, dtype=dtype) * scale).detach().cpu().double().numpy()
+        return torch.as_tensor(self.schedule.timestep(native), dtype=dtype)
+
+    def _native(self, y: torch.Tensor, sigma, timesteps=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(raw output r, native noisy image y_n, native σ_n as (B, 1, 1, 1))."""
         scale, shift = self._scale_shift
         sigma_n = _sigma_batch(sigma, y) * scale
@@ -260,16 +271,20 @@ class NetworkDenoiser(Denoiser):
         if self.conditioning == "none":
             raw = self.network(y_n)
         else:
-            # a scalar σ maps to t on the host, so that torch.func transforms never see the numpy call
-            native = sigma * scale if isinstance(sigma, (int, float)) else sigma_n.detach().cpu().double().numpy()
-            t = torch.as_tensor(self.schedule.timestep(native), dtype=y.dtype, device=y.device).expand(y.shape[0])
+            # σ maps to t on the host, so that torch.func transforms never see the numpy call
+            t = self.timesteps(sigma, y.dtype) if timesteps is None else timesteps
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(y.shape[0])
             alpha_bar = 1.0 / (1.0 + sigma_n**2)
             raw = self.network(y_n * alpha_bar.sqrt().view(-1, 1, 1, 1), t)
         return raw[:, : self.output_channels], y_n, sigma_n.view(-1, 1, 1, 1)
 
-    def raw_output(self, y, sigma):
-        """The network output r in its own parameterization (ε̂, residual or x̂₀, native units)."""
-        return self._native(y, sigma)[0]
+    def raw_output(self, y, sigma, timesteps=None):
+        """The network output r in its own parameterization (ε̂, residual or x̂₀, native units).
+
+        ``timesteps``, for time-conditioned networks, is t(σ) from :meth:`timesteps` computed ahead
+        (training does so on the host, so that no step waits for the accelerator).
+        """
+        return self._native(y, sigma, timesteps)[0]
 
     def raw_target(self, clean: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
         """The ideal raw output at y = clean + σ·noise: the regression target of training.

@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from biasprobe import validation
 from biasprobe.errors import InputError
 
 METHODS = ("auto", "dense", "lanczos", "randomized")
@@ -345,9 +346,7 @@ def decompose(
 ) -> Decomposition:
     """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here)."""
     d = operator.dimension
-    stored = stored_count(d, top_k)
-    if not 1 <= stored <= d:
-        raise InputError(f"top_k must be between 1 and d = {d}, got {top_k}")
+    stored = validation.count(stored_count(d, top_k), "top_k", maximum=d)
     method = choose_method(method, d, top_k)
     if method == "dense":
         return _dense(operator, stored)

@@ -8,6 +8,7 @@ and its one table of parameters and flags, as the flag (``--top-k``). No message
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 
@@ -48,3 +49,24 @@ class CheckpointError(BiasprobeError):
 
 class InputError(BiasprobeError, ValueError):
     """An argument, image or data set that does not fit the request."""
+
+
+class ParameterError(InputError):
+    """A bad value of one named parameter: the message is ``{parameter} problem``.
+
+    ``problem`` may name further parameters as ``{name}`` fields (``"... set {overwrite}"``); all
+    are rendered as names by the library and as flags by the CLI (see :meth:`BiasprobeError.render`).
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter = parameter
+        self.problem = problem
+        fields = re.findall(r"\{(\w+)\}", problem)
+        super().__init__("{" + parameter + "} " + problem, parameters=list(dict.fromkeys([parameter, *fields])))
+
+    def __reduce__(self):
+        return type(self), (self.parameter, self.problem)
+
+
+class OutputError(InputError):
+    """An output path that cannot be written, or holds something biasprobe must not replace."""

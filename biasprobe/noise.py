@@ -9,6 +9,7 @@ import torch
 
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+from biasprobe.validation import numbers
 
 
 def noise_levels(
@@ -22,12 +23,10 @@ def noise_levels(
     if (sigmas is None) == (timesteps is None):
         raise InputError("give noise levels either as sigma values or as diffusion steps t, not both or neither")
     if timesteps is not None:
-        steps = np.asarray(timesteps, dtype=np.float64)
+        steps = np.asarray(numbers(timesteps, "timesteps", minimum=0), dtype=np.float64)
         sigma = np.array([denoiser.t_to_sigma(float(t)) for t in steps])
     else:
-        sigma = np.asarray(sigmas, dtype=np.float64)
-        if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
-            raise InputError(f"noise levels sigma must be positive numbers, got {sigma.tolist()}")
+        sigma = np.asarray(numbers(sigmas, "sigmas", positive=True), dtype=np.float64)
         steps = np.array([np.nan if (t := denoiser.sigma_to_t(float(s))) is None else t for s in sigma])
     if sigma.ndim != 1 or sigma.size == 0:
         raise InputError("give at least one noise level")

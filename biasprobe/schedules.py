@@ -19,6 +19,9 @@ import numpy as np
 
 from biasprobe.errors import InputError
 
+MAX_STEPS = 100_000
+"""The longest schedule accepted (DDPM uses 1,000 steps)."""
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -37,8 +40,11 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "cosine"):
             raise InputError(f"unknown schedule kind {self.kind!r}; use 'linear' or 'cosine'")
-        if self.steps < 2:
-            raise InputError(f"a schedule needs at least 2 steps, got {self.steps}")
+        from biasprobe.validation import count, number
+
+        object.__setattr__(self, "steps", count(self.steps, "steps", minimum=2, maximum=MAX_STEPS))
+        for name in ("beta_start", "beta_end"):
+            object.__setattr__(self, name, number(getattr(self, name), name, positive=True, maximum=1))
 
     @property
     def betas(self) -> np.ndarray:

@@ -60,7 +60,7 @@ def info(
 
 def new(
     family: Annotated[str, typer.Argument(help=f"Model family: {FAMILY_NAMES}.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt or .safetensors).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt, .pth or .safetensors).")],
     preset: Annotated[
         str | None, typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
     ] = None,
@@ -73,18 +73,22 @@ def new(
         int | None, typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --output.")] = False,
 ) -> None:
     """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
     import torch
 
     from biasprobe.formats import Checkpoint, save_checkpoint
+    from biasprobe.formats.native import SUFFIXES
     from biasprobe.models import from_preset
+    from biasprobe.validation import output_file
 
+    output_file(output, "output", suffixes=SUFFIXES, overwrite=overwrite)
     torch.manual_seed(seed)
     network, image_shape = from_preset(family, preset, image_size=image_size, channels=channels,
                                        windows=parse_windows(windows))
     training = {"steps": 0, "seed": seed, "preset": preset, "note": "untrained (biasprobe new)"}
     checkpoint = Checkpoint.from_network(network, image_shape, training)
-    save_checkpoint(checkpoint, output)
+    save_checkpoint(checkpoint, output, overwrite=overwrite)
     parameters = sum(p.numel() for p in network.parameters())
     Report().wrote(output, f"untrained {family}, preset {preset or 'the first'}, {parameters:,} parameters")

@@ -27,6 +27,10 @@ def demo(
     Each of the four stages reports which checkpoint it is on, and every file written gets a line.
     """
     from biasprobe.demo import run_demo
+    from biasprobe.validation import count, output_folder
+
+    output_folder(out, "out")
+    count(k, "k")
 
     index = run_demo(out, k=k, device=str(resolve_device(device)))
     Report().say(f"done: open {index}; the figures and stores are beside it")

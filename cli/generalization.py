@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from biasprobe_cli.options import (
     Arch,
-    default_store,
+    Overwrite,
     deprecated_flag,
     load_model,
     parse_numbers,
+    result_paths,
     store_option,
 )
 from biasprobe_cli.output import Column, Json, Report, number
@@ -59,6 +60,7 @@ def gap(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
     as_json: Json = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Generalization gap: denoising PSNR on K training vs K test images (--per-split K) at each noise level (Fig. 2).
 
@@ -66,15 +68,20 @@ def gap(
     """
     import biasprobe as bp
     from biasprobe.analyses.generalization import gap as measure_gap
+    from biasprobe.validation import count as positive_count
 
+    out = result_paths(checkpoint, "gap", out, overwrite, figure)
+    per_split = positive_count(deprecated_flag("--k", "--per-split", k, per_split, 300), "per_split")
+    if n_train is not None:
+        positive_count(n_train, "n_train")
     report = Report(as_json)
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
-    count = min(deprecated_flag("--k", "--per-split", k, per_split, 300), len(train_images))
+    count = min(per_split, len(train_images))
     dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
-    path = bp.save(dataset, out or default_store(checkpoint, "gap"))
+    path = bp.save(dataset, out, overwrite=overwrite)
     records = [{
         "sigma": float(row.sigma), "t": float(row.t), "train_psnr": float(row.mean_psnr.sel(split="train")),
         "test_psnr": float(row.mean_psnr.sel(split="test")), "gap": float(row.gap), "gap_sem": float(row.gap_sem),
@@ -91,6 +98,7 @@ def gap(
     if figure:
         from biasprobe.figures.generalization import gap_figure
 
+        figure.parent.mkdir(parents=True, exist_ok=True)
         gap_figure(dataset).savefig(figure, dpi=150)
         report.wrote(figure, "figure")
     report.finish()
@@ -109,13 +117,23 @@ def sample(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the samples: sample i depends only on (seed, i).")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Draw seeded samples and find each one's nearest training image (memorization)."""
     import numpy as np
 
     import biasprobe as bp
     from biasprobe.analyses.memorization import memorization
+    from biasprobe.validation import count as positive_count
+    from biasprobe.validation import number as checked_number
+    from biasprobe.validation import output_file
 
+    out = result_paths(checkpoint, "samples", out, overwrite)
+    if png is not None:
+        output_file(png, "png", suffixes=[".png"])
+    positive_count(count, "count")
+    positive_count(steps, "steps")
+    checked_number(threshold, "threshold", minimum=-1, maximum=1)
     report = Report()
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = None, None
@@ -133,7 +151,7 @@ def sample(
     if diverged:
         report.say(f"Warning: {diverged} of {count} samples diverged (non-finite values): the model may be "
                    "untrained or the sampler settings too aggressive")
-    path = bp.save(dataset, out or default_store(checkpoint, "samples"))
+    path = bp.save(dataset, out, overwrite=overwrite)
     report.wrote(path, "zarr store")
     if png:
         import torch
@@ -141,6 +159,7 @@ def sample(
         from biasprobe.figures.generalization import sample_grid
         from biasprobe.images import write_image
 
+        png.parent.mkdir(parents=True, exist_ok=True)
         write_image(torch.from_numpy(sample_grid(dataset)), png)
         rows = "samples above their nearest training images" if "nearest_image" in dataset else "samples"
         report.wrote(png, f"{count} {rows}")
@@ -163,6 +182,7 @@ def compare(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
     as_json: Json = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare two checkpoints: gap, memorization, paired samples, Jacobian spectra and overlap, locality.
 
@@ -173,19 +193,31 @@ def compare(
     from biasprobe.analyses.comparison import compare as run_comparison
     from biasprobe.figures.comparison import comparison_figure
     from biasprobe.images import read_image
+    from biasprobe.store import check_output
+    from biasprobe.validation import count as positive_count
+    from biasprobe.validation import number as checked_number
+    from biasprobe.validation import output_file, output_folder
 
+    output_folder(out, "out")
+    check_output(out / "comparison.zarr", overwrite, "out")
+    output_file(out / "comparison.png", "out")
+    per_split = deprecated_flag("--k", "--per-split", k, per_split, 100)
+    for value, name in ((per_split, "per_split"), (samples, "samples"), (sampler_steps, "sampler_steps"),
+                        (top_k, "top_k")):
+        positive_count(value, name)
+    checked_number(sigma, "sigma", positive=True)
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [d.source.training.get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
     if not name:
         raise InputError("neither checkpoint records its training data: pass --data NAME")
     trained = [training_data(d, None, None, data_dir)[1] if data else None for d, data in zip(pair, recorded)]
-    test = held_out_data(pair[0], name, deprecated_flag("--k", "--per-split", k, per_split, 100), data_dir)
+    test = held_out_data(pair[0], name, per_split, data_dir)
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
     report = Report(as_json)
-    path = bp.save(dataset, out / "comparison.zarr")
+    path = bp.save(dataset, out / "comparison.zarr", overwrite=overwrite)
     measures = {"average_gap": "average gap (dB)", "memorized_share": "share of samples copying training",
                 "effective_dimension": "tr J at the test image", "mean_harmonicity": "harmonicity"}
     values = {variable: dataset[variable].values for variable in measures if variable in dataset}

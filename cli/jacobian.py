@@ -14,13 +14,14 @@ from biasprobe_cli.options import (
     Arch,
     ClassLabel,
     ImageSize,
+    Overwrite,
     Vae,
-    default_store,
     deprecated_flag,
     latent_encoder,
     load_model,
     parse_numbers,
     read_images,
+    result_paths,
     store_option,
 )
 from biasprobe_cli.output import Column, Json, Report, number
@@ -99,6 +100,7 @@ def jacobian(
                      "one row per checkpoint (clean, noisy, D(y), eigenvectors with λ, metrics)."),
     ] = None,
     as_json: Json = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Eigenvectors, eigenvalues and singular values of J = ∂D(y)/∂y at noisy images, and the GAHB verdict.
 
@@ -122,6 +124,7 @@ def jacobian(
         sigma = DEFAULT_SIGMAS
     report = Report(as_json)
     report.set(output=output, support=support)
+    paths = {checkpoint: result_paths(checkpoint, "jacobian", out, overwrite, figure) for checkpoint in checkpoints}
     stores = {}
     for position, checkpoint in enumerate(checkpoints, start=1):
         name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
@@ -143,9 +146,9 @@ def jacobian(
         dataset.attrs["images"] = [str(path) for path in image]
         if vae is not None:
             dataset.attrs["vae"] = str(vae)
-        path = out or default_store(checkpoint, "jacobian")
+        path = paths[checkpoint]
         _report_summary(report, name, dataset)
-        bp.save(dataset, path)
+        bp.save(dataset, path, overwrite=overwrite)
         report.wrote(path, "zarr store")
         stores[name] = dataset
     if figure:  # matplotlib is imported only when a figure is asked for

@@ -11,14 +11,15 @@ from biasprobe_cli.options import (
     Arch,
     ClassLabel,
     ImageSize,
+    Overwrite,
     Vae,
-    default_store,
     is_latent,
     latent_encoder,
     load_model,
     parse_numbers,
     parse_windows,
     read_images,
+    result_paths,
     store_option,
 )
 from biasprobe_cli.output import Column, Json, Report, number
@@ -89,6 +90,7 @@ def locality(
         Path | None, typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
     as_json: Json = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Measure how local attention is, per layer, head and noise level; optionally An et al.'s Fig. 4.
 
@@ -98,6 +100,11 @@ def locality(
     from biasprobe.analyses.locality import locality as measure_locality
 
     report = Report(as_json)
+    from biasprobe.validation import count
+
+    out = result_paths(checkpoint, "locality", out, overwrite, figure)
+    count(n, "n")
+    count(batch_size, "batch_size")
     denoiser = load_model(checkpoint, device, class_label, image_size, arch)
     encoder = latent_encoder(denoiser, checkpoint, vae, device)
     selected = attention_layers(denoiser, parse_numbers(layers, "layers", int))
@@ -123,7 +130,7 @@ def locality(
     if vae is not None:
         dataset.attrs["vae"] = str(vae)
     _report_summary(report, dataset)
-    out = bp.save(dataset, out or default_store(checkpoint, "locality"))
+    out = bp.save(dataset, out, overwrite=overwrite)
     report.wrote(out, "zarr store")
     if figure:
         figure.parent.mkdir(parents=True, exist_ok=True)

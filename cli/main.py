@@ -6,6 +6,7 @@ and ``biasprobe --version`` start in well under a second."""
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 from typing import Annotated
 
@@ -55,6 +56,7 @@ def _options(
     version: Annotated[
         bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error (for bug reports).")] = False,
 ) -> None:
     """Measure why diffusion denoisers generalize: Jacobian eigenbases (GAHB), attention locality,
     memorization. Every analysis writes a zarr store; figures are drawn from stores."""
@@ -80,17 +82,37 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
     note(f"Warning: {message}")
 
 
+def _debugging(argv: list[str]) -> bool:
+    """Whether ``--debug`` came before the command (where the application's callback takes it)."""
+    commands = {command.name for command in app.registered_commands}
+    position = next((i for i, arg in enumerate(argv) if arg in commands), len(argv))
+    return "--debug" in argv[:position]
+
+
 def main() -> None:
-    """Run the app; problems a user can fix become one line on stderr and exit status 1, Ctrl-C 130."""
+    """Run the app; problems a user can fix become one line on stderr and exit status 1, a bug one line
+    and exit status 2 (``biasprobe --debug ...`` adds the traceback)."""
+    debug = _debugging(sys.argv[1:])
     shown = warnings.showwarning
     warnings.showwarning = _warn_in_one_line
     try:
         app(standalone_mode=True)
-    except BiasprobeError as err:
-        typer.secho(f"Error: {err.render(FLAGS)}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
     except (Interrupted, KeyboardInterrupt):
         typer.secho(INTERRUPTED, err=True)
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - every error ends as one line; the traceback on request
+        if debug:
+            traceback.print_exc()
+        if isinstance(err, BiasprobeError):
+            message, code = err.render(FLAGS), 1
+        elif isinstance(err, (OSError, MemoryError)):  # the system refused: disk full, permissions, memory
+            message, code = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__, 1
+        else:
+            reason = str(err).splitlines()[0] if str(err) else ""
+            message = (f"internal error ({type(err).__name__}: {reason}); this is a bug in biasprobe: rerun with "
+                       "`biasprobe --debug ...` and report the traceback")
+            code = 2
+        typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(code)
     finally:
         warnings.showwarning = shown

@@ -59,6 +59,12 @@ FLAGS = {
     "top_k": "--top-k",
     "vae": "--vae",
     "zoo": "--zoo",
+    **{name: "--" + name.replace("_", "-") for name in (
+        "channels", "k", "n", "steps", "batch", "batch_size", "count", "threshold", "samples",
+        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "output", "overwrite",
+        "figure", "png", "windows", "seed", "device", "per_split", "weights")},
+    "learning_rate": "--lr",
+    "ema_decay": "--ema",
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""
@@ -71,6 +77,23 @@ Vae = Annotated[
         "size, or --resize.",
     ),
 ]
+
+
+Overwrite = Annotated[
+    bool,
+    typer.Option(help="Replace a folder at --out that biasprobe did not write (a store biasprobe wrote is "
+                 "always replaced, atomically)."),
+]
+
+
+def result_paths(checkpoint: Path, analysis: str, out: Path | None, overwrite: bool, figure: Path | None = None) -> Path:
+    """The store (``--out`` or :func:`default_store`) and the ``--figure``, checked before any work starts."""
+    from biasprobe.store import check_output
+    from biasprobe.validation import output_figure
+
+    if figure is not None:
+        output_figure(figure)
+    return check_output(out or default_store(checkpoint, analysis), overwrite, "out")
 
 
 def store_option(analysis: str):

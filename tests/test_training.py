@@ -74,3 +74,47 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         train(fresh(), images, tmp_path / "x.pt", other, progress=False)
 
 
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    network, _ = from_preset("unet-bf", "tiny", image_size=8, channels=1)
+    calls = []
+
+    def poison(module, inputs, output):  # from the 5th step on, the network outputs NaN
+        calls.append(1)
+        return output * float("nan") if len(calls) >= 5 else output
+
+    network.register_forward_hook(poison)
+    config = TrainingConfig(steps=10, batch_size=4, learning_rate=1e-3, checkpoint_every=2, seed=0)
+    with pytest.raises(bp.InputError, match=r"loss is nan at step 5.*step 4"):
+        train(network, discs(8), tmp_path / "a.pt", config, progress=False)
+    kept = read_checkpoint(tmp_path / "a.pt")
+    assert kept.training["steps_done"] == 4
+    assert all(torch.isfinite(v).all() for v in kept.state_dict.values() if v.is_floating_point())
+
+
+def test_resume_refuses_other_windows_and_fewer_steps(tmp_path, monkeypatch):
+    images = discs(8)
+    config = TrainingConfig(steps=6, batch_size=4, checkpoint_every=2, seed=0)
+
+    def dit(windows):
+        torch.manual_seed(0)
+        return from_preset("dit", "tiny", image_size=8, channels=1, windows=windows)[0]
+
+    real_update, calls = loop._update_ema, []
+
+    def update_then_die(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        real_update(*args)
+
+    monkeypatch.setattr(loop, "_update_ema", update_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(dit([3, 3]), images, tmp_path / "w.pt", config, progress=False)
+    monkeypatch.setattr(loop, "_update_ema", real_update)
+    with pytest.raises(bp.InputError, match="model_config"):  # a global DiT must not continue a windowed one
+        train(dit(None), images, tmp_path / "w.pt", config, progress=False)
+    with pytest.raises(bp.InputError, match="steps is 3, below the 4 steps already done"):
+        train(dit([3, 3]), images, tmp_path / "w.pt", TrainingConfig(steps=3, batch_size=4, checkpoint_every=2),
+              progress=False)
+    assert train(dit([3, 3]), images, tmp_path / "w.pt", config, progress=False).resumed_from == 4

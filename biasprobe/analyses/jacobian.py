@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from biasprobe import validation
 from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare, with_provenance
 from biasprobe.autodiff import (
     OUTPUTS,
@@ -114,6 +115,9 @@ def jacobian(
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
     images, sigma, steps = prepare(denoiser, images, sigmas, timesteps)
     d = images[0].numel()
+    if top_k is not None:
+        top_k = validation.count(top_k, "top_k", maximum=d)
+    tolerance = validation.number(tolerance, "tolerance", positive=True)
     resolved = choose_method(method, d, top_k)
     pairs = [(i, j) for i in range(len(images)) for j in range(len(sigma))]
     results: dict[tuple[int, int], Decomposition] = {}

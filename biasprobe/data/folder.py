@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from biasprobe.data.base import Info, Request, as_images, crop_square, resize
 from biasprobe.errors import InputError
+from biasprobe.images import picture_values, with_channels
 
 SUFFIXES = {".png", ".jpg", ".jpeg"}
-GREY_MODES = {"1", "L", "LA"}
 
 
 def split_directory(root: Path, split: str) -> Path:
@@ -31,13 +30,15 @@ def split_directory(root: Path, split: str) -> Path:
     return root
 
 
-def read_pixels(path: Path, mode: str | None = None) -> np.ndarray:
-    """A file's pixels as (H, W) grey or (H, W, 3) colour uint8: ``mode`` "L" or "RGB", or the file's own."""
+def read_pixels(path: Path, channels: int | None = None) -> np.ndarray:
+    """A file's pixels in [0, 1] as (H, W) grey or (H, W, 3) colour: ``channels`` 1 or 3, or the file's own."""
     try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert(mode or ("L" if picture.mode in GREY_MODES else "RGB")))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"cannot read {path} as an image: {err}; remove it from the folder") from None
+        array = picture_values(path)
+        if channels is not None:
+            array = with_channels(array, channels)
+    except InputError as err:
+        raise InputError(f"{err}; remove it from the folder") from None
+    return array[..., 0] if array.shape[-1] == 1 else array
 
 
 class Folder:
@@ -55,8 +56,7 @@ class Folder:
         return len(self.files)
 
     def take(self, indices: np.ndarray) -> tuple[torch.Tensor, Info]:
-        mode = "L" if self.channels == 1 else "RGB"
-        images = [as_images(read_pixels(self.files[i], mode)[None]) for i in indices]
+        images = [as_images(read_pixels(self.files[i], self.channels)[None]) for i in indices]
         images = [resize(crop_square(image), self.size) for image in images]
         images = torch.cat(images) if images else torch.empty(0, self.channels, self.size, self.size)
         return images, {"index": indices, "file": np.array([str(self.files[i]) for i in indices], dtype=str)}

@@ -13,15 +13,17 @@ import importlib
 import inspect
 import os
 import pkgutil
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from biasprobe.denoiser import Denoiser, file_sha256
-from biasprobe.errors import CheckpointError, InputError
+from biasprobe.errors import BiasprobeError, CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.formats.native import Checkpoint, read_checkpoint, save_checkpoint
+from biasprobe.validation import check_weights
 
 ENTRY_POINT_GROUP = "biasprobe.formats"
 LOAD_OPTIONS_ALL = ("class_label", "image_size")
@@ -59,8 +61,11 @@ def load_options() -> dict[str, tuple[str, ...]]:
 
 
 def _identify(path: Path) -> tuple[FormatEntrypoint, Source]:
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: check the path")
+    long = [part for part in path.parts if len(os.fsencode(part)) > 255]
+    if long or not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: check the path" + (" (a name is over 255 bytes)" if long else ""))
+    if not (path.is_dir() or path.is_file()):  # a named pipe or device would block or never end
+        raise CheckpointError(f"{path} is not a regular file nor a folder (a pipe or device?); give a checkpoint file")
     source = Source(path)
     for entry in registry().values():
         if entry.guess_can_open(source):
@@ -104,7 +109,24 @@ def load(
             ", ".join("{" + name + "}" for name in misplaced) + f" does not apply to {entry.description} files",
             parameters=misplaced,
         )
-    denoiser = entry.open_denoiser(source, arch=dict(arch or {}), **given)
+    if source.is_file_of_weights:  # real, finite weights only, before any network is built
+        check_weights(source.contents, path)
+    try:
+        with warnings.catch_warnings():  # a damaged file's empty layers: the loader's checks report them
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            denoiser = entry.open_denoiser(source, arch=dict(arch or {}), **given)
+    except BiasprobeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - an untrusted file can fail a format's loader in any way
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} looks like a {entry.description} file but cannot be built from its contents ({reason}); "
+            "the file is damaged, or give the architecture with {arch}",
+            parameters=["arch"],
+        ) from None
+    network = getattr(denoiser, "network", None)
+    if network is not None and not source.is_file_of_weights:  # folders (diffusers): checked once loaded
+        check_weights(network.state_dict(), path)
     denoiser.source = dataclasses.replace(denoiser.source, path=str(path), format=entry.name)
     return denoiser.to(device) if device else denoiser
 

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def read_torch(path: Path) -> dict:
     # torch < 2.5 has no allow-list context: such files are then refused like any other object
     allow = getattr(torch.serialization, "safe_globals", None)
     try:
-        with allow(ALLOWED_GLOBALS) if allow else contextlib.nullcontext():
+        with allow(ALLOWED_GLOBALS) if allow else contextlib.nullcontext(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # no news to the user
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))

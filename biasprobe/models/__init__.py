@@ -12,13 +12,21 @@ import inspect
 
 from torch import nn
 
-from biasprobe.errors import InputError
-from biasprobe.models.attention import GridAttention, attention_modules, window_mask
+from biasprobe.errors import InputError, ParameterError
+from biasprobe.models.attention import (
+    ATTENTION_KERNELS,
+    GridAttention,
+    attention_modules,
+    set_attention_kernel,
+    window_mask,
+)
 from biasprobe.models.dit import DiT
 from biasprobe.models.unet_bf import BiasFreeBatchNorm, BiasFreeUNet
 from biasprobe.models.unet_ddpm import DDPMUNet
+from biasprobe.validation import count
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "FAMILIES",
     "PRESETS",
     "BiasFreeBatchNorm",
@@ -29,6 +37,7 @@ __all__ = [
     "attention_modules",
     "build_model",
     "preset_config",
+    "set_attention_kernel",
     "window_mask",
 ]
 
@@ -61,6 +70,10 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "dit": {
         "xs": {"depth": 12, "width": 252, "heads": 4, "patch_size": 1},
+        # The paper zoo's size (issue 16): the paper's patch-1, 12-layer DiT at width 128 (head dim 64),
+        # 11.3 GFLOP per forward at 32×32 grey, about a third of XS, so that ~35 models train in a few
+        # 30-minute GPU sessions; the DDPM UNet "default" preset matches it (12.4 GFLOP); see docs/zoo.md.
+        "zoo": {"depth": 12, "width": 128, "heads": 2, "patch_size": 1},
         "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
         # The shipped zoo's size: 12 layers like the paper's, 0.93M parameters, 16×16 tokens at 32×32.
         "small": {"depth": 12, "width": 64, "heads": 4, "patch_size": 2},
@@ -115,9 +128,13 @@ def from_preset(
     """
     cls = _family(family)
     config = preset_config(family, preset or next(iter(PRESETS[family])))
-    channels = channels or (1 if family == "unet-bf" else 3)
-    if image_size < 1 or channels < 1:
-        raise InputError("image size and channels must be positive")
+    channels = count((1 if family == "unet-bf" else 3) if channels is None else channels, "channels", maximum=4096)
+    image_size = count(image_size, "image_size", maximum=1 << 14)
+    factor = 2 ** config.get("num_blocks", 0)
+    if image_size % factor:
+        raise ParameterError(
+            "image_size", f"must be a multiple of {factor} for this {family} (2^num_blocks), got {image_size}"
+        )
     accepted = inspect.signature(cls).parameters
     config.update({k: v for k, v in {"image_size": image_size, "channels": channels}.items() if k in accepted})
     if "attention_resolutions" in config:

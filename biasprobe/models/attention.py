@@ -15,11 +15,24 @@ Both paths compute the same function.
 A window of odd size k restricts query token (i, j) to the keys (i', j') with
 ``|i - i'| <= k // 2`` and ``|j - j'| <= k // 2``, clipped at the grid border
 (An et al., Fig. 5). ``window=None`` is global attention.
+
+Unobserved and not explicit, the layer runs one of three *kernels* for the same function
+softmax(QKᵀ/√d + M) V, with M = 0 inside the window and −∞ outside (:data:`ATTENTION_KERNELS`):
+
+- ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention`. Its fused kernels
+  (flash, memory-efficient) need a head dimension d that is a multiple of 8; any other d is
+  zero-padded to the next multiple, which is exact: padding adds 0 to every q·k, the scale
+  stays 1/√d, and the padded value columns give output columns that are cut off again.
+- ``"flex"``: :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask built
+  from the k×k window, so that key blocks no query of a block can see are skipped: the cost
+  falls with the window. Compiled on CUDA; on the CPU the unfused reference implementation.
+- ``"auto"`` (default): ``flex`` for windowed layers on CUDA, ``sdpa`` otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -66,6 +79,12 @@ def explicit_math(layers: Iterable[ObservableAttention]) -> Iterator[None]:
         for layer, previous in saved:
             layer.explicit = previous
 
+ATTENTION_KERNELS = ("auto", "sdpa", "flex")
+"""Kernels of the unobserved forward pass; all compute the same function."""
+
+FLEX_BLOCK_SIZE = 128
+"""Query and key block size of FlexAttention's block mask (its kernels' tile size)."""
+
 
 def window_mask(grid: tuple[int, int], window: int | None, device=None) -> torch.Tensor | None:
     """Boolean (N, N) mask, True where query n may attend to key m; None for global attention."""
@@ -81,6 +100,62 @@ def window_mask(grid: tuple[int, int], window: int | None, device=None) -> torch
     near_rows = (rows[:, None] - rows[None, :]).abs() <= radius
     near_cols = (cols[:, None] - cols[None, :]).abs() <= radius
     return near_rows & near_cols
+
+
+def _window_mask_mod(grid: tuple[int, int], window: int):
+    """FlexAttention's mask_mod for a k×k window: the predicate of :func:`window_mask`."""
+    cols, radius = grid[1], window // 2
+
+    def inside(batch, head, query, key):
+        near_rows = (query // cols - key // cols).abs() <= radius
+        near_cols = (query % cols - key % cols).abs() <= radius
+        return near_rows & near_cols
+
+    return inside
+
+
+def window_block_mask(grid: tuple[int, int], window: int, device=None, block_size: int = FLEX_BLOCK_SIZE):
+    """FlexAttention ``BlockMask`` of a k×k window on ``grid`` (key blocks outside it are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    window_mask((1, 1), window)  # validate
+    count = grid[0] * grid[1]
+    return create_block_mask(_window_mask_mod(grid, window), None, None, count, count, device=device,
+                             BLOCK_SIZE=block_size)
+
+
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _pad_head_dim(tensors: tuple[torch.Tensor, ...], multiple: int = 8) -> tuple[torch.Tensor, ...]:
+    """Zero-pad the last dimension up to a multiple of ``multiple`` (exact for attention; see module doc)."""
+    pad = -tensors[0].shape[-1] % multiple
+    return tensors if pad == 0 else tuple(F.pad(t, (0, pad)) for t in tensors)
+
+
+def fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, block_mask=None
+) -> torch.Tensor:
+    """softmax(QKᵀ/√d + M) V for (B, heads, N, d) inputs without materialising the probabilities.
+
+    ``mask`` is the boolean window mask (None: global); with a FlexAttention ``block_mask`` the
+    flex kernel runs instead. Head dims are zero-padded to a multiple of 8 (exact).
+    """
+    dim = q.shape[-1]
+    padded = _pad_head_dim((q, k, v))
+    if block_mask is not None:
+        if q.is_cuda:
+            flex = _compiled_flex_attention()
+        else:
+            from torch.nn.attention.flex_attention import flex_attention as flex
+        out = flex(*padded, block_mask=block_mask, scale=dim**-0.5)
+    else:
+        out = F.scaled_dot_product_attention(*padded, attn_mask=mask, scale=dim**-0.5)
+    return out[..., :dim]
 
 
 class GridAttention(nn.Module):
@@ -99,8 +174,9 @@ class GridAttention(nn.Module):
     When ``observer`` is set or ``explicit`` is True, the forward pass computes the attention
     probabilities explicitly (softmax(QKᵀ/√d) with the window mask), hands them to
     ``observer(module, probs)`` (if set) with ``probs`` of shape (B, heads, N, N), and uses them
-    for the output; otherwise it runs the fused ``scaled_dot_product_attention``. Both paths
-    compute the same function (:class:`ObservableAttention`).
+    for the output; otherwise it runs :func:`fused_attention` with the kernel ``self.kernel``
+    (one of :data:`ATTENTION_KERNELS`; see :func:`set_attention_kernel`). All paths compute the
+    same function (:class:`ObservableAttention`).
     """
 
     def __init__(
@@ -123,6 +199,7 @@ class GridAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.observer: AttentionObserver | None = None
         self.explicit = False
+        self.kernel = "auto"
         self.grid: tuple[int, int] | None = None
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
@@ -135,6 +212,18 @@ class GridAttention(nn.Module):
             self._mask_cache[key] = window_mask(grid, self.window, device)
         return self._mask_cache[key]
 
+    def block_mask(self, grid: tuple[int, int], device):
+        """The cached FlexAttention block mask of the window, or None if the flex kernel does not apply."""
+        kernel = self.kernel
+        if kernel == "auto":
+            kernel = "flex" if self.window is not None and torch.device(device).type == "cuda" else "sdpa"
+        if kernel != "flex" or self.window is None:
+            return None
+        key = ("flex", grid, str(device))
+        if key not in self._mask_cache:
+            self._mask_cache[key] = window_block_mask(grid, self.window, device)
+        return self._mask_cache[key]
+
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         batch, count, dim = tokens.shape
         if grid[0] * grid[1] != count:
@@ -145,7 +234,7 @@ class GridAttention(nn.Module):
         )
         mask = self.mask(grid, tokens.device)
         if self.observer is None and not self.explicit:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = fused_attention(q, k, v, mask, self.block_mask(grid, tokens.device))
         else:
             scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
             if mask is not None:
@@ -160,3 +249,11 @@ class GridAttention(nn.Module):
 def attention_modules(model: nn.Module) -> dict[str, GridAttention]:
     """All :class:`GridAttention` layers of ``model`` by qualified name, in forward order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, GridAttention)}
+
+
+def set_attention_kernel(model: nn.Module, kernel: str) -> None:
+    """Make every :class:`GridAttention` of ``model`` run ``kernel`` (one of :data:`ATTENTION_KERNELS`)."""
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; use one of {', '.join(ATTENTION_KERNELS)}")
+    for module in attention_modules(model).values():
+        module.kernel = kernel

@@ -33,7 +33,7 @@ import xarray as xr
 import zarr
 
 from biasprobe.errors import InputError
-from biasprobe.store import COMPLETE_MARK
+from biasprobe.store import COMPLETE_MARK, mark_complete
 
 SWEEP_ATTR = "sweep"
 """Root attr holding the sweep's specification (JSON): analysis, options, checkpoints and sha256."""
@@ -246,8 +246,7 @@ def _finish(path: Path) -> None:
     for key in ("checkpoint", "checkpoint_sha256", "created", "command"):
         shared.pop(key, None)
     group.attrs.update(shared)
-    zarr.consolidate_metadata(str(path))
-    zarr.open_group(path, mode="r+").attrs[COMPLETE_MARK] = True
+    mark_complete(path)  # chunk counts, store version, consolidated metadata; the completion mark last
 
 
 def is_sweep(dataset: xr.Dataset) -> bool:

@@ -18,6 +18,7 @@ DistributedDataParallel averages the gradients, which equals the single-process 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,13 +29,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
+from biasprobe.validation import count, number
 
 
 @dataclass
 class TrainingConfig:
-    """Optimisation settings (all recorded in the checkpoint)."""
+    """Optimisation settings (all recorded in the checkpoint).
+
+    ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
+    GPU after a warm-up of tens of seconds); it may change between a run and its resumption.
+    ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
+    size; the resumable state always keeps float32).
+    """
 
     steps: int
     batch_size: int = 64
@@ -45,12 +53,23 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     max_minutes: float | None = None
+    compile: bool = False
+    weights: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise InputError("steps, batch size and checkpoint interval must be positive")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"EMA decay must lie in [0, 1), got {self.ema_decay}")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            setattr(self, name, count(getattr(self, name), name))
+        for name in ("learning_rate", "sigma_max"):
+            setattr(self, name, number(getattr(self, name), name, positive=True))
+        self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
+        self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1)
+        if self.ema_decay == 1:
+            raise ParameterError("ema_decay", "must be below 1 (at 1 the average never moves)")
+        self.seed = count(self.seed, "seed", minimum=0)
+        if self.max_minutes is not None:
+            self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
+        if self.weights not in SAVED_WEIGHTS:
+            raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
 
 
 @dataclass
@@ -121,16 +140,22 @@ def train(
     image_shape = tuple(images.shape[1:])
     conventions = NATIVE_CONVENTIONS[network.family]
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
+    model = model_identity(network, image_shape)
 
     network = network.to(device)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(network.parameters(), config, device)
     losses: list[float] = []
     start = 0
     saved_state = state_path(output)
     if resume and saved_state.exists():
-        start, losses = _restore(saved_state, network, ema, optimizer, header)
-    trained = nn.parallel.DistributedDataParallel(network) if ranks.world > 1 else network
+        start, losses = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        if start > config.steps:
+            raise ParameterError("steps", f"is {config.steps}, below the {start} steps already done in {saved_state}; "
+                                 f"give at least {start}")
+    saved_at = start
+    trained = torch.compile(network) if config.compile else network
+    trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
     denoiser = network_denoiser(trained, image_shape, conventions)
     data = images.to(device)
     began = timed_from = time.perf_counter()
@@ -141,28 +166,33 @@ def train(
     description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
     with task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
+        pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
             torch.manual_seed(_step_seed(config.seed, step))
-            clean, noise, sigma = _draw_batch(denoiser, data, config)
-            part = slice(ranks.rank * len(clean) // ranks.world, (ranks.rank + 1) * len(clean) // ranks.world)
-            clean, noise, sigma = clean[part], noise[part], sigma[part]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                raw = denoiser.raw_output(clean + sigma.view(-1, 1, 1, 1) * noise, sigma)
-            loss = (raw.float() - denoiser.raw_target(clean, noise, sigma)).pow(2).mean()
+            batch = _draw_batch(denoiser, data, config)
+            part = slice(ranks.rank * config.batch_size // ranks.world, (ranks.rank + 1) * config.batch_size // ranks.world)
+            loss = denoising_loss(denoiser, *(None if value is None else value[part] for value in batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
-            losses.append(_global_mean(loss.detach(), ranks))
-            timed_steps += 1
-            rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
-            advance(1, f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
+            pending.append(loss.detach())
             out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
             last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
-            if ranks.main and ((step + 1) % config.checkpoint_every == 0 or last):
+            checkpoint = (step + 1) % config.checkpoint_every == 0 or last
+            if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
+                timed_steps += len(pending)
+                read = _global_means(pending, ranks)
+                pending = []
+                _stop_if_not_finite(read, len(losses), output, saved_at)
+                losses += read
+                rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
+                advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
+            if ranks.main and checkpoint:
                 _save(output, ema, image_shape, {**header, "steps_done": step + 1})
+                saved_at = step + 1
                 if step + 1 < config.steps:
-                    _save_state(saved_state, network, ema, optimizer, header, step + 1, losses)
+                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
             if last:
                 break
     if ranks.main and len(losses) == config.steps:
@@ -170,25 +200,64 @@ def train(
     return TrainingResult(Path(output), losses, start, len(losses), ranks.rank)
 
 
+def model_identity(network: nn.Module, image_shape) -> dict:
+    """What a resumable state must share with the run that resumes it, beside the training settings."""
+    return {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
+
+
+def _stop_if_not_finite(read: list[float], steps_before: int, output, saved_at: int) -> None:
+    """Stop at the first non-finite loss among those just read back (checked before any save, so
+    the checkpoint on disk keeps the last good weights)."""
+    for offset, value in enumerate(read):
+        if not math.isfinite(value):
+            kept = f"{output} keeps the weights of step {saved_at}" if saved_at else "nothing was saved"
+            raise InputError(f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. "
+                             "Lower the learning rate, check the data, or resume from the saved state")
+
+
+LOSS_READ_EVERY = 50
+"""Steps between reading the losses back from the device (each read waits for the device)."""
+
+
+def make_optimizer(parameters, config: TrainingConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with the config's rate and decay; the fused single-kernel implementation on CUDA."""
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=device.type == "cuda")
+
+
+def denoising_loss(denoiser, clean, noise, sigma, timesteps) -> torch.Tensor:
+    """‖r(x + σz, σ) − r*(x, z, σ)‖² averaged over the batch and pixels; bf16 autocast on CUDA.
+
+    ``timesteps`` is t(σ) computed on the host (or None for blind networks).
+    """
+    device = clean.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        raw = denoiser.raw_output(clean + sigma.view(-1, 1, 1, 1) * noise, sigma, timesteps)
+    return (raw.float() - denoiser.raw_target(clean, noise, sigma)).pow(2).mean()
+
+
 def _draw_batch(denoiser, data: torch.Tensor, config: TrainingConfig):
-    """(clean, noise, σ) of one global batch from the global RNG (seeded per step)."""
+    """(clean, noise, σ, t(σ) or None) of one global batch from the global RNG (seeded per step).
+
+    Timesteps are drawn and mapped to σ and back to the network's t on the host, so that no step
+    waits for the device.
+    """
     index = torch.randint(len(data), (config.batch_size,)).to(data.device)
     clean = data[index]
     noise = torch.randn(clean.shape, device=data.device)
     if denoiser.schedule is None:
         sigma = torch.rand(config.batch_size, device=data.device) * config.sigma_max
-    else:
-        steps = torch.randint(denoiser.schedule.steps, (config.batch_size,))
-        native = torch.as_tensor(denoiser.schedule.sigmas, dtype=torch.float32)[steps]
-        sigma = (native / denoiser.native_scale.scale).to(data.device)
-    return clean, noise, sigma
+        return clean, noise, sigma, None
+    steps = torch.randint(denoiser.schedule.steps, (config.batch_size,))
+    native = torch.as_tensor(denoiser.schedule.sigmas, dtype=torch.float32)[steps]
+    sigma = native / denoiser.native_scale.scale
+    return clean, noise, sigma.to(data.device), denoiser.timesteps(sigma).to(data.device)
 
 
 @torch.no_grad()
 def _update_ema(ema: nn.Module, network: nn.Module, decay: float) -> None:
     """θ_ema ← decay·θ_ema + (1 − decay)·θ; buffers (running statistics) are copied."""
-    for average, current in zip(ema.parameters(), network.parameters()):
-        average.lerp_(current, 1 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(network.parameters()), 1 - decay)
     for average, current in zip(ema.buffers(), network.buffers()):
         average.copy_(current)
 
@@ -202,15 +271,23 @@ def _agree(flag: bool, ranks: _Distributed, device: torch.device) -> bool:
     return bool(value > 0)
 
 
-def _global_mean(value: torch.Tensor, ranks: _Distributed) -> float:
+def _global_means(values: list[torch.Tensor], ranks: _Distributed) -> list[float]:
+    """The losses of the processes averaged, as floats (one wait for the device)."""
+    if not values:
+        return []
+    stacked = torch.stack(values)
     if ranks.world > 1:
-        dist.all_reduce(value)
-        value = value / ranks.world
-    return float(value)
+        dist.all_reduce(stacked)
+        stacked = stacked / ranks.world
+    return stacked.tolist()
+
+
+SAVED_WEIGHTS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
-    save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output)
+    dtype = SAVED_WEIGHTS[training.get("weights", "float32")]
+    save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output, dtype=dtype)
 
 
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
@@ -226,12 +303,21 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
-    changed = sorted(k for k in {*header, *state["header"]} - {"steps", "max_minutes"} if state["header"].get(k) != header.get(k))
+    if not isinstance(state, dict) or not isinstance(state.get("header"), dict):
+        raise InputError(f"cannot resume from {path}: it is not a training state; delete it to start over")
+    saved = state["header"]
+    changed = sorted(k for k in {*header, *saved} - {"steps", "max_minutes", "compile", "weights"}
+                     if saved.get(k) != header.get(k))
     if changed:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {header.get(k)!r}" for k in changed)[:400]
         raise InputError(
-            f"{path} belongs to a run with other settings ({', '.join(changed)}); delete it or pick another output"
+            f"{path} belongs to a run with other settings ({details}); give the same settings, or delete it "
+            "or pick another output to start over"
         )
-    network.load_state_dict(state["network"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), list(state["losses"])
+    try:
+        network.load_state_dict(state["network"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["step"]), list(state["losses"])
+    except (KeyError, RuntimeError, ValueError, TypeError):
+        raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
