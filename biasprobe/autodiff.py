@@ -38,11 +38,17 @@ def math_attention(denoiser: Denoiser) -> contextlib.AbstractContextManager[None
     return explicit_math(denoiser.attention_modules().values())
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; an error naming the parameter otherwise."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device) -> Iterator[None]:
     """float32 (TF32 off everywhere), tf32 (TF32 matmuls and convolutions on CUDA), or bf16 autocast."""
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     autocast = (

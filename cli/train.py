@@ -88,11 +88,11 @@ def train(
             if main:
                 done = int(torch.load(saved, map_location="cpu", weights_only=True, mmap=True)["step"])
                 report.say(f"continuing {path} from step {done} (its saved state {saved}) to {steps} steps")
-        elif path.exists() and resume and not overwrite:
+        elif path.is_file() and resume and not overwrite:
             raise InputError(f"{path} already exists ({_finished(path)}) and has no saved state to continue from: "
                              "choose another -o, or pass --overwrite (or --no-resume) to train from step 0 and "
                              "replace it")
-        elif path.exists() and main:
+        elif path.is_file() and main:
             report.say(f"training from step 0; {path} will be replaced")
         output_file(path, "output", suffixes=SUFFIXES, overwrite=True)
         output_file(saved, "output")

@@ -161,7 +161,7 @@ def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tm
     out = tmp_path / "m.pt"
     base = ["train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
             "--batch", "4", "--image-size", "8", "-o", out]
-    stopped = run_cli(*base, "--steps", "3", "--max-minutes", "0")  # stops after its first step, keeps its state
+    stopped = run_cli(*base, "--steps", "3", "--max-minutes", "1e-9")  # stops after its first step, keeps its state
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped early" in stopped.stdout and "1/3 steps" in stopped.stdout
     resumed = run_cli(*base, "--steps", "4")
@@ -257,9 +257,9 @@ def test_messages_print_numbers_as_numbers_and_top_k_zero_says_its_range(tmp_pat
     denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "unet-bf"))
     with pytest.raises(InputError) as caught:
         bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [-0.1, 0.2])
-    assert "got [-0.1, 0.2]" in str(caught.value) and "np." not in str(caught.value)
+    assert "got -0.1 (in [-0.1, 0.2])" in str(caught.value) and "np." not in str(caught.value)
     for method in ("randomized", "dense"):
-        with pytest.raises(InputError, match="between 1 and d = 64, got 0"):
+        with pytest.raises(InputError, match="between 1 and 64, got 0"):
             bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1], top_k=0, method=method)
 
 

@@ -29,6 +29,7 @@ from biasprobe.autodiff import (
     OUTPUTS,
     PRECISIONS,
     JacobianOperator,
+    check_precision,
     jacobian_matrix,
     math_attention,
     output_function,
@@ -113,6 +114,7 @@ def jacobian(
 
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_precision(precision)  # before any progress line: a bad value is the only line shown
     images, sigma, steps = prepare(denoiser, images, sigmas, timesteps)
     d = images[0].numel()
     if top_k is not None:
