@@ -12,19 +12,41 @@
 
 __version__ = "0.1.0"
 
-from biasprobe.analyses.comparison import compare
-from biasprobe.analyses.generalization import gap
-from biasprobe.analyses.harmonic import gahb_summary
-from biasprobe.analyses.jacobian import jacobian
-from biasprobe.analyses.locality import locality
-from biasprobe.analyses.memorization import memorization
-from biasprobe.denoiser import Denoiser
-from biasprobe.errors import BiasprobeError, CheckpointError, InputError
-from biasprobe.formats import load
-from biasprobe.reports import report
-from biasprobe.schedules import Schedule
-from biasprobe.store import open, save
-from biasprobe.sweeps import sweep
+# The public names load on first use (PEP 562), so that ``import biasprobe.errors`` or the
+# command line's ``--help`` does not pay for torch, scipy and xarray.
+_PUBLIC = {
+    "compare": "biasprobe.analyses.comparison",
+    "gap": "biasprobe.analyses.generalization",
+    "gahb_summary": "biasprobe.analyses.harmonic",
+    "jacobian": "biasprobe.analyses.jacobian",
+    "locality": "biasprobe.analyses.locality",
+    "memorization": "biasprobe.analyses.memorization",
+    "Denoiser": "biasprobe.denoiser",
+    "BiasprobeError": "biasprobe.errors",
+    "CheckpointError": "biasprobe.errors",
+    "InputError": "biasprobe.errors",
+    "load": "biasprobe.formats",
+    "report": "biasprobe.reports",
+    "Schedule": "biasprobe.schedules",
+    "open": "biasprobe.store",
+    "save": "biasprobe.store",
+    "sweep": "biasprobe.sweeps",
+}
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'biasprobe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BiasprobeError",

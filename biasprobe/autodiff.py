@@ -38,11 +38,17 @@ def math_attention(denoiser: Denoiser) -> contextlib.AbstractContextManager[None
     return explicit_math(denoiser.attention_modules().values())
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; an error naming the parameter otherwise."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device) -> Iterator[None]:
     """float32 (TF32 off everywhere), tf32 (TF32 matmuls and convolutions on CUDA), or bf16 autocast."""
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     autocast = (
@@ -118,6 +124,8 @@ class JacobianOperator:
         self.dimension = y[0].numel()
         self.y = y.detach()
         self.vmap = {"rows": True, "columns": True}
+        self.on_products: Callable[[int], None] = lambda count: None
+        """Called with the number of vectors of every block product (progress reports)."""
         with self._context():
             saved = _saved_bytes(self.fn, self.y)
             with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
@@ -143,6 +151,11 @@ class JacobianOperator:
     def _map(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
         """``product`` (one vector → one product) mapped over vectors (b, 1, C, H, W) with ``vmap``,
         or ``on_copies`` (a batch (n, C, H, W) → its products) chunk by chunk; (b, d) float32."""
+        products = self._map_blocks(kind, product, on_copies, vectors)
+        self.on_products(len(vectors))
+        return products
+
+    def _map_blocks(self, kind: str, product: Callable, on_copies: Callable, vectors: torch.Tensor) -> torch.Tensor:
         with self._context(), torch.no_grad():
             if self.vmap[kind]:
                 try:

@@ -25,6 +25,7 @@ supplies a denoiser's Jacobian. Only torch and numpy are needed (scipy for ``lan
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -281,6 +282,45 @@ def krylov_limit(dimension: int, top_k: int) -> int:
     return min(dimension, 12 * top_k + 32)
 
 
+def stored_count(dimension: int, top_k: int | None) -> int:
+    """Eigenpairs computed or stored: ``top_k``, or by default every one up to d = 1024, else 64."""
+    if top_k is not None:
+        return top_k
+    return dimension if dimension <= STORED_VECTORS_SMALL else STORED_VECTORS_LARGE
+
+
+def expected_products(method: str, dimension: int, top_k: int | None) -> int | None:
+    """J-products a decomposition needs at most (progress totals): d rows for dense, two per basis
+    vector up to :func:`krylov_limit` for randomized; unknown (None) for lanczos."""
+    if method == "dense":
+        return dimension
+    if method == "randomized":
+        return 2 * krylov_limit(dimension, stored_count(dimension, top_k))
+    return None
+
+
+class ConvergenceWarning(UserWarning):
+    """A matrix-free decomposition stopped with eigenpair residuals above the tolerance."""
+
+
+def warn_unconverged(result: Decomposition, method: str, tolerance: float, where: str) -> None:
+    """Warn, with the worst residual, when a matrix-free method stopped short of ``tolerance`` (the
+    randomized method at its subspace limit :func:`krylov_limit`; ARPACK rarely); ``where`` names
+    the case (image and σ)."""
+    worst = float(np.max(result.eigen_residual))
+    if method == "dense" or not worst > tolerance:
+        return
+    missed = int(np.sum(result.eigen_residual > tolerance))
+    warnings.warn(
+        f"{where}: {missed} of the top {len(result.eigen_residual)} eigenpairs of the {method} method "
+        f"stopped above the tolerance {tolerance:g}, worst residual ‖Se − λe‖/|λ| = {worst:.1e} after "
+        f"{result.products} products; use method='dense' (d ≤ {DENSE_MAX_DIMENSION}) or 'lanczos' for exact "
+        "pairs",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
 def choose_method(method: str, dimension: int, top_k: int | None) -> str:
     """Resolve ``auto``: randomized when J is too large to build (d > 4096), or when even its
     worst case, :func:`krylov_limit` rows and columns, costs less than the d rows of dense."""
@@ -306,8 +346,7 @@ def decompose(
 ) -> Decomposition:
     """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here)."""
     d = operator.dimension
-    stored = (d if d <= STORED_VECTORS_SMALL else STORED_VECTORS_LARGE) if top_k is None else top_k
-    stored = validation.count(stored, "top_k", maximum=d)
+    stored = validation.count(stored_count(d, top_k), "top_k", maximum=d)
     method = choose_method(method, d, top_k)
     if method == "dense":
         return _dense(operator, stored)
@@ -321,10 +360,14 @@ def decompose(
 __all__ = [
     "DENSE_MAX_DIMENSION",
     "METHODS",
+    "ConvergenceWarning",
     "Decomposition",
     "LinearOperator",
     "MatrixOperator",
     "choose_method",
     "decompose",
+    "expected_products",
     "krylov_limit",
+    "stored_count",
+    "warn_unconverged",
 ]

@@ -6,25 +6,24 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from biasprobe_cli.options import Arch, parse_arch, parse_windows
-from rich.console import Console
+from biasprobe_cli.output import Json, Report
 
-import biasprobe as bp
-from biasprobe.formats import Checkpoint, detect_format, file_sha256, save_checkpoint
-from biasprobe.formats.native import SUFFIXES
-from biasprobe.models import FAMILIES, from_preset
-from biasprobe.validation import output_file
-
-console = Console()
+FAMILY_NAMES = "unet-bf, unet-ddpm, dit"
+"""The names of ``biasprobe.models.FAMILIES``, written out so that --help need not load torch
+(tests/test_cli.py keeps them in step)."""
 
 
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (or folder) to describe.")],
     arch: Arch = None,
+    as_json: Json = False,
 ) -> None:
     """Describe a checkpoint: family, size, conventions, schedule, attention windows, format, sha256."""
+    import biasprobe as bp
+    from biasprobe.formats import detect_format, file_sha256
+
     denoiser = bp.load(checkpoint, arch=parse_arch(arch))
     summary = denoiser.describe()
     schedule = summary.get("schedule")
@@ -49,13 +48,18 @@ def info(
     }
     for key, value in (summary.get("training") or {}).items():
         rows[f"training.{key}"] = str(value)
+    if as_json:
+        report = Report(as_json=True)
+        report.set(**{key: rows[key] for key in ("file", "format", "sha256")}, description=summary)
+        report.finish()
+        return
     width = max(map(len, rows))
     for key, value in rows.items():
         typer.echo(f"{key:<{width}}  {value}")
 
 
 def new(
-    family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
+    family: Annotated[str, typer.Argument(help=f"Model family: {FAMILY_NAMES}.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt, .pth or .safetensors).")],
     preset: Annotated[
         str | None, typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
@@ -72,6 +76,13 @@ def new(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --output.")] = False,
 ) -> None:
     """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
+    import torch
+
+    from biasprobe.formats import Checkpoint, save_checkpoint
+    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.models import from_preset
+    from biasprobe.validation import output_file
+
     output_file(output, "output", suffixes=SUFFIXES, overwrite=overwrite)
     torch.manual_seed(seed)
     network, image_shape = from_preset(family, preset, image_size=image_size, channels=channels,
@@ -80,4 +91,4 @@ def new(
     checkpoint = Checkpoint.from_network(network, image_shape, training)
     save_checkpoint(checkpoint, output, overwrite=overwrite)
     parameters = sum(p.numel() for p in network.parameters())
-    console.print(f"wrote {output}: untrained {family} ({preset or 'first preset'}), {parameters:,} parameters")
+    Report().wrote(output, f"untrained {family}, preset {preset or 'the first'}, {parameters:,} parameters")

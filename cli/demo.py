@@ -7,16 +7,24 @@ from typing import Annotated
 
 import typer
 from biasprobe_cli.options import resolve_device
+from biasprobe_cli.output import Report
+
+DEFAULT_FOLDER = Path("biasprobe-demo")
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the stores, figures and index.md.")] = Path("reports/demo"),
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for the stores, figures and index.md (the gallery shipped in the repository "
+                     "was made with --out reports/demo)."),
+    ] = DEFAULT_FOLDER,
     k: Annotated[int, typer.Option("--k", help="Test images per gap measurement.")] = 100,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
 
     Needs nothing beyond the repository (no downloads, no data packages); a few minutes on a laptop CPU.
+    Each of the four stages reports which checkpoint it is on, and every file written gets a line.
     """
     from biasprobe.demo import run_demo
     from biasprobe.validation import count, output_folder
@@ -25,4 +33,4 @@ def demo(
     count(k, "k")
 
     index = run_demo(out, k=k, device=str(resolve_device(device)))
-    typer.echo(f"wrote {index} with the figures and stores beside it")
+    Report().say(f"done: open {index}; the figures and stores are beside it")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 from biasprobe_cli.options import (
     Arch,
@@ -17,32 +15,31 @@ from biasprobe_cli.options import (
     result_paths,
     store_option,
 )
-from rich.console import Console
-from rich.table import Table
+from biasprobe_cli.output import Column, Json, Report, number
 
-import biasprobe as bp
-from biasprobe import data
-from biasprobe.analyses.generalization import gap as measure_gap
-from biasprobe.analyses.memorization import memorization
 from biasprobe.errors import InputError
-from biasprobe.images import write_image
-from biasprobe.training.samplers import METHODS
-from biasprobe.validation import count as positive_count
-from biasprobe.validation import number, output_file, output_folder
+
+if TYPE_CHECKING:
+    import torch
 
 GapStore = store_option("gap")
 SamplesStore = store_option("samples")
-
-console = Console()
+SAMPLER_NAMES = ("ddim", "ddpm", "ascent")
+"""``biasprobe.training.samplers.METHODS``, written out so that --help need not load torch
+(tests/test_cli.py keeps them in step)."""
 
 
 def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Path | None) -> tuple[str, torch.Tensor]:
     """The checkpoint's training images (:func:`biasprobe.data.training_set`)."""
+    from biasprobe import data
+
     return data.training_set(denoiser.source.training, denoiser.image_shape, name, n_train, data_dir)
 
 
 def held_out_data(denoiser, name: str, count: int, data_dir: Path | None) -> torch.Tensor:
     """The first ``count`` test-split images of data set ``name`` at the denoiser's shape."""
+    from biasprobe import data
+
     return data.held_out_set(name, denoiser.image_shape, count, data_dir)
 
 
@@ -62,16 +59,22 @@ def gap(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the noise draws.")] = 0,
+    as_json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Generalization gap: denoising PSNR on K training vs K test images (--per-split K) at each noise level (Fig. 2).
 
     Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
     """
+    import biasprobe as bp
+    from biasprobe.analyses.generalization import gap as measure_gap
+    from biasprobe.validation import count as positive_count
+
     out = result_paths(checkpoint, "gap", out, overwrite, figure)
     per_split = positive_count(deprecated_flag("--k", "--per-split", k, per_split, 300), "per_split")
     if n_train is not None:
         positive_count(n_train, "n_train")
+    report = Report(as_json)
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = training_data(denoiser, data_name, n_train, data_dir)
     count = min(per_split, len(train_images))
@@ -79,29 +82,37 @@ def gap(
                           parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
     dataset.attrs.update(data=name, n_train=len(train_images))
     path = bp.save(dataset, out, overwrite=overwrite)
-    table = Table("σ", "t", "train PSNR", "test PSNR", "gap (dB)", title=f"{checkpoint.name}: N={len(train_images)} {name}")
-    for i in range(dataset.sizes["sigma"]):
-        row = dataset.isel(sigma=i)
-        table.add_row(f"{float(row.sigma):.4g}", f"{float(row.t):.0f}", f"{float(row.mean_psnr.sel(split='train')):.2f}",
-                      f"{float(row.mean_psnr.sel(split='test')):.2f}", f"{float(row.gap):.2f} ± {float(row.gap_sem):.2f}")
-    console.print(table)
-    console.print(f"average gap {float(dataset.average_gap):.2f} dB; store {path}")
+    records = [{
+        "sigma": float(row.sigma), "t": float(row.t), "train_psnr": float(row.mean_psnr.sel(split="train")),
+        "test_psnr": float(row.mean_psnr.sel(split="test")), "gap": float(row.gap), "gap_sem": float(row.gap_sem),
+    } for row in (dataset.isel(sigma=i) for i in range(dataset.sizes["sigma"]))]
+    report.set(checkpoint=str(checkpoint), data=name, n_train=len(train_images), images_per_split=count,
+               average_gap=float(dataset.average_gap))
+    report.table("levels", records, [
+        Column("sigma", "σ", number(".4g")), Column("t", "t", number(".0f")),
+        Column("train_psnr", "train PSNR", number(".2f")), Column("test_psnr", "test PSNR", number(".2f")),
+        Column("gap", "gap (dB)", number(".2f")), Column("gap_sem", "± s.e.", number(".2f")),
+    ], title=f"{checkpoint.name}: N = {len(train_images)} {name}, {count} images per split")
+    report.say(f"average gap {float(dataset.average_gap):.2f} dB")
+    report.wrote(path, "zarr store")
     if figure:
         from biasprobe.figures.generalization import gap_figure
 
         figure.parent.mkdir(parents=True, exist_ok=True)
         gap_figure(dataset).savefig(figure, dpi=150)
-        console.print(f"figure {figure}")
+        report.wrote(figure, "figure")
+    report.finish()
 
 
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to sample from.")],
     count: Annotated[int, typer.Option("-n", "--count", help="Number of samples.")] = 16,
-    method: Annotated[str | None, typer.Option(help=f"Sampler: {', '.join(METHODS)}; default ddim, or ascent for blind models.")] = None,
+    method: Annotated[str | None, typer.Option(help=f"Sampler: {', '.join(SAMPLER_NAMES)}; default ddim, or ascent for blind models.")] = None,
     steps: Annotated[int, typer.Option(help="Steps of the ddim/ddpm samplers.")] = 100,
     arch: Arch = None,
     out: SamplesStore = None,
-    png: Annotated[Path | None, typer.Option(help="Also write the samples as a PNG grid to this file.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write a PNG: the samples in the top row, each one's nearest "
+                                             "training image below it (when the training data is known).")] = None,
     threshold: Annotated[float, typer.Option(help="Similarity above which a sample counts as a copy.")] = 0.95,
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -109,33 +120,49 @@ def sample(
     overwrite: Overwrite = False,
 ) -> None:
     """Draw seeded samples and find each one's nearest training image (memorization)."""
+    import numpy as np
+
+    import biasprobe as bp
+    from biasprobe.analyses.memorization import memorization
+    from biasprobe.validation import count as positive_count
+    from biasprobe.validation import number as checked_number
+    from biasprobe.validation import output_file
+
     out = result_paths(checkpoint, "samples", out, overwrite)
     if png is not None:
         output_file(png, "png", suffixes=[".png"])
     positive_count(count, "count")
     positive_count(steps, "steps")
-    number(threshold, "threshold", minimum=-1, maximum=1)
+    checked_number(threshold, "threshold", minimum=-1, maximum=1)
+    report = Report()
     denoiser = load_model(checkpoint, device, arch=arch)
     name, train_images = None, None
     if denoiser.source.training.get("data"):
         name, train_images = training_data(denoiser, None, None, data_dir)
     else:
-        console.print("no training data recorded in the checkpoint: skipping the nearest-image search")
+        report.say("no training data recorded in the checkpoint: skipping the nearest-image search")
     dataset = memorization(denoiser, count, train_images, threshold=threshold, seed=seed, progress=True,
                            method=method, steps=steps)
     if train_images is not None:
-        console.print(f"{float(dataset.memorized_share):.0%} of samples copy a training image of {name} "
+        report.say(f"{float(dataset.memorized_share):.0%} of samples copy a training image of {name} "
                       f"(similarity > {threshold}); median nearest similarity "
                       f"{float(dataset.nearest_similarity.median()):.3f}")
     diverged = int((~np.isfinite(dataset.sample_image.values)).any(axis=(1, 2, 3)).sum())
     if diverged:
-        console.print(f"[yellow]{diverged} of {count} samples diverged (non-finite values): the model may be "
-                      "untrained or the sampler settings too aggressive[/yellow]")
+        report.say(f"Warning: {diverged} of {count} samples diverged (non-finite values): the model may be "
+                   "untrained or the sampler settings too aggressive")
     path = bp.save(dataset, out, overwrite=overwrite)
-    console.print(f"store {path}")
+    report.wrote(path, "zarr store")
     if png:
+        import torch
+
+        from biasprobe.figures.generalization import sample_grid
+        from biasprobe.images import write_image
+
         png.parent.mkdir(parents=True, exist_ok=True)
-        write_image(torch.cat(list(torch.from_numpy(dataset.sample_image.values)), dim=-1), png)
+        write_image(torch.from_numpy(sample_grid(dataset)), png)
+        rows = "samples above their nearest training images" if "nearest_image" in dataset else "samples"
+        report.wrote(png, f"{count} {rows}")
 
 
 def compare(
@@ -154,6 +181,7 @@ def compare(
     data_dir: Annotated[Path | None, typer.Option(help="Folder of on-disk data sets (fashion-mnist).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of noise and samples, shared by A and B.")] = 0,
+    as_json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Compare two checkpoints: gap, memorization, paired samples, Jacobian spectra and overlap, locality.
@@ -161,10 +189,14 @@ def compare(
     For two models trained on disjoint halves (--subset s1 / s2), a paired sample similarity near 1
     means both learned the same density (Kadkhodaie et al.'s test of generalization).
     """
+    import biasprobe as bp
     from biasprobe.analyses.comparison import compare as run_comparison
     from biasprobe.figures.comparison import comparison_figure
     from biasprobe.images import read_image
     from biasprobe.store import check_output
+    from biasprobe.validation import count as positive_count
+    from biasprobe.validation import number as checked_number
+    from biasprobe.validation import output_file, output_folder
 
     output_folder(out, "out")
     check_output(out / "comparison.zarr", overwrite, "out")
@@ -173,7 +205,7 @@ def compare(
     for value, name in ((per_split, "per_split"), (samples, "samples"), (sampler_steps, "sampler_steps"),
                         (top_k, "top_k")):
         positive_count(value, name)
-    number(sigma, "sigma", positive=True)
+    checked_number(sigma, "sigma", positive=True)
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [d.source.training.get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
@@ -184,18 +216,28 @@ def compare(
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
+    report = Report(as_json)
     path = bp.save(dataset, out / "comparison.zarr", overwrite=overwrite)
-    comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
-    table = Table("", first.stem, second.stem, title=f"{first.name} vs {second.name}")
-    for variable, label, unit in (("average_gap", "average gap", " dB"), ("memorized_share", "samples copying training", ""),
-                                  ("effective_dimension", "tr J at the test image", ""),
-                                  ("mean_harmonicity", "harmonicity", "")):
-        if variable in dataset:
-            table.add_row(label, *(f"{float(v):.3g}{unit}" for v in dataset[variable].values))
+    measures = {"average_gap": "average gap (dB)", "memorized_share": "share of samples copying training",
+                "effective_dimension": "tr J at the test image", "mean_harmonicity": "harmonicity"}
+    values = {variable: dataset[variable].values for variable in measures if variable in dataset}
     if "mean_distance" in dataset:
-        table.add_row("mean attention distance (px)", *(f"{float(v):.2f}" for v in dataset.mean_distance.mean("layer").values))
-    console.print(table)
-    console.print(f"top-{dataset.attrs['eigenspace_top']} eigenspace overlap {float(dataset.eigenspace_overlap):.3f}")
+        measures["mean_distance"] = "mean attention distance (px)"
+        values["mean_distance"] = dataset.mean_distance.mean("layer").values
+    records = [{"measure": variable, "label": measures[variable], "A": float(a), "B": float(b)}
+               for variable, (a, b) in values.items()]
+    report.set(a=str(first), b=str(second), eigenspace_top=int(dataset.attrs["eigenspace_top"]),
+               eigenspace_overlap=float(dataset.eigenspace_overlap))
+    report.table("measures", records, [
+        Column("label", "", left=True), Column("A", f"A: {first.stem}", number(".3g")),
+        Column("B", f"B: {second.stem}", number(".3g")),
+    ], title=f"{first.name} (A) vs {second.name} (B)")
+    report.say(f"top-{dataset.attrs['eigenspace_top']} eigenspace overlap {float(dataset.eigenspace_overlap):.3f}")
     if "sample_similarity" in dataset:
-        console.print(f"paired sample similarity {float(dataset.sample_similarity.mean()):.3f} (mean over {samples})")
-    console.print(f"wrote {path} and {out / 'comparison.png'}")
+        similarity = float(dataset.sample_similarity.mean())
+        report.set(sample_similarity=similarity)
+        report.say(f"paired sample similarity {similarity:.3f} (mean over {samples})")
+    report.wrote(path, "zarr store")
+    comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
+    report.wrote(out / "comparison.png", "figure")
+    report.finish()

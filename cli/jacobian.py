@@ -3,10 +3,11 @@ diagnostics, and the GAHB verdict, for one checkpoint or several side by side.""
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from biasprobe_cli.generalization import held_out_data, training_data
 from biasprobe_cli.options import (
@@ -23,21 +24,20 @@ from biasprobe_cli.options import (
     result_paths,
     store_option,
 )
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from biasprobe_cli.output import Column, Json, Report, number
 
-import biasprobe as bp
-from biasprobe.analyses.harmonic import gahb_summary, verdict_line
-from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS
-from biasprobe.analyses.jacobian import jacobian as measure_jacobian
-from biasprobe.analyses.memorization import NEIGHBOURS
-from biasprobe.analyses.support import SUPPORTS
 from biasprobe.errors import InputError
 
-console = Console()
 DEFAULT_SIGMAS = "0.1"
 JacobianStore = store_option("jacobian")
+METHOD_NAMES = ("auto", "dense", "lanczos", "randomized")
+OUTPUT_NAMES = ("denoised", "raw")
+PRECISION_NAMES = ("float32", "tf32", "bf16")
+SUPPORT_NAMES = ("object", "edges", "frame")
+DEFAULT_NEIGHBOURS = 10
+"""The choices and defaults of the library (``biasprobe.analyses.jacobian``: METHODS, OUTPUTS, PRECISIONS;
+``biasprobe.analyses.support.SUPPORTS``; ``biasprobe.analyses.memorization.NEIGHBOURS``), written out
+so that --help need not load torch (tests/test_command_line.py keeps them in step)."""
 
 
 def jacobian(
@@ -57,14 +57,14 @@ def jacobian(
         typer.Option(help="Eigenpairs to compute (matrix-free) or eigenvectors to store (dense); "
                      "default all for d ≤ 1024, else 64."),
     ] = None,
-    method: Annotated[str, typer.Option(help=f"{' | '.join(METHODS)}.")] = "auto",
+    method: Annotated[str, typer.Option(help=f"{' | '.join(METHOD_NAMES)}.")] = "auto",
     differentiate: Annotated[
         str,
         typer.Option(help="The function differentiated: denoised, J of D(y); raw, J of the network's own output "
                      "(ε̂, residual) in native units, whose top eigenvectors are D's bottom ones."),
     ] = "denoised",
     output: Annotated[str | None, typer.Option(hidden=True, help="Deprecated name of --differentiate.")] = None,
-    precision: Annotated[str, typer.Option(help=f"Network passes in {' | '.join(PRECISIONS)}.")] = "float32",
+    precision: Annotated[str, typer.Option(help=f"Network passes in {' | '.join(PRECISION_NAMES)}.")] = "float32",
     support: Annotated[
         str, typer.Option(help="Support Ω of each image for the GAHB metrics: object (thresholded, dilated mask "
                           "on a background), edges (a band around strong edges: natural images) or frame.")
@@ -81,7 +81,7 @@ def jacobian(
     ] = 1000,
     neighbours: Annotated[
         int, typer.Option(help="M: the span of the M training (and held-out) images nearest to D(y).")
-    ] = NEIGHBOURS,
+    ] = DEFAULT_NEIGHBOURS,
     memorization: Annotated[
         bool, typer.Option(help="Memorization diagnostics when the training images are known.")
     ] = True,
@@ -99,63 +99,76 @@ def jacobian(
         typer.Option(help="Draw eigenvectors, spectrum and GAHB metrics to this image; with several checkpoints, "
                      "one row per checkpoint (clean, noisy, D(y), eigenvectors with λ, metrics)."),
     ] = None,
+    as_json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Eigenvectors, eigenvalues and singular values of J = ∂D(y)/∂y at noisy images, and the GAHB verdict.
 
     Also tr(J), the count of eigenvalues above ½, memorization diagnostics (when the training images are
     known: from the checkpoint or --train-data) and the verdict per σ: collapsed, memorizing,
-    geometry-adaptive harmonic, fixed harmonic, not harmonic or undetermined, with the per-image counts."""
+    geometry-adaptive harmonic, fixed harmonic, not harmonic or undetermined, with the per-image counts.
+    Progress names the checkpoint, image and σ being worked on and counts its Jacobian-vector products."""
+    import biasprobe as bp
+    from biasprobe.analyses.jacobian import jacobian as measure_jacobian
+    from biasprobe.progress import stage
+
     output = deprecated_flag("--output", "--differentiate", output, differentiate, "denoised")
-    if output not in OUTPUTS:
-        raise InputError(f"--differentiate must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    if support not in SUPPORTS:
-        raise InputError(f"--support must be one of {', '.join(SUPPORTS)}, got {support!r}")
+    if output not in OUTPUT_NAMES:
+        raise InputError(f"--differentiate must be one of {', '.join(OUTPUT_NAMES)}, got {output!r}")
+    if support not in SUPPORT_NAMES:
+        raise InputError(f"--support must be one of {', '.join(SUPPORT_NAMES)}, got {support!r}")
     if out is not None and len(checkpoints) > 1:
         raise InputError("--out names one store; with several checkpoints each goes to NAME.jacobian.zarr in the "
                          "current folder: drop --out")
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
+    report = Report(as_json)
+    report.set(output=output, support=support)
     paths = {checkpoint: result_paths(checkpoint, "jacobian", out, overwrite, figure) for checkpoint in checkpoints}
     stores = {}
-    for checkpoint in checkpoints:
-        denoiser = load_model(checkpoint, device, class_label, image_size, arch)
-        images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
-        training, control = _training_images(denoiser, train_data, n_train, held_out, data_dir) if memorization \
-            else (None, None)
-        if training is not None and output == "raw" and (top_k is not None or images[0].numel() > 1024):
-            raise InputError("memorization diagnostics of --differentiate raw need every eigenvector (dense, d ≤ 1024, no "
-                             "--top-k): use --output denoised, or --no-memorization")
-        dataset = measure_jacobian(
-            denoiser, images, parse_numbers(sigma, "sigma"), parse_numbers(t, "t"),
-            top_k=top_k, method=method, output=output, precision=precision, seed=seed, progress=True,
-            support=support, training_images=training, held_out_images=control, neighbours=neighbours,
-        )
+    for position, checkpoint in enumerate(checkpoints, start=1):
+        name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
+        if position > 1 and not as_json:
+            report.say("")  # one blank line between the checkpoints' tables
+        with stage(f"[{position}/{len(checkpoints)}] {name}") if len(checkpoints) > 1 else contextlib.nullcontext():
+            denoiser = load_model(checkpoint, device, class_label, image_size, arch)
+            images = read_images(denoiser, image, resize, latent_encoder(denoiser, checkpoint, vae, device))
+            training, control = _training_images(report, name, denoiser, train_data, n_train, held_out, data_dir) \
+                if memorization else (None, None)
+            if training is not None and output == "raw" and (top_k is not None or images[0].numel() > 1024):
+                raise InputError("memorization diagnostics of --differentiate raw need every eigenvector (dense, "
+                                 "d ≤ 1024, no --top-k): use --differentiate denoised, or --no-memorization")
+            dataset = measure_jacobian(
+                denoiser, images, parse_numbers(sigma, "sigma"), parse_numbers(t, "t"),
+                top_k=top_k, method=method, output=output, precision=precision, seed=seed, progress=True,
+                support=support, training_images=training, held_out_images=control, neighbours=neighbours,
+            )
         dataset.attrs["images"] = [str(path) for path in image]
         if vae is not None:
             dataset.attrs["vae"] = str(vae)
-        console.print(f"[bold]{checkpoint}[/bold]")
-        _print_summary(dataset)
         path = paths[checkpoint]
+        _report_summary(report, name, dataset)
         bp.save(dataset, path, overwrite=overwrite)
-        console.print(f"wrote {path}")
-        stores[checkpoint.stem] = dataset
+        report.wrote(path, "zarr store")
+        stores[name] = dataset
     if figure:  # matplotlib is imported only when a figure is asked for
         from biasprobe.figures.jacobian import jacobian_figure, side_by_side_figure
 
         figure.parent.mkdir(parents=True, exist_ok=True)
         drawn = side_by_side_figure(stores) if len(stores) > 1 else jacobian_figure(next(iter(stores.values())))
         drawn.savefig(figure, dpi=150)
-        console.print(f"wrote {figure}")
+        report.wrote(figure, "figure")
+    report.finish()
 
 
-def _training_images(denoiser, name: str | None, n_train: int | None, held_out: int, data_dir: Path | None):
+def _training_images(report: Report, checkpoint: str, denoiser, name: str | None, n_train: int | None,
+                     held_out: int, data_dir: Path | None):
     """(training images, held-out control images), or (None, None) when the checkpoint records no training
     data and none is given."""
     recorded = denoiser.source.training.get("data")
     if name is None and not recorded:
-        console.print("no training data recorded in the checkpoint: memorization diagnostics skipped "
-                      "(give --train-data)")
+        report.say(f"{checkpoint}: no training data recorded, memorization diagnostics skipped")
+        report.say("  (--train-data NAME --n-train N gives them)")
         return None, None
     if name is not None and n_train is None and not recorded:
         raise InputError("--train-data needs --n-train N for a checkpoint that does not record its training set")
@@ -163,62 +176,100 @@ def _training_images(denoiser, name: str | None, n_train: int | None, held_out: 
     return training, held_out_data(denoiser, name, held_out, data_dir)
 
 
-def _print_summary(dataset) -> None:
-    """One row per (image, σ): λ₀, the λ at d/8 and d/4 when computed, tr(J), #λ>½, asymmetry, worst
-    residual, and the GAHB and memorization metrics with the image's category; then the verdict per σ."""
+def _value(array) -> float | None:
+    value = float(array)
+    return None if math.isnan(value) else value
+
+
+def _report_summary(report: Report, name: str, dataset) -> None:
+    """Three tables of one checkpoint, each at most 80 columns wide. ``pairs``, one record per (image, σ):
+    λ₀, the λ at d/8 and d/4 when computed, s₀, tr(J), #λ>½, asymmetry and the worst eigen-residual
+    (starred above the tolerance); ``gahb``, per (image, σ): K, ρ, PR_Ω, κ, the memorization
+    diagnostics when known and the image's category; ``verdicts``, per σ: mean tr(J) and #λ>½ and the
+    verdict with the images per category. Then the slope of log tr(J) against log σ per image."""
+    from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary, verdict_line
+
     d = int(dataset.attrs["dimension"])
-    table = Table(
-        title=f"Jacobian of the {dataset.attrs['output']} output (d = {d}, method {dataset.attrs['method']})",
-        box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False,
-    )
-    try:
-        summary = gahb_summary(dataset) if dataset.sizes["rank"] >= 2 else None
-    except InputError as error:  # a raw-output store with the top-k raw eigenvectors only
-        console.print(f"no GAHB verdict: {error}")
-        summary = None
-    memorized = summary is not None and "memorization_score" in summary
+    tolerance = float(dataset.attrs["tolerance"])
+    method = dataset.attrs["method"]
     ranks = [k for k in (0, d // 8, d // 4) if k < dataset.sizes["index"]]
-    columns = ["image", "σ", "t", *(f"λ{k}" for k in ranks), "tr(J)", "#λ>½", "asymmetry", "residual"]
-    if summary is not None:
-        columns += ["K", "ρ", "PR_Ω", "κ"]
-    if memorized:
-        columns += ["memorization", "cos train", "cos held-out"]
-    if summary is not None:
-        columns += ["category"]
-    for column in columns:
-        table.add_column(column, justify="left" if column == "category" else "right", no_wrap=True)
+    records = []
     for i in range(dataset.sizes["image"]):
         for s in range(dataset.sizes["sigma"]):
             at = dataset.isel(image=i, sigma=s)
-            step = float(at.t)
-            row = [
-                str(i), f"{float(at.sigma):g}", "-" if np.isnan(step) else f"{step:.1f}",
-                *(f"{float(at.spectrum[k]):.3f}" for k in ranks),
-                f"{float(at.effective_dimension):.1f}", str(int((at.spectrum > 0.5).sum())),
-                f"{float(at.asymmetry):.3f}", f"{float(at.eigen_residual.max()):.1e}",
-            ]
-            if summary is not None:
-                judged = summary.isel(image=i, sigma=s)
-                row += [str(int(judged.top)), f"{float(judged.harmonicity):.2f}", f"{float(judged.participation):.3f}",
-                        f"{float(judged.confinement_excess):.2f}"]
-                if memorized:
-                    row += [f"{float(judged.memorization_score):.2f}", f"{float(at.nearest_train_cosine):.3f}",
-                            f"{float(at.nearest_held_out_cosine):.3f}"]
-                row.append(str(judged.category.item()))
-            table.add_row(*row)
-    console.print(table)
-    if summary is None:
+            records.append({
+                "checkpoint": name, "image": i, "sigma": float(at.sigma), "t": _value(at.t),
+                **{f"eigenvalue_{k}": float(at.spectrum[k]) for k in ranks},
+                "singular_value_0": float(at.singular_spectrum[0]),
+                "trace": float(at.effective_dimension), "count_above_half": int((at.spectrum > 0.5).sum()),
+                "asymmetry": float(at.asymmetry), "worst_residual": float(at.eigen_residual.max()),
+            })
+    report.records("checkpoints", [{"checkpoint": name, "dimension": d, "method": method, "tolerance": tolerance}])
+    missed = method != "dense" and any(record["worst_residual"] > tolerance for record in records)
+    columns = [
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("t", "t", number(".1f")),
+        *(Column(f"eigenvalue_{k}", f"λ{k}", number(".3f")) for k in ranks),
+        Column("singular_value_0", "s0", number(".3f")), Column("trace", "tr J", number(".1f")),
+        Column("count_above_half", "#λ>½"), Column("asymmetry", "asym", number(".3f")),
+        Column("worst_residual", "resid", lambda r: f"{r:.1e}" + ("*" if missed and r > tolerance else "")),
+    ]
+    report.table(
+        "pairs", records, columns,
+        title=f"{name}: Jacobian of the {dataset.attrs['output']} output, d = {d}, {method}",
+        caption="λk: eigenvalue k of (J + Jᵀ)/2; s0: largest singular value; #λ>½: eigenvalues above ½; "
+        "asym: ‖J − Jᵀ‖/‖J‖; resid: worst ‖Se − λe‖/|λ|" + (f" (* above the tolerance {tolerance:g})" if missed else ""),
+    )
+    if dataset.sizes["rank"] < 2:
         return
-    verdicts = Table(title=f"GAHB verdict (support {summary.attrs['support']})",
-                     box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
-    for column in ("σ", "mean tr(J)", "mean #λ>½", "verdict (images per category)"):
-        verdicts.add_column(column, justify="left" if column.startswith("verdict") else "right", no_wrap=True)
+    try:
+        summary = gahb_summary(dataset)
+    except InputError as error:  # a raw-output store with the top-k raw eigenvectors only
+        report.say(f"no GAHB verdict: {error}")
+        return
+    memorized = "memorization_score" in summary
+    images = []
+    for i in range(summary.sizes["image"]):
+        for s in range(summary.sizes["sigma"]):
+            judged, at = summary.isel(image=i, sigma=s), dataset.isel(image=i, sigma=s)
+            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma), "top": int(judged.top),
+                      "harmonicity": float(judged.harmonicity), "participation": float(judged.participation),
+                      "confinement_excess": _value(judged.confinement_excess)}
+            if memorized:
+                record |= {"memorization_score": _value(judged.memorization_score),
+                           "nearest_train_cosine": float(at.nearest_train_cosine),
+                           "nearest_held_out_cosine": float(at.nearest_held_out_cosine)}
+            images.append(record | {"category": str(judged.category.item())})
+    memorization_columns = [Column("memorization_score", "mem", number(".2f")),
+                            Column("nearest_train_cosine", "cos tr", number(".3f")),
+                            Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
+    report.table("gahb", images, [
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("top", "K"),
+        Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
+        Column("confinement_excess", "κ", number(".2f")), *memorization_columns,
+        Column("category", "category", left=True),
+    ], title=f"{name}: GAHB metrics on Ω ({summary.attrs['support']}) over the top K eigenvectors",
+       caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
+           "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
+           "image" if memorized else ""))
+    verdicts = []
     for s in range(summary.sizes["sigma"]):
         at = summary.isel(sigma=s)
-        verdicts.add_row(f"{float(at.sigma):g}", f"{float(at.effective_dimension.mean()):.1f}",
-                         f"{float(at.count_above_half.mean()):.1f}", verdict_line(summary, s))
-    console.print(verdicts)
-    trend = summary.dimension_trend
-    if np.isfinite(trend).any():
-        console.print(f"d log tr(J) / d log σ per image: {', '.join(f'{float(v):.2f}' for v in trend.values)} "
-                      "(negative: tr J falls with σ, as for a generalizing denoiser; near 0: flat, as for a memorizer)")
+        verdicts.append({
+            "checkpoint": name, "sigma": float(at.sigma), "mean_trace": float(at.effective_dimension.mean()),
+            "mean_count_above_half": float(at.count_above_half.mean()),
+            "mean_harmonicity": float(at.mean_harmonicity), "mean_participation": float(at.mean_participation),
+            "mean_confinement_excess": _value(at.mean_confinement_excess),
+            "verdict": str(at.verdict.item()), "summary": verdict_line(summary, s),
+            "counts": {label: int(n) for label, n in zip(CATEGORIES, at.category_count.values)},
+        })
+    report.table("verdicts", verdicts, [
+        Column("sigma", "σ", number("g")), Column("mean_trace", "tr J", number(".1f")),
+        Column("mean_count_above_half", "#λ>½", number(".1f")),
+        Column("summary", "verdict (images per category)", left=True),
+    ], title=f"{name}: GAHB verdict", caption="tr J, #λ>½: means over the images")
+    trend = [{"checkpoint": name, "image": i, "slope": _value(value)}
+             for i, value in enumerate(summary.dimension_trend.values)]
+    report.records("dimension_trend", trend)
+    if not report.as_json and any(record["slope"] is not None for record in trend):
+        report.say("d log tr(J) / d log σ per image: " + ", ".join(number(".2f")(r["slope"]) for r in trend))
+        report.say("  (< 0: tr J falls with σ, as when generalizing; ≈ 0: flat, as when memorizing)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 from biasprobe_cli.options import (
     Arch,
@@ -23,21 +22,15 @@ from biasprobe_cli.options import (
     result_paths,
     store_option,
 )
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from biasprobe_cli.output import Column, Json, Report, number
 
-import biasprobe as bp
-from biasprobe import data as datasets
-from biasprobe import zoo
-from biasprobe.analyses.locality import attention_layers
-from biasprobe.analyses.locality import locality as measure_locality
-from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
-from biasprobe.images import read_image
-from biasprobe.validation import count
 
-console = Console()
+if TYPE_CHECKING:
+    import torch
+
+    from biasprobe.denoiser import Denoiser
+
 DEFAULT_SIGMAS = "0.05,0.2"
 LocalityStore = store_option("locality")
 
@@ -96,11 +89,19 @@ def locality(
     figure: Annotated[
         Path | None, typer.Option(help="Draw the maps, the profile and the heads to this image.")
     ] = None,
+    as_json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Measure how local attention is, per layer, head and noise level; optionally An et al.'s Fig. 4.
 
     Mean attention distance, local mass in k×k neighbourhoods, entropy and distance histogram."""
+    import biasprobe as bp
+    from biasprobe.analyses.locality import attention_layers
+    from biasprobe.analyses.locality import locality as measure_locality
+
+    report = Report(as_json)
+    from biasprobe.validation import count
+
     out = result_paths(checkpoint, "locality", out, overwrite, figure)
     count(n, "n")
     count(batch_size, "batch_size")
@@ -113,7 +114,7 @@ def locality(
         save_maps = every_other_layer([layer.index for layer in selected]) if figure else False
     if sigma is None and t is None:
         sigma = DEFAULT_SIGMAS
-    images = _images(denoiser, image, data, n, data_dir, resize, encoder)
+    images = _images(report, denoiser, image, data, n, data_dir, resize, encoder)
     dataset = measure_locality(
         denoiser,
         images,
@@ -128,16 +129,18 @@ def locality(
     )
     if vae is not None:
         dataset.attrs["vae"] = str(vae)
-    _print_summary(dataset)
+    _report_summary(report, dataset)
     out = bp.save(dataset, out, overwrite=overwrite)
-    console.print(f"wrote {out}")
+    report.wrote(out, "zarr store")
     if figure:
         figure.parent.mkdir(parents=True, exist_ok=True)
         locality_figure(dataset).savefig(figure, dpi=150)
-        console.print(f"wrote {figure}")
+        report.wrote(figure, "figure")
+    report.finish()
 
 
 def _images(
+    report: Report,
     denoiser: Denoiser,
     paths: list[Path] | None,
     name: str | None,
@@ -148,6 +151,8 @@ def _images(
 ) -> torch.Tensor:
     """The clean images: --image files, --data's test split, or the shipped examples of the model's shape;
     for a latent model, pictures go through the --vae ``encoder``."""
+    from biasprobe import data as datasets
+
     if paths and name:
         raise InputError("give either --image or --data, not both")
     if paths:
@@ -160,13 +165,17 @@ def _images(
         channels, size, _ = shape
         pictures = datasets.load(name, "test", n, size=size, channels=channels, subset="all", data_dir=data_dir)
     else:
-        pictures = _example_images(shape)
+        pictures = _example_images(report, shape)
     return encoder.encode(pictures) if encoder else pictures
 
 
-def _example_images(shape: tuple[int, int, int]) -> torch.Tensor:
+def _example_images(report: Report, shape: tuple[int, int, int]) -> torch.Tensor:
     """The shipped example images that fit the model's shape (:func:`biasprobe.zoo.example_images`)."""
+    import torch
     from PIL import Image
+
+    from biasprobe import zoo
+    from biasprobe.images import read_image
 
     chosen = zoo.example_images(shape)
     if not chosen:
@@ -176,47 +185,37 @@ def _example_images(shape: tuple[int, int, int]) -> torch.Tensor:
     _, height, width = shape
     resized = "" if size == (width, height) else f", resized from {size[1]}×{size[0]} to {height}×{width}"
     names = ", ".join(path.stem for path in chosen)
-    console.print(f"no --image given: using {len(chosen)} shipped example images{resized} ({names})")
+    report.say(f"no --image given: using {len(chosen)} shipped example images{resized} ({names})")
     return torch.stack([read_image(path, shape, resize=True) for path in chosen])
 
 
-def _print_summary(dataset) -> None:
-    """One table per σ: each layer's locality averaged over heads, mean (± s.d. over images for distance)."""
+def _report_summary(report: Report, dataset) -> None:
+    """One table per σ: each layer's locality averaged over heads, the mean over images (and the s.d.
+    over images of the distance)."""
     per_image = dataset[["mean_distance", "local_mass", "entropy"]].mean("head")
     mean, spread = per_image.mean("image"), per_image.std("image")
+    windows = [int(k) for k in dataset.window.values]
     for s in range(dataset.sizes["sigma"]):
         t = float(dataset.t[s])
-        level = f"σ = {float(dataset.sigma[s]):g}" + ("" if np.isnan(t) else f", t = {t:.1f}")
-        table = Table(
-            title=f"attention locality ({level}; {dataset.sizes['image']} images)",
-            caption="tokens: grid (attention window); k×k: attention mass inside the query's k×k "
-            "neighbourhood; entropy (its maximum log N)",
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            collapse_padding=True,
-            pad_edge=False,
-        )
-        for column in (
-            "layer",
-            "module",
-            "tokens",
-            "dist (px)",
-            *(f"{k}×{k}" for k in dataset.window.values),
-            "entropy",
-        ):
-            table.add_column(
-                column, justify="left" if column in ("module", "tokens") else "right", no_wrap=True
-            )
+        records = []
         for position, layer in enumerate(dataset.layer.values):
             at = {"sigma": s, "layer": position}
-            window = int(dataset.attention_window[position])
-            table.add_row(
-                str(layer),
-                str(dataset.layer_name.values[position]),
-                f"{int(dataset.grid_rows[position])}×{int(dataset.grid_cols[position])}"
-                + (f" ({window}×{window})" if window else ""),
-                f"{float(mean.mean_distance[at]):.2f}±{float(spread.mean_distance[at]):.2f}",
-                *(f"{float(value):.3f}" for value in mean.local_mass[at]),
-                f"{float(mean.entropy[at]):.2f} ({float(dataset.entropy_uniform[position]):.2f})",
-            )
-        console.print(table)
+            records.append({
+                "sigma": float(dataset.sigma[s]), "t": None if math.isnan(t) else t, "layer": int(layer),
+                "module": str(dataset.layer_name.values[position]),
+                "grid": f"{int(dataset.grid_rows[position])}×{int(dataset.grid_cols[position])}",
+                "window": int(dataset.attention_window[position]) or None,
+                "mean_distance": float(mean.mean_distance[at]), "mean_distance_sd": float(spread.mean_distance[at]),
+                **{f"mass_{k}": float(value) for k, value in zip(windows, mean.local_mass[at].values)},
+                "entropy": float(mean.entropy[at]), "entropy_uniform": float(dataset.entropy_uniform[position]),
+            })
+        level = f"σ = {float(dataset.sigma[s]):g}" + ("" if math.isnan(t) else f", t = {t:.1f}")
+        report.table("layers", records, [
+            Column("layer", "layer"), Column("module", "module", left=True), Column("grid", "grid", left=True),
+            Column("window", "window", lambda k: f"{k}×{k}" if k else "global", left=True),
+            Column("mean_distance", "dist", number(".2f")), Column("mean_distance_sd", "±sd", number(".2f")),
+            *(Column(f"mass_{k}", f"{k}×{k}", number(".3f")) for k in windows),
+            Column("entropy", "H", number(".2f")), Column("entropy_uniform", "log N", number(".2f")),
+        ], title=f"attention locality at {level}, {dataset.sizes['image']} images",
+            caption="grid: token grid; window: attention window; dist: mean attention distance (px) ± s.d. "
+            "over images; k×k: attention mass in the query's k×k neighbourhood; H: entropy, at most log N")

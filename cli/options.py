@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
-import biasprobe as bp
-from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+
+if TYPE_CHECKING:  # torch loads when a command runs, not for --help
+    import torch
+
+    from biasprobe.denoiser import Denoiser
 
 ClassLabel = Annotated[
     int | None,
@@ -127,6 +129,8 @@ def default_store(checkpoint: Path, analysis: str) -> Path:
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -183,6 +187,8 @@ def load_model(
 ) -> Denoiser:
     """``bp.load`` with the device, ``--class-label``, ``--image-size`` and ``--arch`` (the library
     refuses options the checkpoint's format does not take)."""
+    import biasprobe as bp
+
     return bp.load(checkpoint, device=str(resolve_device(device)), class_label=class_label, image_size=image_size,
                    arch=parse_arch(arch))
 
@@ -208,6 +214,8 @@ def latent_encoder(denoiser: Denoiser, checkpoint: Path, vae: Path | None, devic
 def read_images(denoiser: Denoiser, paths: Sequence[Path], resize: bool, encoder=None) -> torch.Tensor:
     """The --image files as the denoiser's inputs: pixel images, latent .npy arrays, or pictures
     encoded through ``encoder`` (from :func:`latent_encoder`)."""
+    import torch
+
     from biasprobe.images import read_image
 
     if encoder is not None:

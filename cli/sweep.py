@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 from biasprobe_cli.options import parse_numbers, parse_windows
-from rich.console import Console
+from biasprobe_cli.output import Column, Report
 
 from biasprobe.errors import InputError
 
-console = Console(stderr=True)
 app = typer.Typer(
     help="Run an analysis over many checkpoints into one store (a `checkpoint` dimension), or train the models "
     "of a recipe, on dask.distributed: a local cluster (one worker per GPU, else per core) or --scheduler "
@@ -77,15 +76,15 @@ def _run(analysis: str, checkpoints: list[Path], out: Path, images, workers, sch
 
     if workers is not None and workers < 0:
         raise InputError("--workers must be 0 (in this process) or more")
+    report = Report()
     recorded = sweep_store.specification(out)
     if recorded is not None:
         done = int(sweep_store.completed(out).sum())
-        console.print(f"resuming {out}: {done} of {len(recorded['checkpoints'])} checkpoints already written")
+        report.say(f"resuming {out}: {done} of {len(recorded['checkpoints'])} checkpoints already written")
     sweep(analysis, checkpoints, out, images, seed=seed, device=device, workers=workers, scheduler=scheduler,
-          per_gpu=per_gpu, progress=True,
-          on_dashboard=lambda link: console.print(f"dask dashboard: {link}"), **options)
-    console.print(f"wrote {out}: {analysis} of {len(checkpoints)} checkpoints "
-                  f"(one checkpoint's result: bp.sweeps.select(bp.open('{out}'), NAME))")
+          per_gpu=per_gpu, progress=True, on_dashboard=lambda link: report.say(f"dask dashboard: {link}"), **options)
+    report.wrote(out, f"{analysis} of {len(checkpoints)} checkpoints; one checkpoint's result: "
+                      f"bp.sweeps.select(bp.open('{out}'), NAME)")
 
 
 @app.command("jacobian")
@@ -185,26 +184,31 @@ def train(
     OUTPUT/manifest.json (family, config, data, N, subset, seed, steps done, time, card, final loss, sha256)."""
     from biasprobe.sweeps.recipes import read_recipe, record_file, train_recipe
 
+    report = Report()
     parsed = read_recipe(recipe, output)
     if list_models:
-        _list(parsed, record_file)
+        _list(report, parsed, record_file)
         return
     manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
                             workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
-                            on_dashboard=lambda link: console.print(f"dask dashboard: {link}"))
-    console.print(f"wrote {manifest}")
+                            on_dashboard=lambda link: report.say(f"dask dashboard: {link}"))
+    report.wrote(manifest, "manifest of the recipe's checkpoints")
 
 
-def _list(recipe, record_file) -> None:
+def _list(report: Report, recipe, record_file) -> None:
     import json
 
-    from rich.table import Table
-
-    table = Table("name", "family", "preset", "windows", "data", "N", "subset", "seed", "steps", "done",
-                  title=f"{recipe.path} -> {recipe.output.resolve()}")
+    models = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
         done = json.loads(path.read_text()).get("steps_done", 0) if path.exists() else 0
-        table.add_row(model.name, model.family, str(model.preset), ",".join(map(str, model.windows)) or "-",
-                      model.data, str(model.n), model.subset, str(model.seed), str(model.steps), str(done))
-    Console(width=max(console.width, 150)).print(table)
+        windows = ",".join(map(str, model.windows))
+        models.append({"name": model.name, "model": " ".join(filter(None, (model.family, model.preset, windows))),
+                       "data": f"{model.data} {model.subset}", "n": model.n, "seed": model.seed,
+                       "steps": f"{done}/{model.steps}"})
+    columns = [Column("name", "name", left=True, no_wrap=True), Column("model", "model", left=True),
+               Column("data", "data", left=True), Column("n", "N"), Column("seed", "seed"),
+               Column("steps", "steps")]
+    report.table("models", models, columns, title=f"{recipe.path} → {recipe.output.resolve()}",
+                 caption="model: family, preset and DiT windows; data: data set and subset; steps: trained so "
+                 "far / planned (from each model's record)")

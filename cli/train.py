@@ -5,21 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
+from biasprobe_cli.checkpoints import FAMILY_NAMES
 from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
+from biasprobe_cli.output import Report
 
-from biasprobe import data
 from biasprobe.errors import InputError
-from biasprobe.formats.native import SUFFIXES, read_checkpoint
-from biasprobe.models import FAMILIES, from_preset
-from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
-from biasprobe.training import train as run_training
-from biasprobe.validation import count, output_file
 
 
 def train(
-    family: Annotated[str, typer.Argument(help=f"Model family: {', '.join(FAMILIES)}.")],
+    family: Annotated[str, typer.Argument(help=f"Model family: {FAMILY_NAMES}.")],
     data_name: Annotated[str, typer.Option("--data", help="Data set: fashion-mnist, natural-patches, c-alpha, "
                                            "discs, folder:PATH or npz:PATH.")],
     n_train: Annotated[str, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset); "
@@ -42,7 +37,9 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
     seed: Annotated[str, typer.Option(help="Seed of initialisation, data subset, batches and noise; several, "
                                       "comma-separated, train several models.")] = "0",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state.")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state (OUTPUT.train-state.pt), "
+                                         "to the --steps given now; --no-resume starts again from step 0 and "
+                                         "replaces OUTPUT.")] = True,
     weights: Annotated[str, typer.Option(help="Precision of the saved weights: float32 or bfloat16 (half the "
                                          "size; files over 16 MiB are sharded either way).")] = "float32",
     init: Annotated[Path | None, typer.Option(help="Warm restart: start from this checkpoint's weights (same "
@@ -55,12 +52,27 @@ def train(
     """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
 
     The checkpoint holds the EMA weights and records the data set, N, subset and all settings, so
-    `biasprobe gap` finds the training data on its own. Launch under `torchrun` for several GPUs.
+    `biasprobe gap` finds the training data on its own. An interrupted run (Ctrl-C, --max-minutes)
+    keeps its state beside OUTPUT and continues where it stopped, to the --steps given now; a
+    finished run removes its state, and OUTPUT is then never replaced (choose another -o, or
+    --overwrite / --no-resume to train from step 0 and replace it). Launch under `torchrun` for
+    several GPUs. Speed: see README (2–6 images/s for the small DiT on a 2-core CPU).
 
     Several N and/or seeds train several models of the same architecture at once: stacked into one
     vmapped step (each model's result equals training it alone), or one after another for networks
     with dropout. --compile applies to a single model.
     """
+    import torch
+
+    from biasprobe import data
+    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.models import from_preset
+    from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
+    from biasprobe.training import train as run_training
+    from biasprobe.validation import count, output_file
+
+    report = Report()
+    main = process_rank() == 0  # under torchrun only rank 0 reports
     count(batch, "batch")  # the flag is --batch; TrainingConfig names it batch_size
     count(image_size, "image_size")
     if channels is not None:
@@ -71,8 +83,32 @@ def train(
     if len(set(outputs)) < len(runs):
         raise InputError("several models need an output pattern with {n} and/or {seed}, e.g. -o dit-n{n}-s{seed}.pt")
     for path in outputs:  # every output is checked before any work starts
-        output_file(path, "output", suffixes=SUFFIXES, overwrite=overwrite or (resume and state_path(path).exists()))
-        output_file(state_path(path), "output")
+        saved = state_path(path)
+        if resume and saved.exists():
+            if main:
+                done = int(torch.load(saved, map_location="cpu", weights_only=True, mmap=True)["step"])
+                report.say(f"continuing {path} from step {done} (its saved state {saved}) to {steps} steps")
+        elif path.is_file() and resume and not overwrite:
+            raise InputError(f"{path} already exists ({_finished(path)}) and has no saved state to continue from: "
+                             "choose another -o, or pass --overwrite (or --no-resume) to train from step 0 and "
+                             "replace it")
+        elif path.is_file() and main:
+            report.say(f"training from step 0; {path} will be replaced")
+        output_file(path, "output", suffixes=SUFFIXES, overwrite=True)
+        output_file(saved, "output")
+    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
+                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
+                            compile=compile and len(runs) == 1, weights=weights)
+    target = resolve_device(device)
+    networks, image_sets = [], []
+    for n, s in runs:
+        image_sets.append(data.load(data_name, "train", n, size=image_size, channels=channels, subset=subset,
+                                    seed=s, data_dir=data_dir))
+        torch.manual_seed(s)
+        networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
+                                    windows=parse_windows(windows))[0])
+        if init is not None:
+            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
                             compile=compile and len(runs) == 1, weights=weights)
@@ -87,47 +123,44 @@ def train(
         if init is not None:
             warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
-    runs = [(int(n), int(s)) for n in parse_numbers(n_train, "n-train", int) for s in parse_numbers(seed, "seed", int)]
-    outputs = [Path(str(output).format(n=n, seed=s)) for n, s in runs]
-    if len(set(outputs)) < len(runs):
-        raise InputError("several models need an output pattern with {n} and/or {seed}, e.g. -o dit-n{n}-s{seed}.pt")
-    networks, image_sets = [], []
-    for n, s in runs:
-        image_sets.append(data.load(data_name, "train", n, size=image_size, channels=channels, subset=subset,
-                                    seed=s, data_dir=data_dir))
-        torch.manual_seed(s)
-        networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
-                                    windows=parse_windows(windows))[0])
-        if init is not None:
-            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
-    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
-                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=compile and len(runs) == 1, weights=weights)
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
-    for path in outputs:
-        if resume and state_path(path).exists() and process_rank() == 0:
-            typer.echo(f"resuming from {state_path(path)}")
     if len(runs) == 1:
         results = [run_training(networks[0], image_sets[0], outputs[0], config, metadata=metadata, device=target,
                                 resume=resume)]
     elif stackable(networks[0]):
-        typer.echo(f"training {len(runs)} models stacked (one vmapped step for all)")
+        report.say(f"training {len(runs)} models stacked (one vmapped step for all)")
         results = train_stacked(networks, image_sets, outputs, config, seeds=[s for _, s in runs],
                                 metadata=[metadata] * len(runs), device=target, resume=resume)
     else:
-        typer.echo(f"{family} has dropout, which cannot be stacked exactly: training {len(runs)} models one at a time")
+        report.say(f"{family} has dropout, which cannot be stacked exactly: training {len(runs)} models one at a time")
         results = [run_training(network, images, path, TrainingConfig(**{**vars(config), "seed": s}),
                                 metadata=metadata, device=target, resume=resume)
                    for network, images, path, (_, s) in zip(networks, image_sets, outputs, runs)]
     if results[0].rank != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
         return
     for result, images, (_, s) in zip(results, image_sets, runs):
-        typer.echo(f"wrote {result.output}: {family} trained {result.steps_done}/{steps} steps on N={len(images)} "
-                   f"{data_name} ({subset}, seed {s}); loss {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
+        report.wrote(result.output, f"{family} trained {result.steps_done}/{steps} steps on N = {len(images)} "
+                                    f"{data_name} ({subset}, seed {s}); loss {result.losses[0]:.4g} → {result.losses[-1]:.4g}")
+        if result.steps_done < steps:
+            report.say(f"stopped early; run the same command again to continue from step {result.steps_done}")
 
 
-def warm_start(network: torch.nn.Module, checkpoint: Path) -> None:
+def _finished(output: Path) -> str:
+    """What the checkpoint at ``output`` holds, in words ("a finished 50-step run")."""
+    import biasprobe as bp
+
+    try:
+        training = bp.load(output).source.training
+    except Exception:  # noqa: BLE001 - any file there is kept; only the words change
+        return "not a checkpoint biasprobe reads"
+    steps = training.get("steps_done", training.get("steps"))
+    return f"a finished {steps}-step run" if steps else "an untrained checkpoint"
+
+
+def warm_start(network, checkpoint: Path) -> None:
     """Load a checkpoint's weights into a fresh ``network`` of the same family and config."""
+    from biasprobe.formats.native import read_checkpoint
+
     if not checkpoint.is_file():
         raise InputError(f"no checkpoint at {checkpoint} to warm-start from (--init)")
     saved = read_checkpoint(checkpoint)
@@ -135,4 +168,3 @@ def warm_start(network: torch.nn.Module, checkpoint: Path) -> None:
         raise InputError(f"{checkpoint} holds a {saved.family} with another config; --init needs the same preset "
                          "and options")
     network.load_state_dict(saved.state_dict)
-

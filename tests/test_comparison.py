@@ -1,5 +1,7 @@
 """Comparing two checkpoints: the pairwise quantities have known answers for identical models."""
 
+import json
+
 import numpy as np
 import torch
 
@@ -37,3 +39,9 @@ def test_compare_cli_writes_a_store_and_a_sheet(tmp_path):
     stored = bp.open(tmp_path / "cmp" / "comparison.zarr")
     assert list(stored.checkpoint.values) == ["A", "B"] and "sample_similarity" in stored
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+    data = json.loads(run_cli("compare", tmp_path / "a.pt", tmp_path / "b.pt", "--out", tmp_path / "cmp2", "--k", "5",
+                              "--samples", "2", "--sampler-steps", "5", "--top-k", "8", "--json").stdout)
+    assert data["eigenspace_overlap"] == float(stored.eigenspace_overlap)  # same seeds, same numbers
+    measures = {record["measure"]: record for record in data["measures"]}
+    assert measures["average_gap"]["A"] == float(stored.average_gap.sel(checkpoint="A"))
+    assert "mean_distance" in measures and data["written"][0].endswith("comparison.zarr")

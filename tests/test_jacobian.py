@@ -1,10 +1,13 @@
 """The Jacobian analysis against known answers: the Wiener filter, autograd, finite differences."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import biasprobe as bp
+from biasprobe.analyses.harmonic import gahb_summary
 from biasprobe.analyses.jacobian import JacobianOperator, choose_method, decompose, jacobian, jacobian_matrix
 from biasprobe.analyses.reference import GaussianImageModel
 from biasprobe.errors import InputError
@@ -174,9 +177,18 @@ def test_cli_side_by_side_with_training_data(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     assert "GAHB verdict" in result.stdout and "wrote second.jacobian.zarr" in result.stdout
     assert (tmp_path / "rows.png").exists()
+    assert max(map(len, result.stdout.splitlines())) <= 80 and "…" not in result.stdout
+    assert "cos tr" in result.stdout and "[2/2] second: Jacobians" in result.stderr
     for name in ("first", "second"):
         ds = bp.open(tmp_path / f"{name}.jacobian.zarr")
         assert ds.support.attrs["method"] == "object" and ds.attrs["memorization_n_train"] == 5
         assert ds.memorization_score.shape == (1, 1) and np.isfinite(ds.nearest_train_cosine).all()
+    data = json.loads(run_cli("jacobian", first, second, *common, "--json").stdout)
+    assert [c["checkpoint"] for c in data["checkpoints"]] == ["first", "second"]
+    assert [g["checkpoint"] for g in data["gahb"]] == ["first", "second"]
+    second_store = bp.open(tmp_path / "second.jacobian.zarr")
+    assert data["gahb"][1]["memorization_score"] == pytest.approx(second_store.memorization_score.item())
+    assert data["gahb"][1]["category"] == str(gahb_summary(second_store).category.item())
+    assert sum(data["verdicts"][1]["counts"].values()) == 1
     refused = run_cli("jacobian", first, second, *common, "--out", tmp_path / "one.zarr")
     assert refused.returncode == 1 and "drop --out" in refused.stderr and "Traceback" not in refused.stderr

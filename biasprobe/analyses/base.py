@@ -87,9 +87,13 @@ def analysis(name: str) -> Callable[[Callable[..., xr.Dataset]], Analysis]:
 
 
 def registered(name: str) -> Analysis:
-    """The analysis ``name`` (importing biasprobe registers every built-in one)."""
-    import biasprobe  # noqa: F401
+    """The analysis ``name``; the built-in ones register when first used (``biasprobe`` loads its
+    public names lazily), so they are loaded here when ``name`` is not yet known."""
+    import biasprobe
 
+    if name not in ANALYSES:
+        for public in biasprobe.__all__:
+            getattr(biasprobe, public)
     if name not in ANALYSES:
         raise InputError(f"no analysis named {name!r}; there are {', '.join(sorted(ANALYSES))}")
     return ANALYSES[name]

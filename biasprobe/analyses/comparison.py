@@ -24,6 +24,7 @@ from biasprobe.analyses.locality import locality
 from biasprobe.analyses.memorization import memorization, paired_similarity
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+from biasprobe.progress import stage
 
 LABELS = ("A", "B")
 GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
@@ -60,7 +61,8 @@ def compare(
     pair = (first, second)
     parts: list[xr.Dataset] = []
 
-    spectra = [jacobian(d, image, [sigma], top_k=top_k, seed=seed, progress=progress) for d in pair]
+    spectra = [_staged(f"Jacobian of {label}", jacobian, d, image, [sigma], top_k=top_k, seed=seed, progress=progress)
+               for label, d in zip(LABELS, pair)]
     stacked = xr.concat([s.drop_vars("t") for s in spectra], dim="image")
     count = min(top_k, stacked.sizes["rank"])
     parts.append(xr.Dataset({
@@ -73,8 +75,8 @@ def compare(
     }))
 
     if first.attention_modules() and second.attention_modules():
-        maps = [locality(d, test_images[: max(2, min(8, len(test_images)))], [sigma], seed=seed, progress=progress)
-                for d in pair]
+        maps = [_staged(f"attention of {label}", locality, d, test_images[: max(2, min(8, len(test_images)))],
+                        [sigma], seed=seed, progress=progress) for label, d in zip(LABELS, pair)]
         if maps[0].sizes["layer"] == maps[1].sizes["layer"]:
             parts.append(xr.Dataset({
                 "mean_distance": _stack([m.mean_distance.mean(("image", "head")).isel(sigma=0, drop=True)
@@ -82,16 +84,16 @@ def compare(
             }))
 
     if all(t is not None for t in train_images):
-        gaps = [gap(d, t[: len(test_images)], test_images, gap_sigmas or GAP_SIGMAS, seed=seed,
-                    progress=progress) for d, t in zip(pair, train_images)]
+        gaps = [_staged(f"gap of {label}", gap, d, t[: len(test_images)], test_images, gap_sigmas or GAP_SIGMAS,
+                        seed=seed, progress=progress) for label, d, t in zip(LABELS, pair, train_images)]
         parts.append(xr.Dataset({
             "mean_psnr": _stack([g.mean_psnr.drop_vars("t") for g in gaps]),
             "gap": _stack([g.gap.drop_vars("t") for g in gaps]),
             "gap_sem": _stack([g.gap_sem.drop_vars("t") for g in gaps]),
             "average_gap": _stack([g.average_gap for g in gaps]),
         }))
-        drawn = [memorization(d, samples, t, seed=seed, progress=progress, steps=sampler_steps)
-                 for d, t in zip(pair, train_images)]
+        drawn = [_staged(f"samples of {label}", memorization, d, samples, t, seed=seed, progress=progress,
+                         steps=sampler_steps) for label, d, t in zip(LABELS, pair, train_images)]
         parts.append(xr.Dataset({
             "memorized_share": _stack([m.memorized_share for m in drawn]),
             "sample_image": _stack([m.sample_image for m in drawn]),
@@ -103,6 +105,12 @@ def compare(
     if second.source.path is not None:
         dataset.attrs.update(checkpoint_b=second.source.path, checkpoint_b_sha256=second.source.sha256)
     return dataset
+
+
+def _staged(label: str, analysis, *args, **options):
+    """Run ``analysis(*args, **options)`` with its progress prefixed by ``label``."""
+    with stage(label):
+        return analysis(*args, **options)
 
 
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:

@@ -70,7 +70,9 @@ def gap(
     work = [(s, i, start) for s in range(2) for i in range(len(sigma))
             for start in range(0, len(sets[SPLITS[s]]), batch_size)]
     with torch.no_grad():
-        for split_index, level, start in track(work, "denoising", len(work), progress):
+        for split_index, level, start in track(
+            work, f"denoising {len(sets['train'])} train and {len(sets['test'])} test images at {len(sigma)} σ",
+            len(work), progress, unit="batches"):
             clean = sets[SPLITS[split_index]][start : start + batch_size]
             noisy_batch = torch.stack([
                 noisy(x, float(sigma[level]), noise_seed(seed, split_index * count + start + j, level))

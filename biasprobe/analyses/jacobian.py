@@ -29,6 +29,7 @@ from biasprobe.autodiff import (
     OUTPUTS,
     PRECISIONS,
     JacobianOperator,
+    check_precision,
     jacobian_matrix,
     math_attention,
     output_function,
@@ -37,10 +38,13 @@ from biasprobe.denoiser import Denoiser
 from biasprobe.eigensolvers import (
     DENSE_MAX_DIMENSION,
     METHODS,
+    ConvergenceWarning,
     Decomposition,
     choose_method,
     decompose,
+    expected_products,
     krylov_limit,
+    warn_unconverged,
 )
 from biasprobe.errors import InputError
 from biasprobe.noise import noisy
@@ -82,7 +86,11 @@ def jacobian(
     output: ``denoised`` (J of D) or ``raw`` (J of the network output in native units).
     precision: ``float32``, ``tf32`` (CUDA) or ``bf16`` for the network passes; the linear
         algebra is always float64.
-    tolerance: residual ‖Se − λe‖/|λ| at which the matrix-free methods stop.
+    tolerance: residual ‖Se − λe‖/|λ| at which the matrix-free methods stop. The randomized
+        method stops at :func:`krylov_limit` basis vectors even when residuals are larger; every
+        (image, σ) whose worst top-k residual misses the tolerance raises a
+        :class:`~biasprobe.eigensolvers.ConvergenceWarning` naming it and the residual (stored in
+        ``eigen_residual``).
     memory_budget: bytes for one chunk of batched products (default: see :class:`JacobianOperator`).
     seed: seeds the noise (per image and σ, through :func:`~biasprobe.analyses.base.noise_seed`)
         and the random start blocks.
@@ -102,10 +110,11 @@ def jacobian(
     """
 
     from biasprobe.analyses.harmonic import gahb_context
-    from biasprobe.progress import track
+    from biasprobe.progress import describe, task
 
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_precision(precision)  # before any progress line: a bad value is the only line shown
     images, sigma, steps = prepare(denoiser, images, sigmas, timesteps)
     d = images[0].numel()
     if top_k is not None:
@@ -117,17 +126,24 @@ def jacobian(
     noisy_images = np.zeros((len(images), len(sigma), *images.shape[1:]), dtype=np.float32)
     denoised = np.zeros_like(noisy_images)
     vmapped = True
-    for i, j in track(pairs, "Jacobians", total=len(pairs), enabled=progress):
-        pair_seed = noise_seed(seed, i, j)
-        y = noisy(images[i : i + 1], float(sigma[j]), pair_seed)
-        operator = JacobianOperator(
-            denoiser, y, float(sigma[j]), output=output, precision=precision, memory_budget=memory_budget
-        )
-        results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
-        vmapped &= all(operator.vmap.values())
-        noisy_images[i, j] = y[0].cpu().numpy()
-        with torch.no_grad():
-            denoised[i, j] = denoiser.denoise(y, float(sigma[j]))[0].float().cpu().numpy()
+    expected = expected_products(resolved, d, top_k)
+    with task("Jacobians", len(pairs), unit="images × σ", enabled=progress) as advance_pairs:
+        for i, j in pairs:
+            pair_seed = noise_seed(seed, i, j)
+            y = noisy(images[i : i + 1], float(sigma[j]), pair_seed)
+            where = f"image {i + 1}/{len(images)}, σ = {float(sigma[j]):g}"
+            with task(where, expected, unit="products", enabled=progress) as advance:
+                operator = JacobianOperator(
+                    denoiser, y, float(sigma[j]), output=output, precision=precision, memory_budget=memory_budget
+                )
+                operator.on_products = advance
+                results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
+            warn_unconverged(results[i, j], resolved, tolerance, describe(where))
+            vmapped &= all(operator.vmap.values())
+            noisy_images[i, j] = y[0].cpu().numpy()
+            with torch.no_grad():
+                denoised[i, j] = denoiser.denoise(y, float(sigma[j]))[0].float().cpu().numpy()
+            advance_pairs()
 
     def stack(name: str) -> np.ndarray:
         return np.stack([np.stack([getattr(results[i, j], name) for j in range(len(sigma))])
@@ -187,6 +203,7 @@ __all__ = [
     "METHODS",
     "OUTPUTS",
     "PRECISIONS",
+    "ConvergenceWarning",
     "Decomposition",
     "JacobianOperator",
     "choose_method",

@@ -157,7 +157,8 @@ def locality(
     maps: list[dict[str, torch.Tensor]] = []
     batches = [(s, start) for s in range(len(sigma)) for start in range(0, len(images), batch_size)]
     with capture_attention({layer.name: layer.module for layer in selected}, observer), torch.no_grad():
-        for s, start in track(batches, "attention locality", enabled=progress):
+        for s, start in track(batches, f"attention of {len(images)} images at {len(sigma)} σ", enabled=progress,
+                                 unit="batches"):
             stop = min(start + batch_size, len(images))
             y = torch.cat(
                 [noisy(images[i : i + 1], sigma[s], noise_seed(seed, i, s)) for i in range(start, stop)]

@@ -11,38 +11,40 @@ from biasprobe.figures.base import Source, as_dataset, log_ticks, new_canvas
 
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
-    """Gap against σ, Jacobian spectra, attention distance per layer and paired samples, A beside B."""
+    """Gap against σ, Jacobian spectra, attention distance per layer and paired samples, A beside B;
+    panels the Dataset has nothing for (no attention in UNets, no training data) are left out."""
     dataset = as_dataset(source)
     colours = dict(zip(dataset.checkpoint.values, sns.color_palette("colorblind", 2)))
     names = dict(zip(dataset.checkpoint.values, labels))
-    fig = new_canvas(None, 12, 7.5)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.4, 1])
-    gap_axis, spectrum_axis, layer_axis = top.subplots(1, 3)
+    panels = ["gap"] * ("gap" in dataset) + ["spectrum"] + ["locality"] * ("mean_distance" in dataset)
+    fig = new_canvas(None, 4 * len(panels), 7.5 if "sample_image" in dataset else 4.2)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.4, 1]) if "sample_image" in dataset else (fig, None)
+    axes = dict(zip(panels, np.atleast_1d(top.subplots(1, len(panels)))))
     for checkpoint in dataset.checkpoint.values:
         style = {"color": colours[checkpoint], "label": names[checkpoint]}
         row = dataset.sel(checkpoint=checkpoint)
-        if "gap" in dataset:
-            gap_axis.plot(dataset.sigma, row.gap, **style)
-            gap_axis.fill_between(dataset.sigma, row.gap - row.gap_sem, row.gap + row.gap_sem,
-                                  color=colours[checkpoint], alpha=0.2)
-        spectrum_axis.plot(dataset["rank"], row.eigenvalue, **style)
-        if "mean_distance" in dataset:
-            layer_axis.plot(dataset.layer, row.mean_distance, marker="o", **style)
-    gap_axis.set(xscale="log", xlabel="noise level σ", ylabel="train − test PSNR (dB)", title="generalization gap")
-    gap_axis.axhline(0, color="0.5", linewidth=0.8)
-    log_ticks(gap_axis)
-    if "mean_distance" in dataset:
-        layer_axis.set_xticks(dataset.layer.values)
-    spectrum_axis.set(xlabel="rank k", ylabel="eigenvalue λ_k",
-                      title=f"Jacobian at σ = {dataset.attrs.get('sigma', float('nan')):.3g}; "
-                            f"overlap {float(dataset.eigenspace_overlap):.2f}")
-    layer_axis.set(xlabel="attention layer", ylabel="mean attention distance (px)", title="attention locality")
-    for axis in (gap_axis, spectrum_axis, layer_axis):
-        if not axis.lines:
-            axis.text(0.5, 0.5, "not available", ha="center", va="center", transform=axis.transAxes)
+        if "gap" in axes:
+            axes["gap"].plot(dataset.sigma, row.gap, **style)
+            axes["gap"].fill_between(dataset.sigma, row.gap - row.gap_sem, row.gap + row.gap_sem,
+                                     color=colours[checkpoint], alpha=0.2)
+        axes["spectrum"].plot(dataset["rank"], row.eigenvalue, **style)
+        if "locality" in axes:
+            axes["locality"].plot(dataset.layer, row.mean_distance, marker="o", **style)
+    if "gap" in axes:
+        axes["gap"].set(xscale="log", xlabel="noise level σ", ylabel="train − test PSNR (dB)",
+                        title="generalization gap")
+        axes["gap"].axhline(0, color="0.5", linewidth=0.8)
+        log_ticks(axes["gap"])
+    axes["spectrum"].set(xlabel="rank k", ylabel="eigenvalue λ_k",
+                         title=f"Jacobian at σ = {dataset.attrs['sigma']:.3g}; "
+                               f"overlap {float(dataset.eigenspace_overlap):.2f}")
+    if "locality" in axes:
+        axes["locality"].set(xlabel="attention layer", ylabel="mean attention distance (px)",
+                             title="attention locality")
+        axes["locality"].set_xticks(dataset.layer.values)
     handles = [Line2D([], [], color=colours[c], label=names[c]) for c in dataset.checkpoint.values]
     top.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)  # off the curves
-    if "sample_image" in dataset:
+    if bottom is not None:
         _samples(bottom, dataset, names)
     return fig
 

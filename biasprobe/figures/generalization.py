@@ -84,3 +84,20 @@ def plot_nearest(*args, **kwargs) -> Figure:
     """Deprecated name of :func:`nearest_figure` (removed in the next release)."""
     warnings.warn("plot_nearest is deprecated; use nearest_figure", DeprecationWarning, stacklevel=2)
     return nearest_figure(*args, **kwargs)
+
+
+def sample_grid(source: Source, gap: int = 2) -> np.ndarray:
+    """The samples of a memorization store as one image (C, H', W') in [0, 1]: the samples in the top
+    row and, when the store has them, each one's nearest training image below it; ``gap`` pixels of
+    white between rows and columns. (For :func:`biasprobe.images.write_image`; no matplotlib.)"""
+    dataset = as_dataset(source)
+    rows = [dataset.sample_image.values]
+    if "nearest_image" in dataset:
+        rows.append(dataset.nearest_image.values)
+    count, channels, height, width = rows[0].shape
+    grid = np.ones((channels, len(rows) * (height + gap) - gap, count * (width + gap) - gap), dtype=np.float32)
+    for r, images in enumerate(rows):
+        for i, image in enumerate(images):
+            top, left = r * (height + gap), i * (width + gap)
+            grid[:, top : top + height, left : left + width] = image
+    return grid

@@ -118,6 +118,11 @@ def spectrum_figure(
     return canvas
 
 
+def _shown(value: float, template: str, undefined: str) -> str:
+    """``template`` filled with ``value``, or the words ``undefined`` for a NaN (never "nan" in a figure)."""
+    return undefined if np.isnan(value) else template.format(value)
+
+
 def harmonic_figure(
     source: Source, *, top: int | None = None, figure: Figure | SubFigure | None = None
 ) -> Figure | SubFigure:
@@ -132,8 +137,8 @@ def harmonic_figure(
         label = f"σ = {float(at.sigma):g}"
         roughness_axis.plot(at["rank"].values, at.roughness.mean("image").values, label=label)
         participation_axis.plot(at["rank"].values, at.participation_ratio.mean("image").values, label=label)
-        lines.append(f"{label}: ρ {float(at.mean_harmonicity):.2f}, κ {float(at.mean_confinement_excess):.2f}"
-                     f" — {verdict_line(summary, s)}")
+        kappa = _shown(float(at.mean_confinement_excess), "κ {:.2f}", "κ undefined (Ω = frame)")
+        lines.append(f"{label}: ρ {float(at.mean_harmonicity):.2f}, {kappa} — {verdict_line(summary, s)}")
     roughness_axis.set(xlabel="k", ylabel=summary.roughness.attrs["long_name"])
     participation_axis.set(xlabel="k", ylabel=summary.participation_ratio.attrs["long_name"], yscale="log")
     roughness_axis.legend(fontsize=7)
@@ -169,10 +174,11 @@ def _metrics_text(dataset: xr.Dataset, image: int, sigma: int) -> str:
         return "GAHB metrics need the\ndenoiser's top eigenvectors\n(raw top-k store)"
     lines = [str(summary.category.item()), f"tr J {float(summary.effective_dimension):.1f}",
              f"#λ>½ {int(summary.count_above_half)}", f"ρ {float(summary.harmonicity):.2f}  (K {int(summary.top)})",
-             f"PR_Ω {float(summary.participation):.3f}", f"κ {float(summary.confinement_excess):.2f}"]
+             f"PR_Ω {float(summary.participation):.3f}",
+             _shown(float(summary.confinement_excess), "κ {:.2f}", "κ undefined (Ω = frame)")]
     if "memorization_score" in summary:
         at = dataset.isel(image=image, sigma=sigma)
-        lines += [f"memorization {float(summary.memorization_score):.2f}",
+        lines += [_shown(float(summary.memorization_score), "memorization {:.2f}", "memorization undefined"),
                   f"cos D(y)→train {float(at.nearest_train_cosine):.2f}",
                   f"cos D(y)→held-out {float(at.nearest_held_out_cosine):.2f}"]
     return "\n".join(lines)

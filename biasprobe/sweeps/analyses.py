@@ -148,7 +148,8 @@ def sweep(
         for index, (name, path) in enumerate(named.items()) if not done[index]
     }
     outcome = engine.run(_analyse, tasks, workers=workers, scheduler=scheduler, per_gpu=per_gpu,
-                         processes=processes, progress=progress, description=analysis, on_dashboard=on_dashboard)
+                         processes=processes, progress=progress, description=f"sweep {analysis}",
+                         unit="checkpoints", on_dashboard=on_dashboard)
     if outcome.failed:
         listing = "; ".join(f"{name}: {error}" for name, error in outcome.failed.items())
         raise SweepError(f"{len(outcome.failed)} of {len(named)} checkpoints failed ({listing}); the other "

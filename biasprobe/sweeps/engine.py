@@ -113,18 +113,19 @@ def dashboard_address(client, local: bool) -> str | None:
 
 def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None = None, scheduler: str | None = None,
         per_gpu: int = 1, processes: bool = True, progress: bool = True,
-        description: str = "tasks", on_dashboard: Callable[[str], None] | None = None) -> Outcome:
+        description: str = "tasks", unit: str = "tasks", on_dashboard: Callable[[str], None] | None = None) -> Outcome:
     """Call ``function(*arguments)`` for every ``name: arguments`` of ``tasks`` and report each outcome.
 
     ``workers=0`` runs them one after another in this process (no dask); otherwise on ``scheduler`` or
     a local cluster (see :func:`client_for`; ``per_gpu`` workers per GPU by default). ``on_dashboard`` receives the dashboard address when
-    there is one. A progress bar counts finished tasks.
+    there is one. A progress bar (plain timestamped lines off a terminal, :mod:`biasprobe.progress`)
+    counts finished tasks in ``unit``.
     """
     from biasprobe.progress import track
 
     outcome = Outcome()
     if workers == 0 and not scheduler:
-        for name in track(list(tasks), description, total=len(tasks), enabled=progress):
+        for name in track(list(tasks), description, total=len(tasks), enabled=progress, unit=unit):
             try:
                 function(*tasks[name])
                 outcome.done.append(name)
@@ -140,7 +141,8 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
             on_dashboard(outcome.dashboard)
         futures = {client.submit(function, *arguments, key=f"{description}-{name}-{os.urandom(4).hex()}",
                                  pure=False): name for name, arguments in tasks.items()}
-        for future in track(as_completed(futures), description, total=len(futures), enabled=progress):
+        for future in track(as_completed(futures), description, total=len(futures), enabled=progress,
+                            unit=unit):
             name = futures[future]
             if future.status == "finished":
                 outcome.done.append(name)

@@ -238,7 +238,8 @@ def train_recipe(
         models = [ModelRecipe(**{**asdict(model), "max_minutes": max_minutes}) for model in models]
     tasks = {model.name: (model, str(recipe.output.resolve()), device) for model in models}
     outcome = engine.run(train_model, tasks, workers=workers, scheduler=scheduler, per_gpu=per_gpu,
-                         processes=processes, progress=progress, description="training", on_dashboard=on_dashboard)
+                         processes=processes, progress=progress, description="training",
+                         unit="models", on_dashboard=on_dashboard)
     manifest = write_manifest(recipe)
     if outcome.failed:
         listing = "; ".join(f"{name}: {error}" for name, error in outcome.failed.items())

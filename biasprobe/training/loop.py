@@ -161,13 +161,10 @@ def train(
     began = timed_from = time.perf_counter()
     timed_steps = 0
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from biasprobe.progress import task
 
-    columns = (TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.1f} img/s"),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not (progress and ranks.main), transient=True) as bar:
-        task = bar.add_task("train", total=config.steps, completed=start, loss=math.nan, rate=0.0)
+    description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
+    with task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
@@ -190,10 +187,9 @@ def train(
                 _stop_if_not_finite(read, len(losses), output, saved_at)
                 losses += read
                 rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
-                bar.update(task, completed=step + 1, loss=losses[-1], rate=rate)
+                advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
             if ranks.main and checkpoint:
                 _save(output, ema, image_shape, {**header, "steps_done": step + 1})
-                saved_at = step + 1
                 saved_at = step + 1
                 if step + 1 < config.steps:
                     _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)

@@ -20,7 +20,7 @@ import torch
 
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
-from biasprobe.progress import track
+from biasprobe.progress import task
 
 METHODS = ("ddim", "ddpm", "ascent")
 
@@ -57,14 +57,22 @@ def sample(
         raise InputError("count must be positive and steps at least 2")
     batches = [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
     results = []
-    for batch in track(batches, f"sampling ({method})", len(batches), progress):
+    # ascent stops when its effective σ reaches final_sigma: no total, the σ reached is the status
+    per_batch = None if method == "ascent" else steps
+    unit = "iterations" if method == "ascent" else "steps"
+    for number, batch in enumerate(batches, 1):
         generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
                       for i in batch]
         draw = _per_image_noise(generators, denoiser)
-        if method == "ascent":
-            results.append(_ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_iterations))
-        else:
-            results.append(_scheduled(denoiser, draw, method, steps))
+        where = f"sampling ({method}), images {batch.start + 1}-{batch.stop} of {count}"
+        if len(batches) > 1:
+            where += f" (batch {number}/{len(batches)})"
+        with task(where, per_batch, unit=unit, enabled=progress) as advance:
+            if method == "ascent":
+                results.append(_ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_iterations,
+                                       advance))
+            else:
+                results.append(_scheduled(denoiser, draw, method, steps, advance))
     return torch.cat(results)
 
 
@@ -79,7 +87,7 @@ def _per_image_noise(generators, denoiser: Denoiser):
 
 
 @torch.no_grad()
-def _scheduled(denoiser, draw, method: str, steps: int) -> torch.Tensor:
+def _scheduled(denoiser, draw, method: str, steps: int, advance=lambda: None) -> torch.Tensor:
     schedule = denoiser.schedule
     grid = np.linspace(schedule.steps - 1, 0, steps)
     sigmas = [denoiser.t_to_sigma(float(t)) for t in grid]
@@ -91,11 +99,15 @@ def _scheduled(denoiser, draw, method: str, steps: int) -> torch.Tensor:
         else:
             ratio = (following / sigma) ** 2
             y = estimate + ratio * (y - estimate) + following * np.sqrt(1 - ratio) * draw()
-    return denoiser.denoise(y, sigmas[-1]).cpu()
+        advance()
+    result = denoiser.denoise(y, sigmas[-1]).cpu()
+    advance()
+    return result
 
 
 @torch.no_grad()
-def _ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_iterations) -> torch.Tensor:
+def _ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_iterations,
+            advance=lambda amount=1, status=None: None) -> torch.Tensor:
     y = 0.5 + initial_sigma * draw()
     pixels = float(np.prod(denoiser.image_shape))
     active = torch.ones(len(y), dtype=torch.bool, device=y.device)
@@ -109,4 +121,5 @@ def _ascent(denoiser, draw, initial_sigma, final_sigma, beta, first_step, max_it
         gamma = np.sqrt(max((1 - beta * h) ** 2 - (1 - h) ** 2, 0.0)) * sigma
         step = h * residual + gamma.view(-1, 1, 1, 1) * draw()
         y = torch.where(active.view(-1, 1, 1, 1), y + step, y)
+        advance(1, f"largest σ {float(sigma.max()):.3g}, stops at {final_sigma:g}")
     return denoiser.denoise(y, final_sigma).cpu()

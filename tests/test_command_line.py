@@ -1,0 +1,270 @@
+"""The command line as a researcher meets it: progress that says where it is, quick start-up, tables
+that fit 80 columns, JSON for scripts, the interrupt message, no file replaced silently."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from biasprobe_cli import checkpoints, generalization, jacobian, reference
+from biasprobe_cli.main import INTERRUPTED
+
+import biasprobe as bp
+from biasprobe import progress
+from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary
+from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS, ConvergenceWarning
+from biasprobe.analyses.memorization import NEIGHBOURS
+from biasprobe.analyses.support import SUPPORTS
+from biasprobe.images import write_image
+from biasprobe.models import FAMILIES
+from biasprobe.training.samplers import METHODS as SAMPLERS
+
+from .conftest import run_cli, tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")
+
+
+@pytest.fixture
+def every_line(monkeypatch):
+    """Plain progress lines at every advance (no throttling)."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+
+
+def stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if TIMESTAMP.match(line)]
+
+
+def test_help_starts_quickly_without_torch_and_version_prints():
+    code = ("import sys, time; began = time.perf_counter(); import biasprobe_cli.main; "
+            "print('torch' in sys.modules, 'scipy' in sys.modules, 'xarray' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() == ["False", "False", "False"]
+    began = time.perf_counter()
+    shown = subprocess.run([sys.executable, "-m", "biasprobe_cli", "--help"], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - began
+    assert shown.returncode == 0 and "jacobian" in shown.stdout
+    # 0.3 s on an idle 2-core CPU, 3.5 s at a load average of 20; torch, scipy and xarray stay unloaded
+    assert elapsed < 10.0, f"biasprobe --help took {elapsed:.2f} s"
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"biasprobe {bp.__version__}"
+
+
+def test_help_names_every_choice_of_the_library():
+    assert checkpoints.FAMILY_NAMES == ", ".join(FAMILIES)
+    assert jacobian.METHOD_NAMES == METHODS and jacobian.OUTPUT_NAMES == OUTPUTS
+    assert jacobian.PRECISION_NAMES == PRECISIONS and generalization.SAMPLER_NAMES == SAMPLERS
+    assert jacobian.SUPPORT_NAMES == SUPPORTS and jacobian.DEFAULT_NEIGHBOURS == NEIGHBOURS
+
+
+def test_ctrl_c_says_nothing_was_left_half_written(tmp_path):
+    path = tiny_checkpoint(tmp_path / "m.pt", "unet-bf")
+    with mock.patch("biasprobe.load", side_effect=KeyboardInterrupt):
+        result = run_cli("info", path)
+    assert result.returncode == 130
+    assert result.stderr.strip() == INTERRUPTED
+
+
+def test_plain_progress_lines_name_the_stage_and_count(capsys, every_line):
+    with progress.stage("[2/4] Jacobian m"), progress.task("image 1/2, σ = 0.1", 3, unit="products") as advance:
+        for _ in range(3):
+            advance()
+    lines = stderr_lines(capsys.readouterr().err)
+    assert lines[0].endswith("[2/4] Jacobian m: image 1/2, σ = 0.1 — 0/3 products (0%, 0:00 elapsed)")
+    assert "3/3 products (100%" in lines[-1] and len(lines) == 4  # start, three advances, no repeat at the end
+    assert list(progress.track(range(4), "quiet", enabled=False)) == [0, 1, 2, 3]
+    assert capsys.readouterr().err == ""
+
+
+def test_plain_progress_is_throttled_to_the_interval(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 3600.0)
+    assert list(progress.track(range(100), "many", unit="items")) == list(range(100))
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and "0/100" in lines[0] and "100/100 items (100%" in lines[1]
+
+
+def test_jacobian_progress_json_and_tables_of_80_columns(tmp_path, monkeypatch, every_line):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt", "unet-bf", image_size=8)
+    write_image(torch.rand(1, 8, 8), tmp_path / "a.png")
+    write_image(torch.rand(1, 8, 8), tmp_path / "b.png")
+    args = ["jacobian", checkpoint, "--image", tmp_path / "a.png", "--image", tmp_path / "b.png", "--sigma", "0.1,0.2"]
+    shown = run_cli(*args)
+    assert shown.returncode == 0, shown.stderr
+    lines = stderr_lines(shown.stderr)
+    assert any("image 2/2, σ = 0.2 — 64/64 products" in line for line in lines), lines
+    assert any("Jacobians — 4/4 images × σ" in line for line in lines)
+    assert max(map(len, shown.stdout.splitlines())) <= 80 and "…" not in shown.stdout
+    assert "wrote tiny.jacobian.zarr" in shown.stdout
+    data = json.loads(run_cli(*args, "--json", "--out", tmp_path / "j.zarr").stdout)
+    assert data["checkpoints"] == [{"checkpoint": "tiny", "dimension": 64, "method": "dense", "tolerance": 1e-3}]
+    assert len(data["pairs"]) == 4 and len(data["gahb"]) == 4 and len(data["verdicts"]) == 2
+    stored = bp.open(tmp_path / "j.zarr")
+    np.testing.assert_allclose([p["trace"] for p in data["pairs"]], stored.effective_dimension.values.ravel())
+    summary = gahb_summary(stored)
+    assert [g["category"] for g in data["gahb"]] == list(summary.category.values.ravel())
+    assert [v["verdict"] for v in data["verdicts"]] == list(summary.verdict.values)
+    for verdict, count in zip(data["verdicts"], summary.category_count.values):
+        assert verdict["counts"] == dict(zip(CATEGORIES, count.tolist())) and sum(count) == 2
+    assert data["written"] == [str(tmp_path / "j.zarr")]
+
+
+def test_randomized_method_warns_with_the_residual_it_stopped_at(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "tiny.pt", "unet-bf", image_size=8))
+    image = torch.rand(1, 1, 8, 8)
+    with pytest.warns(ConvergenceWarning, match=r"worst residual ‖Se − λe‖/\|λ\| = \d\.\de-\d\d") as caught:
+        result = bp.jacobian(denoiser, image, [0.1], top_k=4, method="randomized", tolerance=1e-14)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert len(messages) == 1 and f"{float(result.eigen_residual.max()):.1e}" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # converged pairs stay silent
+        bp.jacobian(denoiser, image, [0.1], top_k=4, method="randomized", tolerance=1.0)
+    write_image(image[0], tmp_path / "a.png")
+    shown = run_cli("jacobian", tmp_path / "tiny.pt", "--image", tmp_path / "a.png", "--top-k", "2",
+                    "--method", "randomized")
+    warned = [line for line in shown.stderr.splitlines() if line.startswith("Warning:")]
+    stored = bp.open(tmp_path / "tiny.jacobian.zarr")
+    assert bool(warned) == bool(stored.eigen_residual.max() > 1e-3)
+
+
+def test_locality_table_fits_80_columns_and_json(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "dit.pt", "dit", windows=[3, None, None, None])
+    args = ["locality", checkpoint, "--data", "discs", "--n", "2", "--sigma", "0.05,0.2", "--out", tmp_path / "l.zarr"]
+    shown = run_cli(*args)
+    assert shown.returncode == 0, shown.stderr
+    assert max(map(len, shown.stdout.splitlines())) <= 80 and "…" not in shown.stdout
+    assert "3×3" in shown.stdout and "global" in shown.stdout
+    data = json.loads(run_cli(*args, "--json").stdout)
+    stored = bp.open(tmp_path / "l.zarr")
+    assert len(data["layers"]) == stored.sizes["layer"] * 2 and data["layers"][0]["window"] == 3
+    np.testing.assert_allclose(data["layers"][0]["mean_distance"],
+                               float(stored.mean_distance.isel(sigma=0, layer=0).mean("head").mean("image")))
+
+
+def test_info_json(tmp_path):
+    path = tiny_checkpoint(tmp_path / "m.pt", "dit")
+    data = json.loads(run_cli("info", path, "--json").stdout)
+    assert data["sha256"] == bp.formats.file_sha256(path) and data["description"]["family"] == "dit"
+
+
+def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tmp_path):
+    images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
+    out = tmp_path / "m.pt"
+    base = ["train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
+            "--batch", "4", "--image-size", "8", "-o", out]
+    stopped = run_cli(*base, "--steps", "3", "--max-minutes", "1e-9")  # stops after its first step, keeps its state
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped early" in stopped.stdout and "1/3 steps" in stopped.stdout
+    resumed = run_cli(*base, "--steps", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"continuing {out} from step 1" in resumed.stdout and "to 4 steps" in resumed.stdout
+    assert "4/4 steps" in resumed.stdout
+    before = out.read_bytes()
+    again = run_cli(*base, "--steps", "6")
+    assert again.returncode == 1 and "a finished 4-step run" in again.stderr and "-o" in again.stderr
+    assert "Traceback" not in again.stderr and out.read_bytes() == before
+
+
+def test_sample_png_puts_samples_above_their_nearest_training_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
+    run_cli("train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
+            "--batch", "4", "--image-size", "8", "--steps", "1", "-o", tmp_path / "m.pt")
+    gap = json.loads(run_cli("gap", tmp_path / "m.pt", "--per-split", "3", "--sigma", "0.1,0.3", "--json").stdout)
+    stored = bp.open(tmp_path / "m.gap.zarr")
+    assert [level["sigma"] for level in gap["levels"]] == [0.1, 0.3] and gap["n_train"] == 6
+    np.testing.assert_allclose(gap["average_gap"], float(stored.average_gap))
+    shown = run_cli("sample", tmp_path / "m.pt", "-n", "3", "--png", tmp_path / "s.png")
+    assert shown.returncode == 0, shown.stderr
+    assert f"wrote {tmp_path / 's.png'} (3 samples above their nearest training images)" in shown.stdout
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as picture:
+        assert picture.size == (3 * 8 + 2 * 2, 2 * 8 + 2)
+        grid = np.asarray(picture, dtype=np.float32) / 255
+    stored = bp.open(tmp_path / "m.samples.zarr")
+    np.testing.assert_allclose(grid[10:, :8], stored.nearest_image.values[0, 0], atol=1 / 255)
+
+
+def test_demo_writes_outside_the_tracked_tree_by_default():
+    from biasprobe_cli.demo import DEFAULT_FOLDER
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DEFAULT_FOLDER / "index.md")], cwd=ROOT, check=False)
+    tracked = subprocess.run(["git", "ls-files", str(DEFAULT_FOLDER)], cwd=ROOT, capture_output=True, text=True,
+                             check=True)
+    assert ignored.returncode == 0 and tracked.stdout == ""
+
+
+def test_reference_renders_without_entities():
+    assert "&#" not in reference.render()
+
+
+def figure_texts(figure) -> list[str]:
+    from matplotlib.text import Text
+
+    return [text.get_text() for text in figure.findobj(Text) if text.get_text()]
+
+
+def test_figures_say_nan_in_words_and_drop_empty_panels(tmp_path):
+    from biasprobe.figures.comparison import comparison_figure
+    from biasprobe.figures.jacobian import jacobian_figure, side_by_side_figure
+
+    unet = bp.load(tiny_checkpoint(tmp_path / "a.pt", "unet-bf"))
+    whole_frame = bp.jacobian(unet, torch.rand(1, 1, 8, 8), [0.1], support="frame")  # κ is undefined: a = 1
+    assert gahb_summary(whole_frame).confinement_excess.isnull().all()
+    texts = figure_texts(jacobian_figure(whole_frame))
+    assert any("κ undefined (Ω = frame)" in text for text in texts)
+    assert not any("nan" in text.lower() for text in texts), texts
+    texts = figure_texts(side_by_side_figure({"a": whole_frame, "b": whole_frame}))
+    assert any("κ undefined (Ω = frame)" in text for text in texts)
+    assert not any("nan" in text.lower() for text in texts), texts
+    other = bp.load(tiny_checkpoint(tmp_path / "b.pt", "unet-bf", seed=1))
+    test = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    unets = bp.compare(unet, other, test, (None, None), top_k=4)
+    texts = figure_texts(comparison_figure(unets))
+    assert "mean_distance" not in unets and not any("attention" in text or "not available" in text for text in texts)
+    assert len(comparison_figure(unets).axes) == 1  # the spectrum alone: no gap, no attention, no samples
+
+
+def test_terminal_bars_nest_and_close(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    with progress.stage("[1/1] demo"), progress.task("outer", 2, unit="images") as outer:
+        for _ in range(2):
+            with progress.task("inner", 3, unit="products") as inner:
+                inner(3, status="resid 1e-3")
+                progress.note("wrote x.zarr")
+            outer()
+        assert progress._live is not None and len(progress._live.tasks) == 1  # the inner bars are gone
+        assert progress._live.tasks[0].fields["unit"] == "images"
+    assert progress._live is None
+    err = capsys.readouterr().err
+    assert "wrote x.zarr" in err and "[1/1] demo: outer" in err
+
+
+def test_messages_print_numbers_as_numbers_and_top_k_zero_says_its_range(tmp_path):
+    from biasprobe.errors import InputError
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "unet-bf"))
+    with pytest.raises(InputError) as caught:
+        bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [-0.1, 0.2])
+    assert "got -0.1 (in [-0.1, 0.2])" in str(caught.value) and "np." not in str(caught.value)
+    for method in ("randomized", "dense"):
+        with pytest.raises(InputError, match="between 1 and 64, got 0"):
+            bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1], top_k=0, method=method)
+
+
+def test_a_fresh_interpreter_finds_analyses_by_name_despite_lazy_imports():
+    code = ("import pickle, sys; from biasprobe.analyses.base import registered; "
+            "a = registered('locality'); print(a.__name__, 'torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.split() == ["locality", "True"]
