@@ -109,20 +109,6 @@ def train(
                                     windows=parse_windows(windows))[0])
         if init is not None:
             warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
-    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
-                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=compile and len(runs) == 1, weights=weights)
-    target = resolve_device(device)
-    networks, image_sets = [], []
-    for n, s in runs:
-        image_sets.append(data.load(data_name, "train", n, size=image_size, channels=channels, subset=subset,
-                                    seed=s, data_dir=data_dir))
-        torch.manual_seed(s)
-        networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
-                                    windows=parse_windows(windows))[0])
-        if init is not None:
-            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
-    metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
     if len(runs) == 1:
         results = [run_training(networks[0], image_sets[0], outputs[0], config, metadata=metadata, device=target,
