@@ -58,6 +58,9 @@ def test_two_workers_give_the_store_a_serial_loop_gives(tmp_path, zoo, images):
     assert list(stored.family.values) == ["dit"] * 3
     assert stored.checkpoint_sha256.values[1] == bp.formats.file_sha256(zoo[1])
     assert_same_sweep(bp.open(serial), stored)
+    # every per-checkpoint variable, text included, is chunked by checkpoint: concurrent regions never share a chunk
+    group = zarr.open_group(cluster, mode="r")
+    assert all(group[name].chunks[0] == 1 for name in ("layer_name", "mean_distance"))
     # each region is exactly what the analysis gives for that checkpoint alone
     alone = bp.locality(bp.load(zoo[2]), images, SIGMAS)
     chosen = select(stored, "dit-2")

@@ -173,8 +173,13 @@ def _template(expanded: xr.Dataset, count: int) -> xr.Dataset:
             return np.full(shape, "", dtype=object)
         return dask_array.full(shape, fill(variable.dtype), dtype=variable.dtype, chunks=(1, *variable.shape[1:]))
 
-    variables = {name: xr.Variable(variable.dims, full(variable), variable.attrs)
-                 for name, variable in expanded.variables.items()
+    def lazy(variable):
+        made = xr.Variable(variable.dims, full(variable), variable.attrs)
+        if variable.dtype.kind == "O":  # numpy-backed text: chunks of one checkpoint too, or regions share a chunk
+            made.encoding["chunks"] = (1, *variable.shape[1:])
+        return made
+
+    variables = {name: lazy(variable) for name, variable in expanded.variables.items()
                  if name not in expanded.indexes and name != ATTRS}
     template = xr.Dataset(variables, coords={name: expanded.variables[name] for name in expanded.indexes})
     return template.set_coords([name for name in expanded.coords if name in variables])
