@@ -100,7 +100,7 @@ def jacobian(
     top_k: Annotated[int | None, typer.Option(help="Eigenpairs per (image, σ); default all for d ≤ 1024, else 64.")] = None,
     method: Annotated[str, typer.Option(help="auto | dense | randomized | lanczos.")] = "auto",
     output: Annotated[str, typer.Option(help="denoised or raw (the network's own output).")] = "denoised",
-    precision: Annotated[str, typer.Option(help="float32, float64 or bfloat16 network passes.")] = "float32",
+    precision: Annotated[str, typer.Option(help="float32, tf32 (CUDA) or bf16 network passes.")] = "float32",
     out: _out("jacobian") = Path("jacobian.sweep.zarr"),
     workers: Workers = None,
     scheduler: Scheduler = None,
