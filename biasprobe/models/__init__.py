@@ -60,6 +60,16 @@ PRESETS: dict[str, dict[str, dict]] = {
             "attention_resolutions": [16],
             "dropout": 0.1,
         },
+        # The paper zoo's baseline (issue 16): FLOPs per forward matched to DiT "zoo" (4.66 against 4.43
+        # GFLOP at 32×32 grey) with 6.7M parameters, so that seven fit the zoo's size budget (13 MB each
+        # in bfloat16). Three levels at constant width 96, three residual blocks per level.
+        "zoo": {
+            "base_width": 96,
+            "channel_mult": [1, 1, 1],
+            "num_res_blocks": 3,
+            "attention_resolutions": [16],
+            "dropout": 0.1,
+        },
         # Attention at image_size // 2 for the default image_size of 32.
         "tiny": {
             "base_width": 16,
@@ -70,10 +80,13 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "dit": {
         "xs": {"depth": 12, "width": 252, "heads": 4, "patch_size": 1},
-        # The paper zoo's size (issue 16): the paper's patch-1, 12-layer DiT at width 128 (head dim 64),
-        # 11.3 GFLOP per forward at 32×32 grey, about a third of XS, so that ~35 models train in a few
-        # 30-minute GPU sessions; the DDPM UNet "default" preset matches it (12.4 GFLOP); see docs/zoo.md.
-        "zoo": {"depth": 12, "width": 128, "heads": 2, "patch_size": 1},
+        # The paper zoo's size (issue 16): the paper's patch-1, 12-layer adaLN DiT (1024 tokens at 32×32)
+        # at width 64 (2 heads of 32): 4.43 GFLOP per forward at 32×32 grey, 0.93M parameters (1.9 MB in
+        # bfloat16), so that the zoo's 19 DiTs fit its size budget and train in a few 30-minute GPU
+        # sessions; the DDPM UNet "zoo" preset matches its FLOPs. See docs/zoo.md.
+        "zoo": {"depth": 12, "width": 64, "heads": 2, "patch_size": 1},
+        # The pilot's size (docs/zoo.md): width 128, 11.3 GFLOP, 3.6M parameters.
+        "zoo128": {"depth": 12, "width": 128, "heads": 2, "patch_size": 1},
         "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
         # The shipped zoo's size: 12 layers like the paper's, 0.93M parameters, 16×16 tokens at 32×32.
         "small": {"depth": 12, "width": 64, "heads": 4, "patch_size": 2},

@@ -69,13 +69,15 @@ class ModelRecipe:
     channels: int | None = None
     data_dir: str | None = None
     max_minutes: float | None = None
+    compile: bool = False
+    weights: str = "float32"
 
     def config(self):
         from biasprobe.training import TrainingConfig
 
         return TrainingConfig(steps=self.steps, batch_size=self.batch, learning_rate=self.lr, ema_decay=self.ema,
                               sigma_max=self.sigma_max, checkpoint_every=self.checkpoint_every, seed=self.seed,
-                              max_minutes=self.max_minutes)
+                              max_minutes=self.max_minutes, compile=self.compile, weights=self.weights)
 
 
 @dataclass
