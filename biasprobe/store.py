@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import xarray as xr
-import zarr
 
 from biasprobe import atomic
 from biasprobe.errors import InputError, OutputError, ParameterError
@@ -200,6 +199,8 @@ def mark_complete(path: str | os.PathLike) -> None:
     so that :func:`open` accepts the store and plain ``xarray.open_zarr`` reads it without a warning.
     Sweeps that fill a store region by region call this once every region is written."""
     path = Path(path)
+    import zarr  # here, not at the top: training and the analyses run where zarr is not installed
+
     group = zarr.open_group(path, mode="r+")
     group.attrs.update({VERSION_KEY: STORE_VERSION, COMPLETE_MARK: _chunk_counts(path) or True})
     with warnings.catch_warnings():

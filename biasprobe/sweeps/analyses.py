@@ -19,18 +19,10 @@ import torch
 import xarray as xr
 
 from biasprobe.analyses.base import registered
-from biasprobe.errors import BiasprobeError, InputError
+from biasprobe.errors import InputError
 from biasprobe.sweeps import engine
 from biasprobe.sweeps import store as sweep_store
-
-
-class SweepError(BiasprobeError):
-    """Some tasks of a sweep failed; ``failed`` maps each one's name to its error. The others finished."""
-
-    def __init__(self, message: str, failed: Mapping[str, str], tracebacks: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.failed = dict(failed)
-        self.tracebacks = dict(tracebacks or {})
+from biasprobe.sweeps.engine import SweepError
 
 
 def _on_images(name: str) -> Callable[..., xr.Dataset]:

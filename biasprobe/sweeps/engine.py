@@ -14,7 +14,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from biasprobe.errors import InputError
+from biasprobe.errors import BiasprobeError, InputError
+
+
+class SweepError(BiasprobeError):
+    """Some tasks of a sweep failed; ``failed`` maps each one's name to its error. The others finished."""
+
+    def __init__(self, message: str, failed: Mapping[str, str], tracebacks: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.failed = dict(failed)
+        self.tracebacks = dict(tracebacks or {})
 
 
 @dataclass

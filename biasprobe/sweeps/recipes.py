@@ -226,7 +226,7 @@ def train_recipe(
     ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time). Writes
     ``manifest.json`` and returns its path; failed models raise :class:`SweepError` after the others."""
     from biasprobe.sweeps import engine
-    from biasprobe.sweeps.analyses import SweepError
+    from biasprobe.sweeps.engine import SweepError
 
     if not isinstance(recipe, Recipe):
         recipe = read_recipe(recipe, output)
