@@ -49,15 +49,16 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     page = result.index.read_text()
     for item in PAPER:
         assert item.title in page
-    for key in ("fig1", "fig3", "fig4", "twins"):  # the zoo has some of their models
+    for key in ("fig1", "fig2", "fig3", "fig4", "fig6", "twins"):  # the zoo has some of their models
         assert (out / f"{key}.png").exists() and (out / f"{key}.pdf").exists()
-    for key in ("fig2", "fig6", "table2", "table3"):  # no model at N = 10³, 10⁴, 3·10⁴
+    for key in ("table2", "table3"):  # no model at the mid-range N = 10²
         assert not (out / f"{key}.png").exists()
-    assert "**Not drawn: the zoo lacks** DDPM UNet N=1000 (s1, 3 seeds)" in page
+    assert "**Not drawn: the zoo lacks** DiT N=100 (s1, 3 seeds)" in page
+    assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1)" in page  # fig2 without DDPM UNets
     assert "**Partial: the zoo lacks** DDPM UNet largest N (s1)" in page  # fig1 without a DDPM UNet
     assert "<strong>Partial: the zoo lacks</strong>" in result.html.read_text()
     stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
-    assert stores == ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells computed once
+    assert stores == ["gap"] * 2 + ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells once
 
 
 def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbers(rendered):
