@@ -449,6 +449,7 @@ def paper_report(
              f"sha256 and parameters ({json.dumps(asdict(settings))}). FID is not measured (no Inception weights "
              "offline); the generalization gap and the memorized share stand in for it."),
     ]
+    blocks += _claims_blocks(models, stores)
     for item in items:
         have, drawn = {}, set()
         for cell, ms in found[item.key].items():  # a model two cells name (N=10 is the largest) is drawn once
@@ -473,6 +474,21 @@ def paper_report(
     html = folder.write_text("index.html", html_page(blocks, "biasprobe report paper"))
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Dataset]) -> list[Block]:
+    """The claims table (:mod:`biasprobe.reports.claims`) and the rule behind each outcome."""
+    from biasprobe.reports.claims import check_claims
+
+    claims = check_claims(models, stores)
+    rows = [[c.source, c.statement, c.paper, c.ours, f"**{c.outcome}**"] for c in claims]
+    rules = "\n".join(f"{number}. {c.statement}: held if {c.rule}." for number, c in enumerate(claims, start=1))
+    return [Heading("Claims"),
+            Text("Each claim of the papers, the paper's number, ours (mean ± s.d. over seeds where the zoo has "
+                 "several) and whether it held by the rule listed below the table. The rules were fixed before the "
+                 "zoo's numbers were read; a claim without the models or stores it needs is not tested."),
+            Table(["source", "claim", "paper", "ours", "outcome"], rows),
+            Text("Rules:\n\n" + rules)]
 
 
 def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder, recompute: bool,

@@ -1,0 +1,69 @@
+"""The claims page's rules on hand-made stores: each rule can hold, fail, or be untestable."""
+
+import numpy as np
+import xarray as xr
+
+from biasprobe.reports.claims import (
+    Evidence,
+    check_claims,
+    gap_falls_with_n,
+    gap_peaks_at_small_t,
+    local_attention_cuts_mid_gap,
+    unet_gap_exceeds_dit,
+)
+from biasprobe.reports.paper import MID_N, VARIANTS, ZooModel
+
+
+def model(name, family, n, windows=(), seed=0):
+    return ZooModel(name, None, family, tuple(windows), "fashion-mnist", n, "s1", seed, "0" * 64)
+
+
+def gap_store(average, peak_t=20):
+    t = np.array([0, 20, 100, 400, 980])
+    gap = np.where(t == peak_t, 2 * average, 0.0)
+    gap = gap * average * len(t) / gap.sum() if gap.sum() else gap
+    return xr.Dataset({"gap": ("sigma", gap), "average_gap": gap.mean()}, coords={"t": ("sigma", t)})
+
+
+def evidence(gaps: dict[tuple[str, int, str, int], float], **peaks) -> Evidence:
+    models, stores = [], {}
+    for (family, n, variant, seed), value in gaps.items():
+        name = f"{family}-{variant}-n{n}-seed{seed}"
+        models.append(model(name, family, n, VARIANTS[variant], seed))
+        stores["gap", name] = gap_store(value, peaks.get("peak_t", 20))
+    return Evidence(models, stores)
+
+
+def test_gap_ladder_rule_holds_fails_and_needs_three_sizes():
+    ladder = {("dit", n, "global", 0): g for n, g in [(10, 5.0), (100, 2.0), (1000, 0.3), (30000, 0.05)]}
+    assert gap_falls_with_n("dit")(evidence(ladder)).held is True
+    rising = {**ladder, ("dit", 1000, "global", 0): 3.0}
+    assert gap_falls_with_n("dit")(evidence(rising)).held is False
+    not_gone = {**ladder, ("dit", 30000, "global", 0): 0.5}
+    assert gap_falls_with_n("dit")(evidence(not_gone)).held is False
+    two = {k: v for k, v in ladder.items() if k[1] in (10, 100)}
+    assert gap_falls_with_n("dit")(evidence(two)).held is None
+
+
+def test_differences_must_exceed_the_seed_spread():
+    seeds = lambda family, variant, values: {(family, MID_N, variant, s): v for s, v in enumerate(values)}  # noqa: E731
+    clear = {**seeds("unet-ddpm", "global", [10, 11, 12]), **seeds("dit", "global", [1, 1.2, 0.8])}
+    assert unet_gap_exceeds_dit(evidence(clear)).held is True
+    noisy = {**seeds("unet-ddpm", "global", [0, 2.5, 1]), **seeds("dit", "global", [1, 1.2, 0.8])}
+    assert unet_gap_exceeds_dit(evidence(noisy)).held is False
+    cut = {**seeds("dit", "global", [2.0, 2.1, 1.9]), **seeds("dit", "local", [1.0, 1.1, 0.9])}
+    claim = local_attention_cuts_mid_gap(evidence(cut))
+    assert claim.held is True and "cut 50 %" in claim.ours
+    assert local_attention_cuts_mid_gap(evidence(seeds("dit", "global", [2.0]))).held is None
+
+
+def test_gap_peak_rule_reads_the_diffusion_step():
+    gaps = {("dit", 10, "global", 0): 3.0}
+    assert gap_peaks_at_small_t(evidence(gaps, peak_t=20)).held is True
+    assert gap_peaks_at_small_t(evidence(gaps, peak_t=400)).held is False
+    assert gap_peaks_at_small_t(evidence({("dit", 10, "global", 0): 0.5})).held is None  # no gap ≥ 1 dB
+
+
+def test_an_empty_zoo_tests_nothing():
+    claims = check_claims([], {})
+    assert claims and all(claim.held is None and claim.outcome == "not tested" for claim in claims)
