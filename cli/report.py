@@ -58,7 +58,8 @@ def paper(
     out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses.")] = Path(
         "reports/paper"),
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
-    k: Annotated[int, typer.Option("--k", help="Images per split for the gap and the nearest-image search.")] = 300,
+    k: Annotated[int | None, typer.Option("--k", help="Images per split for the gap (default 50; the paper's K is "
+                                                  "300; part of the stores' cache key).")] = None,
     only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
                                                   "fig3, fig4, fig6, table2, table3, twins).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
@@ -74,6 +75,6 @@ def paper(
 
     from biasprobe.reports.paper import Settings, paper_items, paper_report
 
-    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings(k=k),
+    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings() if k is None else Settings(k=k),
                           items=paper_items(only.split(",") if only else None), progress=True, on_file=echo_file)
     typer.echo(f"paper report: open {result.html}")
