@@ -46,7 +46,7 @@ def test_gap_ladder_rule_holds_fails_and_needs_three_sizes():
 
 
 def test_differences_must_exceed_the_seed_spread():
-    seeds = lambda family, variant, values: {(family, MID_N, variant, s): v for s, v in enumerate(values)}  # noqa: E731
+    seeds = lambda family, variant, values: {(family, MID_N, variant, s): v for s, v in enumerate(values)}
     clear = {**seeds("unet-ddpm", "global", [10, 11, 12]), **seeds("dit", "global", [1, 1.2, 0.8])}
     assert unet_gap_exceeds_dit(evidence(clear)).held is True
     noisy = {**seeds("unet-ddpm", "global", [0, 2.5, 1]), **seeds("dit", "global", [1, 1.2, 0.8])}

@@ -57,6 +57,8 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1)" in page  # fig2 without DDPM UNets
     assert "**Partial: the zoo lacks** DDPM UNet largest N (s1)" in page  # fig1 without a DDPM UNet
     assert "<strong>Partial: the zoo lacks</strong>" in result.html.read_text()
+    claims = page[page.index("## Claims"):page.index(PAPER[0].title)]
+    assert "**not tested**" in claims and "Rules:" in claims  # the tiny zoo has no DDPM UNet, no N = 10² …
     stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
     assert stores == ["gap"] * 2 + ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells once
 
@@ -96,3 +98,19 @@ def test_only_picks_items_by_key_and_refuses_unknown_ones(tmp_path):
     result = run_cli("report", "paper", "--zoo", tmp_path, "--only", "fig5")
     assert result.returncode == 1 and "--only takes fig1, fig2" in result.stderr
 
+
+
+def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
+    """The committed reports/paper stores are current: one small cell recomputed here matches its store."""
+    from pathlib import Path
+
+    from biasprobe.reports.paper import compute
+
+    root = Path(__file__).resolve().parents[1]
+    model = next(m for m in read_zoo(root / "data" / "zoo") if m.name == "unet-bf-n10-s1")
+    key = Settings().key("memorization", model)
+    committed = bp.open(root / "reports" / "paper" / "stores" / f"memorization-{model.name}-{key}.zarr")
+    recomputed = compute("memorization", model, Settings(), device="cpu")
+    xr.testing.assert_allclose(recomputed.sample_image, committed.sample_image, atol=1e-4)
+    xr.testing.assert_equal(recomputed.nearest_index, committed.nearest_index)
+    assert committed.attrs["checkpoint_sha256"] == model.sha256

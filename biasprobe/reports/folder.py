@@ -93,7 +93,7 @@ class ReportFolder:
             target = self._target(name)
             temporary = target.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}.{fmt}")
             try:
-                figure.savefig(temporary, dpi=DPI, format=fmt, metadata=_metadata(fmt))
+                figure.savefig(temporary, dpi=DPI, format=fmt, metadata=_metadata(fmt), bbox_inches="tight")
                 os.replace(temporary, target)
             finally:
                 temporary.unlink(missing_ok=True)
