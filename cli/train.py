@@ -42,8 +42,10 @@ def train(
                                          "replaces OUTPUT.")] = True,
     weights: Annotated[str, typer.Option(help="Precision of the saved weights: float32 or bfloat16 (half the "
                                          "size; files over 16 MiB are sharded either way).")] = "float32",
-    init: Annotated[Path | None, typer.Option(help="Warm restart: start from this checkpoint's weights (same "
-                                              "family and config; {n}/{seed} as in --output) with a fresh optimizer.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Warm restart when no saved state remains: continue the run of "
+                                              "this checkpoint (same family, config, data and settings; {n}/{seed} "
+                                              "as in --output; may be --output itself) from its weights and step "
+                                              "count, with a fresh optimizer, to --steps in all.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --output that no "
@@ -80,14 +82,19 @@ def train(
     runs = [(count(n, "n_train"), count(s, "seed", minimum=0))
             for n in parse_numbers(n_train, "n-train", int) for s in parse_numbers(seed, "seed", int)]
     outputs = [Path(str(output).format(n=n, seed=s)) for n, s in runs]
+    inits = None if init is None else [Path(str(init).format(n=n, seed=s)) for n, s in runs]
     if len(set(outputs)) < len(runs):
         raise InputError("several models need an output pattern with {n} and/or {seed}, e.g. -o dit-n{n}-s{seed}.pt")
-    for path in outputs:  # every output is checked before any work starts
+    for k, path in enumerate(outputs):  # every output is checked before any work starts
         saved = state_path(path)
+        continued = inits is not None and (not path.is_file() or path.resolve() == inits[k].resolve())
         if resume and saved.exists():
             if main:
                 done = int(torch.load(saved, map_location="cpu", weights_only=True, mmap=True)["step"])
                 report.say(f"continuing {path} from step {done} (its saved state {saved}) to {steps} steps")
+        elif continued:
+            if main:
+                report.say(f"warm restart: {path} continues the run of {inits[k]} from its weights and steps")
         elif path.is_file() and resume and not overwrite:
             raise InputError(f"{path} already exists ({_finished(path)}) and has no saved state to continue from: "
                              "choose another -o, or pass --overwrite (or --no-resume) to train from step 0 and "
@@ -107,21 +114,19 @@ def train(
         torch.manual_seed(s)
         networks.append(from_preset(family, preset, image_size=image_size, channels=image_sets[-1].shape[1],
                                     windows=parse_windows(windows))[0])
-        if init is not None:
-            warm_start(networks[-1], Path(str(init).format(n=n, seed=s)))
     metadata = {"data": data_name, "subset": subset, "preset": preset, "image_size": image_size}
     if len(runs) == 1:
         results = [run_training(networks[0], image_sets[0], outputs[0], config, metadata=metadata, device=target,
-                                resume=resume)]
+                                resume=resume, init=inits and inits[0])]
     elif stackable(networks[0]):
         report.say(f"training {len(runs)} models stacked (one vmapped step for all)")
         results = train_stacked(networks, image_sets, outputs, config, seeds=[s for _, s in runs],
-                                metadata=[metadata] * len(runs), device=target, resume=resume)
+                                metadata=[metadata] * len(runs), device=target, resume=resume, init=inits)
     else:
         report.say(f"{family} has dropout, which cannot be stacked exactly: training {len(runs)} models one at a time")
         results = [run_training(network, images, path, TrainingConfig(**{**vars(config), "seed": s}),
-                                metadata=metadata, device=target, resume=resume)
-                   for network, images, path, (_, s) in zip(networks, image_sets, outputs, runs)]
+                                metadata=metadata, device=target, resume=resume, init=inits and inits[k])
+                   for k, (network, images, path, (_, s)) in enumerate(zip(networks, image_sets, outputs, runs))]
     if results[0].rank != 0:  # under torchrun only rank 0 wrote the checkpoints and reports
         return
     for result, images, (_, s) in zip(results, image_sets, runs):
@@ -141,16 +146,3 @@ def _finished(output: Path) -> str:
         return "not a checkpoint biasprobe reads"
     steps = training.get("steps_done", training.get("steps"))
     return f"a finished {steps}-step run" if steps else "an untrained checkpoint"
-
-
-def warm_start(network, checkpoint: Path) -> None:
-    """Load a checkpoint's weights into a fresh ``network`` of the same family and config."""
-    from biasprobe.formats.native import read_checkpoint
-
-    if not checkpoint.is_file():
-        raise InputError(f"no checkpoint at {checkpoint} to warm-start from (--init)")
-    saved = read_checkpoint(checkpoint)
-    if saved.family != network.family or saved.config != network.config:
-        raise InputError(f"{checkpoint} holds a {saved.family} with another config; --init needs the same preset "
-                         "and options")
-    network.load_state_dict(saved.state_dict)

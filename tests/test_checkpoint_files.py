@@ -55,8 +55,13 @@ def test_train_saves_bf16_weights_and_warm_starts(tmp_path):
     assert first.returncode == 0, first.stderr
     saved = read_checkpoint(tmp_path / "a.safetensors")
     assert {v.dtype for v in saved.state_dict.values()} == {torch.bfloat16}
-    again = run_cli(*common, "--init", tmp_path / "a.safetensors", "-o", tmp_path / "b.safetensors")
+    again = run_cli(*common[:-5], "4", *common[-4:], "--init", tmp_path / "a.safetensors",
+                    "-o", tmp_path / "b.safetensors")
     assert again.returncode == 0, again.stderr
+    continued = read_checkpoint(tmp_path / "b.safetensors").training
+    assert (continued["steps_done"], continued["warm_restarts"]) == (4, [2])  # the step count goes on
     wrong = run_cli("train", "dit", "--preset", "small", *common[4:], "--init", tmp_path / "a.safetensors",
                     "-o", tmp_path / "c.safetensors")
-    assert wrong.returncode != 0 and "--init" in wrong.stderr
+    assert wrong.returncode != 0 and "same family, preset" in wrong.stderr
+    done = run_cli(*common, "--init", tmp_path / "a.safetensors", "-o", tmp_path / "d.safetensors")
+    assert done.returncode != 0 and "give more than 2" in done.stderr

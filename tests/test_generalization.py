@@ -109,6 +109,10 @@ def test_gap_cli_reads_the_training_data_from_the_checkpoint(tmp_path, monkeypat
     assert result.returncode == 0, result.stderr
     stored = bp.open(tmp_path / "m.gap.zarr")
     assert stored.attrs["n_train"] == 10 and list(stored.images_per_split.values) == [5, 5]
+    # K above N: the N images the model saw, never images of the nested subset it did not see
+    result = run_cli("gap", ckpt, "--per-split", "20", "--sigma", "0.1", "--out", tmp_path / "k20.zarr")
+    assert result.returncode == 0, result.stderr
+    assert list(bp.open(tmp_path / "k20.zarr").images_per_split.values) == [10, 10]
     assert (tmp_path / "gap.png").stat().st_size > 0
     result = run_cli("sample", ckpt, "-n", "2", "--png", tmp_path / "s.png")
     assert result.returncode == 0, result.stderr

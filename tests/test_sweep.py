@@ -227,3 +227,45 @@ def test_a_bad_recipe_is_one_line(tmp_path):
     recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\nwindow = [3]\n')
     result = run_cli("sweep", "train", recipe)
     assert result.returncode == 1 and "unknown keys ['window']" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_path):
+    """As on a bare GPU machine: each round stops at max_minutes and only the weights and records come
+    back (the resumable state is lost); the next round continues from the weights."""
+    from biasprobe.formats import read_checkpoint
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+    from biasprobe.training import state_path
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 5"))
+    recipe = read_recipe(recipe_file)
+    checkpoint = recipe.output / "dit-local.safetensors"
+    record_path = recipe.output / "dit-local.train.json"
+    for round_ in range(2):  # each round runs out of time after its first step
+        train_recipe(recipe, only=["dit-local"], max_minutes=1e-9, workers=0, device="cpu")
+        assert state_path(checkpoint).exists()
+        state_path(checkpoint).unlink()
+        record = json.loads(record_path.read_text())
+        assert record["steps_done"] == round_ + 1 and record["warm_restarts"] == ([1] if round_ else [])
+    first_time = record["time_s"]
+    train_recipe(recipe, only=["dit-local"], workers=0, device="cpu")  # the last round finishes
+    record = json.loads(record_path.read_text())
+    assert record["steps_done"] == 5 and record["complete"] and record["warm_restarts"] == [1, 2]
+    assert [step for step, _ in record["loss_curve"]] == [1, 2, 3, 4, 5]  # appended, never replaced
+    assert record["time_s"] > first_time and record["flops_per_forward"] > 0
+    saved = read_checkpoint(checkpoint).training
+    assert (saved["steps_done"], saved["warm_restarts"]) == (5, [1, 2])
+    assert not state_path(checkpoint).exists()
+    # a finished model is left alone
+    sha = record["sha256"]
+    train_recipe(recipe, only=["dit-local"], workers=0, device="cpu")
+    assert json.loads(record_path.read_text())["sha256"] == sha
+    # a recipe entry that no longer matches its checkpoint is refused in one line
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 9")
+                           .replace("n = 6", "n = 7"))
+    result = run_cli("sweep", "train", recipe_file, "--only", "dit-local", "--workers", "0", "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "trained by another recipe entry (n: saved 6, now 7)" in result.stderr
+    assert json.loads(record_path.read_text())["sha256"] == sha

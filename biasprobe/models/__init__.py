@@ -17,6 +17,7 @@ from biasprobe.models.attention import (
     ATTENTION_KERNELS,
     GridAttention,
     attention_modules,
+    explicit_math,
     set_attention_kernel,
     window_mask,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "GridAttention",
     "attention_modules",
     "build_model",
+    "forward_flops",
     "preset_config",
     "set_attention_kernel",
     "window_mask",
@@ -159,3 +161,25 @@ def from_preset(
             raise InputError(f"{len(windows)} windows given for a {config['depth']}-layer DiT")
         config["windows"] = list(windows) + [None] * (config["depth"] - len(windows))
     return build_model(family, **config), (channels, image_size, image_size)
+
+
+def forward_flops(network: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """FLOPs of one forward pass of ``network`` on one image of ``image_shape`` (C, H, W).
+
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add is 2 FLOPs) on a copy
+    built on the ``meta`` device: no weights are copied and nothing is computed. Attention runs its
+    explicit path, so the counter sees its two products, QKᵀ and PV: 4·T²·w per layer over T tokens
+    of width w (the fused kernels hide them from the counter). A layer with a k×k window counts as
+    the dense product it masks: the cost of the explicit and SDPA paths (block-sparse FlexAttention
+    skips whole blocks outside the windows, so it runs fewer).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        copy_ = build_model(network.family, **network.config).eval()
+        image = torch.zeros((1, *image_shape))
+        inputs = (image,) if network.conditioning == "none" else (image, torch.zeros(1))
+    with torch.no_grad(), explicit_math(attention_modules(copy_).values()), FlopCounterMode(display=False) as counter:
+        copy_(*inputs)
+    return int(counter.get_total_flops())

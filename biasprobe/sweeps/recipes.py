@@ -138,49 +138,80 @@ def record_file(output: Path, model: ModelRecipe) -> Path:
 
 
 def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
-    """One task: train (or resume) ``model`` into ``output`` and write its record; returns the record."""
+    """One task: train ``model`` into ``output`` and write its record; returns the record.
+
+    The run resumes from its saved state if there is one; else, when ``NAME.safetensors`` exists
+    with fewer steps than the recipe's (its state lost, e.g. a round on a machine whose state never
+    came back), it is warm-restarted from those weights (:func:`biasprobe.training.train`'s
+    ``init``: fresh optimizer, EMA from the weights, the step count going on). A finished model is
+    left alone; a checkpoint trained otherwise than its recipe entry says is refused.
+    """
     import torch
 
     from biasprobe import data
-    from biasprobe.formats import file_sha256
-    from biasprobe.models import from_preset
+    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.models import forward_flops, from_preset
     from biasprobe.sweeps.engine import worker_device
     from biasprobe.training import state_path, train
+    from biasprobe.training.loop import changed_settings
 
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     target = checkpoint_file(folder, model)
     record_path = record_file(folder, model)
     earlier = json.loads(record_path.read_text()) if record_path.exists() else {}
-    if earlier.get("complete") and target.exists() and earlier.get("recipe") == asdict(model) \
-            and not state_path(target).exists():
-        return earlier
+    init = None
+    if target.exists() and not state_path(target).exists():
+        done = int(read_checkpoint(target).training.get("steps_done", 0))
+        changed = changed_settings(earlier.get("recipe", asdict(model)), asdict(model), RERUN_SETTINGS)
+        if changed:
+            raise InputError(f"{target} was trained by another recipe entry ({changed}); give {model.name} its "
+                             "recorded settings, or another name or output folder to train it anew")
+        if done >= model.steps:  # finished: left alone
+            if not earlier:
+                raise InputError(f"{target} has done its {done} steps but its record {record_path.name} is missing; "
+                                 "restore the record (e.g. from version control)")
+            return earlier
+        init = target
     images = data.load(model.data, "train", model.n, size=model.image_size, channels=model.channels,
                        subset=model.subset, seed=model.seed, data_dir=model.data_dir)
     torch.manual_seed(model.seed)
     windows = [w or None for w in model.windows]
     network, _ = from_preset(model.family, model.preset, image_size=model.image_size, channels=images.shape[1],
                              windows=windows)
+    flops = forward_flops(network, tuple(images.shape[1:]))
     metadata = {"data": model.data, "subset": model.subset, "preset": model.preset, "image_size": model.image_size,
                 "recipe_name": model.name}
     device = worker_device(device)
     began = time.perf_counter()
-    result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False)
+    result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False,
+                   init=init)
     losses = np.asarray(result.losses, dtype=float)
+    earlier_curve = [point for point in earlier.get("loss_curve", []) if point[0] <= result.losses_from]
     record = {
         "name": model.name, "file": target.name, "family": model.family, "preset": model.preset,
-        "config": dict(network.config), "windows": network.config.get("windows"), "data": model.data, "n_train": len(images),
-        "subset": model.subset, "seed": model.seed, "steps": model.steps, "batch": model.batch,
-        "steps_done": result.steps_done, "complete": result.steps_done >= model.steps,
+        "config": dict(network.config), "windows": network.config.get("windows"), "flops_per_forward": flops,
+        "data": model.data, "n_train": len(images), "subset": model.subset, "seed": model.seed, "steps": model.steps,
+        "batch": model.batch, "steps_done": result.steps_done, "complete": result.steps_done >= model.steps,
+        "warm_restarts": result.warm_restarts,
         "time_s": round(earlier.get("time_s", 0.0) * (result.resumed_from > 0) + time.perf_counter() - began, 1),
         "card": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
         "final_loss": float(losses[-min(100, len(losses)):].mean()) if len(losses) else None,
-        "loss_curve": _curve(losses), "sha256": file_sha256(target), "recipe": asdict(model),
+        "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
+        "sha256": file_sha256(target), "recipe": asdict(model),
     }
-    tmp = record_path.with_name(f".{record_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, record_path)
+    _write_json(record_path, record)
     return record
+
+
+RERUN_SETTINGS = ("steps", "max_minutes", "compile", "weights", "checkpoint_every")
+"""Recipe keys a later round may change for a model already (partly) trained."""
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:
@@ -201,9 +232,7 @@ def write_manifest(recipe: Recipe) -> Path:
             record = json.loads(path.read_text())
             entries.append({key: value for key, value in record.items() if key not in ("loss_curve", "recipe")})
     manifest = recipe.output / "manifest.json"
-    tmp = manifest.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"recipe": str(recipe.path), "checkpoints": entries}, indent=1) + "\n")
-    os.replace(tmp, manifest)
+    _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
     return manifest
 
 

@@ -10,7 +10,10 @@ steps, σ = σ(t)) and the blind residual objective of Kadkhodaie et al. for bia
 (σ uniform in [0, σ_max] on the [0, 1] scale).
 
 Every step draws its batch and noise from a generator seeded by (seed, step), and the full
-training state is checkpointed, so a resumed run continues exactly as an uninterrupted one. Under
+training state is checkpointed, so a resumed run continues exactly as an uninterrupted one. When
+only the saved weights remain (the state is gone), a *warm restart* continues the run from them:
+network and EMA start from the saved (EMA) weights, the optimizer starts fresh, and the step count
+goes on from the checkpoint's ``steps_done``; the checkpoint lists its warm restarts. Under
 ``torchrun`` each of the W processes draws the same global batch and trains on its 1/W slice;
 DistributedDataParallel averages the gradients, which equals the single-process gradient.
 """
@@ -78,6 +81,11 @@ class TrainingResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
     steps_done: int = 0
+    losses_from: int = 0
+    """The step of ``losses[0]``: 0, or the step of the run's last warm restart (earlier losses are
+    in the records of the runs before it)."""
+    warm_restarts: list[int] = field(default_factory=list)
+    """The steps at which the run was warm-restarted from its saved weights."""
     rank: int = 0
     """This process's rank under torchrun: only rank 0 writes files and should report."""
 
@@ -121,12 +129,18 @@ def train(
     device: str | torch.device = "cpu",
     resume: bool = True,
     progress: bool = True,
+    init: str | os.PathLike | None = None,
 ) -> TrainingResult:
     """Train ``network`` on ``images`` (N, C, H, W in [0, 1]) and write its EMA weights to ``output``.
 
     The resumable state (raw weights, EMA, optimizer, losses) is kept beside ``output`` while
     training and removed when all steps are done. ``resume`` continues from that state if present.
     With ``config.max_minutes`` the run stops early, saving the checkpoint and the state.
+
+    ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
+    :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
+    ``compile``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
+    to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
     images = torch.as_tensor(images, dtype=torch.float32)
@@ -146,13 +160,23 @@ def train(
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     optimizer = make_optimizer(network.parameters(), config, device)
     losses: list[float] = []
-    start = 0
+    start = losses_from = 0
+    warm_restarts: list[int] = []
     saved_state = state_path(output)
     if resume and saved_state.exists():
-        start, losses = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        start, losses, saved = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        losses_from, warm_restarts = saved.get("losses_from", 0), saved.get("warm_restarts", [])
         if start > config.steps:
             raise ParameterError("steps", f"is {config.steps}, below the {start} steps already done in {saved_state}; "
                                  f"give at least {start}")
+    elif init is not None:
+        start, warm_restarts = warm_start(network, init, {**header, **model})
+        ema.load_state_dict(network.state_dict())
+        losses_from = start
+        if start >= config.steps:
+            raise ParameterError("steps", f"is {config.steps}, but {init} has done {start} steps already; "
+                                 f"give more than {start} to continue it")
+    header.update(losses_from=losses_from, warm_restarts=warm_restarts)
     saved_at = start
     trained = torch.compile(network) if config.compile else network
     trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
@@ -184,7 +208,7 @@ def train(
                 timed_steps += len(pending)
                 read = _global_means(pending, ranks)
                 pending = []
-                _stop_if_not_finite(read, len(losses), output, saved_at)
+                _stop_if_not_finite(read, losses_from + len(losses), output, saved_at)
                 losses += read
                 rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
                 advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
@@ -195,9 +219,50 @@ def train(
                     _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
             if last:
                 break
-    if ranks.main and len(losses) == config.steps:
+    if ranks.main and losses_from + len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
-    return TrainingResult(Path(output), losses, start, len(losses), ranks.rank)
+    return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
+                          ranks.rank)
+
+
+CHANGEABLE = ("steps", "max_minutes", "compile", "weights", "checkpoint_every", "losses_from", "warm_restarts",
+              "steps_done", "recipe_name")
+"""Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
+
+
+def changed_settings(saved: dict, now: dict, changeable=CHANGEABLE) -> str:
+    """The settings (other than ``changeable``) in which ``now`` differs from ``saved``, in words;
+    empty if none."""
+    changed = sorted(k for k in {*now, *saved} - set(changeable) if saved.get(k) != now.get(k))
+    return "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in changed)[:400]
+
+
+def warm_start(network: nn.Module, checkpoint: str | os.PathLike, settings: dict | None = None) -> tuple[int, list[int]]:
+    """Load ``checkpoint``'s weights into ``network`` (same family and config) for a warm restart.
+
+    With ``settings`` (this run's training settings and :func:`model_identity`), the checkpoint must
+    have been trained with the same ones (but :data:`CHANGEABLE`): the restart continues that run.
+    Returns the step it continues from (the checkpoint's ``steps_done``, 0 if it has none) and its
+    warm restarts so far, this one included.
+    """
+    from biasprobe.formats.native import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise InputError(f"no checkpoint at {checkpoint} to warm-start from")
+    saved = read_checkpoint(checkpoint)
+    if saved.family != network.family or saved.config != network.config:
+        raise InputError(f"{checkpoint} holds a {saved.family} with another config; a warm restart needs the same "
+                         "family, preset and options")
+    if settings is not None:
+        was = {**saved.training, **model_identity(network, saved.image_shape)}
+        changed = changed_settings(was, settings)
+        if changed:
+            raise InputError(f"{checkpoint} was trained with other settings ({changed}); a warm restart continues "
+                             "its run: give the same settings, or train into another output")
+    network.load_state_dict(saved.state_dict)
+    start = int(saved.training.get("steps_done", 0))
+    return start, [*saved.training.get("warm_restarts", []), start] if start else []
 
 
 def model_identity(network: nn.Module, image_shape) -> dict:
@@ -298,7 +363,8 @@ def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, lo
     os.replace(tmp, path)
 
 
-def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float]]:
+def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float], dict]:
+    """Load the state at ``path`` into the objects; returns its step, its losses and its header."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
@@ -306,10 +372,8 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
     if not isinstance(state, dict) or not isinstance(state.get("header"), dict):
         raise InputError(f"cannot resume from {path}: it is not a training state; delete it to start over")
     saved = state["header"]
-    changed = sorted(k for k in {*header, *saved} - {"steps", "max_minutes", "compile", "weights"}
-                     if saved.get(k) != header.get(k))
-    if changed:
-        details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {header.get(k)!r}" for k in changed)[:400]
+    details = changed_settings(saved, header)
+    if details:
         raise InputError(
             f"{path} belongs to a run with other settings ({details}); give the same settings, or delete it "
             "or pick another output to start over"
@@ -318,6 +382,6 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         network.load_state_dict(state["network"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        return int(state["step"]), list(state["losses"])
+        return int(state["step"]), list(state["losses"]), saved
     except (KeyError, RuntimeError, ValueError, TypeError):
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None

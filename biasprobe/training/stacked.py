@@ -41,6 +41,7 @@ from biasprobe.training.loop import (
     make_optimizer,
     model_identity,
     state_path,
+    warm_start,
 )
 
 SHARED_SETTINGS = ("steps", "batch_size", "learning_rate", "weight_decay", "ema_decay", "sigma_max",
@@ -59,12 +60,15 @@ def train_stacked(
     device: str | torch.device = "cpu",
     resume: bool = True,
     progress: bool = True,
+    init: Sequence[str | os.PathLike] | None = None,
 ) -> list[TrainingResult]:
     """Train K networks of one family and config together; model k as ``train(networks[k], images[k], ...)``.
 
     ``seeds[k]`` (default: ``config.seed`` for all) replaces the config's seed for model k; the other
     settings are shared. Networks with dropout are refused (their random masks could not follow the
-    lone runs). Returns one :class:`TrainingResult` per model.
+    lone runs). ``init[k]`` warm-restarts model k from that checkpoint when there is no state to
+    resume, as :func:`~biasprobe.training.loop.train` does (all at the same step). Returns one
+    :class:`TrainingResult` per model.
     """
     count = len(networks)
     seeds = [config.seed] * count if seeds is None else list(seeds)
@@ -96,15 +100,33 @@ def train_stacked(
     optimizers = [make_optimizer(n.parameters(), config, device) for n in models]
     losses: list[list[float]] = [[] for _ in range(count)]
     states = [state_path(o) for o in outputs]
-    start = 0
+    start = losses_from = 0
+    warm_restarts: list[list[int]] = [[] for _ in range(count)]
     if resume and any(s.exists() for s in states):
         if not all(s.exists() for s in states):
             raise InputError("only some stacked models have a saved state; resume them one at a time")
         restored = [_restore(s, n, e, o, h)
                     for s, n, e, o, h in zip(states, models, emas, optimizers, state_headers)]
-        if len({step for step, _ in restored}) > 1:
+        if len({step for step, _, _ in restored}) > 1:
             raise InputError("the stacked models' saved states are at different steps; resume them one at a time")
-        start, losses = restored[0][0], [list(history) for _, history in restored]
+        start, losses = restored[0][0], [list(history) for _, history, _ in restored]
+        losses_from = restored[0][2].get("losses_from", 0)
+        warm_restarts = [saved.get("warm_restarts", []) for _, _, saved in restored]
+    elif init is not None:
+        if len(init) != count:
+            raise InputError("give one checkpoint to warm-start from per stacked model")
+        warm = [warm_start(n, path, h) for n, path, h in zip(models, init, state_headers)]
+        if len({step for step, _ in warm}) > 1:
+            raise InputError("the stacked models' checkpoints are at different steps; warm-start them one at a time")
+        start = losses_from = warm[0][0]
+        warm_restarts = [restarts for _, restarts in warm]
+        for network, ema in zip(models, emas):
+            ema.load_state_dict(network.state_dict())
+    if start >= config.steps:
+        raise InputError(f"the stacked models have done {start} steps already; give more steps than that")
+    for h, sh, restarts in zip(headers, state_headers, warm_restarts):
+        h.update(losses_from=losses_from, warm_restarts=restarts)
+        sh.update(losses_from=losses_from, warm_restarts=restarts)
 
     base = copy.deepcopy(first).to(device)
     for layer in attention_modules(base).values():
@@ -161,7 +183,8 @@ def train_stacked(
         _unstack(params, buffers, ema_params, optimizer, models, emas, optimizers)
     for s in states:
         s.unlink(missing_ok=True)
-    return [TrainingResult(Path(o), h, start, len(h)) for o, h in zip(outputs, losses)]
+    return [TrainingResult(Path(o), h, start, losses_from + len(h), losses_from, restarts)
+            for o, h, restarts in zip(outputs, losses, warm_restarts)]
 
 
 def stackable(network: nn.Module) -> bool:

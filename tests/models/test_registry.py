@@ -45,3 +45,19 @@ def test_unknown_names_are_explained():
 def test_conditioning_attributes():
     assert {name: cls.conditioning for name, cls in FAMILIES.items()} == {
         "unet-bf": "none", "unet-ddpm": "timestep", "dit": "timestep"}
+
+
+def test_forward_flops_counts_the_attention_products_fused_kernels_hide():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from biasprobe.models import forward_flops, from_preset
+
+    network, shape = from_preset("dit", "tiny", image_size=8, channels=1)  # patch 2: T = 16 tokens
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # fused SDPA on the CPU: unseen
+        network(torch.rand(1, *shape), torch.zeros(1))
+    tokens, width, depth = 16, network.config["width"], network.config["depth"]
+    assert forward_flops(network, shape) == counter.get_total_flops() + depth * 4 * tokens**2 * width
+    windowed, _ = from_preset("dit", "tiny", image_size=8, channels=1, windows=[3, 3])
+    assert forward_flops(windowed, shape) == forward_flops(network, shape)  # windows count as the dense product
+    unet, unet_shape = from_preset("unet-bf", "tiny", image_size=8)
+    assert 0 < forward_flops(unet, unet_shape) < forward_flops(unet, (1, 16, 16))

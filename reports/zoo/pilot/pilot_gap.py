@@ -1,8 +1,8 @@
 """Pilot of issue 16: the gap of each checkpoint `biasprobe train` writes, as training goes on.
 
 Polls the given checkpoints; each time one holds a new step count, measures the generalization gap
-with the library's `gap` (K = 100 training images, the first the model saw, against 100 test images,
-8 σ from 0.02 to 0.5) and appends one JSON line to OUT. Stops once every PID has exited and the last
+with the library's `gap` (min(K, N) training images, K = 100: the first the model saw, all of them
+when N < K; against K test images; 8 σ from 0.02 to 0.5) and appends one JSON line to OUT. Stops once every PID has exited and the last
 checkpoints are measured.
 
     python reports/zoo/pilot/pilot_gap.py OUT.jsonl --device cuda:1 --pids 123,456 a.safetensors b.safetensors
@@ -36,8 +36,9 @@ def measure(path: Path, device: str) -> dict:
     training = read_checkpoint(path).training
     denoiser = bp.load(path, device=device)
     channels, size, _ = denoiser.image_shape
-    train = data.load(training["data"], "train", K, size=size, channels=channels, subset=training["subset"],
-                      seed=int(training["seed"]))
+    # only the images the model saw: for N < K, the first K of the nested subsets hold K − N it never saw
+    train = data.load(training["data"], "train", min(K, int(training["n_train"])), size=size, channels=channels,
+                      subset=training["subset"], seed=int(training["seed"]))
     test = data.load(training["data"], "test", K, size=size, channels=channels, subset="all")
     result = bp.gap(denoiser, train, test, SIGMAS)
     return {"checkpoint": path.name, "n_train": training["n_train"], "steps": training["steps_done"],
