@@ -175,19 +175,30 @@ def train(
     max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
                                                       "running the recipe again resumes it.")] = None,
     list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models and their state; train nothing.")] = False,
+    manifest_only: Annotated[bool, typer.Option("--manifest", help="Rewrite OUTPUT/manifest.json from the models' "
+                                                "records, completing older records (FLOPs per forward); train "
+                                                "nothing.")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     per_gpu: PerGpu = 1,
     device: Device = "auto",
 ) -> None:
-    """Train every model of a recipe, one task each (each resumes from its own saved state), and write
-    OUTPUT/manifest.json (family, config, data, N, subset, seed, steps done, time, card, final loss, sha256)."""
-    from biasprobe.sweeps.recipes import read_recipe, record_file, train_recipe
+    """Train every model of a recipe, one task each, and write OUTPUT/manifest.json (family, config, FLOPs
+    per forward, data, N, subset, seed, steps done, warm restarts, time, card, final loss, sha256).
+
+    Each model resumes from its saved state; a model whose state is gone (only its weights landed)
+    and whose steps are not all done continues by a warm restart from its weights (fresh optimizer,
+    the step count and loss curve going on). Finished models are left alone; a checkpoint trained by
+    another recipe entry (data, N, config, ...) is refused."""
+    from biasprobe.sweeps.recipes import read_recipe, record_file, train_recipe, write_manifest
 
     report = Report()
     parsed = read_recipe(recipe, output)
     if list_models:
         _list(report, parsed, record_file)
+        return
+    if manifest_only:
+        report.wrote(write_manifest(parsed), "manifest of the recipe's checkpoints")
         return
     manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
                             workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,

@@ -222,14 +222,32 @@ def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:
     return [[int(end), float(losses[start:end].mean())] for start, end in itertools.pairwise(edges)]
 
 
+def complete_record(record: dict, model: ModelRecipe) -> dict:
+    """``record`` with what records of older versions lack: ``flops_per_forward`` (computed from its
+    ``config``) and ``warm_restarts`` (none, as no older version made any)."""
+    from biasprobe.models import build_model, forward_flops
+
+    record = dict(record)
+    if "flops_per_forward" not in record:
+        network = build_model(record["family"], **record["config"])
+        shape = (record["config"]["channels"], model.image_size, model.image_size)
+        record["flops_per_forward"] = forward_flops(network, shape)
+    record.setdefault("warm_restarts", [])
+    return record
+
+
 def write_manifest(recipe: Recipe) -> Path:
     """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
-    (without the loss curves, which stay in each ``NAME.train.json``)."""
+    (without the loss curves, which stay in each ``NAME.train.json``). Records of older versions are
+    completed first (:func:`complete_record`) and rewritten."""
     entries = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
         if path.exists():
-            record = json.loads(path.read_text())
+            earlier = json.loads(path.read_text())
+            record = complete_record(earlier, model)
+            if record != earlier:
+                _write_json(path, record)
             entries.append({key: value for key, value in record.items() if key not in ("loss_curve", "recipe")})
     manifest = recipe.output / "manifest.json"
     _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
