@@ -269,3 +269,13 @@ def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_pat
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "trained by another recipe entry (n: saved 6, now 7)" in result.stderr
     assert json.loads(record_path.read_text())["sha256"] == sha
+    # --manifest completes a record of an older version (no FLOPs, no warm restarts) without training
+    older = {k: v for k, v in record.items() if k not in ("flops_per_forward", "warm_restarts")}
+    record_path.write_text(json.dumps(older))
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 5"))
+    result = run_cli("sweep", "train", recipe_file, "--manifest")
+    assert result.returncode == 0, result.stderr
+    completed = json.loads(record_path.read_text())
+    assert completed["flops_per_forward"] == record["flops_per_forward"] and completed["warm_restarts"] == []
+    entry = json.loads((recipe.output / "manifest.json").read_text())["checkpoints"][0]
+    assert entry["name"] == "dit-local" and entry["flops_per_forward"] == record["flops_per_forward"]

@@ -8,6 +8,13 @@ set -u
 out=$1; minutes=$2; per_gpu=$3; shift 3
 work=${ZOO_WORK:-/tmp/zoo}; device=${ZOO_DEVICE:-cuda}
 mkdir -p "$work" "$out"
+# Start from what has landed: each model's bf16 weights and record (never its lost optimizer state);
+# `sweep train` continues an unfinished model by a warm restart and leaves a finished one alone.
+for name in "$@"; do
+  for file in data/zoo/"$name".safetensors data/zoo/"$name".shard-* data/zoo/"$name".train.json; do
+    [ -e "$file" ] && [ ! -e "$work/$(basename "$file")" ] && cp "$file" "$work/"
+  done
+done
 python3 -m biasprobe_cli sweep train reports/zoo/paper-zoo.toml --only "$(IFS=,; echo "$*")" --output "$work" \
   --per-gpu "$per_gpu" --max-minutes "$minutes" > "$out/sweep.log" 2>&1 &
 pid=$!
