@@ -166,8 +166,9 @@ def sample(
 
 
 def compare(
-    first: Annotated[Path, typer.Argument(help="Checkpoint A.")],
-    second: Annotated[Path, typer.Argument(help="Checkpoint B.")],
+    first: Annotated[Path, typer.Argument(help="Checkpoint A, or a stored result: STORE, or SWEEP:NAME for one "
+                                          "checkpoint of a sweep store.")],
+    second: Annotated[Path, typer.Argument(help="Checkpoint B, or a stored result of the same analysis as A's.")],
     out: Annotated[Path, typer.Option(help="Folder for comparison.zarr and comparison.png.")] = Path("comparison"),
     data_name: Annotated[str | None, typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
     image: Annotated[Path | None, typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
@@ -188,10 +189,12 @@ def compare(
 
     For two models trained on disjoint halves (--subset s1 / s2), a paired sample similarity near 1
     means both learned the same density (Kadkhodaie et al.'s test of generalization).
+
+    Given two stored results of one analysis (gap, jacobian or locality) instead, e.g. two checkpoints
+    of a sweep store (`gap.sweep.zarr:dit-n1000 gap.sweep.zarr:dit-local-n1000`) or of two stores,
+    it compares what they hold and computes nothing (the analysis options do not apply).
     """
-    import biasprobe as bp
     from biasprobe.analyses.comparison import compare as run_comparison
-    from biasprobe.figures.comparison import comparison_figure
     from biasprobe.images import read_image
     from biasprobe.store import check_output
     from biasprobe.validation import count as positive_count
@@ -206,6 +209,14 @@ def compare(
                         (top_k, "top_k")):
         positive_count(value, name)
     checked_number(sigma, "sigma", positive=True)
+    stored = [_stored_result(argument) for argument in (first, second)]
+    if any(result is not None for result in stored):
+        if any(result is None for result in stored):
+            raise InputError("compare takes two checkpoints or two stored results, not one of each")
+        from biasprobe.analyses.comparison import compare_results
+
+        _report_comparison(compare_results(*stored), first, second, out, overwrite, as_json)
+        return
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [d.source.training.get("data") for d in pair]
     name = data_name or recorded[0] or recorded[1]
@@ -216,6 +227,38 @@ def compare(
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
+    _report_comparison(dataset, first, second, out, overwrite, as_json)
+
+
+def _stored_result(argument: Path):
+    """The result a compare argument names if it is a store (STORE, or SWEEP:NAME); None for a checkpoint."""
+    import biasprobe as bp
+    from biasprobe.figures.base import as_dataset
+    from biasprobe.sweeps import select
+
+    location, name = _split_store_argument(argument)
+    if not (Path(location) / "zarr.json").is_file():  # not a zarr store: a checkpoint (file or folder)
+        return None
+    dataset = bp.open(location)
+    return select(dataset, name) if name else as_dataset(dataset)
+
+
+def _split_store_argument(argument: Path) -> tuple[str, str]:
+    """(location, checkpoint name) of SWEEP:NAME; (the argument, "") otherwise."""
+    text = str(argument)
+    location, _, name = text.rpartition(":")
+    return (location, name) if location and not argument.exists() else (text, "")
+
+
+def _label(argument: Path) -> str:
+    location, name = _split_store_argument(argument)
+    return name or Path(location).stem
+
+
+def _report_comparison(dataset, first: Path, second: Path, out: Path, overwrite: bool, as_json: bool) -> None:
+    import biasprobe as bp
+    from biasprobe.figures.comparison import comparison_figure
+
     report = Report(as_json)
     path = bp.save(dataset, out / "comparison.zarr", overwrite=overwrite)
     measures = {"average_gap": "average gap (dB)", "memorized_share": "share of samples copying training",
@@ -226,18 +269,20 @@ def compare(
         values["mean_distance"] = dataset.mean_distance.mean("layer").values
     records = [{"measure": variable, "label": measures[variable], "A": float(a), "B": float(b)}
                for variable, (a, b) in values.items()]
-    report.set(a=str(first), b=str(second), eigenspace_top=int(dataset.attrs["eigenspace_top"]),
-               eigenspace_overlap=float(dataset.eigenspace_overlap))
+    report.set(a=str(first), b=str(second))
     report.table("measures", records, [
-        Column("label", "", left=True), Column("A", f"A: {first.stem}", number(".3g")),
-        Column("B", f"B: {second.stem}", number(".3g")),
+        Column("label", "", left=True), Column("A", f"A: {_label(first)}", number(".3g")),
+        Column("B", f"B: {_label(second)}", number(".3g")),
     ], title=f"{first.name} (A) vs {second.name} (B)")
-    report.say(f"top-{dataset.attrs['eigenspace_top']} eigenspace overlap {float(dataset.eigenspace_overlap):.3f}")
+    if "eigenspace_overlap" in dataset:
+        top, overlap = int(dataset.attrs["eigenspace_top"]), float(dataset.eigenspace_overlap)
+        report.set(eigenspace_top=top, eigenspace_overlap=overlap)
+        report.say(f"top-{top} eigenspace overlap {overlap:.3f}")
     if "sample_similarity" in dataset:
         similarity = float(dataset.sample_similarity.mean())
         report.set(sample_similarity=similarity)
-        report.say(f"paired sample similarity {similarity:.3f} (mean over {samples})")
+        report.say(f"paired sample similarity {similarity:.3f} (mean over {dataset.sizes['sample']})")
     report.wrote(path, "zarr store")
-    comparison_figure(dataset, (first.stem, second.stem)).savefig(out / "comparison.png", dpi=130)
+    comparison_figure(dataset, (_label(first), _label(second))).savefig(out / "comparison.png", dpi=130)
     report.wrote(out / "comparison.png", "figure")
     report.finish()

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import biasprobe as bp
@@ -24,6 +25,17 @@ def test_a_model_compared_with_itself(tmp_path):
     different = bp.compare(d, other, test, (train, train), **options)
     assert float(different.eigenspace_overlap) < 0.99
     assert different.attrs["checkpoint_b"].endswith("b.pt") and len(different.attrs["checkpoint_b_sha256"]) == 64
+    # compared from stored results of each analysis: the same numbers, nothing recomputed
+    from biasprobe.analyses.comparison import compare_results
+
+    spectra = compare_results(*(bp.jacobian(m, test[:1], [0.1], top_k=8) for m in (d, other)))
+    np.testing.assert_allclose(spectra.eigenvalue.values, different.eigenvalue.values)
+    np.testing.assert_allclose(float(spectra.eigenspace_overlap), float(different.eigenspace_overlap))
+    attention = compare_results(*(bp.locality(m, test, [0.1]) for m in (d, other)))
+    np.testing.assert_allclose(attention.mean_distance.values, different.mean_distance.values)
+    assert attention.attrs["compared"] == "locality" and attention.attrs["checkpoint_b"].endswith("b.pt")
+    with pytest.raises(bp.InputError, match="two results of one analysis"):
+        compare_results(bp.jacobian(d, test[:1], [0.1], top_k=8), bp.locality(d, test, [0.1]))
 
 
 def test_compare_cli_writes_a_store_and_a_sheet(tmp_path):

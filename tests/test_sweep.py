@@ -167,6 +167,17 @@ def test_gap_sweep_from_the_command_line_and_its_figure(tmp_path):
     xr.testing.assert_identical(select(stored, "n12").drop_attrs(), alone.drop_attrs())
     figure = gap_figure(out)
     assert len(figure.axes[1].get_lines()) == 3  # a curve per checkpoint and the zero line
+    # compare two checkpoints' results of the sweep store, computing nothing
+    result = run_cli("compare", f"{out}:n4", f"{out}:n12", "--out", tmp_path / "pair")
+    assert result.returncode == 0, result.stderr
+    pair = bp.open(tmp_path / "pair" / "comparison.zarr")
+    assert list(pair.checkpoint.values) == ["A", "B"] and pair.attrs["compared"] == "gap"
+    np.testing.assert_array_equal(pair.gap.sel(checkpoint="B").values, select(stored, "n12").gap.values)
+    assert pair.attrs["checkpoint_b"] == str(models[1]) and (tmp_path / "pair" / "comparison.png").stat().st_size
+    wrong = run_cli("compare", f"{out}:n4", models[1], "--out", tmp_path / "mixed")
+    assert wrong.returncode == 1 and "two checkpoints or two stored results" in wrong.stderr
+    wrong = run_cli("compare", f"{out}:n5", f"{out}:n12", "--out", tmp_path / "unknown")
+    assert wrong.returncode == 1 and "no checkpoint 'n5' in this sweep" in wrong.stderr
 
 
 RECIPE = """

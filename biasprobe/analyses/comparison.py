@@ -25,6 +25,7 @@ from biasprobe.analyses.memorization import memorization, paired_similarity
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
 from biasprobe.progress import stage
+from biasprobe.store import provenance
 
 LABELS = ("A", "B")
 GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
@@ -104,6 +105,61 @@ def compare(
     dataset = with_provenance(dataset, first, "compare", seed, sigma=float(sigma), eigenspace_top=count)
     if second.source.path is not None:
         dataset.attrs.update(checkpoint_b=second.source.path, checkpoint_b_sha256=second.source.sha256)
+    return dataset
+
+
+COMPARABLE = ("gap", "jacobian", "locality")
+"""Analyses whose stored results :func:`compare_results` compares."""
+
+
+def compare_results(first: xr.Dataset, second: xr.Dataset) -> xr.Dataset:
+    """The part of :func:`compare` that two stored results of one analysis hold, computing nothing:
+    A = ``first``, B = ``second`` stacked along ``checkpoint``. Results of two checkpoints of a sweep
+    store come from ``bp.sweeps.select(store, NAME)``; they may come from two stores as well.
+
+    - gap: ``mean_psnr``, ``gap``, ``gap_sem`` and ``average_gap`` (the same σ in both);
+    - jacobian: at the first image and the first σ (the same in both), ``eigenvalue`` of the top
+      K = min(K_A, K_B), ``effective_dimension`` and, with eigenvectors in both, the eigenspace
+      overlap ‖U_Aᵀ U_B‖_F² / K;
+    - locality: ``mean_distance`` per layer, averaged over images and heads, at the first σ.
+    """
+    kinds = [result.attrs.get("analysis") for result in (first, second)]
+    if kinds[0] != kinds[1] or kinds[0] not in COMPARABLE:
+        raise InputError(f"compare takes two results of one analysis ({', '.join(COMPARABLE)}), not "
+                         f"{kinds[0]!r} and {kinds[1]!r}")
+    kind, pair = kinds[0], (first, second)
+    if kind == "gap":
+        if not np.allclose(first.sigma.values, second.sigma.values):
+            raise InputError("the two gap results are at different noise levels; compare results at the same σ")
+        dataset = xr.Dataset({name: _stack([r[name].drop_vars("t", errors="ignore") for r in pair])
+                              for name in ("mean_psnr", "gap", "gap_sem", "average_gap")})
+        sigma = float(first.sigma[0])
+    else:
+        sigma = float(first.sigma[0])
+        if not np.isclose(sigma, float(second.sigma[0])):
+            raise InputError(f"the two {kind} results start at different noise levels ({sigma:.3g} and "
+                             f"{float(second.sigma[0]):.3g}); compare results at the same σ")
+        if kind == "jacobian":
+            count = min(r.sizes["rank"] for r in pair)
+            spectra = [r.isel(image=0, sigma=0, rank=slice(0, count)) for r in pair]
+            dataset = xr.Dataset({"eigenvalue": _stack([s.eigenvalue.drop_vars("t", errors="ignore") for s in spectra]),
+                                  "effective_dimension": _stack([s.effective_dimension.drop_vars("t", errors="ignore")
+                                                                 for s in spectra])})
+            if all("eigenvector" in r for r in pair):
+                stacked = xr.concat([r.isel(image=[0], sigma=[0]).drop_vars("t", errors="ignore") for r in pair],
+                                    dim="image", coords="minimal", compat="override")
+                dataset["eigenspace_overlap"] = eigenspace_overlap(stacked, 0, 1, count).isel(sigma=0, drop=True)
+                dataset["eigenspace_overlap"].attrs.update(
+                    long_name="overlap of the top-K Jacobian eigenspaces of A and B at the same noisy image")
+            dataset.attrs["eigenspace_top"] = count
+        else:
+            dataset = xr.Dataset({"mean_distance": _stack([r.mean_distance.isel(sigma=0, drop=True).mean(("image", "head"))
+                                                           for r in pair])})
+    dataset = dataset.drop_vars(["image", "t", "sigma"] if kind != "gap" else ["t"], errors="ignore")
+    dataset.attrs.update(provenance(seed=first.attrs.get("seed")), analysis="compare", compared=kind, sigma=sigma)
+    for suffix, result in (("", first), ("_b", second)):  # the results' checkpoints, as they recorded them
+        dataset.attrs.update({f"{key}{suffix}": result.attrs[key] for key in ("checkpoint", "checkpoint_sha256")
+                              if key in result.attrs})
     return dataset
 
 

@@ -12,11 +12,13 @@ from biasprobe.figures.base import Source, as_dataset, log_ticks, new_canvas
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
     """Gap against σ, Jacobian spectra, attention distance per layer and paired samples, A beside B;
-    panels the Dataset has nothing for (no attention in UNets, no training data) are left out."""
+    panels the Dataset has nothing for (no attention in UNets, no training data, a comparison of
+    stored results of one analysis) are left out."""
     dataset = as_dataset(source)
     colours = dict(zip(dataset.checkpoint.values, sns.color_palette("colorblind", 2)))
     names = dict(zip(dataset.checkpoint.values, labels))
-    panels = ["gap"] * ("gap" in dataset) + ["spectrum"] + ["locality"] * ("mean_distance" in dataset)
+    panels = (["gap"] * ("gap" in dataset) + ["spectrum"] * ("eigenvalue" in dataset)
+              + ["locality"] * ("mean_distance" in dataset))
     fig = new_canvas(None, 4 * len(panels), 7.5 if "sample_image" in dataset else 4.2)
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.4, 1]) if "sample_image" in dataset else (fig, None)
     axes = dict(zip(panels, np.atleast_1d(top.subplots(1, len(panels)))))
@@ -27,7 +29,8 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
             axes["gap"].plot(dataset.sigma, row.gap, **style)
             axes["gap"].fill_between(dataset.sigma, row.gap - row.gap_sem, row.gap + row.gap_sem,
                                      color=colours[checkpoint], alpha=0.2)
-        axes["spectrum"].plot(dataset["rank"], row.eigenvalue, **style)
+        if "spectrum" in axes:
+            axes["spectrum"].plot(dataset["rank"], row.eigenvalue, **style)
         if "locality" in axes:
             axes["locality"].plot(dataset.layer, row.mean_distance, marker="o", **style)
     if "gap" in axes:
@@ -35,9 +38,10 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
                         title="generalization gap")
         axes["gap"].axhline(0, color="0.5", linewidth=0.8)
         log_ticks(axes["gap"])
-    axes["spectrum"].set(xlabel="rank k", ylabel="eigenvalue λ_k",
-                         title=f"Jacobian at σ = {dataset.attrs['sigma']:.3g}; "
-                               f"overlap {float(dataset.eigenspace_overlap):.2f}")
+    if "spectrum" in axes:
+        overlap = f"; overlap {float(dataset.eigenspace_overlap):.2f}" if "eigenspace_overlap" in dataset else ""
+        axes["spectrum"].set(xlabel="rank k", ylabel="eigenvalue λ_k",
+                             title=f"Jacobian at σ = {dataset.attrs['sigma']:.3g}{overlap}")
     if "locality" in axes:
         axes["locality"].set(xlabel="attention layer", ylabel="mean attention distance (px)",
                              title="attention locality")
