@@ -88,3 +88,26 @@ def test_train_cli_trains_several_models_stacked(tmp_path):
             assert (training["n_train"], training["seed"], training["steps_done"]) == (n, seed, 2)
     clash = run_cli(*common, "--n-train", "4,8", "-o", tmp_path / "same.pt")
     assert clash.returncode != 0 and "{n}" in clash.stderr
+
+
+def test_stacked_warm_restarts_equal_lone_ones(tmp_path):
+    config = TrainingConfig(steps=2, batch_size=4, learning_rate=2e-3)
+    data, seeds = [discs(8, seed=1), discs(6, seed=2)], [3, 4]
+    landed = [tmp_path / f"landed{k}.pt" for k in range(2)]
+    train_stacked([fresh("dit", k) for k in range(2)], data, landed, config, seeds=seeds, progress=False)
+    longer = TrainingConfig(**{**vars(config), "steps": 5})
+    alone = [train(fresh("dit", 9), x, tmp_path / f"alone{k}.pt", TrainingConfig(**{**vars(longer), "seed": s}),
+                   init=landed[k], progress=False) for k, (x, s) in enumerate(zip(data, seeds))]
+    together = train_stacked([fresh("dit", 9), fresh("dit", 9)], data, [tmp_path / f"s{k}.pt" for k in range(2)],
+                             longer, seeds=seeds, init=landed, progress=False)
+    for k, (one, many) in enumerate(zip(alone, together)):
+        assert (one.resumed_from, one.losses_from, one.steps_done, one.warm_restarts) == (2, 2, 5, [2])
+        assert (many.losses_from, many.steps_done, many.warm_restarts) == (2, 5, [2]) and len(many.losses) == 3
+        torch.testing.assert_close(torch.tensor(many.losses), torch.tensor(one.losses), rtol=1e-4, atol=1e-6)
+        stacked = read_checkpoint(tmp_path / f"s{k}.pt")
+        assert stacked.training["warm_restarts"] == [2] and stacked.training["steps_done"] == 5
+        for name, value in read_checkpoint(tmp_path / f"alone{k}.pt").state_dict.items():
+            torch.testing.assert_close(stacked.state_dict[name], value, rtol=1e-3, atol=1e-4)
+    with pytest.raises(InputError, match="other settings"):  # a warm restart continues the same run
+        train(fresh("dit", 9), data[1], tmp_path / "other.pt", TrainingConfig(**{**vars(longer), "seed": 3}),
+              init=landed[1], progress=False)
