@@ -62,8 +62,8 @@ PRESETS: dict[str, dict[str, dict]] = {
             "attention_resolutions": [16],
             "dropout": 0.1,
         },
-        # The paper zoo's baseline (issue 16): FLOPs per forward matched to DiT "zoo" (4.66 against 4.43
-        # GFLOP at 32×32 grey) with 6.7M parameters, so that seven fit the zoo's size budget (13 MB each
+        # The paper zoo's baseline (issue 16): FLOPs per forward matched to DiT "zoo" (4.84 against 4.43
+        # GFLOP at 32×32 grey by forward_flops; 4.66 without its attention products) with 6.7M parameters, so that seven fit the zoo's size budget (13 MB each
         # in bfloat16). Three levels at constant width 96, three residual blocks per level.
         "zoo": {
             "base_width": 96,
