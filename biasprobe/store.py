@@ -21,6 +21,7 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -93,10 +94,14 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: st
 
     path = Path(path)
     check_path_length(path, parameter)
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink():
+    try:  # one lstat, not exists() then is_dir(): a concurrent writer may swap the store in between
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISDIR(mode):
             raise ParameterError(parameter, f"{path} exists and is not a store folder; choose another path")
-        if not overwrite and any(path.iterdir()) and not is_biasprobe_store(path):
+        if not overwrite and _has_files(path) and not is_biasprobe_store(path):
             raise ParameterError(
                 parameter,
                 f"{path} holds files biasprobe did not write; choose another path or set {{overwrite}} "
@@ -106,6 +111,13 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: st
             raise ParameterError(parameter, f"cannot be written: no permission to write in {path.parent}")
     writable_parent(path, parameter)
     return path
+
+
+def _has_files(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except FileNotFoundError:  # swapped away by a concurrent writer: nothing of a user's is there
+        return False
 
 
 def _chunk_counts(path: Path) -> dict[str, int]:
