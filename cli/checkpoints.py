@@ -22,7 +22,8 @@ def info(
 ) -> None:
     """Describe a checkpoint: family, size, conventions, schedule, attention windows, format, sha256."""
     import biasprobe as bp
-    from biasprobe.formats import detect_format, file_sha256
+    from biasprobe.denoiser import file_sha256
+    from biasprobe.formats import detect_format
 
     denoiser = bp.load(checkpoint, arch=parse_arch(arch))
     summary = denoiser.describe()
@@ -78,8 +79,7 @@ def new(
     """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
     import torch
 
-    from biasprobe.formats import Checkpoint, save_checkpoint
-    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.checkpoints import SUFFIXES, Checkpoint, save_checkpoint
     from biasprobe.models import from_preset
     from biasprobe.validation import output_file
 

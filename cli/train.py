@@ -65,7 +65,7 @@ def train(
     import torch
 
     from biasprobe import data
-    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.checkpoints import SUFFIXES
     from biasprobe.models import from_preset
     from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
     from biasprobe.training import train as run_training
@@ -145,7 +145,7 @@ def _finished(output: Path) -> str:
 
 def warm_start(network, checkpoint: Path) -> None:
     """Load a checkpoint's weights into a fresh ``network`` of the same family and config."""
-    from biasprobe.formats.native import read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
 
     if not checkpoint.is_file():
         raise InputError(f"no checkpoint at {checkpoint} to warm-start from (--init)")

@@ -195,7 +195,8 @@ windows = [3, 0]
 
 
 def test_a_recipe_trains_each_model_resumably_and_writes_the_manifest(tmp_path):
-    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
+    from biasprobe.denoiser import file_sha256
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
 
     data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)

@@ -142,7 +142,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     import torch
 
     from biasprobe import data
-    from biasprobe.formats import file_sha256
+    from biasprobe.denoiser import file_sha256
     from biasprobe.models import from_preset
     from biasprobe.sweeps.engine import worker_device
     from biasprobe.training import state_path, train

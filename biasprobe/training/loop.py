@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.errors import InputError, ParameterError
-from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.validation import count, number
 
 
