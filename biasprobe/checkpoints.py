@@ -211,7 +211,7 @@ def save_checkpoint(
     ``path`` holds the header and the first tensors, and lists its sibling shards
     ``STEM.shard-I-of-K.safetensors`` (written first, so ``path`` never names missing shards).
     """
-    path = output_file(path, "output", suffixes=SUFFIXES, overwrite=overwrite)
+    path = output_file(path, "path", suffixes=SUFFIXES, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
              for k, v in checkpoint.state_dict.items()}

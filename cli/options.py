@@ -51,6 +51,8 @@ FLAGS = {
     "n_train": "--n-train N",
     "only": "--only",
     "out": "--out",
+    "checkpoint": "--checkpoint",
+    "output": "--differentiate",
     "resize": "--resize",
     "save_maps": "--save-maps",
     "scheduler": "--scheduler",
@@ -61,7 +63,7 @@ FLAGS = {
     "zoo": "--zoo",
     **{name: "--" + name.replace("_", "-") for name in (
         "channels", "k", "n", "steps", "batch", "batch_size", "count", "threshold", "samples",
-        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "output", "overwrite",
+        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "overwrite",
         "figure", "png", "windows", "seed", "device", "per_split", "weights")},
     "learning_rate": "--lr",
     "ema_decay": "--ema",
@@ -120,11 +122,31 @@ def deprecated_flag(old: str, new: str, old_value, new_value, default):
     return old_value
 
 
+def checkpoint_option(help: str):
+    """The ``-o/--checkpoint`` option of a command that writes one checkpoint file (``new``, ``train``)."""
+    return Annotated[Path | None, typer.Option("-o", "--checkpoint", help=help)]
+
+
+OldOutput = Annotated[Path | None, typer.Option("--output", hidden=True, help="Deprecated name of --checkpoint.")]
+
+
+def checkpoint_to_write(checkpoint: Path | None, output: Path | None) -> Path:
+    """The ``-o/--checkpoint`` path, or the deprecated ``--output``; one of them is required."""
+    path = deprecated_flag("--output", "--checkpoint", output, checkpoint, None)
+    if path is None:
+        raise InputError("give the checkpoint to write with -o/--checkpoint PATH")
+    return path
+
+
+def checkpoint_name(checkpoint: Path) -> str:
+    """The name results of ``checkpoint`` are filed under: its file stem, or its folder's name."""
+    return checkpoint.name if checkpoint.is_dir() else checkpoint.stem
+
+
 def default_store(checkpoint: Path, analysis: str) -> Path:
     """Where an analysis of ``checkpoint`` goes without ``--out``: NAME.ANALYSIS.zarr in the current
     folder, so that read-only checkpoint folders (the shipped zoo) work and nothing lands beside them."""
-    name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
-    return Path(f"{name}.{analysis}.zarr")
+    return Path(f"{checkpoint_name(checkpoint)}.{analysis}.zarr")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -47,6 +47,24 @@ def test_the_old_output_flag_still_works_with_a_deprecation_notice(tmp_path):
     assert both.returncode == 1 and "give only --differentiate" in both.stderr
 
 
+def test_checkpoint_writers_take_dash_o_or_checkpoint_and_still_the_old_output(tmp_path):
+    new = run_cli("new", "unet-bf", "--preset", "tiny", "--image-size", "8", "--checkpoint", tmp_path / "a.pt")
+    old = run_cli("new", "unet-bf", "--preset", "tiny", "--image-size", "8", "--output", tmp_path / "b.pt")
+    assert new.returncode == 0 and old.returncode == 0, new.stderr + old.stderr
+    assert "--output is deprecated" in old.stderr and "deprecated" not in new.stderr
+    assert bp.load(tmp_path / "a.pt").describe() == {**bp.load(tmp_path / "b.pt").describe(),
+                                                      "path": str(tmp_path / "a.pt")}
+    missing = run_cli("new", "unet-bf")
+    assert missing.returncode == 1 and "give the checkpoint to write with -o/--checkpoint" in missing.stderr
+    refused = run_cli("train", "unet-bf", "--data", "discs", "--n-train", "4", "-o", tmp_path / "c.bin")
+    assert refused.returncode == 1 and refused.stderr.startswith("Error: --checkpoint must end in"), refused.stderr
+
+
+def test_the_sweep_names_the_differentiated_output_as_the_single_command_does():
+    shown = run_cli("sweep", "jacobian", "--help").stdout
+    assert "--differentiate" in shown and "--output" not in shown
+
+
 def test_command_summaries_are_whole_sentences():
     result = run_cli("--help")
     assert result.returncode == 0

@@ -100,7 +100,7 @@ NUMERIC_CASES = [
       for flag, v in (("--n", "0"), ("--batch-size", "0"), ("--batch-size", "-1"))],
     *[(["locality", "{dit}", "--device", "cpu", "--out", "{root}/l.zarr", "--windows", v], "window")
       for v in ("2", "0", "-3")],
-    *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp", flag, v], flag)
+    *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp.zarr", flag, v], flag)
       for flag, v in (("--per-split", "0"), ("--samples", "0"), ("--sampler-steps", "0"), ("--top-k", "0"),
                       ("--sigma", "nan"), ("--sigma", "-1"))],
     (["demo", "--k", "0", "--out", "{root}/demo"], "--k"),
