@@ -64,12 +64,14 @@ FLAGS = {
     **{name: "--" + name.replace("_", "-") for name in (
         "channels", "k", "n", "steps", "batch", "batch_size", "count", "threshold", "samples",
         "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "overwrite",
-        "figure", "png", "windows", "seed", "device", "per_split", "weights")},
+        "figure", "png", "windows", "seed", "device", "per_split", "weights", "method", "precision", "support",
+        "neighbours", "held_out")},
     "learning_rate": "--lr",
     "ema_decay": "--ema",
 }
 """The library's parameter names and the flags that set them: errors name parameters
-(:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""
+(:class:`biasprobe.errors.BiasprobeError`) and so do warnings (:class:`~biasprobe.errors.BiasprobeWarning`);
+the CLI prints both with these flags."""
 Vae = Annotated[
     Path | None,
     typer.Option(
