@@ -112,6 +112,10 @@ def store_option(analysis: str):
     ]
 
 
+OldK = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --per-split.")]
+"""The ``--k`` that meant images per split (now ``--per-split``; ``k`` is a rank elsewhere)."""
+
+
 def deprecated_flag(old: str, new: str, old_value, new_value, default):
     """The value of a renamed flag: ``new_value``, or ``old_value`` (with a deprecation notice on
     stderr) where only the old flag was given. Old flags keep working for one release."""

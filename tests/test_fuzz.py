@@ -103,7 +103,7 @@ NUMERIC_CASES = [
     *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp.zarr", flag, v], flag)
       for flag, v in (("--per-split", "0"), ("--samples", "0"), ("--sampler-steps", "0"), ("--top-k", "0"),
                       ("--sigma", "nan"), ("--sigma", "-1"))],
-    (["demo", "--k", "0", "--out", "{root}/demo"], "--k"),
+    (["demo", "--per-split", "0", "--out", "{root}/demo"], "--per-split"),
     (JACOBIAN + ["--device", "tpu"], "--device"),
     (JACOBIAN + ["--method", "magic"], "method"),
     (JACOBIAN + ["--precision", "fp4"], "precision"),
