@@ -438,11 +438,14 @@ OUTPUT_CASES = {
                               ["sample", "{unet-bf}", "--out", "{t}/s.zarr", "--png", "{t}/file/s.png"], "file"),
     "sample-foreign-store": (lambda f, t: _precious(t / "s.zarr"), ["sample", "{unet-bf}", "--out", "{t}/s.zarr"],
                              "did not write"),
-    "compare-out-file": (lambda f, t: (t / "cmp").write_text("x"),
-                         ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp"], "file"),
-    "compare-foreign-store": (lambda f, t: _precious(t / "cmp" / "comparison.zarr"),
-                              ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp"],
+    "compare-out-file": (lambda f, t: (t / "cmp.zarr").write_text("x"),
+                         ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp.zarr"],
+                         "not a store folder"),
+    "compare-foreign-store": (lambda f, t: _precious(t / "cmp.zarr"),
+                              ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp.zarr"],
                               "did not write"),
+    "compare-figure-suffix": (None, ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out",
+                                     "{t}/cmp.zarr", "--figure", "{t}/cmp.xyz"], "--figure"),
     "demo-out-file": (lambda f, t: (t / "demo").write_text("x"), ["demo", "--out", "{t}/demo"], "file"),
 }
 
