@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from biasprobe import validation
-from biasprobe.errors import InputError
+from biasprobe.errors import BiasprobeWarning, InputError
 
 METHODS = ("auto", "dense", "lanczos", "randomized")
 
@@ -299,7 +299,7 @@ def expected_products(method: str, dimension: int, top_k: int | None) -> int | N
     return None
 
 
-class ConvergenceWarning(UserWarning):
+class ConvergenceWarning(BiasprobeWarning):
     """A matrix-free decomposition stopped with eigenpair residuals above the tolerance."""
 
 
@@ -312,11 +312,13 @@ def warn_unconverged(result: Decomposition, method: str, tolerance: float, where
         return
     missed = int(np.sum(result.eigen_residual > tolerance))
     warnings.warn(
-        f"{where}: {missed} of the top {len(result.eigen_residual)} eigenpairs of the {method} method "
-        f"stopped above the tolerance {tolerance:g}, worst residual ‖Se − λe‖/|λ| = {worst:.1e} after "
-        f"{result.products} products; use method='dense' (d ≤ {DENSE_MAX_DIMENSION}) or 'lanczos' for exact "
-        "pairs",
-        ConvergenceWarning,
+        ConvergenceWarning(
+            f"{where}: {missed} of the top {len(result.eigen_residual)} eigenpairs of the {method} method "
+            f"stopped above the tolerance {tolerance:g}, worst residual ‖Se − λe‖/|λ| = {worst:.1e} after "
+            f"{result.products} products; use {{method=dense}} (d ≤ {DENSE_MAX_DIMENSION}) or "
+            "{method=lanczos} for exact pairs",
+            parameters=["method"],
+        ),
         stacklevel=3,
     )
 
@@ -351,7 +353,8 @@ def decompose(
     if method == "dense":
         return _dense(operator, stored)
     if stored >= d:
-        raise InputError(f"the {method} method needs top_k < d = {d}; use method='dense' for every eigenpair")
+        raise InputError(f"the {method} method needs {{top_k}} < d = {d}; use {{method=dense}} for every "
+                         "eigenpair", parameters=["top_k", "method"])
     if method == "randomized":
         return _randomized(operator, stored, tolerance, seed, max_dimension)
     return _lanczos(operator, stored, tolerance, seed)

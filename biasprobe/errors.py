@@ -1,9 +1,11 @@
-"""Exceptions biasprobe raises for problems a user can fix; the CLI prints them as one line.
+"""Exceptions and warnings biasprobe raises for problems a user can fix; the CLI prints them as one line.
 
 A message that tells the user to change an argument names it as a field of a template,
 ``InputError("{top_k} must be positive", parameters=["top_k"])``: the library renders the
-field as the parameter's own name (``top_k``), and the CLI, through :meth:`BiasprobeError.render`
-and its one table of parameters and flags, as the flag (``--top-k``). No message names a flag.
+field as the parameter's own name (``top_k``), and the CLI, through :meth:`Templated.render`
+and its one table of parameters and flags, as the flag (``--top-k``). A field may carry the value
+to set, ``"use {method=dense}"``: ``method='dense'`` in Python, ``--method dense`` on the command
+line. No message names a flag. Warnings (:class:`BiasprobeWarning`) follow the same contract.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+FIELD = re.compile(r"\{(\w+)(?:=([^{}]*))?\}")
+"""A template field: ``{name}`` or ``{name=value}``."""
 
-class BiasprobeError(Exception):
-    """Base class: the message says what went wrong and what to do.
+
+class Templated:
+    """A message template whose fields name parameters, rendered in the library's words or the CLI's.
 
     ``parameters`` lists the template fields of the message (the parameters that it tells the
     user to change), or maps each field to the words the library writes for it where these are not
@@ -26,11 +31,19 @@ class BiasprobeError(Exception):
         self.parameters = dict(parameters) if isinstance(parameters, Mapping) else {p: p for p in parameters}
 
     def render(self, names: Mapping[str, str] | None = None) -> str:
-        """The message with each parameter written as ``names[field]`` (default: the library's words)."""
-        text = self.template
-        for field, words in self.parameters.items():
-            text = text.replace("{" + field + "}", (names or {}).get(field, words))
-        return text
+        """The message with each parameter written as ``names[field]`` (default: the library's words);
+        a field with a value is ``words='value'`` in the library's words, ``FLAG value`` in ``names``."""
+
+        def written(match: re.Match) -> str:
+            field, value = match.groups()
+            if field not in self.parameters:
+                return match.group(0)
+            name = (names or {}).get(field)
+            if value is None:
+                return name or self.parameters[field]
+            return f"{name.split()[0]} {value}" if name else f"{self.parameters[field]}={value!r}"
+
+        return FIELD.sub(written, self.template)
 
     def __str__(self) -> str:
         return self.render()
@@ -39,8 +52,17 @@ class BiasprobeError(Exception):
         return _rebuild, (type(self), self.template, self.parameters)
 
 
-def _rebuild(kind: type[BiasprobeError], template: str, parameters: dict[str, str]) -> BiasprobeError:
+def _rebuild(kind: type[Templated], template: str, parameters: dict[str, str]) -> Templated:
     return kind(template, parameters=parameters)
+
+
+class BiasprobeError(Templated, Exception):
+    """Base class: the message says what went wrong and what to do (a :class:`Templated` message)."""
+
+
+class BiasprobeWarning(Templated, UserWarning):
+    """Base class of biasprobe's warnings: a result that is usable but short of what was asked, with
+    what to do (a :class:`Templated` message; ``warnings.warn(SomeWarning(template, parameters=...))``)."""
 
 
 class CheckpointError(BiasprobeError):

@@ -4,7 +4,7 @@ Numeric arguments (:func:`count`, :func:`number`, :func:`numbers`) raise
 :class:`~biasprobe.errors.ParameterError` naming the parameter; output paths (:func:`output_file`,
 :func:`output_folder`, :func:`output_figure`) are checked before any work starts; weights
 (:func:`check_weights`) must be real and finite. Images live in :mod:`biasprobe.images`, stores
-in :mod:`biasprobe.store`, checkpoint headers in :mod:`biasprobe.formats.native`.
+in :mod:`biasprobe.store`, checkpoint headers in :mod:`biasprobe.checkpoints`.
 """
 
 from __future__ import annotations

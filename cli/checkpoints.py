@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from biasprobe_cli.options import Arch, parse_arch, parse_windows
+from biasprobe_cli.options import (
+    Arch,
+    OldOutput,
+    checkpoint_option,
+    checkpoint_to_write,
+    parse_arch,
+    parse_windows,
+)
 from biasprobe_cli.output import Json, Report
 
 FAMILY_NAMES = "unet-bf, unet-ddpm, dit"
@@ -22,7 +29,8 @@ def info(
 ) -> None:
     """Describe a checkpoint: family, size, conventions, schedule, attention windows, format, sha256."""
     import biasprobe as bp
-    from biasprobe.formats import detect_format, file_sha256
+    from biasprobe.denoiser import file_sha256
+    from biasprobe.formats import detect_format
 
     denoiser = bp.load(checkpoint, arch=parse_arch(arch))
     summary = denoiser.describe()
@@ -60,7 +68,7 @@ def info(
 
 def new(
     family: Annotated[str, typer.Argument(help=f"Model family: {FAMILY_NAMES}.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the checkpoint (.pt, .pth or .safetensors).")],
+    checkpoint: checkpoint_option("Where to write the checkpoint (.pt, .pth or .safetensors).") = None,
     preset: Annotated[
         str | None, typer.Option(help="Size preset: xs, s, small or tiny for dit; default or tiny for unet-ddpm; default, small or tiny for unet-bf.")
     ] = None,
@@ -73,17 +81,18 @@ def new(
         int | None, typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --output.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file at --checkpoint.")] = False,
+    output: OldOutput = None,
 ) -> None:
     """Write a freshly initialised checkpoint: an untrained network is a real control for every analysis."""
     import torch
 
-    from biasprobe.formats import Checkpoint, save_checkpoint
-    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.checkpoints import SUFFIXES, Checkpoint, save_checkpoint
     from biasprobe.models import from_preset
     from biasprobe.validation import output_file
 
-    output_file(output, "output", suffixes=SUFFIXES, overwrite=overwrite)
+    output = checkpoint_to_write(checkpoint, output)
+    output_file(output, "checkpoint", suffixes=SUFFIXES, overwrite=overwrite)
     torch.manual_seed(seed)
     network, image_shape = from_preset(family, preset, image_size=image_size, channels=channels,
                                        windows=parse_windows(windows))

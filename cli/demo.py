@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from biasprobe_cli.options import resolve_device
+from biasprobe_cli.options import OldK, deprecated_flag, resolve_device
 from biasprobe_cli.output import Report
 
 DEFAULT_FOLDER = Path("biasprobe-demo")
@@ -18,7 +18,8 @@ def demo(
         typer.Option(help="Folder for the stores, figures and index.md (the gallery shipped in the repository "
                      "was made with --out reports/demo)."),
     ] = DEFAULT_FOLDER,
-    k: Annotated[int, typer.Option("--k", help="Test images per gap measurement.")] = 100,
+    per_split: Annotated[int, typer.Option(help="Test images per gap measurement.")] = 100,
+    k: OldK = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
@@ -30,7 +31,7 @@ def demo(
     from biasprobe.validation import count, output_folder
 
     output_folder(out, "out")
-    count(k, "k")
+    k = count(deprecated_flag("--k", "--per-split", k, per_split, 100), "per_split")
 
     index = run_demo(out, k=k, device=str(resolve_device(device)))
     Report().say(f"done: open {index}; the figures and stores are beside it")

@@ -169,7 +169,16 @@ def compare(
     first: Annotated[Path, typer.Argument(help="Checkpoint A, or a stored result: STORE, or SWEEP:NAME for one "
                                           "checkpoint of a sweep store.")],
     second: Annotated[Path, typer.Argument(help="Checkpoint B, or a stored result of the same analysis as A's.")],
-    out: Annotated[Path, typer.Option(help="Folder for comparison.zarr and comparison.png.")] = Path("comparison"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="zarr store for the results (default: A-vs-B.compare.zarr in the current folder, A and B "
+                     "the checkpoints' names). A path without .zarr is the old meaning, a folder for "
+                     "comparison.zarr and comparison.png (deprecated)."),
+    ] = None,
+    figure: Annotated[
+        Path | None, typer.Option(help="Draw the comparison sheet (gap, memorization, samples, spectra, "
+                                  "eigenvectors, locality) to this image.")
+    ] = None,
     data_name: Annotated[str | None, typer.Option("--data", help="Data set of the test images; default: A's.")] = None,
     image: Annotated[Path | None, typer.Option(help="Image for the Jacobians; default: the first test image.")] = None,
     sigma: Annotated[float, typer.Option(help="Noise level of the Jacobians and attention maps ([0, 1] scale).")] = 0.1,
@@ -196,14 +205,10 @@ def compare(
     """
     from biasprobe.analyses.comparison import compare as run_comparison
     from biasprobe.images import read_image
-    from biasprobe.store import check_output
     from biasprobe.validation import count as positive_count
     from biasprobe.validation import number as checked_number
-    from biasprobe.validation import output_file, output_folder
 
-    output_folder(out, "out")
-    check_output(out / "comparison.zarr", overwrite, "out")
-    output_file(out / "comparison.png", "out")
+    store, figure = _comparison_paths(first, second, out, figure, overwrite)
     per_split = deprecated_flag("--k", "--per-split", k, per_split, 100)
     for value, name in ((per_split, "per_split"), (samples, "samples"), (sampler_steps, "sampler_steps"),
                         (top_k, "top_k")):
@@ -215,7 +220,7 @@ def compare(
             raise InputError("compare takes two checkpoints or two stored results, not one of each")
         from biasprobe.analyses.comparison import compare_results
 
-        _report_comparison(compare_results(*stored), first, second, out, overwrite, as_json)
+        _report_comparison(compare_results(*stored), first, second, store, figure, overwrite, as_json)
         return
     pair = [load_model(path, device, arch=arch) for path in (first, second)]
     recorded = [d.source.training.get("data") for d in pair]
@@ -227,7 +232,7 @@ def compare(
     picture = read_image(image, pair[0].image_shape) if image else None
     dataset = run_comparison(*pair, test, tuple(trained), image=picture, sigma=sigma, samples=samples,
                              sampler_steps=sampler_steps, top_k=top_k, seed=seed, progress=True)
-    _report_comparison(dataset, first, second, out, overwrite, as_json)
+    _report_comparison(dataset, first, second, store, figure, overwrite, as_json)
 
 
 def _stored_result(argument: Path):
@@ -255,12 +260,13 @@ def _label(argument: Path) -> str:
     return name or Path(location).stem
 
 
-def _report_comparison(dataset, first: Path, second: Path, out: Path, overwrite: bool, as_json: bool) -> None:
+def _report_comparison(dataset, first: Path, second: Path, store: Path, figure: Path | None, overwrite: bool,
+                       as_json: bool) -> None:
     import biasprobe as bp
     from biasprobe.figures.comparison import comparison_figure
 
     report = Report(as_json)
-    path = bp.save(dataset, out / "comparison.zarr", overwrite=overwrite)
+    path = bp.save(dataset, store, overwrite=overwrite)
     measures = {"average_gap": "average gap (dB)", "memorized_share": "share of samples copying training",
                 "effective_dimension": "tr J at the test image", "mean_harmonicity": "harmonicity"}
     values = {variable: dataset[variable].values for variable in measures if variable in dataset}
@@ -283,6 +289,23 @@ def _report_comparison(dataset, first: Path, second: Path, out: Path, overwrite:
         report.set(sample_similarity=similarity)
         report.say(f"paired sample similarity {similarity:.3f} (mean over {dataset.sizes['sample']})")
     report.wrote(path, "zarr store")
-    comparison_figure(dataset, (_label(first), _label(second))).savefig(out / "comparison.png", dpi=130)
-    report.wrote(out / "comparison.png", "figure")
+    if figure is not None:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        comparison_figure(dataset, (_label(first), _label(second))).savefig(figure, dpi=130)
+        report.wrote(figure, "figure")
     report.finish()
+
+
+def _comparison_paths(first: Path, second: Path, out: Path | None, figure: Path | None,
+                      overwrite: bool) -> tuple[Path, Path | None]:
+    """The store and figure of ``compare``, checked before any work. ``--out FOLDER`` (no ``.zarr``) keeps
+    its old meaning for one release: FOLDER/comparison.zarr and FOLDER/comparison.png."""
+    from biasprobe.validation import output_folder
+
+    if out is not None and out.suffix != ".zarr":
+        typer.secho("--out FOLDER is deprecated and will be removed in the next release: --out names the store "
+                    "(.zarr), --figure the figure", err=True, fg=typer.colors.YELLOW)
+        output_folder(out, "out")
+        out, figure = out / "comparison.zarr", figure or out / "comparison.png"
+    default = Path(f"{_label(first)}-vs-{_label(second)}.compare.zarr")
+    return result_paths(first, "compare", out or default, overwrite, figure), figure

@@ -76,10 +76,12 @@ app.add_typer(report.app, name="report")
 
 
 def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """Library warnings (an eigensolver short of its tolerance, ...) as one ``Warning:`` line."""
+    """Library warnings (an eigensolver short of its tolerance, ...) as one ``Warning:`` line, naming
+    flags where the library's warning names parameters."""
+    from biasprobe.errors import BiasprobeWarning
     from biasprobe.progress import note
 
-    note(f"Warning: {message}")
+    note(f"Warning: {message.render(FLAGS) if isinstance(message, BiasprobeWarning) else message}")
 
 
 def _debugging(argv: list[str]) -> bool:

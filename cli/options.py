@@ -51,6 +51,8 @@ FLAGS = {
     "n_train": "--n-train N",
     "only": "--only",
     "out": "--out",
+    "checkpoint": "--checkpoint",
+    "output": "--differentiate",
     "resize": "--resize",
     "save_maps": "--save-maps",
     "scheduler": "--scheduler",
@@ -61,13 +63,15 @@ FLAGS = {
     "zoo": "--zoo",
     **{name: "--" + name.replace("_", "-") for name in (
         "channels", "k", "n", "steps", "batch", "batch_size", "count", "threshold", "samples",
-        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "output", "overwrite",
-        "figure", "png", "windows", "seed", "device", "per_split", "weights")},
+        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "overwrite",
+        "figure", "png", "windows", "seed", "device", "per_split", "weights", "method", "precision", "support",
+        "neighbours", "held_out")},
     "learning_rate": "--lr",
     "ema_decay": "--ema",
 }
 """The library's parameter names and the flags that set them: errors name parameters
-(:class:`biasprobe.errors.BiasprobeError`), and the CLI prints them with these flags."""
+(:class:`biasprobe.errors.BiasprobeError`) and so do warnings (:class:`~biasprobe.errors.BiasprobeWarning`);
+the CLI prints both with these flags."""
 Vae = Annotated[
     Path | None,
     typer.Option(
@@ -108,6 +112,10 @@ def store_option(analysis: str):
     ]
 
 
+OldK = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --per-split.")]
+"""The ``--k`` that meant images per split (now ``--per-split``; ``k`` is a rank elsewhere)."""
+
+
 def deprecated_flag(old: str, new: str, old_value, new_value, default):
     """The value of a renamed flag: ``new_value``, or ``old_value`` (with a deprecation notice on
     stderr) where only the old flag was given. Old flags keep working for one release."""
@@ -120,11 +128,31 @@ def deprecated_flag(old: str, new: str, old_value, new_value, default):
     return old_value
 
 
+def checkpoint_option(help: str):
+    """The ``-o/--checkpoint`` option of a command that writes one checkpoint file (``new``, ``train``)."""
+    return Annotated[Path | None, typer.Option("-o", "--checkpoint", help=help)]
+
+
+OldOutput = Annotated[Path | None, typer.Option("--output", hidden=True, help="Deprecated name of --checkpoint.")]
+
+
+def checkpoint_to_write(checkpoint: Path | None, output: Path | None) -> Path:
+    """The ``-o/--checkpoint`` path, or the deprecated ``--output``; one of them is required."""
+    path = deprecated_flag("--output", "--checkpoint", output, checkpoint, None)
+    if path is None:
+        raise InputError("give the checkpoint to write with -o/--checkpoint PATH")
+    return path
+
+
+def checkpoint_name(checkpoint: Path) -> str:
+    """The name results of ``checkpoint`` are filed under: its file stem, or its folder's name."""
+    return checkpoint.name if checkpoint.is_dir() else checkpoint.stem
+
+
 def default_store(checkpoint: Path, analysis: str) -> Path:
     """Where an analysis of ``checkpoint`` goes without ``--out``: NAME.ANALYSIS.zarr in the current
     folder, so that read-only checkpoint folders (the shipped zoo) work and nothing lands beside them."""
-    name = checkpoint.name if checkpoint.is_dir() else checkpoint.stem
-    return Path(f"{name}.{analysis}.zarr")
+    return Path(f"{checkpoint_name(checkpoint)}.{analysis}.zarr")
 
 
 def resolve_device(device: str) -> torch.device:

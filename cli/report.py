@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from biasprobe_cli.options import OldK
 from typer.core import TyperGroup
 
 
@@ -58,8 +59,9 @@ def paper(
     out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses.")] = Path(
         "reports/paper"),
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
-    k: Annotated[int | None, typer.Option("--k", help="Images per split for the gap (default 50; the paper's K is "
+    per_split: Annotated[int | None, typer.Option(help="Images per split for the gap (default 50; the paper's K is "
                                                   "300; part of the stores' cache key).")] = None,
+    k: OldK = None,
     only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
                                                   "fig3, fig4, fig6, table2, table3, twins).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
@@ -71,10 +73,12 @@ def paper(
     listed by name on the page; nothing is drawn without its models. `--zoo data/checkpoints` runs it on the
     small shipped zoo.
     """
-    from biasprobe_cli.options import resolve_device
+    from biasprobe_cli.options import deprecated_flag, resolve_device
 
     from biasprobe.reports.paper import Settings, paper_items, paper_report
 
-    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=Settings() if k is None else Settings(k=k),
+    per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
+    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)),
+                          settings=Settings() if per_split is None else Settings(k=per_split),
                           items=paper_items(only.split(",") if only else None), progress=True, on_file=echo_file)
     typer.echo(f"paper report: open {result.html}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from biasprobe_cli.options import parse_numbers, parse_windows
+from biasprobe_cli.options import deprecated_flag, parse_numbers, parse_windows
 from biasprobe_cli.output import Column, Report
 
 from biasprobe.errors import InputError
@@ -99,7 +99,9 @@ def jacobian(
     t: Steps = None,
     top_k: Annotated[int | None, typer.Option(help="Eigenpairs per (image, σ); default all for d ≤ 1024, else 64.")] = None,
     method: Annotated[str, typer.Option(help="auto | dense | randomized | lanczos.")] = "auto",
-    output: Annotated[str, typer.Option(help="denoised or raw (the network's own output).")] = "denoised",
+    differentiate: Annotated[str, typer.Option(help="The function differentiated: denoised (D) or raw (the "
+                                               "network's own output).")] = "denoised",
+    output: Annotated[str | None, typer.Option(hidden=True, help="Deprecated name of --differentiate.")] = None,
     precision: Annotated[str, typer.Option(help="float32, tf32 (CUDA) or bf16 network passes.")] = "float32",
     out: _out("jacobian") = Path("jacobian.sweep.zarr"),
     workers: Workers = None,
@@ -109,6 +111,7 @@ def jacobian(
     seed: Seed = 0,
 ) -> None:
     """Jacobian eigendecompositions (GAHB) of every checkpoint at the same noisy images."""
+    output = deprecated_flag("--output", "--differentiate", output, differentiate, "denoised")
     sigmas, steps = parse_numbers(sigma, "sigma"), parse_numbers(t, "t")
     images = _images(checkpoints, image, data, n, data_dir, resize)
     _run("jacobian", checkpoints, out, images, workers, scheduler, per_gpu, device, seed,

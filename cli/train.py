@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 from biasprobe_cli.checkpoints import FAMILY_NAMES
-from biasprobe_cli.options import parse_numbers, parse_windows, resolve_device
+from biasprobe_cli.options import (
+    OldOutput,
+    checkpoint_option,
+    checkpoint_to_write,
+    parse_numbers,
+    parse_windows,
+    resolve_device,
+)
 from biasprobe_cli.output import Report
 
 from biasprobe.errors import InputError
@@ -19,8 +26,8 @@ def train(
                                            "discs, folder:PATH or npz:PATH.")],
     n_train: Annotated[str, typer.Option("--n-train", help="Number of training images N (a nested, seeded subset); "
                                          "several, comma-separated, train several models.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write (.pt or .safetensors); for several "
-                                         "models a pattern with {n} and/or {seed}, e.g. dit-n{n}-s{seed}.safetensors.")],
+    checkpoint: checkpoint_option("Checkpoint to write (.pt or .safetensors); for several models a pattern with "
+                                  "{n} and/or {seed}, e.g. dit-n{n}-s{seed}.safetensors.") = None,
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 10_000,
     preset: Annotated[str | None, typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
     windows: Annotated[str | None, typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
@@ -37,26 +44,27 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
     seed: Annotated[str, typer.Option(help="Seed of initialisation, data subset, batches and noise; several, "
                                       "comma-separated, train several models.")] = "0",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state (OUTPUT.train-state.pt), "
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state (CHECKPOINT.train-state.pt), "
                                          "to the --steps given now; --no-resume starts again from step 0 and "
-                                         "replaces OUTPUT.")] = True,
+                                         "replaces CHECKPOINT.")] = True,
     weights: Annotated[str, typer.Option(help="Precision of the saved weights: float32 or bfloat16 (half the "
                                          "size; files over 16 MiB are sharded either way).")] = "float32",
     init: Annotated[Path | None, typer.Option(help="Warm restart when no saved state remains: continue the run of "
                                               "this checkpoint (same family, config, data and settings; {n}/{seed} "
-                                              "as in --output; may be --output itself) from its weights and step "
+                                              "as in --checkpoint; may be --checkpoint itself) from its weights and step "
                                               "count, with a fresh optimizer, to --steps in all.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --output that no "
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --checkpoint that no "
                                             "resumable state belongs to.")] = False,
+    output: OldOutput = None,
 ) -> None:
     """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
 
     The checkpoint holds the EMA weights and records the data set, N, subset and all settings, so
     `biasprobe gap` finds the training data on its own. An interrupted run (Ctrl-C, --max-minutes)
-    keeps its state beside OUTPUT and continues where it stopped, to the --steps given now; a
-    finished run removes its state, and OUTPUT is then never replaced (choose another -o, or
+    keeps its state beside CHECKPOINT and continues where it stopped, to the --steps given now; a
+    finished run removes its state, and CHECKPOINT is then never replaced (choose another -o, or
     --overwrite / --no-resume to train from step 0 and replace it). Launch under `torchrun` for
     several GPUs. Speed: see README (2–6 images/s for the small DiT on a 2-core CPU).
 
@@ -67,12 +75,13 @@ def train(
     import torch
 
     from biasprobe import data
-    from biasprobe.formats.native import SUFFIXES
+    from biasprobe.checkpoints import SUFFIXES
     from biasprobe.models import from_preset
     from biasprobe.training import TrainingConfig, process_rank, stackable, state_path, train_stacked
     from biasprobe.training import train as run_training
     from biasprobe.validation import count, output_file
 
+    output = checkpoint_to_write(checkpoint, output)
     report = Report()
     main = process_rank() == 0  # under torchrun only rank 0 reports
     count(batch, "batch")  # the flag is --batch; TrainingConfig names it batch_size
@@ -101,8 +110,8 @@ def train(
                              "replace it")
         elif path.is_file() and main:
             report.say(f"training from step 0; {path} will be replaced")
-        output_file(path, "output", suffixes=SUFFIXES, overwrite=True)
-        output_file(saved, "output")
+        output_file(path, "checkpoint", suffixes=SUFFIXES, overwrite=True)
+        output_file(saved, "checkpoint")
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
                             compile=compile and len(runs) == 1, weights=weights)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from biasprobe_cli.main import main
 
-from biasprobe.formats import Checkpoint, save_checkpoint
+from biasprobe.checkpoints import Checkpoint, save_checkpoint
 from biasprobe.models import build_model, preset_config
 
 

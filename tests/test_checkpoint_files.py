@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import biasprobe as bp
+from biasprobe.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from biasprobe.errors import CheckpointError
-from biasprobe.formats.native import Checkpoint, read_checkpoint, save_checkpoint
 from biasprobe.models import from_preset
 from tests.conftest import run_cli
 from tests.test_training import discs

@@ -3,6 +3,7 @@
 import torch
 
 import biasprobe as bp
+from biasprobe.denoiser import file_sha256
 
 from .conftest import run_cli, run_cli_process
 
@@ -36,7 +37,7 @@ def test_new_dit_xs_then_info(tmp_path):
     for expected in ("dit", "eps", "[-1, 1]", "linear, 1000 steps", "3×3", "13×13", "global", "biasprobe-pt",
                      "(3, 32, 32)"):
         assert expected in info.stdout, expected
-    assert bp.formats.file_sha256(path) in info.stdout
+    assert file_sha256(path) in info.stdout
 
 
 def test_new_writes_every_family_with_its_conventions(tmp_path):

@@ -22,6 +22,7 @@ from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary
 from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS, ConvergenceWarning
 from biasprobe.analyses.memorization import NEIGHBOURS
 from biasprobe.analyses.support import SUPPORTS
+from biasprobe.denoiser import file_sha256
 from biasprobe.images import write_image
 from biasprobe.models import FAMILIES
 from biasprobe.training.samplers import METHODS as SAMPLERS
@@ -152,7 +153,7 @@ def test_locality_table_fits_80_columns_and_json(tmp_path):
 def test_info_json(tmp_path):
     path = tiny_checkpoint(tmp_path / "m.pt", "dit")
     data = json.loads(run_cli("info", path, "--json").stdout)
-    assert data["sha256"] == bp.formats.file_sha256(path) and data["description"]["family"] == "dit"
+    assert data["sha256"] == file_sha256(path) and data["description"]["family"] == "dit"
 
 
 def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tmp_path):

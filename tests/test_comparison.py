@@ -45,15 +45,19 @@ def test_compare_cli_writes_a_store_and_a_sheet(tmp_path):
         result = run_cli("train", "dit", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--subset",
                          subset, "--n-train", "8", "--steps", "2", "--batch", "4", "--image-size", "8", "-o", tmp_path / name)
         assert result.returncode == 0, result.stderr
-    result = run_cli("compare", tmp_path / "a.pt", tmp_path / "b.pt", "--out", tmp_path / "cmp", "--k", "5",
-                     "--samples", "2", "--sampler-steps", "5", "--top-k", "8")
+    common = ("compare", tmp_path / "a.pt", tmp_path / "b.pt", "--samples", "2", "--sampler-steps", "5",
+              "--top-k", "8")
+    result = run_cli(*common, "--per-split", "5", "--out", tmp_path / "cmp.zarr", "--figure", tmp_path / "figures" / "cmp.png")
     assert result.returncode == 0, result.stderr
-    stored = bp.open(tmp_path / "cmp" / "comparison.zarr")
+    stored = bp.open(tmp_path / "cmp.zarr")
     assert list(stored.checkpoint.values) == ["A", "B"] and "sample_similarity" in stored
-    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
-    data = json.loads(run_cli("compare", tmp_path / "a.pt", tmp_path / "b.pt", "--out", tmp_path / "cmp2", "--k", "5",
-                              "--samples", "2", "--sampler-steps", "5", "--top-k", "8", "--json").stdout)
+    assert (tmp_path / "figures" / "cmp.png").stat().st_size > 10_000
+    old = run_cli(*common, "--out", tmp_path / "cmp", "--k", "5")  # the old folder --out and --k, deprecated
+    assert old.returncode == 0 and "--out FOLDER is deprecated" in old.stderr and "--k is deprecated" in old.stderr
+    assert (tmp_path / "cmp" / "comparison.png").is_file()
+    assert bp.open(tmp_path / "cmp" / "comparison.zarr").eigenspace_overlap == stored.eigenspace_overlap
+    data = json.loads(run_cli(*common, "--per-split", "5", "--out", tmp_path / "cmp2.zarr", "--json").stdout)
     assert data["eigenspace_overlap"] == float(stored.eigenspace_overlap)  # same seeds, same numbers
     measures = {record["measure"]: record for record in data["measures"]}
     assert measures["average_gap"]["A"] == float(stored.average_gap.sel(checkpoint="A"))
-    assert "mean_distance" in measures and data["written"][0].endswith("comparison.zarr")
+    assert "mean_distance" in measures and data["written"][0].endswith("cmp2.zarr")

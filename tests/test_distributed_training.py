@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from biasprobe.formats import read_checkpoint
+from biasprobe.checkpoints import read_checkpoint
 
 from .conftest import run_cli
 

@@ -23,6 +23,30 @@ def test_an_error_renders_its_parameters_for_python_and_for_the_cli():
     assert str(InputError("plain {braces} stay")) == "plain {braces} stay"
 
 
+
+def test_a_field_with_a_value_reads_as_python_or_as_a_command_line():
+    error = InputError("use {method=dense} or {top_k}", parameters=["method", "top_k"])
+    assert str(error) == "use method='dense' or top_k"
+    assert error.render({"method": "--method", "top_k": "--top-k"}) == "use --method dense or --top-k"
+    assert str(InputError("a {set=literal} of a message without parameters")) == "a {set=literal} of a message without parameters"
+
+
+def test_solver_warnings_name_the_parameter_in_python_and_the_flag_on_the_command_line(tmp_path, capsys):
+    from biasprobe_cli.main import _warn_in_one_line
+
+    from biasprobe.eigensolvers import ConvergenceWarning
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "tiny.pt", "unet-bf", image_size=8))
+    with pytest.warns(ConvergenceWarning) as caught:
+        bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1], top_k=4, method="randomized", tolerance=1e-14)
+    warning = next(w.message for w in caught if w.category is ConvergenceWarning)
+    assert "use method='dense' (d ≤ 4096) or method='lanczos'" in str(warning) and "--method" not in str(warning)
+    _warn_in_one_line(warning, ConvergenceWarning, "x.py", 1)
+    shown = capsys.readouterr().err
+    assert shown.startswith("Warning: ") and "use --method dense (d ≤ 4096) or --method lanczos" in shown
+    assert "method='dense'" not in shown
+
+
 def test_blind_models_refuse_timesteps_in_either_language(tmp_path):
     path = tiny_checkpoint(tmp_path / "bf.pt", "unet-bf")
     with pytest.raises(InputError, match="give noise levels as sigmas, not timesteps"):
@@ -45,6 +69,24 @@ def test_the_old_output_flag_still_works_with_a_deprecation_notice(tmp_path):
     np.testing.assert_array_equal(first.eigenvalue.values, second.eigenvalue.values)
     both = run_cli(*common, "--output", "raw", "--differentiate", "raw", "--out", tmp_path / "both.zarr")
     assert both.returncode == 1 and "give only --differentiate" in both.stderr
+
+
+def test_checkpoint_writers_take_dash_o_or_checkpoint_and_still_the_old_output(tmp_path):
+    new = run_cli("new", "unet-bf", "--preset", "tiny", "--image-size", "8", "--checkpoint", tmp_path / "a.pt")
+    old = run_cli("new", "unet-bf", "--preset", "tiny", "--image-size", "8", "--output", tmp_path / "b.pt")
+    assert new.returncode == 0 and old.returncode == 0, new.stderr + old.stderr
+    assert "--output is deprecated" in old.stderr and "deprecated" not in new.stderr
+    assert bp.load(tmp_path / "a.pt").describe() == {**bp.load(tmp_path / "b.pt").describe(),
+                                                      "path": str(tmp_path / "a.pt")}
+    missing = run_cli("new", "unet-bf")
+    assert missing.returncode == 1 and "give the checkpoint to write with -o/--checkpoint" in missing.stderr
+    refused = run_cli("train", "unet-bf", "--data", "discs", "--n-train", "4", "-o", tmp_path / "c.bin")
+    assert refused.returncode == 1 and refused.stderr.startswith("Error: --checkpoint must end in"), refused.stderr
+
+
+def test_the_sweep_names_the_differentiated_output_as_the_single_command_does():
+    shown = run_cli("sweep", "jacobian", "--help").stdout
+    assert "--differentiate" in shown and "--output" not in shown
 
 
 def test_command_summaries_are_whole_sentences():

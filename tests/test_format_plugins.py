@@ -22,6 +22,32 @@ def test_registry_holds_every_builtin_format_once_in_priority_order():
     assert bp.formats.SUPPORTED == {name: entry.description for name, entry in formats.items()}
 
 
+
+def test_the_loader_knows_the_native_format_only_through_the_registry():
+    """Importing the loader imports no format module; biasprobe's own is found like any other."""
+    import subprocess
+    import sys
+
+    script = ("import sys, biasprobe.formats as f; assert 'biasprobe.formats.native' not in sys.modules; "
+              "assert 'biasprobe.checkpoints' not in sys.modules; f.registry(); "
+              "assert 'biasprobe.formats.native' in sys.modules")
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+@pytest.mark.parametrize(("module", "name", "new_module"), [
+    ("biasprobe.formats", "save_checkpoint", "biasprobe.checkpoints"),
+    ("biasprobe.formats", "Checkpoint", "biasprobe.checkpoints"),
+    ("biasprobe.formats", "read_checkpoint", "biasprobe.checkpoints"),
+    ("biasprobe.formats", "file_sha256", "biasprobe.denoiser"),
+    ("biasprobe.formats.native", "network_denoiser", "biasprobe.checkpoints"),
+])
+def test_names_that_moved_keep_working_with_a_pointer(module, name, new_module):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"{module}\.{name} moved to {new_module}\.{name}"):
+        value = getattr(importlib.import_module(module), name)
+    assert value is getattr(importlib.import_module(new_module), name)
+
 @pytest.fixture
 def odd_dit(tmp_path):
     """A facebookresearch-layout DiT of width 32 (no released model's), 4 heads: its file cannot say so."""

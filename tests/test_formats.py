@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import biasprobe as bp
-from biasprobe.formats import Checkpoint, read_checkpoint, save_checkpoint
+from biasprobe.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 
 from .conftest import tiny_checkpoint
 

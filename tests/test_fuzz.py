@@ -100,10 +100,10 @@ NUMERIC_CASES = [
       for flag, v in (("--n", "0"), ("--batch-size", "0"), ("--batch-size", "-1"))],
     *[(["locality", "{dit}", "--device", "cpu", "--out", "{root}/l.zarr", "--windows", v], "window")
       for v in ("2", "0", "-3")],
-    *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp", flag, v], flag)
+    *[(["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{root}/cmp.zarr", flag, v], flag)
       for flag, v in (("--per-split", "0"), ("--samples", "0"), ("--sampler-steps", "0"), ("--top-k", "0"),
                       ("--sigma", "nan"), ("--sigma", "-1"))],
-    (["demo", "--k", "0", "--out", "{root}/demo"], "--k"),
+    (["demo", "--per-split", "0", "--out", "{root}/demo"], "--per-split"),
     (JACOBIAN + ["--device", "tpu"], "--device"),
     (JACOBIAN + ["--method", "magic"], "method"),
     (JACOBIAN + ["--precision", "fp4"], "precision"),
@@ -438,11 +438,14 @@ OUTPUT_CASES = {
                               ["sample", "{unet-bf}", "--out", "{t}/s.zarr", "--png", "{t}/file/s.png"], "file"),
     "sample-foreign-store": (lambda f, t: _precious(t / "s.zarr"), ["sample", "{unet-bf}", "--out", "{t}/s.zarr"],
                              "did not write"),
-    "compare-out-file": (lambda f, t: (t / "cmp").write_text("x"),
-                         ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp"], "file"),
-    "compare-foreign-store": (lambda f, t: _precious(t / "cmp" / "comparison.zarr"),
-                              ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp"],
+    "compare-out-file": (lambda f, t: (t / "cmp.zarr").write_text("x"),
+                         ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp.zarr"],
+                         "not a store folder"),
+    "compare-foreign-store": (lambda f, t: _precious(t / "cmp.zarr"),
+                              ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out", "{t}/cmp.zarr"],
                               "did not write"),
+    "compare-figure-suffix": (None, ["compare", "{unet-bf}", "{unet-bf}", "--data", "discs", "--out",
+                                     "{t}/cmp.zarr", "--figure", "{t}/cmp.xyz"], "--figure"),
     "demo-out-file": (lambda f, t: (t / "demo").write_text("x"), ["demo", "--out", "{t}/demo"], "file"),
 }
 

@@ -6,7 +6,7 @@ import pytest
 import xarray as xr
 
 import biasprobe as bp
-from biasprobe.formats import file_sha256
+from biasprobe.denoiser import file_sha256
 from biasprobe.reports.paper import PAPER, VARIANTS, Settings, paper_report, read_zoo
 
 from .conftest import run_cli, tiny_checkpoint

@@ -14,6 +14,7 @@ import xarray as xr
 import zarr
 
 import biasprobe as bp
+from biasprobe.denoiser import file_sha256
 from biasprobe.errors import InputError
 from biasprobe.sweeps import SweepError, select
 from biasprobe.sweeps import store as sweep_store
@@ -56,7 +57,7 @@ def test_two_workers_give_the_store_a_serial_loop_gives(tmp_path, zoo, images):
     assert list(stored.checkpoint.values) == ["dit-0", "dit-1", "dit-2"]
     assert stored.sizes["checkpoint"] == 3 and stored.mean_distance.dims[0] == "checkpoint"
     assert list(stored.family.values) == ["dit"] * 3
-    assert stored.checkpoint_sha256.values[1] == bp.formats.file_sha256(zoo[1])
+    assert stored.checkpoint_sha256.values[1] == file_sha256(zoo[1])
     assert_same_sweep(bp.open(serial), stored)
     # every per-checkpoint variable, text included, is chunked by checkpoint: concurrent regions never share a chunk
     group = zarr.open_group(cluster, mode="r")
@@ -206,7 +207,7 @@ windows = [3, 0]
 
 
 def test_a_recipe_trains_each_model_resumably_and_writes_the_manifest(tmp_path):
-    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
 
     data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
@@ -243,7 +244,7 @@ def test_a_bad_recipe_is_one_line(tmp_path):
 def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_path):
     """As on a bare GPU machine: each round stops at max_minutes and only the weights and records come
     back (the resumable state is lost); the next round continues from the weights."""
-    from biasprobe.formats import read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
     from biasprobe.training import state_path
 

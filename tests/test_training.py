@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import biasprobe as bp
-from biasprobe.formats import read_checkpoint
+from biasprobe.checkpoints import read_checkpoint
 from biasprobe.models import from_preset
 from biasprobe.training import TrainingConfig, loop, state_path, train
 

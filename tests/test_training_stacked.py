@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from biasprobe.checkpoints import read_checkpoint
 from biasprobe.errors import InputError
-from biasprobe.formats import read_checkpoint
 from biasprobe.models import from_preset
 from biasprobe.training import TrainingConfig, state_path, train, train_stacked
 from tests.test_training import discs

@@ -27,7 +27,12 @@ from biasprobe.errors import InputError
 from biasprobe.noise import noise_levels
 from biasprobe.store import provenance
 
-SIGMA_UNITS = "noise standard deviation on the [0, 1] image scale"
+SIGMA_UNITS = "[0, 1] scale"
+SIGMA_ATTRS = {"long_name": "noise level σ", "units": SIGMA_UNITS,
+               "description": "noise standard deviation on the [0, 1] image scale"}
+"""The attrs of every store's ``sigma`` coordinate (figures label their axes with them)."""
+STEP_ATTRS = {"long_name": "diffusion step t", "description": "the step of the schedule at sigma (NaN: no schedule)"}
+"""The attrs of every store's ``t`` coordinate."""
 PROVENANCE_ATTRS = ("biasprobe_version", "command", "created", "analysis", "seed")
 """Attrs every analysis Dataset carries (with ``checkpoint`` and ``checkpoint_sha256`` for files)."""
 
@@ -123,8 +128,8 @@ def base_dataset(images: torch.Tensor, sigma: np.ndarray, steps: np.ndarray) -> 
         {"clean": (("image", "channel", "y", "x"), clean, {"long_name": "clean image", "units": "[0, 1]"})},
         coords={
             "image": np.arange(len(clean)),
-            "sigma": ("sigma", sigma, {"units": SIGMA_UNITS}),
-            "t": ("sigma", steps, {"long_name": "diffusion step of sigma (NaN: no schedule)"}),
+            "sigma": ("sigma", sigma, SIGMA_ATTRS),
+            "t": ("sigma", steps, STEP_ATTRS),
         },
     )
 

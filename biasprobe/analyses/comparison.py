@@ -80,7 +80,7 @@ def compare(
                         [sigma], seed=seed, progress=progress) for label, d in zip(LABELS, pair)]
         if maps[0].sizes["layer"] == maps[1].sizes["layer"]:
             parts.append(xr.Dataset({
-                "mean_distance": _stack([m.mean_distance.mean(("image", "head")).isel(sigma=0, drop=True)
+                "mean_distance": _stack([m.mean_distance.mean(("image", "head"), keep_attrs=True).isel(sigma=0, drop=True)
                                          for m in maps]),
             }))
 

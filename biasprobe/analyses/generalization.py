@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import SIGMA_UNITS, analysis, noise_seed, with_provenance
+from biasprobe.analyses.base import SIGMA_ATTRS, STEP_ATTRS, analysis, noise_seed, with_provenance
 from biasprobe.denoiser import Denoiser
 from biasprobe.noise import noise_levels, noisy
 from biasprobe.progress import track
@@ -114,8 +114,8 @@ def _summarise(values, sigma, steps, counts, denoiser, seed) -> xr.Dataset:
         coords={
             "split": list(SPLITS),
             "image": np.arange(values.shape[1]),
-            "sigma": ("sigma", sigma, {"units": SIGMA_UNITS}),
-            "t": ("sigma", steps, {"long_name": "diffusion step of sigma (NaN: no schedule)"}),
+            "sigma": ("sigma", sigma, SIGMA_ATTRS),
+            "t": ("sigma", steps, STEP_ATTRS),
             "images_per_split": ("split", [counts[s] for s in SPLITS]),
         },
     )

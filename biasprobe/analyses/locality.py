@@ -248,8 +248,9 @@ def _map_array(
         dims=("sigma", "layer", "query", "key"),
         coords={"query": queries, "key": np.arange(keys)},
         attrs={
-            "long_name": "attention probability p(query, key), averaged over images and heads",
+            "long_name": "attention probability p(query, key)",
             "units": "1",
+            "description": "averaged over images and heads",
             "note": "tokens are indexed row-major on the layer's grid (grid_rows, grid_cols)",
         },
     )
@@ -281,7 +282,7 @@ def _layer_coords(selected: list[AttentionLayer], windows: list[int], edges: np.
             [layer.module.window or 0 for layer in selected],
             {"long_name": "the layer's own k×k attention window (0: global attention)", "units": "tokens"},
         ),
-        "head": ("head", np.arange(heads)),
+        "head": ("head", np.arange(heads), {"long_name": "attention head"}),
         "window": (
             "window",
             windows,

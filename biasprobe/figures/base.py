@@ -1,4 +1,12 @@
-"""What every figure module shares: reading its source and making a canvas without pyplot."""
+"""What every figure module shares: reading its source, choosing a noise level, labelling axes from the
+variables' attrs, and making a canvas without pyplot.
+
+The rules every figure function follows: it takes a Dataset or a store path (:data:`Source`) and an
+optional ``figure`` (Figure or SubFigure) to draw into; it selects noise levels by value
+(``sigma=0.1``, the nearest stored level, :func:`at_sigma`); it labels axes and colour bars with
+:func:`label` (the variable's ``long_name`` and ``units``); and it returns the root
+:class:`~matplotlib.figure.Figure` (:func:`root`), ready for ``savefig``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
@@ -53,6 +62,36 @@ def _label(dataset: xr.Dataset, index: int) -> str:
 def new_canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
     """``figure`` if given, else a new constrained-layout Figure (Agg, no global pyplot state)."""
     return Figure(figsize=(width, height), layout="constrained") if figure is None else figure
+
+
+def root(canvas: Figure | SubFigure) -> Figure:
+    """The Figure at the root of ``canvas`` (itself for a Figure): what every figure function returns."""
+    return canvas.figure if isinstance(canvas, SubFigure) else canvas
+
+
+def label(variable: xr.DataArray, name: str | None = None) -> str:
+    """An axis or colour-bar label from the variable's attrs, as xarray's plotting makes them:
+    ``long_name (units)``; ``name`` (or the variable's own name) without a long_name, no units
+    where they are ``1`` (dimensionless) or absent."""
+    words = variable.attrs.get("long_name") or name or str(variable.name)
+    units = variable.attrs.get("units")
+    return f"{words} ({units})" if units not in (None, "", "1") else words
+
+
+SIGMA_RTOL = 0.01
+"""How far (relatively) a requested σ may be from the nearest stored one."""
+
+
+def at_sigma(dataset: xr.Dataset, sigma: float | None) -> xr.Dataset:
+    """The dataset at the stored noise level nearest ``sigma`` (within 1 %; the first if None):
+    ``dataset.sel(sigma=sigma, method="nearest")``; a level the store lacks is an error listing its levels."""
+    if sigma is None:
+        return dataset.isel(sigma=0)
+    try:
+        return dataset.sel(sigma=float(sigma), method="nearest", tolerance=SIGMA_RTOL * abs(float(sigma)))
+    except KeyError:
+        levels = ", ".join(f"{value:g}" for value in np.atleast_1d(dataset.sigma.values))
+        raise InputError(f"no noise level sigma={float(sigma):g} in this store; it has {levels}") from None
 
 
 def log_ticks(axis, which: str = "x") -> None:

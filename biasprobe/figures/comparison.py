@@ -7,7 +7,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from biasprobe.figures.base import Source, as_dataset, log_ticks, new_canvas
+from biasprobe.figures.base import Source, as_dataset, label, log_ticks, new_canvas
 
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
@@ -34,16 +34,16 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
         if "locality" in axes:
             axes["locality"].plot(dataset.layer, row.mean_distance, marker="o", **style)
     if "gap" in axes:
-        axes["gap"].set(xscale="log", xlabel="noise level σ", ylabel="train − test PSNR (dB)",
+        axes["gap"].set(xscale="log", xlabel=label(dataset.sigma), ylabel=label(dataset.gap),
                         title="generalization gap")
         axes["gap"].axhline(0, color="0.5", linewidth=0.8)
         log_ticks(axes["gap"])
     if "spectrum" in axes:
         overlap = f"; overlap {float(dataset.eigenspace_overlap):.2f}" if "eigenspace_overlap" in dataset else ""
-        axes["spectrum"].set(xlabel="rank k", ylabel="eigenvalue λ_k",
+        axes["spectrum"].set(xlabel=label(dataset["rank"]), ylabel=label(dataset.eigenvalue),
                              title=f"Jacobian at σ = {dataset.attrs['sigma']:.3g}{overlap}")
     if "locality" in axes:
-        axes["locality"].set(xlabel="attention layer", ylabel="mean attention distance (px)",
+        axes["locality"].set(xlabel=label(dataset.layer), ylabel=label(dataset.mean_distance),
                              title="attention locality")
         axes["locality"].set_xticks(dataset.layer.values)
     handles = [Line2D([], [], color=colours[c], label=names[c]) for c in dataset.checkpoint.values]

@@ -11,15 +11,15 @@ import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
-from biasprobe.figures.base import Source, as_dataset, as_datasets, log_ticks, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, label, log_ticks, new_canvas, root
 
 
-def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, str, bool]:
-    """The coordinate all curves share, its label and log scale: diffusion step t where every
+def _noise_axis(datasets: list[xr.Dataset]) -> tuple[str, bool]:
+    """The coordinate all curves share and whether its scale is log: diffusion step t where every
     level of every dataset has one (Fig. 2's axis), else σ."""
     if all(np.all(np.isfinite(dataset.t.values)) for dataset in datasets):
-        return "t", "diffusion step t", False
-    return "sigma", "noise level σ ([0, 1] scale)", True
+        return "t", False
+    return "sigma", True
 
 
 def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigure | None = None) -> Figure:
@@ -33,27 +33,28 @@ def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigur
     fig = new_canvas(figure, 10, 4.2)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))
-    coordinate, xlabel, log = _noise_axis(list(datasets.values()))
+    coordinate, log = _noise_axis(list(datasets.values()))
+    first = next(iter(datasets.values()))
     handles = []
-    for colour, (label, dataset) in zip(colours, datasets.items()):
+    for colour, (name, dataset) in zip(colours, datasets.items()):
         x = dataset[coordinate].values
         psnr_axis.plot(x, dataset.mean_psnr.sel(split="train"), color=colour)
         psnr_axis.plot(x, dataset.mean_psnr.sel(split="test"), color=colour, linestyle="--")
-        handles += gap_axis.plot(x, dataset.gap, color=colour, label=f"{label}: average {float(dataset.average_gap):.2f} dB")
+        handles += gap_axis.plot(x, dataset.gap, color=colour, label=f"{name}: average {float(dataset.average_gap):.2f} dB")
         gap_axis.fill_between(x, dataset.gap - dataset.gap_sem, dataset.gap + dataset.gap_sem, color=colour, alpha=0.2)
     for axis in (psnr_axis, gap_axis):
-        axis.set_xlabel(xlabel)
+        axis.set_xlabel(label(first[coordinate]))
         if log:
             axis.set_xscale("log")
             log_ticks(axis)
-    psnr_axis.set_ylabel("output PSNR (dB)")
-    gap_axis.set_ylabel("train − test PSNR (dB)")
+    psnr_axis.set_ylabel(label(first.mean_psnr))
+    gap_axis.set_ylabel(label(first.gap))
     gap_axis.axhline(0, color="0.5", linewidth=0.8)
     handles += [Line2D([], [], color="0.3", label="train images"),
                 Line2D([], [], color="0.3", linestyle="--", label="test images")]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize="small",
                frameon=False)
-    return fig.figure if isinstance(fig, SubFigure) else fig
+    return root(fig)
 
 
 def nearest_figure(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:
@@ -71,7 +72,7 @@ def nearest_figure(source: Source, count: int = 8, figure: Figure | SubFigure | 
             axes[row, i].set_axis_off()
         if rows == 2:
             axes[1, i].set_title(f"{float(dataset.nearest_similarity[i]):.2f}", fontsize="small")
-    return fig.figure if isinstance(fig, SubFigure) else fig
+    return root(fig)
 
 
 def plot_gap(*args, **kwargs) -> Figure:

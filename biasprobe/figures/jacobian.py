@@ -14,12 +14,15 @@ A raw-output store (``output="raw"``) holds the Jacobian of the network's own ou
 residual): its spectrum is (1 − λ)/σ_n of the denoiser's (1 − λ for residual networks), so its
 top eigenvectors are the denoiser's bottom ones; the titles say so.
 
-Every function takes an optional ``figure`` (Figure or SubFigure) to draw into and returns it;
-no pyplot, so they render with Agg and leave no global state.
+Every function takes an optional ``figure`` (Figure or SubFigure) to draw into and returns the root
+Figure; ``sigma`` is a noise level (the nearest stored one; default the first); axes are labelled
+from the variables' ``long_name``/``units``. No pyplot, so they render with Agg and leave no global
+state.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.analyses.harmonic import gahb_summary, verdict_line
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, at_sigma, label, new_canvas, root
 
 
 def default_ranks(dataset: xr.Dataset) -> list[int]:
@@ -38,19 +41,33 @@ def default_ranks(dataset: xr.Dataset) -> list[int]:
     return sorted({k for k in (0, d // 8, d // 4) if k < dataset.sizes["rank"]})
 
 
+def _at(dataset: xr.Dataset, sigma: float | None, function: str) -> xr.Dataset:
+    """:func:`~biasprobe.figures.base.at_sigma`, reading an int as the old σ index (deprecated)."""
+    if isinstance(sigma, int | np.integer) and not isinstance(sigma, bool):
+        value = float(dataset.sigma.values[sigma])
+        warnings.warn(
+            f"{function}(sigma={sigma}) reads an int as the old index of the noise level, for one release: sigma "
+            f"now takes the level itself (here sigma={value:g}; the nearest stored level)",
+            DeprecationWarning, stacklevel=3,
+        )
+        sigma = value
+    return at_sigma(dataset, sigma)
+
+
 def eigenvector_figure(
     source: Source,
     *,
     image: int = 0,
-    sigma: int = 0,
+    sigma: float | None = None,
     ranks: Sequence[int] | None = None,
     figure: Figure | SubFigure | None = None,
-) -> Figure | SubFigure:
-    """Noisy and denoised image, then the eigenvectors e_k at ``ranks`` (by position) titled with λ_k.
+) -> Figure:
+    """Noisy and denoised image, then the eigenvectors e_k at ``ranks`` (by position) titled with λ_k,
+    at the noise level ``sigma`` (the nearest stored; default the first).
 
     Each eigenvector is drawn on a symmetric colour scale ±max|e_k|; colour images get one row
     per channel."""
-    at = as_dataset(source).isel(image=image, sigma=sigma)
+    at = _at(as_dataset(source), sigma, "eigenvector_figure").isel(image=image)
     ranks = list(ranks) if ranks is not None else default_ranks(at)
     missing = [k for k in ranks if k >= at.sizes["rank"]]
     if missing:
@@ -82,7 +99,7 @@ def eigenvector_figure(
         axis.set_xticks([])
         axis.set_yticks([])
     canvas.suptitle(f"{output_title(at)}, σ = {float(at.sigma):g}", fontsize=9)
-    return canvas
+    return root(canvas)
 
 
 def output_title(dataset: xr.Dataset) -> str:
@@ -97,25 +114,27 @@ def spectrum_figure(
     source: Source | Mapping[str, Source],
     *,
     image: int = 0,
+    sigma: float | None = None,
     figure: Figure | SubFigure | None = None,
-) -> Figure | SubFigure:
+) -> Figure:
     """λ_k against k: one curve per σ for one Dataset, or one per entry of a {label: Dataset} mapping
-    or per checkpoint of a sweep (at its first σ)."""
+    or per checkpoint of a sweep, at the noise level ``sigma`` (the nearest stored; default the first)."""
     canvas = new_canvas(figure, 4.0, 3.0)
     axis = canvas.subplots()
     runs = as_datasets(source)
     if len(runs) > 1 or (isinstance(source, Mapping) and not isinstance(source, xr.Dataset)):
-        curves = {label: run.isel(image=image, sigma=0).spectrum for label, run in runs.items()}
+        curves = {name: at_sigma(run, sigma).isel(image=image).spectrum for name, run in runs.items()}
     else:
         at = next(iter(runs.values())).isel(image=image)
-        curves = {f"σ = {float(s):g}": at.spectrum.sel(sigma=s) for s in at.sigma.values}
-    for label, spectrum in curves.items():
-        axis.plot(spectrum["index"].values, spectrum.values, label=label)
+        levels = at.sigma.values if sigma is None else [float(at_sigma(at, sigma).sigma)]
+        curves = {f"σ = {float(s):g}": at.spectrum.sel(sigma=s) for s in levels}
+    for name, spectrum in curves.items():
+        axis.plot(spectrum["index"].values, spectrum.values, label=name)
     axis.axhline(0, color="0.7", linewidth=0.5)
-    axis.set_xlabel("k")
-    axis.set_ylabel("eigenvalue λ_k of (J + Jᵀ)/2")
+    axis.set_xlabel(label(spectrum["index"]))
+    axis.set_ylabel(label(spectrum))
     axis.legend(fontsize=7)
-    return canvas
+    return root(canvas)
 
 
 def _shown(value: float, template: str, undefined: str) -> str:
@@ -125,7 +144,7 @@ def _shown(value: float, template: str, undefined: str) -> str:
 
 def harmonic_figure(
     source: Source, *, top: int | None = None, figure: Figure | SubFigure | None = None
-) -> Figure | SubFigure:
+) -> Figure:
     """Roughness on Ω and participation ratio on Ω of e_k against k < K (mean over images, one line
     per σ), titled with harmonicity ρ, confinement κ and the verdict with its counts per σ."""
     summary = gahb_summary(as_dataset(source), top)
@@ -134,21 +153,23 @@ def harmonic_figure(
     lines = []
     for s in range(summary.sizes["sigma"]):
         at = summary.isel(sigma=s)
-        label = f"σ = {float(at.sigma):g}"
-        roughness_axis.plot(at["rank"].values, at.roughness.mean("image").values, label=label)
-        participation_axis.plot(at["rank"].values, at.participation_ratio.mean("image").values, label=label)
+        level = f"σ = {float(at.sigma):g}"
+        roughness_axis.plot(at["rank"].values, at.roughness.mean("image").values, label=level)
+        participation_axis.plot(at["rank"].values, at.participation_ratio.mean("image").values, label=level)
         kappa = _shown(float(at.mean_confinement_excess), "κ {:.2f}", "κ undefined (Ω = frame)")
-        lines.append(f"{label}: ρ {float(at.mean_harmonicity):.2f}, {kappa} — {verdict_line(summary, s)}")
-    roughness_axis.set(xlabel="k", ylabel=summary.roughness.attrs["long_name"])
-    participation_axis.set(xlabel="k", ylabel=summary.participation_ratio.attrs["long_name"], yscale="log")
+        lines.append(f"{level}: ρ {float(at.mean_harmonicity):.2f}, {kappa} — {verdict_line(summary, s)}")
+    roughness_axis.set(xlabel=label(summary["rank"]), ylabel=label(summary.roughness))
+    participation_axis.set(xlabel=label(summary["rank"]), ylabel=label(summary.participation_ratio), yscale="log")
     roughness_axis.legend(fontsize=7)
     canvas.suptitle("\n".join(lines), fontsize=8)
-    return canvas
+    return root(canvas)
 
 
-def jacobian_figure(source: Source, *, image: int = 0, sigma: int = 0) -> Figure:
-    """Eigenvectors (top), spectrum and GAHB metrics (bottom) in one figure."""
+def jacobian_figure(source: Source, *, image: int = 0, sigma: float | None = None) -> Figure:
+    """Eigenvectors at the noise level ``sigma`` (the nearest stored; default the first) on top,
+    spectrum and GAHB metrics of every σ below, in one figure."""
     dataset = as_dataset(source)
+    sigma = float(_at(dataset, sigma, "jacobian_figure").sigma)
     ranks = default_ranks(dataset)
     canvas = Figure(figsize=(max(8.0, 1.6 * (2 + len(ranks))), 4.2 + 1.7 * dataset.sizes["channel"]), layout="constrained")
     top, bottom = canvas.subfigures(2, 1, height_ratios=[1.7 * dataset.sizes["channel"] + 0.4, 3.2])
@@ -166,10 +187,10 @@ def jacobian_figure(source: Source, *, image: int = 0, sigma: int = 0) -> Figure
 SIDE_BY_SIDE_RANKS = (0, 2, 8, 32)
 
 
-def _metrics_text(dataset: xr.Dataset, image: int, sigma: int) -> str:
+def _metrics_text(dataset: xr.Dataset, image: int, sigma: float | None) -> str:
     """The GAHB and memorization numbers of one row, one per line."""
     try:
-        summary = gahb_summary(dataset).isel(image=image, sigma=sigma)
+        summary = at_sigma(gahb_summary(dataset), sigma).isel(image=image)
     except InputError:
         return "GAHB metrics need the\ndenoiser's top eigenvectors\n(raw top-k store)"
     lines = [str(summary.category.item()), f"tr J {float(summary.effective_dimension):.1f}",
@@ -177,7 +198,7 @@ def _metrics_text(dataset: xr.Dataset, image: int, sigma: int) -> str:
              f"PR_Ω {float(summary.participation):.3f}",
              _shown(float(summary.confinement_excess), "κ {:.2f}", "κ undefined (Ω = frame)")]
     if "memorization_score" in summary:
-        at = dataset.isel(image=image, sigma=sigma)
+        at = at_sigma(dataset, sigma).isel(image=image)
         lines += [_shown(float(summary.memorization_score), "memorization {:.2f}", "memorization undefined"),
                   f"cos D(y)→train {float(at.nearest_train_cosine):.2f}",
                   f"cos D(y)→held-out {float(at.nearest_held_out_cosine):.2f}"]
@@ -188,10 +209,11 @@ def side_by_side_figure(
     sources: Mapping[str, Source] | Sequence[Source],
     *,
     image: int = 0,
-    sigma: int = 0,
+    sigma: float | None = None,
     ranks: Sequence[int] | None = None,
 ) -> Figure:
-    """One row per store (e.g. per checkpoint), the same image and σ index: clean, noisy, D(y), the
+    """One row per store (e.g. per checkpoint), the same image and noise level ``sigma`` (the nearest
+    stored; default the first): clean, noisy, D(y), the
     eigenvectors e_k at ``ranks`` (default 0, 2, 8, 32, d/8, d/4, those stored) titled with λ_k,
     and the row's metrics (category, tr J, #λ > ½, ρ, PR_Ω, κ, memorization). Colour
     eigenvectors are drawn as their channel mean."""
@@ -202,6 +224,7 @@ def side_by_side_figure(
     if not datasets:
         raise InputError("side_by_side_figure needs at least one store")
     first = next(iter(datasets.values()))
+    sigma = float(_at(first, sigma, "side_by_side_figure").sigma)
     d = int(np.prod([first.sizes[dim] for dim in ("channel", "y", "x")]))
     stored = min(ds.sizes["rank"] for ds in datasets.values())
     ranks = list(ranks) if ranks is not None else sorted({k for k in (*SIDE_BY_SIDE_RANKS, d // 8, d // 4) if k < stored})
@@ -212,8 +235,8 @@ def side_by_side_figure(
     canvas = Figure(figsize=(1.5 * columns + 1.2, 1.75 * len(datasets) + 0.5), layout="constrained")
     axes = canvas.subplots(len(datasets), columns, squeeze=False,
                            gridspec_kw={"width_ratios": [1] * (columns - 1) + [1.8]})
-    for row, (label, dataset) in enumerate(datasets.items()):
-        at = dataset.isel(image=image, sigma=sigma)
+    for row, (row_label, dataset) in enumerate(datasets.items()):
+        at = at_sigma(dataset, sigma).isel(image=image)
         for column, name in enumerate(("clean", "noisy", "denoised")):
             picture = at[name].transpose("y", "x", "channel").values
             axis = axes[row, column]
@@ -222,7 +245,7 @@ def side_by_side_figure(
             else:
                 axis.imshow(picture.mean(-1), cmap="gray", vmin=0, vmax=1)
             axis.set_title({"clean": "x", "noisy": "y", "denoised": "D(y)"}[name] if row == 0 else "", fontsize=8)
-        axes[row, 0].set_ylabel(label, fontsize=8)
+        axes[row, 0].set_ylabel(row_label, fontsize=8)
         for column, k in enumerate(ranks, start=3):
             vector = at.eigenvector.isel(rank=k).mean("channel").values
             limit = float(np.abs(vector).max()) or 1.0
@@ -234,7 +257,7 @@ def side_by_side_figure(
     for axis in axes[:, :-1].flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    canvas.suptitle(f"{output_title(first)}, σ = {float(first.sigma[sigma]):g}, image {image}", fontsize=9)
+    canvas.suptitle(f"{output_title(first)}, σ = {sigma:g}, image {image}", fontsize=9)
     return canvas
 
 

@@ -7,8 +7,9 @@
 - :func:`locality_figure`: the three together (what ``biasprobe locality --figure`` draws).
 
 Every function takes an optional ``figure`` (a Figure or SubFigure) to draw into and returns the
-root :class:`~matplotlib.figure.Figure`. Figures are made without pyplot, so they render with
-Agg and leave no global state.
+root :class:`~matplotlib.figure.Figure`; ``sigma`` is a noise level (the nearest stored one); axes
+and colour bars are labelled from the variables' ``long_name``/``units``. Figures are made without
+pyplot, so they render with Agg and leave no global state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import xarray as xr
 from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, as_datasets, new_canvas
+from biasprobe.figures.base import Source, as_dataset, as_datasets, at_sigma, label, new_canvas, root
 
 PROFILE_METRICS = ("mean_distance", "local_mass", "entropy")
 
@@ -28,16 +29,6 @@ PROFILE_METRICS = ("mean_distance", "local_mass", "entropy")
 def every_other_layer(layers: Sequence[int]) -> list[int]:
     """Layers 2, 4, 6, … of ``layers`` (Fig. 4's selection), or all of them if there is only one."""
     return list(layers[1::2]) or list(layers)
-
-
-def _at_sigma(dataset: xr.Dataset, sigma: float | None) -> xr.Dataset:
-    """The dataset at noise level ``sigma`` (the first one if None); a σ it lacks is an error."""
-    if sigma is None:
-        return dataset.isel(sigma=0)
-    index = int(np.argmin(np.abs(np.log(dataset.sigma.values / sigma))))
-    if not np.isclose(dataset.sigma.values[index], sigma, rtol=1e-6):
-        raise InputError(f"no noise level sigma={sigma} in this store; it has {list(dataset.sigma.values)}")
-    return dataset.isel(sigma=index)
 
 
 def _metric(dataset: xr.Dataset, metric: str, window: int) -> tuple[xr.DataArray, xr.DataArray | None]:
@@ -55,9 +46,8 @@ def _metric(dataset: xr.Dataset, metric: str, window: int) -> tuple[xr.DataArray
 
 
 def _metric_label(dataset: xr.Dataset, metric: str, window: int) -> str:
-    attrs = dataset[metric].attrs
-    name = f"local mass ({window}×{window})" if metric == "local_mass" else attrs["long_name"]
-    return f"{name} [{attrs['units']}]" if attrs.get("units", "1") != "1" else name
+    """The metric's label from its attrs, the window's side written in for the local mass."""
+    return label(dataset[metric]).replace("window x window", f"{window}×{window}")
 
 
 def _layer_title(layer: xr.Dataset) -> str:
@@ -83,7 +73,7 @@ def attention_maps_figure(
     grid, normalised and clipped the same way; the query is marked with a cross.
     Needs maps in the store (``save_maps``); ``layers`` defaults to every other layer among them.
     """
-    dataset = _at_sigma(as_dataset(source), sigma)
+    dataset = at_sigma(as_dataset(source), sigma)
     if "attention_map" not in dataset:
         raise InputError("this store has no attention maps: run locality with {save_maps}",
                          parameters={"save_maps": "save_maps=True"})
@@ -131,9 +121,10 @@ def attention_maps_figure(
         ax.set_yticks([])
     axes[0, 0].set_ylabel("query token")
     axes[1, 0].set_ylabel("token attention")
-    canvas.colorbar(image, ax=axes[:, -1], shrink=0.8, label=f"attention / max (clipped at {vmax:g})")
+    scale = f"{label(dataset.attention_map)} / max (clipped at {vmax:g})"
+    canvas.colorbar(image, ax=axes[:, -1], shrink=0.8, label=scale)
     canvas.suptitle(f"attention maps, σ = {float(dataset.sigma):g}", fontsize=10)
-    return canvas.figure
+    return root(canvas)
 
 
 def locality_profile_figure(
@@ -156,28 +147,28 @@ def locality_profile_figure(
         lines = (
             {f"σ = {float(s):g}": first.sel(sigma=s) for s in first.sigma.values}
             if sigma is None
-            else {f"σ = {sigma:g}": _at_sigma(first, sigma)}
+            else {f"σ = {sigma:g}": at_sigma(first, sigma)}
         )
     else:
         sigma = float(first.sigma.values[0]) if sigma is None else sigma
-        lines = {label: _at_sigma(ds, sigma) for label, ds in runs.items()}
+        lines = {name: at_sigma(ds, sigma) for name, ds in runs.items()}
     canvas = new_canvas(figure, 5.0, 3.4)
     ax = canvas.subplots()
-    for label, ds in lines.items():
+    for name, ds in lines.items():
         values, _ = _metric(ds, metric, window)
         per_image = values.mean("head")
         mean, spread = per_image.mean("image"), per_image.std("image")
-        (line,) = ax.plot(ds.layer, mean, marker="o", markersize=3, label=label)
+        (line,) = ax.plot(ds.layer, mean, marker="o", markersize=3, label=name)
         ax.fill_between(
             ds.layer, mean - spread, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0
         )
     _, reference = _metric(first, metric, window)
     ax.plot(first.layer, reference, "--", color="grey", label="uniform attention")
-    ax.set_xlabel("attention layer")
+    ax.set_xlabel(label(first.layer))
     ax.set_ylabel(_metric_label(first, metric, window))
     ax.set_xticks(first.layer.values)
     ax.legend(fontsize=7, title=None if len(runs) == 1 else f"σ = {sigma:g}", title_fontsize=7)
-    return canvas.figure
+    return root(canvas)
 
 
 def heads_figure(
@@ -202,10 +193,10 @@ def heads_figure(
         ax.set_title(f"σ = {float(panel.sigma):g}", fontsize=9)
         ax.set_xticks(range(panel.sizes["head"]), panel["head"].values)
         ax.set_yticks(range(panel.sizes["layer"]), panel.layer.values)
-        ax.set_xlabel("head")
-    axes[0].set_ylabel("attention layer")
+        ax.set_xlabel(label(panel["head"]))
+    axes[0].set_ylabel(label(table.layer))
     canvas.colorbar(image, ax=list(axes), label=_metric_label(dataset, metric, window))
-    return canvas.figure
+    return root(canvas)
 
 
 def locality_figure(

@@ -3,6 +3,9 @@
 turn. Adding a format is adding a module with a subclass of
 :class:`~biasprobe.formats.base.FormatEntrypoint`; other packages register theirs under the
 ``biasprobe.formats`` entry-point group.
+
+biasprobe's own format is such a plug-in too (:mod:`biasprobe.formats.native`); writing its files
+is not the loader's business but :func:`biasprobe.checkpoints.save_checkpoint`'s.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from biasprobe.denoiser import Denoiser, file_sha256
+from biasprobe.denoiser import Denoiser
 from biasprobe.errors import BiasprobeError, CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
-from biasprobe.formats.native import Checkpoint, read_checkpoint, save_checkpoint
 from biasprobe.validation import check_weights
 
 ENTRY_POINT_GROUP = "biasprobe.formats"
@@ -131,23 +133,40 @@ def load(
     return denoiser.to(device) if device else denoiser
 
 
+MOVED = {
+    "Checkpoint": "biasprobe.checkpoints",
+    "read_checkpoint": "biasprobe.checkpoints",
+    "save_checkpoint": "biasprobe.checkpoints",
+    "file_sha256": "biasprobe.denoiser",
+}
+"""Names this module exported before biasprobe's own file format became a plug-in like the others:
+they keep working for one release, with a DeprecationWarning naming their new module."""
+
+
+def moved(module: str, name: str, new_module: str):
+    """``new_module.name``, with a DeprecationWarning that ``module.name`` is its old place."""
+    warnings.warn(
+        f"{module}.{name} moved to {new_module}.{name}; the old name goes in the next release",
+        DeprecationWarning, stacklevel=3,
+    )
+    return getattr(importlib.import_module(new_module), name)
+
+
 def __getattr__(name: str):
     if name == "SUPPORTED":
         return supported()
     if name == "LOAD_OPTIONS":
         return load_options()
+    if name in MOVED:
+        return moved(__name__, name, MOVED[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "SUPPORTED",
-    "Checkpoint",
     "FormatEntrypoint",
     "Source",
     "detect_format",
-    "file_sha256",
     "load",
-    "read_checkpoint",
     "registry",
-    "save_checkpoint",
 ]

@@ -171,7 +171,7 @@ def _facts(name: str, path: Path, sha256: str) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    from biasprobe.formats import file_sha256
+    from biasprobe.denoiser import file_sha256
 
     return file_sha256(path)
 

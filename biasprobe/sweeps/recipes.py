@@ -149,7 +149,8 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     import torch
 
     from biasprobe import data
-    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
+    from biasprobe.denoiser import file_sha256
     from biasprobe.models import forward_flops, from_preset
     from biasprobe.sweeps.engine import worker_device
     from biasprobe.training import state_path, train

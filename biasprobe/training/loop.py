@@ -32,8 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.errors import InputError, ParameterError
-from biasprobe.formats.native import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.validation import count, number
 
 
@@ -245,7 +245,7 @@ def warm_start(network: nn.Module, checkpoint: str | os.PathLike, settings: dict
     Returns the step it continues from (the checkpoint's ``steps_done``, 0 if it has none) and its
     warm restarts so far, this one included.
     """
-    from biasprobe.formats.native import read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from biasprobe.checkpoints import NATIVE_CONVENTIONS, network_denoiser
 from biasprobe.errors import InputError
-from biasprobe.formats.native import NATIVE_CONVENTIONS, network_denoiser
 from biasprobe.models import attention_modules
 from biasprobe.progress import track
 from biasprobe.training.loop import (

@@ -79,7 +79,8 @@ def prepare(folder: Path) -> None:
 
 def manifest(output: Path) -> None:
     """Write data/checkpoints/manifest.json describing every zoo checkpoint in ``output``."""
-    from biasprobe.formats import file_sha256, read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
+    from biasprobe.denoiser import file_sha256
 
     entries = []
     for name, family, n, subset, windows in ZOO:
@@ -96,7 +97,7 @@ def train_one(folder: Path, output: Path, name: str, minutes: float, device: str
               init: Path | None = None, steps: int | None = None) -> None:
     """Train one zoo model; with ``init``, start from the weights of ``init/NAME.safetensors``
     (a warm restart: fresh optimizer, step count and seeds, the earlier steps recorded)."""
-    from biasprobe.formats import read_checkpoint
+    from biasprobe.checkpoints import read_checkpoint
     from biasprobe.models import from_preset
     from biasprobe.training import TrainingConfig, train
 

@@ -36,7 +36,7 @@ from common import import_biasprobe
 
 import_biasprobe()
 
-from biasprobe.formats.native import NATIVE_CONVENTIONS, network_denoiser
+from biasprobe.checkpoints import NATIVE_CONVENTIONS, network_denoiser
 from biasprobe.models import attention, from_preset, set_attention_kernel
 from biasprobe.training import (
     TrainingConfig,

@@ -18,7 +18,7 @@ import numpy as np
 
 import biasprobe as bp
 from biasprobe import data
-from biasprobe.formats import read_checkpoint
+from biasprobe.checkpoints import read_checkpoint
 
 SIGMAS = np.geomspace(0.02, 0.5, 8).tolist()
 K = 100
