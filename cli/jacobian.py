@@ -238,7 +238,7 @@ def _report_summary(report: Report, name: str, dataset) -> None:
                 record |= {"memorization_score": _value(judged.memorization_score),
                            "nearest_train_cosine": float(at.nearest_train_cosine),
                            "nearest_held_out_cosine": float(at.nearest_held_out_cosine)}
-            images.append(record | {"category": str(judged.category.item())})
+            images.append(record | {"category": str(judged.category.item()), "reason": str(judged.reason.item())})
     memorization_columns = [Column("memorization_score", "mem", number(".2f")),
                             Column("nearest_train_cosine", "cos tr", number(".3f")),
                             Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
@@ -251,6 +251,12 @@ def _report_summary(report: Report, name: str, dataset) -> None:
        caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
            "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
            "image" if memorized else ""))
+    if not report.as_json:
+        for record in images:
+            if record["category"] in CATEGORIES[:2]:
+                report.say(f"image {record['image']}, σ = {record['sigma']:g}: {record['category']}, by")
+                for test in record["reason"].split("; "):
+                    report.say(f"  {test}")
     verdicts = []
     for s in range(summary.sizes["sigma"]):
         at = summary.isel(sigma=s)
@@ -272,4 +278,6 @@ def _report_summary(report: Report, name: str, dataset) -> None:
     report.records("dimension_trend", trend)
     if not report.as_json and any(record["slope"] is not None for record in trend):
         report.say("d log tr(J) / d log σ per image: " + ", ".join(number(".2f")(r["slope"]) for r in trend))
-        report.say("  (< 0: tr J falls with σ, as when generalizing; ≈ 0: flat, as when memorizing)")
+        report.say(f"  (< 0: tr J falls with σ, as when generalizing; ≥ {summary.attrs['trend_threshold']:g}: "
+                   "flat, as when memorizing;")
+        report.say(f"  judged with at least {summary.attrs['trend_min_sigmas']} σ)")

@@ -1,5 +1,6 @@
-"""The six denoisers with known GAHB answers (issue 10), on 16×16 images (d = 256), shared by
-tests/test_harmonic.py and tests/benchmarks/calibrate_harmonic.py.
+"""The denoisers with known GAHB answers (issue 10), on 16×16 images (d = 256), shared by
+tests/test_harmonic.py and tests/benchmarks/calibrate_harmonic.py. Two of them are judged without
+their training images, so that only the σ-trend of tr J can tell that they memorize.
 
 Training set: the first 10 images of the shipped Fashion-MNIST S1 evaluation set, 2×2-averaged;
 held-out control: the 300 shipped test images, likewise. Each case is (name, denoiser builder
@@ -45,6 +46,7 @@ class Case:
     support: str
     expected: str
     per_image: bool = False  # one denoiser per image (built from its support)
+    training_known: bool = True  # the memorization diagnostics see the training images
 
     def denoiser(self, image: torch.Tensor | None = None):
         train = training()
@@ -55,9 +57,15 @@ class Case:
             "posterior mean at training images": lambda: reference.posterior_mean_denoiser(train),
             "posterior mean at test images": lambda: reference.posterior_mean_denoiser(train),
             "projection onto the training span + shrinkage": lambda: reference.span_shrinkage_denoiser(train),
+            UNSEEN_SPAN: lambda: reference.span_shrinkage_denoiser(train),
+            UNSEEN_SMALL_SPAN: lambda: reference.span_shrinkage_denoiser(train[:3]),
             "random orthonormal eigenvectors": lambda: reference.random_basis_denoiser(SHAPE),
         }
         return builders[self.name]()
+
+
+UNSEEN_SPAN = "projection onto the training span + shrinkage, training set not given"
+UNSEEN_SMALL_SPAN = "projection onto the span of 3 training images + shrinkage, training set not given"
 
 
 def cases() -> list[Case]:
@@ -70,6 +78,8 @@ def cases() -> list[Case]:
         Case("posterior mean at test images", test, (1.0,), "object", "memorizing"),
         Case("projection onto the training span + shrinkage", test, SIGMAS, "object", "memorizing"),
         Case("random orthonormal eigenvectors", test, SIGMAS, "object", "not harmonic"),
+        Case(UNSEEN_SPAN, test, SIGMAS, "object", "memorizing", training_known=False),
+        Case(UNSEEN_SMALL_SPAN, test, SIGMAS, "object", "memorizing", training_known=False),
     ]
 
 
@@ -79,8 +89,9 @@ def run(case: Case):
 
     from biasprobe.analyses.jacobian import jacobian
 
-    options = {"sigmas": list(case.sigmas), "support": case.support, "training_images": training(),
-               "held_out_images": held_out()}
+    options = {"sigmas": list(case.sigmas), "support": case.support}
+    if case.training_known:
+        options |= {"training_images": training(), "held_out_images": held_out()}
     if not case.per_image:
         return jacobian(case.denoiser(), case.images, **options)
     parts = [jacobian(case.denoiser(image), image[None], **options) for image in case.images]

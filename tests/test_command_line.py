@@ -111,6 +111,7 @@ def test_jacobian_progress_json_and_tables_of_80_columns(tmp_path, monkeypatch, 
     np.testing.assert_allclose([p["trace"] for p in data["pairs"]], stored.effective_dimension.values.ravel())
     summary = gahb_summary(stored)
     assert [g["category"] for g in data["gahb"]] == list(summary.category.values.ravel())
+    assert [g["reason"] for g in data["gahb"]] == list(summary.reason.values.ravel())
     assert [v["verdict"] for v in data["verdicts"]] == list(summary.verdict.values)
     for verdict, count in zip(data["verdicts"], summary.category_count.values):
         assert verdict["counts"] == dict(zip(CATEGORIES, count.tolist())) and sum(count) == 2

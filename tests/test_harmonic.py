@@ -17,6 +17,7 @@ from biasprobe.analyses.harmonic import (
 )
 from biasprobe.analyses.jacobian import jacobian
 from biasprobe.analyses.memorization import span_basis, span_energy
+from biasprobe.analyses.reference import GaussianImageModel
 from biasprobe.analyses.support import grid_laplacian, grid_roughness, support_mask
 from biasprobe.errors import InputError
 from tests import gahb_references as references
@@ -108,6 +109,55 @@ def test_calibration_separates_the_metrics(calibration):
     assert (collapsed.count_above_half == 0).all() and (wiener.count_above_half > 0).all()
     # a generalizing (Wiener) denoiser's tr J falls with σ
     assert (wiener.dimension_trend < -0.1).all()
+
+
+def test_dimension_trend_separates_memorizers_from_the_rest(calibration):
+    """β = d log tr J / d log σ: flat for span projections (rank ≤ N − 1 ≪ d), falling for every
+    denoiser built without a training set, with a margin of at least 0.08 on both sides of the threshold."""
+    from biasprobe.analyses.harmonic import TREND_THRESHOLD
+
+    flat = [references.UNSEEN_SPAN, references.UNSEEN_SMALL_SPAN, "projection onto the training span + shrinkage"]
+    falling = ["Wiener filter of a stationary Gaussian", "pixel-wise shrinkage", "Laplacian eigenfunctions of Ω",
+               "random orthonormal eigenvectors"]
+    for name in flat:
+        assert (calibration[name][1].dimension_trend > TREND_THRESHOLD + 0.08).all(), name
+    for name in falling:
+        assert (calibration[name][1].dimension_trend < TREND_THRESHOLD - 0.08).all(), name
+
+
+def test_memorizer_without_its_training_set_is_caught_by_its_flat_trend(calibration):
+    """No training images, so no span score: the verdict rests on β and says so."""
+    for name in (references.UNSEEN_SPAN, references.UNSEEN_SMALL_SPAN):
+        summary = calibration[name][1]
+        assert "memorization_score" not in summary
+        assert all(reason.startswith("tr J flat in σ: β = ") for reason in summary.reason.values.ravel())
+    known = calibration["projection onto the training span + shrinkage"][1]
+    assert all("training-span score" in r and "tr J flat" in r for r in known.reason.values.ravel())
+    assert (calibration["posterior mean at training images"][1].reason == "no λ > 0.5").all()
+
+
+def test_trend_needs_three_noise_levels():
+    """With two σ the slope is reported but does not judge: the memorizer without its training set is then
+    read by its eigenvectors alone (not memorizing)."""
+    case = next(case for case in references.cases() if case.name == references.UNSEEN_SPAN)
+    summary = gahb_summary(references.run(references.Case(case.name, case.images, (0.05, 0.2), case.support,
+                                                          case.expected, training_known=False)))
+    assert np.isfinite(summary.dimension_trend).all() and summary.attrs["trend_min_sigmas"] == 3
+    assert not (summary.category == CATEGORIES[1]).any()
+
+
+def test_dimension_trend_is_stored_and_follows_a_power_law():
+    """The jacobian store keeps β per image; tr J = c·σ^β gives back β exactly."""
+    from biasprobe.analyses.harmonic import dimension_trend
+
+    sigma = np.array([0.05, 0.1, 0.2])
+    trace = xr.DataArray(np.array([7 * sigma**-0.5, 3 * sigma**0.0]), dims=("image", "sigma"),
+                         coords={"image": [0, 1], "sigma": sigma})
+    np.testing.assert_allclose(dimension_trend(trace).values, [-0.5, 0.0], atol=1e-12)
+    images = references.held_out()[:1]
+    stored = jacobian(GaussianImageModel(references.SHAPE).denoiser(), images,
+                      sigmas=[0.05, 0.1, 0.2])
+    np.testing.assert_allclose(stored.dimension_trend.values, dimension_trend(stored.effective_dimension).values)
 
 
 def test_degenerate_spectrum_gets_no_verdict():

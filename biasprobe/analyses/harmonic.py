@@ -17,15 +17,17 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
   over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
 - spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
 - the memorization score of :func:`biasprobe.analyses.memorization.jacobian_memorization`, when
-  the training images are known.
+  the training images are known;
+- the dimension trend β = d log tr J / d log σ per image (least squares over the σ of the store).
 
 Per image and σ the category is the first that applies: *collapsed* (no λ above ½: D is locally
 constant, exact memorization); *memorizing* (memorization score ≥ :data:`MEMORIZATION_THRESHOLD`);
-*undetermined (degenerate spectrum)* (spread < :data:`SPREAD_THRESHOLD`); *geometry-adaptive
-harmonic* (ρ ≥ :data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and
+*undetermined (degenerate spectrum)* (spread < :data:`SPREAD_THRESHOLD`); *memorizing* (flat
+effective dimensionality: β ≥ :data:`TREND_THRESHOLD`, measured over at least :data:`TREND_MIN_SIGMAS`
+noise levels); *geometry-adaptive harmonic* (ρ ≥ :data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and
 κ ≥ :data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*.
 The verdict per σ is the most frequent category over the images (``split: A / B`` on a tie), with
-the counts behind it.
+the counts behind it; ``reason`` says, per image and σ, which test decided the category.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ CONFINEMENT_THRESHOLD = 0.5
 MEMORIZATION_THRESHOLD = 0.5
 """Memorization score: between denoisers that never saw the training images (≤ 0.11) and those
 built from them (1.0)."""
+TREND_THRESHOLD = -0.2
+"""β = d log tr J / d log σ at or above which tr J counts as flat in σ (memorizing): the midpoint of
+the references' gap, between memorizers (span projections of 3 and 10 images: β ≥ −0.10) and
+denoisers that saw no training set (pixel-wise shrinkage, Wiener, Laplacian and random bases:
+β ≤ −0.31)."""
+TREND_MIN_SIGMAS = 3
+"""Noise levels the trend needs before it enters the verdict (a two-point slope has no check)."""
 SPREAD_THRESHOLD = 1e-3
 """Top-K eigenvalues within 0.1 % of each other (J ≈ I of an untrained bias-free UNet: spread
 ≈ 1e-5) leave their eigenvectors undetermined."""
@@ -210,18 +219,29 @@ def adaptivity(dataset: xr.Dataset, top: int) -> xr.DataArray:
         long_name="adaptivity: 1 − overlap of top-K eigenspaces between images", top=top)
 
 
+def denoiser_trace(dataset: xr.Dataset) -> xr.DataArray:
+    """tr J of the denoiser: the store's ``effective_dimension``, or d − s·tr J_raw for a raw-output
+    store (J = I − s·J_raw, :func:`raw_scale`)."""
+    scale = raw_scale(dataset)
+    if scale is None or (isinstance(scale, float) and scale == 0.0):
+        return dataset.effective_dimension
+    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
+    return (d - scale * dataset.effective_dimension).assign_attrs(dataset.effective_dimension.attrs)
+
+
 def dimension_trend(effective_dimension: xr.DataArray) -> xr.DataArray:
-    """Least-squares slope of log tr J against log σ per image (NaN with one σ or tr J ≤ 0):
-    Kadkhodaie et al. find it negative for generalizing denoisers and near 0 for memorizers."""
+    """β = least-squares slope of log tr J against log σ per image (NaN with one σ or tr J ≤ 0):
+    Kadkhodaie et al. find tr J falling with σ for generalizing denoisers (β < 0) and flat for
+    memorizers (β ≈ 0), whose J is confined to the ≤ N − 1 directions of the training set."""
     log_sigma = np.log(effective_dimension.sigma.values)
+    attrs = {"long_name": "dimension trend β = d log tr J / d log σ", "units": "1", "sigmas": len(log_sigma)}
     if len(log_sigma) < 2:
-        return xr.full_like(effective_dimension.isel(sigma=0, drop=True), np.nan, dtype=float)
+        return xr.full_like(effective_dimension.isel(sigma=0, drop=True), np.nan, dtype=float).assign_attrs(attrs)
     trace = effective_dimension.transpose("image", "sigma").values
     log_trace = np.log(np.where(trace > 0, trace, np.nan))
     centred = log_sigma - log_sigma.mean()
     slope = ((log_trace - log_trace.mean(1, keepdims=True)) * centred).sum(1) / (centred**2).sum()
-    return xr.DataArray(slope, dims=["image"], coords={"image": effective_dimension.image},
-                        attrs={"long_name": "slope d log tr J / d log σ"})
+    return xr.DataArray(slope, dims=["image"], coords={"image": effective_dimension.image}, attrs=attrs)
 
 
 # --------------------------------------------------------------------------- context and verdict
@@ -248,11 +268,12 @@ def gahb_context(
     neighbours: int | None = None,
 ) -> xr.Dataset:
     """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
-    (:func:`with_support`) and, given the training images and held-out images, the memorization
+    (:func:`with_support`), the dimension trend per image (:func:`dimension_trend`) and, given the training images and held-out images, the memorization
     diagnostics of :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
     from biasprobe.analyses.memorization import NEIGHBOURS, jacobian_memorization
 
     dataset = with_support(dataset, support, **(support_options or {}))
+    dataset = dataset.assign(dimension_trend=dimension_trend(denoiser_trace(dataset)))
     if (training_images is None) != (held_out_images is None):
         raise InputError("memorization diagnostics need both {training_images} and {held_out_images} (the control)",
                          parameters=["training_images", "held_out_images"])
@@ -274,8 +295,8 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     Returns per (image, sigma, rank < K_max): ``frequency_centroid``, ``participation_ratio`` (on Ω),
     ``support_energy``, ``roughness`` (NaN beyond each image's K); per (image, sigma): ``top``,
     ``harmonicity``, ``participation``, ``confinement``, ``confinement_excess``, ``spectral_spread``,
-    ``effective_dimension``, ``count_above_half``, ``category`` (and ``memorization_score`` when
-    known); per image: ``support_area`` and ``dimension_trend``; per σ: ``mean_harmonicity``,
+    ``effective_dimension``, ``count_above_half``, ``category``, ``reason`` (the tests that decided it)
+    (and ``memorization_score`` when known); per image: ``support_area`` and ``dimension_trend`` β; per σ: ``mean_harmonicity``,
     ``mean_participation``, ``mean_confinement_excess``, ``adaptivity``, ``verdict`` and
     ``category_count`` (sigma, label: one per category).
     """
@@ -316,12 +337,19 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     category = xr.where(harmonic, xr.where(excess.isnull(), CATEGORIES[5],
                                            xr.where(excess >= CONFINEMENT_THRESHOLD, CATEGORIES[3], CATEGORIES[4])),
                         CATEGORIES[6])
+    trend = dimension_trend(dataset.effective_dimension)
+    judged_trend = trend if dataset.sizes["sigma"] >= TREND_MIN_SIGMAS else xr.full_like(trend, np.nan)
+    category = xr.where(judged_trend >= TREND_THRESHOLD, CATEGORIES[1], category)
     category = xr.where(spread < SPREAD_THRESHOLD, CATEGORIES[2], category)
     scores = {}
+    score = xr.full_like(rho, np.nan)
     if "memorization_score" in dataset:
-        scores["memorization_score"] = dataset.memorization_score
+        score = scores["memorization_score"] = dataset.memorization_score
         category = xr.where(dataset.memorization_score >= MEMORIZATION_THRESHOLD, CATEGORIES[1], category)
     category = xr.where(above == 0, CATEGORIES[0], category).astype(str)
+    with np.errstate(invalid="ignore"):  # NaN scores and trends compare False
+        reason = xr.apply_ufunc(_reason, category, spread, judged_trend, score, rho, mean_participation, excess,
+                                vectorize=True, output_dtypes=[object]).astype(str)
 
     counts = np.stack([(category == name).sum("image").values for name in CATEGORIES], axis=-1)
     count = xr.DataArray(counts, dims=("sigma", "label"),
@@ -345,8 +373,9 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
             "count_above_half": above.assign_attrs(long_name="#{k : λ_k > ½}"),
             **scores,
             "category": category.assign_attrs(long_name="GAHB category"),
+            "reason": reason.assign_attrs(long_name="the tests that decided the category"),
             "support_area": area,
-            "dimension_trend": dimension_trend(dataset.effective_dimension),
+            "dimension_trend": trend,
             "mean_harmonicity": rho.mean("image").assign_attrs(long_name="harmonicity, mean over images"),
             "mean_participation": mean_participation.mean("image").assign_attrs(
                 long_name="participation ratio on Ω, mean over the top K and images"),
@@ -362,10 +391,41 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
             "confinement_threshold": CONFINEMENT_THRESHOLD,
             "memorization_threshold": MEMORIZATION_THRESHOLD,
             "spread_threshold": SPREAD_THRESHOLD,
+            "trend_threshold": TREND_THRESHOLD,
+            "trend_min_sigmas": TREND_MIN_SIGMAS,
             "output": dataset.attrs.get("output", "denoised"),
             "mapped_from": dataset.attrs.get("mapped_from", ""),
         },
     )
+
+
+def _reason(category: str, spread: float, trend: float, score: float, rho: float, participation: float,
+            excess: float) -> str:
+    """Which tests decided ``category``, with their values and thresholds (``trend`` is NaN when the
+    store has fewer than :data:`TREND_MIN_SIGMAS` noise levels, ``score`` when no training images)."""
+    if category == CATEGORIES[0]:
+        return f"no λ > {COLLAPSE_LEVEL:g}"
+    if category == CATEGORIES[1]:
+        tests = []
+        if score >= MEMORIZATION_THRESHOLD:
+            tests.append(f"training-span score {score:.2f} ≥ {MEMORIZATION_THRESHOLD:g}")
+        if trend >= TREND_THRESHOLD:
+            tests.append(f"tr J flat in σ: β = {trend:.3f} ≥ {TREND_THRESHOLD:g}")
+        return "; ".join(tests)
+    if category == CATEGORIES[2]:
+        return f"spectral spread {spread:.1e} < {SPREAD_THRESHOLD:g}"
+    tests = [_compared("ρ", rho, HARMONICITY_THRESHOLD, ".2f"),
+             _compared("PR_Ω", participation, PARTICIPATION_THRESHOLD, ".3f")]
+    if category == CATEGORIES[6]:
+        return ", ".join(test for test in tests if " < " in test)
+    if np.isfinite(excess):
+        tests.append(_compared("κ", excess, CONFINEMENT_THRESHOLD, ".2f"))
+    return ", ".join(tests)
+
+
+def _compared(name: str, value: float, threshold: float, style: str) -> str:
+    """'name value ≥ threshold' or 'name value < threshold'."""
+    return f"{name} {value:{style}} {'≥' if value >= threshold else '<'} {threshold:g}"
 
 
 def most_frequent(counts: np.ndarray) -> str:
@@ -389,8 +449,11 @@ __all__ = [
     "MEMORIZATION_THRESHOLD",
     "PARTICIPATION_THRESHOLD",
     "SPREAD_THRESHOLD",
+    "TREND_MIN_SIGMAS",
+    "TREND_THRESHOLD",
     "adaptivity",
     "denoiser_order",
+    "denoiser_trace",
     "dimension_trend",
     "eigenspace_overlap",
     "frequency_centroid",
