@@ -277,7 +277,6 @@ def _report_summary(report: Report, name: str, dataset) -> None:
              for i, value in enumerate(summary.dimension_trend.values)]
     report.records("dimension_trend", trend)
     if not report.as_json and any(record["slope"] is not None for record in trend):
-        report.say("d log tr(J) / d log σ per image: " + ", ".join(number(".2f")(r["slope"]) for r in trend))
-        report.say(f"  (< 0: tr J falls with σ, as when generalizing; ≥ {summary.attrs['trend_threshold']:g}: "
-                   "flat, as when memorizing;")
-        report.say(f"  judged with at least {summary.attrs['trend_min_sigmas']} σ)")
+        report.say("d log tr(J) / d log σ per image: " + ", ".join(number(".3f")(r["slope"]) for r in trend))
+        report.say(f"  (< 0: tr J falls with σ, as when generalizing; ≥ {summary.attrs['trend_threshold']:g}: flat,")
+        report.say(f"  as when memorizing, judged with at least {summary.attrs['trend_min_sigmas']} σ)")
