@@ -23,11 +23,12 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 Per image and σ the category is the first that applies: *collapsed* (no λ above ½: D is locally
 constant, exact memorization); *memorizing* (memorization score ≥ :data:`MEMORIZATION_THRESHOLD`);
 *undetermined (degenerate spectrum)* (spread < :data:`SPREAD_THRESHOLD`); *memorizing* (flat
-effective dimensionality: β ≥ :data:`TREND_THRESHOLD`, measured over at least :data:`TREND_MIN_SIGMAS`
-noise levels); *geometry-adaptive harmonic* (ρ ≥ :data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and
-κ ≥ :data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*.
-The verdict per σ is the most frequent category over the images (``split: A / B`` on a tie), with
-the counts behind it; ``reason`` says, per image and σ, which test decided the category.
+effective dimensionality: β ≥ :data:`TREND_THRESHOLD`, measured over at least
+:data:`TREND_MIN_SIGMAS` noise levels); *geometry-adaptive harmonic* (ρ ≥
+:data:`HARMONICITY_THRESHOLD`, mean PR_Ω ≥ :data:`PARTICIPATION_THRESHOLD` and κ ≥
+:data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*. The
+verdict per σ is the most frequent category over the images (``split: A / B`` on a tie), with the
+counts behind it; ``reason`` says, per image and σ, which test decided the category.
 """
 
 from __future__ import annotations
@@ -268,8 +269,9 @@ def gahb_context(
     neighbours: int | None = None,
 ) -> xr.Dataset:
     """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
-    (:func:`with_support`), the dimension trend per image (:func:`dimension_trend`) and, given the training images and held-out images, the memorization
-    diagnostics of :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
+    (:func:`with_support`), the dimension trend per image (:func:`dimension_trend`) and, given the
+    training images and held-out images, the memorization diagnostics of
+    :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
     from biasprobe.analyses.memorization import NEIGHBOURS, jacobian_memorization
 
     dataset = with_support(dataset, support, **(support_options or {}))
@@ -295,10 +297,10 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     Returns per (image, sigma, rank < K_max): ``frequency_centroid``, ``participation_ratio`` (on Ω),
     ``support_energy``, ``roughness`` (NaN beyond each image's K); per (image, sigma): ``top``,
     ``harmonicity``, ``participation``, ``confinement``, ``confinement_excess``, ``spectral_spread``,
-    ``effective_dimension``, ``count_above_half``, ``category``, ``reason`` (the tests that decided it)
-    (and ``memorization_score`` when known); per image: ``support_area`` and ``dimension_trend`` β; per σ: ``mean_harmonicity``,
-    ``mean_participation``, ``mean_confinement_excess``, ``adaptivity``, ``verdict`` and
-    ``category_count`` (sigma, label: one per category).
+    ``effective_dimension``, ``count_above_half``, ``category``, ``reason`` (the tests that decided
+    it) (and ``memorization_score`` when known); per image: ``support_area`` and ``dimension_trend``
+    β; per σ: ``mean_harmonicity``, ``mean_participation``, ``mean_confinement_excess``,
+    ``adaptivity``, ``verdict`` and ``category_count`` (sigma, label: one per category).
     """
     dataset = denoiser_order(dataset)
     if support is not None or "support" not in dataset:
