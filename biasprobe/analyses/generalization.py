@@ -125,7 +125,7 @@ def _summarise(values, sigma, steps, counts, denoiser, seed) -> xr.Dataset:
     dataset["sem_psnr"] = sem.assign_attrs(long_name="standard error of the mean PSNR", units="dB")
     difference = mean.sel(split="train", drop=True) - mean.sel(split="test", drop=True)
     dataset["gap"] = difference.drop_vars("images_per_split", errors="ignore").assign_attrs(
-        long_name="generalization gap: mean train PSNR - mean test PSNR", units="dB")
+        long_name="train − test PSNR", units="dB", description="generalization gap: mean train PSNR − mean test PSNR")
     dataset["gap_sem"] = np.sqrt((sem**2).sum("split")).assign_attrs(long_name="standard error of the gap", units="dB")
     dataset["average_gap"] = dataset.gap.mean("sigma").assign_attrs(long_name="gap averaged over noise levels",
                                                                      units="dB")
