@@ -269,3 +269,52 @@ def test_a_fresh_interpreter_finds_analyses_by_name_despite_lazy_imports():
             "a = registered('locality'); print(a.__name__, 'torch' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.split() == ["locality", "True"]
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    """The demo's zoo as tiny 8×8 checkpoints of the same families, names and subsets, and random images."""
+    from biasprobe import demo, zoo
+
+    specs = {"unet-bf-n10": ("unet-bf", 10, "s1", {}), "unet-bf-n10000-s1": ("unet-bf", 10000, "s1", {}),
+             "unet-bf-n10000-s2": ("unet-bf", 10000, "s2", {}), "dit-n10": ("dit", 10, "s1", {}),
+             "dit-n1000": ("dit", 1000, "s1", {}), "dit-n10000": ("dit", 10000, "s1", {}),
+             "dit-local-n1000": ("dit", 1000, "s1", {"windows": [3, 5, 7, 9, 11, 13] + [None] * 6})}
+    assert set(specs) >= {*demo.JACOBIAN_MODELS, *demo.LOCALITY_MODELS, *demo.TWO_MODELS}
+    paths = {}
+    for seed, (name, (family, n, subset, overrides)) in enumerate(specs.items()):
+        if family == "dit":
+            overrides = {"depth": 12, "patch_size": 1, **overrides}
+        paths[name] = tiny_checkpoint(tmp_path / f"{name}.pt", family, seed=seed, **overrides)
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(zoo, "manifest", lambda: [{"name": name, "family": family, "n_train": n, "subset": subset}
+                                                  for name, (family, n, subset, _) in specs.items()])
+    monkeypatch.setattr(zoo, "load_checkpoint", lambda name, device=None: bp.load(paths[name], device=device))
+    monkeypatch.setattr(zoo, "evaluation_images", lambda part: images[{"train_s1": 0, "train_s2": 10, "test": 20}[part]:][:10])
+    return specs
+
+
+def test_demo_runs_end_to_end_into_its_own_folder_and_refuses_a_users(tiny_zoo, tmp_path, monkeypatch):
+    from biasprobe.demo import run_demo
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    result = run_cli("demo", "--out", mine, "--k", "4", "--device", "cpu")
+    assert result.returncode == 1 and "did not write" in result.stderr and "--out" in result.stderr
+    assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
+
+    result = run_cli("demo", "--out", tmp_path / "demo", "--k", "4", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "demo"
+    for stage_number, stage_name in enumerate(("gap", "Jacobian", "attention", "two-model test"), 1):
+        assert f"[{stage_number}/4] {stage_name} " in result.stderr
+    written = {line.removeprefix("wrote ").strip() for line in result.stderr.splitlines() if line.startswith("wrote ")}
+    files = {str(path) for path in out.iterdir() if not path.name.startswith(".")}
+    assert files == written and len(files) == 7 + 4 + 4 + 1 + 2 * (3 + 4 + 4) + 2
+    index = (out / "index.md").read_text()
+    assert all(f"| {name} |" in index for name in tiny_zoo) and "nan" not in index.lower()
+    assert "minutes on a machine with" in index and (out / "index.html").read_text().count("<img ") == 11
+    assert bp.open(out / "gap-dit-n10.zarr").attrs["analysis"] == "gap"
+    again = run_demo(out, k=4, progress=False)  # a rerun replaces its own files
+    assert again == out / "index.md" and (out / "index.md").read_text() != ""
