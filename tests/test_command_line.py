@@ -156,6 +156,14 @@ def test_info_json(tmp_path):
     assert data["sha256"] == file_sha256(path) and data["description"]["family"] == "dit"
 
 
+def test_info_wraps_long_values_at_80_columns(tmp_path):
+    lines = run_cli("info", tiny_checkpoint(tmp_path / "m.pt", "dit", windows=[3, 5, None, None])).stdout.splitlines()
+    too_long = [line for line in lines if len(line) > 80 and len(line.split()) > 2]  # a hash or a path stays whole
+    assert not too_long and any(line.startswith(" ") for line in lines)
+    config = next(i for i, line in enumerate(lines) if line.startswith("config"))
+    assert lines[config + 1].startswith(" ")  # the config's JSON continues on an indented line
+
+
 def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tmp_path):
     images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
