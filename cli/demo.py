@@ -24,9 +24,9 @@ def demo(
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
 
-    Needs nothing beyond the repository (no downloads, no data packages); about 4 minutes on an idle 2-core
-    CPU, 10-15 on a busy one. Each of the four stages reports which checkpoint it is on, and every file
-    written gets a line.
+    Needs nothing beyond the repository (no downloads, no data packages). CPU-heavy: about an hour on a
+    busy 2-core CPU (README gives the measured times); --device cuda on a GPU. Each of the four stages
+    reports which checkpoint it is on, every file written gets a line, and the page records the wall time.
     """
     from biasprobe.demo import run_demo
     from biasprobe.validation import count, output_folder
