@@ -316,12 +316,12 @@ def test_demo_runs_end_to_end_into_its_own_folder_and_refuses_a_users(tiny_zoo, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    result = run_cli("demo", "--out", mine, "--k", "2", "--device", "cpu")
+    result = run_cli("demo", "--out", mine, "--per-split", "2", "--device", "cpu")
     assert result.returncode == 1 and "did not write" in result.stderr and "--out" in result.stderr
     assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
 
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", out, "--k", "2", "--device", "cpu")
+    result = run_cli("demo", "--out", out, "--per-split", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for stage_number, stage_name in enumerate(("gap", "Jacobian", "attention", "two-model test"), 1):
         assert f"[{stage_number}/4] {stage_name} " in result.stderr
