@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -62,8 +63,9 @@ def info(
         report.finish()
         return
     width = max(map(len, rows))
-    for key, value in rows.items():
-        typer.echo(f"{key:<{width}}  {value}")
+    for key, value in rows.items():  # long values wrap under themselves at 80 columns; one word (a hash) stays whole
+        typer.echo(textwrap.fill(value, 80, initial_indent=f"{key:<{width}}  ", subsequent_indent=" " * (width + 2),
+                                 break_long_words=False, break_on_hyphens=False))
 
 
 def new(

@@ -15,8 +15,8 @@ DEFAULT_FOLDER = Path("biasprobe-demo")
 def demo(
     out: Annotated[
         Path,
-        typer.Option(help="Folder for the stores, figures and index.md (the gallery shipped in the repository "
-                     "was made with --out reports/demo)."),
+        typer.Option(help="Folder for the stores, figures and index.md/.html: new, empty, or one an earlier demo "
+                     "or report wrote (the gallery in the repository was made with --out reports/demo)."),
     ] = DEFAULT_FOLDER,
     per_split: Annotated[int, typer.Option(help="Test images per gap measurement.")] = 100,
     k: OldK = None,
@@ -24,8 +24,9 @@ def demo(
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
 
-    Needs nothing beyond the repository (no downloads, no data packages); a few minutes on a laptop CPU.
-    Each of the four stages reports which checkpoint it is on, and every file written gets a line.
+    Needs nothing beyond the repository (no downloads, no data packages). CPU-heavy: about an hour on a
+    busy 2-core CPU (README gives the measured times); --device cuda on a GPU. Each of the four stages
+    reports which checkpoint it is on, every file written gets a line, and the page records the wall time.
     """
     from biasprobe.demo import run_demo
     from biasprobe.validation import count, output_folder

@@ -157,6 +157,14 @@ def test_info_json(tmp_path):
     assert data["sha256"] == file_sha256(path) and data["description"]["family"] == "dit"
 
 
+def test_info_wraps_long_values_at_80_columns(tmp_path):
+    lines = run_cli("info", tiny_checkpoint(tmp_path / "m.pt", "dit", windows=[3, 5, None, None])).stdout.splitlines()
+    too_long = [line for line in lines if len(line) > 80 and len(line.split()) > 2]  # a hash or a path stays whole
+    assert not too_long and any(line.startswith(" ") for line in lines)
+    config = next(i for i, line in enumerate(lines) if line.startswith("config"))
+    assert lines[config + 1].startswith(" ")  # the config's JSON continues on an indented line
+
+
 def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tmp_path):
     images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
@@ -270,3 +278,58 @@ def test_a_fresh_interpreter_finds_analyses_by_name_despite_lazy_imports():
             "a = registered('locality'); print(a.__name__, 'torch' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.split() == ["locality", "True"]
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    """The demo's zoo as tiny 8×8 checkpoints of the same families, names and subsets (12-layer DiTs, as
+    the demo's tables need), random images, two gap noise levels and short sampler runs."""
+    from biasprobe import demo, zoo
+
+    specs = {"unet-bf-n10": ("unet-bf", 10, "s1", {}), "unet-bf-n10000-s1": ("unet-bf", 10000, "s1", {}),
+             "unet-bf-n10000-s2": ("unet-bf", 10000, "s2", {}), "dit-n10": ("dit", 10, "s1", {}),
+             "dit-n1000": ("dit", 1000, "s1", {}), "dit-n10000": ("dit", 10000, "s1", {}),
+             "dit-local-n1000": ("dit", 1000, "s1", {"windows": [3, 5, 7, 9, 11, 13] + [None] * 6})}
+    assert set(specs) >= {*demo.JACOBIAN_MODELS, *demo.LOCALITY_MODELS, *demo.TWO_MODELS}
+    paths = {}
+    for seed, (name, (family, n, subset, overrides)) in enumerate(specs.items()):
+        if family == "dit":
+            overrides = {"depth": 12, "width": 8, "heads": 1, "patch_size": 1, **overrides}
+        paths[name] = tiny_checkpoint(tmp_path / f"{name}.pt", family, image_size=8, seed=seed, **overrides)
+    images = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(zoo, "manifest", lambda: [{"name": name, "family": family, "n_train": n, "subset": subset}
+                                                  for name, (family, n, subset, _) in specs.items()])
+    monkeypatch.setattr(zoo, "load_checkpoint", lambda name, device=None: bp.load(paths[name], device=device))
+    monkeypatch.setattr(zoo, "evaluation_images", lambda part: images[{"train_s1": 0, "train_s2": 4, "test": 8}[part]:][:4])
+    monkeypatch.setattr(demo, "GAP_SIGMAS", [0.05, 0.2])
+    from biasprobe.reports import folder
+    from biasprobe.training import samplers
+
+    monkeypatch.setattr(folder, "DPI", 20)
+
+    sample = samplers.sample  # an untrained blind UNet's ascent would run to its 2000-iteration cap
+    monkeypatch.setattr(samplers, "sample", lambda *args, **options: sample(*args, **{"max_iterations": 20, **options}))
+    return specs
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_into_its_own_folder_and_refuses_a_users(tiny_zoo, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    result = run_cli("demo", "--out", mine, "--per-split", "2", "--device", "cpu")
+    assert result.returncode == 1 and "did not write" in result.stderr and "--out" in result.stderr
+    assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
+
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", out, "--per-split", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    for stage_number, stage_name in enumerate(("gap", "Jacobian", "attention", "two-model test"), 1):
+        assert f"[{stage_number}/4] {stage_name} " in result.stderr
+    written = {line.removeprefix("wrote ").strip() for line in result.stderr.splitlines() if line.startswith("wrote ")}
+    files = {str(path) for path in out.iterdir() if not path.name.startswith(".")}
+    assert files == written and len(files) == 7 + 4 + 4 + 1 + 2 * (3 + 4 + 4) + 2
+    index = (out / "index.md").read_text()
+    assert all(f"| {name} |" in index for name in tiny_zoo) and "nan" not in index.lower()
+    assert "minutes on a machine with" in index and (out / "index.html").read_text().count("<img ") == 11
+    assert bp.open(out / "gap-dit-n10.zarr").attrs["analysis"] == "gap"

@@ -28,3 +28,11 @@ def test_every_metric_module_has_a_method_page():
     pages = {p.stem for p in (ROOT / "docs" / "methods").glob("*.md")}
     for analysis in ("jacobian", "locality", "generalization"):
         assert analysis in pages
+
+
+def test_every_example_that_needs_fashion_mnist_names_its_apt_package():
+    for page in ("README.md", "docs/guide.md"):
+        blocks = (ROOT / page).read_text().split("```")[1::2]  # the fenced code blocks
+        for block in blocks:
+            if "--data fashion-mnist" in block or "biasprobe gap " in block:
+                assert "dataset-fashion-mnist" in block, f"{page}: name the apt package beside\n{block}"

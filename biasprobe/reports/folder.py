@@ -49,7 +49,7 @@ class ReportFolder:
                                  parameters=["out"]) from None
         if path.exists() and any(path.iterdir()):
             raise InputError(
-                f"{path} holds files that biasprobe report did not write; choose another " + "{out} folder (or an "
+                f"{path} holds files that biasprobe report or demo did not write; choose another " + "{out} folder (or an "
                 "empty one)", parameters=["out"])
         path.mkdir(parents=True, exist_ok=True)
         return {}
@@ -63,7 +63,7 @@ class ReportFolder:
         foreign = [name for name in names if not self.owns(name)]
         if foreign:
             raise InputError(
-                f"{self.path / foreign[0]} exists and was not written by biasprobe report; move it or choose "
+                f"{self.path / foreign[0]} exists and was not written by biasprobe report or demo; move it or choose "
                 "another {out} folder", parameters=["out"])
 
     def _target(self, name: str) -> Path:
