@@ -98,8 +98,9 @@ def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if not manifest.exists():
-        raise InputError(f"no zoo manifest at {manifest}: train the paper zoo (docs/reports.md) or pass "
-                         "{zoo} data/checkpoints for the small shipped zoo", parameters=["zoo"])
+        raise InputError(f"no zoo manifest at {manifest}: the paper zoo ships in data/zoo of the repository (run from "
+                         "its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} data/checkpoints "
+                         "is the small shipped zoo", parameters=["zoo"])
     try:
         entries = json.loads(manifest.read_text())["checkpoints"]
         return [_model(folder, entry) for entry in entries]
