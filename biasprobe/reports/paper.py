@@ -157,8 +157,9 @@ class Settings:
     ``k`` images per split for the gap (the paper's K = 300) and for the nearest-image search; the gap
     of scheduled models at the diffusion steps ``gap_timesteps`` (the paper's Fig. 2 runs t = 0, 20, …,
     980; here nine steps, dense where the gap peaks, t ≤ 200 being σ ≲ 0.7 for the linear schedule),
-    of blind ones at 20 σ from 0.01 to 1. ``k`` = 50 and nine steps keep the whole zoo's gap stores
-    within about 20 CPU-minutes on two cores (each store records its standard errors). Jacobians and
+    of blind ones at 20 σ from 0.01 to 1. ``k`` = 50 and nine steps keep the paper zoo's 44 stores
+    within about half an hour on a 2-core CPU (measured: 32 minutes under load; each gap store records
+    its standard errors). Jacobians and
     attention at one noise level ``sigma`` ([0, 1] scale) on the first test image(s); the raw output
     (ε̂ in native units) for scheduled models, as the paper's eigenvalues above 1 imply, the denoiser
     for blind ones."""
