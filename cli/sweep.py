@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from biasprobe_cli.options import deprecated_flag, parse_numbers, parse_windows
-from biasprobe_cli.output import Column, Report
+from biasprobe_cli.output import Column, Report, number
 
 from biasprobe.errors import InputError
 
@@ -212,17 +212,26 @@ def train(
 def _list(report: Report, recipe, record_file) -> None:
     import json
 
+    from biasprobe.training.plateau import loss_plateau
+
     models = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
-        done = json.loads(path.read_text()).get("steps_done", 0) if path.exists() else 0
+        record = json.loads(path.read_text()) if path.exists() else {}
+        judged = loss_plateau(record["loss_curve"], record.get("warm_restarts", [])) if record else None
         windows = ",".join(map(str, model.windows))
         models.append({"name": model.name, "model": " ".join(filter(None, (model.family, model.preset, windows))),
                        "data": f"{model.data} {model.subset}", "n": model.n, "seed": model.seed,
-                       "steps": f"{done}/{model.steps}"})
+                       "steps": f"{record.get('steps_done', 0)}/{model.steps}",
+                       "change": None if judged is None else judged.change,
+                       "change_se": None if judged is None else judged.change_se,
+                       "plateau": None if judged is None else judged.plateau})
     columns = [Column("name", "name", left=True, no_wrap=True), Column("model", "model", left=True),
                Column("data", "data", left=True), Column("n", "N"), Column("seed", "seed"),
-               Column("steps", "steps")]
+               Column("steps", "steps"), Column("change", "Δ20%", number("+.1%")),
+               Column("plateau", "flat", lambda flat: "-" if flat is None else ("yes" if flat else "no"))]
     report.table("models", models, columns, title=f"{recipe.path} → {recipe.output.resolve()}",
                  caption="model: family, preset and DiT windows; data: data set and subset; steps: trained so "
-                 "far / planned (from each model's record)")
+                 "far / planned (from each model's record); Δ20%: change of the mean loss over the last 20 % of "
+                 "the steps done against the 20 % before; flat: on a plateau, |Δ| + 2 s.e. ≤ 2 % "
+                 "(docs/zoo.md)")
