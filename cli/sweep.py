@@ -177,17 +177,19 @@ def train(
     only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
                                                       "running the recipe again resumes it.")] = None,
-    list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models and their state; train nothing.")] = False,
+    list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models, their steps "
+                                                     "done and whether each is on a plateau; train nothing.")] = False,
     manifest_only: Annotated[bool, typer.Option("--manifest", help="Rewrite OUTPUT/manifest.json from the models' "
-                                                "records, completing older records (FLOPs per forward); train "
-                                                "nothing.")] = False,
+                                                "records, completing older records (FLOPs per forward) and judging "
+                                                "each loss curve (plateau); train nothing.")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     per_gpu: PerGpu = 1,
     device: Device = "auto",
 ) -> None:
     """Train every model of a recipe, one task each, and write OUTPUT/manifest.json (family, config, FLOPs
-    per forward, data, N, subset, seed, steps done, warm restarts, time, card, final loss, sha256).
+    per forward, data, N, subset, seed, steps done, warm restarts, time, card, final loss, loss change over
+    the last 20 % and whether it is on a plateau, sha256).
 
     Each model resumes from its saved state; a model whose state is gone (only its weights landed)
     and whose steps are not all done continues by a warm restart from its weights (fresh optimizer,
