@@ -230,8 +230,9 @@ def _list(report: Report, recipe, record_file) -> None:
                        "plateau": None if judged is None else judged.plateau})
     columns = [Column("name", "name", left=True, no_wrap=True), Column("model", "model", left=True),
                Column("data", "data", left=True), Column("n", "N"), Column("seed", "seed"),
-               Column("steps", "steps"), Column("change", "Δ20%", number("+.1%")),
-               Column("plateau", "flat", lambda flat: "-" if flat is None else ("yes" if flat else "no"))]
+               Column("steps", "steps", no_wrap=True), Column("change", "Δ20%", number("+.1%"), no_wrap=True),
+               Column("plateau", "flat", lambda flat: "-" if flat is None else ("yes" if flat else "no"),
+                      no_wrap=True)]
     report.table("models", models, columns, title=f"{recipe.path} → {recipe.output.resolve()}",
                  caption="model: family, preset and DiT windows; data: data set and subset; steps: trained so "
                  "far / planned (from each model's record); Δ20%: change of the mean loss over the last 20 % of "
