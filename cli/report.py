@@ -63,15 +63,17 @@ def paper(
                                                   "300; part of the stores' cache key).")] = None,
     k: OldK = None,
     only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
-                                                  "fig3, fig4, fig6, table2, table3, twins).")] = None,
+                                                  "fig3, fig4, fig6, table2, table3, twins), into a page of their "
+                                                  "own: a folder holding other items is refused.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
 ) -> None:
     """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, and Kadkhodaie et al.'s two-model figure, from a zoo.
 
     Finds the zoo's model for every cell each figure needs, reuses the cached store of each analysis (same
     checkpoint sha256 and parameters) or computes it, and draws from the stores. What the zoo lacks is
-    listed by name on the page; nothing is drawn without its models. `--zoo data/checkpoints` runs it on the
-    small shipped zoo.
+    listed by name on the page; nothing is drawn without its models. The page opens with how far each model
+    is trained (steps, loss change over the last 20 %, plateau or not). `--zoo data/checkpoints` runs it on
+    the small shipped zoo.
     """
     from biasprobe_cli.options import deprecated_flag, resolve_device
 

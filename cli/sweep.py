@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from biasprobe_cli.options import deprecated_flag, parse_numbers, parse_windows
-from biasprobe_cli.output import Column, Report
+from biasprobe_cli.output import Column, Report, number
 
 from biasprobe.errors import InputError
 
@@ -177,17 +177,19 @@ def train(
     only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
                                                       "running the recipe again resumes it.")] = None,
-    list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models and their state; train nothing.")] = False,
+    list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models, their steps "
+                                                     "done and whether each is on a plateau; train nothing.")] = False,
     manifest_only: Annotated[bool, typer.Option("--manifest", help="Rewrite OUTPUT/manifest.json from the models' "
-                                                "records, completing older records (FLOPs per forward); train "
-                                                "nothing.")] = False,
+                                                "records, completing older records (FLOPs per forward) and judging "
+                                                "each loss curve (plateau); train nothing.")] = False,
     workers: Workers = None,
     scheduler: Scheduler = None,
     per_gpu: PerGpu = 1,
     device: Device = "auto",
 ) -> None:
     """Train every model of a recipe, one task each, and write OUTPUT/manifest.json (family, config, FLOPs
-    per forward, data, N, subset, seed, steps done, warm restarts, time, card, final loss, sha256).
+    per forward, data, N, subset, seed, steps done, warm restarts, time, card, final loss, loss change over
+    the last 20 % and whether it is on a plateau, sha256).
 
     Each model resumes from its saved state; a model whose state is gone (only its weights landed)
     and whose steps are not all done continues by a warm restart from its weights (fresh optimizer,
@@ -212,17 +214,27 @@ def train(
 def _list(report: Report, recipe, record_file) -> None:
     import json
 
+    from biasprobe.training.plateau import loss_plateau
+
     models = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
-        done = json.loads(path.read_text()).get("steps_done", 0) if path.exists() else 0
+        record = json.loads(path.read_text()) if path.exists() else {}
+        judged = loss_plateau(record["loss_curve"], record.get("warm_restarts", [])) if record else None
         windows = ",".join(map(str, model.windows))
         models.append({"name": model.name, "model": " ".join(filter(None, (model.family, model.preset, windows))),
                        "data": f"{model.data} {model.subset}", "n": model.n, "seed": model.seed,
-                       "steps": f"{done}/{model.steps}"})
+                       "steps": f"{record.get('steps_done', 0)}/{model.steps}",
+                       "change": None if judged is None else judged.change,
+                       "change_se": None if judged is None else judged.change_se,
+                       "plateau": None if judged is None else judged.plateau})
     columns = [Column("name", "name", left=True, no_wrap=True), Column("model", "model", left=True),
                Column("data", "data", left=True), Column("n", "N"), Column("seed", "seed"),
-               Column("steps", "steps")]
+               Column("steps", "steps", no_wrap=True), Column("change", "Δ20%", number("+.1%"), no_wrap=True),
+               Column("plateau", "flat", lambda flat: "-" if flat is None else ("yes" if flat else "no"),
+                      no_wrap=True)]
     report.table("models", models, columns, title=f"{recipe.path} → {recipe.output.resolve()}",
                  caption="model: family, preset and DiT windows; data: data set and subset; steps: trained so "
-                 "far / planned (from each model's record)")
+                 "far / planned (from each model's record); Δ20%: change of the mean loss over the last 20 % of "
+                 "the steps done against the 20 % before; flat: on a plateau, |Δ| + 2 s.e. ≤ 2 % "
+                 "(docs/zoo.md)")

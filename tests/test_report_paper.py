@@ -15,16 +15,29 @@ SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3)
 
 
 def make_zoo(folder):
-    """Tiny 8×8 models on the synthetic c-alpha set: DiTs global and local at N = 10, bias-free UNet twins."""
+    """Tiny 8×8 models on the synthetic c-alpha set: DiTs global and local at N = 10, bias-free UNet twins.
+
+    How far each is trained: dit-n10 half-way and still falling (judged in the manifest), dit-local-n10
+    finished and flat (judged from its record's loss curve), unet-bf-n10-s1 flat (manifest), unet-bf-n10-s2
+    without a curve."""
     folder.mkdir()
     local = list(VARIANTS["local"])
     specs = [("dit-n10", "dit", {"depth": 6}, "s1"), ("dit-local-n10", "dit", {"depth": 6, "windows": local}, "s1"),
              ("unet-bf-n10-s1", "unet-bf", {}, "s1"), ("unet-bf-n10-s2", "unet-bf", {}, "s2")]
+    trained = {"dit-n10": {"steps": 6000, "steps_done": 3000, "loss_change_last_20pct": -0.05,
+                           "loss_change_se": 0.01, "plateau": False},
+               "unet-bf-n10-s1": {"steps": 6000, "steps_done": 6000, "loss_change_last_20pct": 0.001,
+                                  "loss_change_se": 0.002, "plateau": True}}
+    steps = range(30, 6001, 30)
+    record = {"name": "dit-local-n10", "steps": 6000, "steps_done": 6000, "warm_restarts": [],
+              "loss_curve": [[s, 0.03 * (1 + 0.002 * (-1) ** (s // 30))] for s in steps]}  # flat
+    (folder / "dit-local-n10.train.json").write_text(json.dumps(record))
     entries = []
     for seed, (name, family, config, subset) in enumerate(specs):
         path = tiny_checkpoint(folder / f"{name}.pt", family, seed=seed, **config)
         entries.append({"name": name, "file": path.name, "family": family, "config": config, "data": "c-alpha",
-                        "n_train": 10, "subset": subset, "seed": 0, "sha256": file_sha256(path)})
+                        "n_train": 10, "subset": subset, "seed": 0, "sha256": file_sha256(path),
+                        **trained.get(name, {})})
     (folder / "manifest.json").write_text(json.dumps({"checkpoints": entries}))
     return folder
 
@@ -63,18 +76,49 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     assert stores == ["gap"] * 2 + ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells once
 
 
-def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbers(rendered):
+def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plateau(rendered):
+    _, _, result = rendered
+    page = result.index.read_text()
+    section = page[page.index("## How far the zoo is trained"):page.index("## Claims")]
+    assert "**Not on a plateau: 1 of the zoo's 4 models** (dit-n10)." in section
+    assert "Not judged (no loss curve): unet-bf-n10-s2." in section and "1 of the 4 models have not done their recipe's steps yet" in section
+    assert "| dit-n10 | 3000 / 6000 | -5.0 % ± 1.0 % | **no** |" in section
+    assert "| unet-bf-n10-s1 | 6000 / 6000 | +0.1 % ± 0.2 % | yes |" in section
+    assert "| unet-bf-n10-s2 | — / — | — | not judged |" in section
+    flat = next(line for line in section.splitlines() if line.startswith("| dit-local-n10 "))
+    assert flat.startswith("| dit-local-n10 | 6000 / 6000 | +0.0 %") and flat.endswith("| yes |")  # from its record
+    html = result.html.read_text()
+    assert "<h2>How far the zoo is trained</h2>" in html and "<strong>Not on a plateau: 1 of the zoo" in html
+
+
+def test_only_into_a_folder_holding_the_full_report_is_refused_and_nothing_is_touched(rendered):
     zoo, out, _ = rendered
+    before = {path: path.stat().st_mtime_ns for path in out.iterdir()}
+    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins too"):
+        paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+    result = run_cli("report", "paper", "--zoo", zoo, "--out", out, "--only", "fig4")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "choose another --out folder for fig4, or render every item there (leave out --only)" in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbers(rendered, tmp_path):
+    zoo, _, _ = rendered
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    out = tmp_path / "fig4"
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)
     store = next((out / "stores").glob("locality-dit-n10-*.zarr"))
     stamp = (store / "zarr.json").stat().st_mtime_ns
     before = bp.open(store)
-    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)  # the same items again: allowed
     assert (store / "zarr.json").stat().st_mtime_ns == stamp
-    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"],
-                 recompute=True)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4, recompute=True)
     assert (store / "zarr.json").stat().st_mtime_ns != stamp
     xr.testing.assert_allclose(bp.open(store).mean_distance, before.mean_distance)
-    assert not (out / "fig1.png").exists()  # rendered files of the earlier, larger run are gone
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key in ("fig4", "table3")])
+    assert json.loads((out / ".biasprobe-report.json").read_text())["items"] == ["fig4", "table3"]
+    with pytest.raises(bp.InputError, match="with fig4 too"):  # a subset that leaves fig4 out
+        paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "table3"])
 
 
 def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):

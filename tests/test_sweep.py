@@ -291,3 +291,33 @@ def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_pat
     assert completed["flops_per_forward"] == record["flops_per_forward"] and completed["warm_restarts"] == []
     entry = json.loads((recipe.output / "manifest.json").read_text())["checkpoints"][0]
     assert entry["name"] == "dit-local" and entry["flops_per_forward"] == record["flops_per_forward"]
+
+
+def test_records_manifest_and_list_say_whether_each_model_is_on_a_plateau(tmp_path):
+    """`--manifest` judges each record's loss curve (training.plateau) into the record and the manifest;
+    `--list` shows the change over the last 20 % and the verdict."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    rng = np.random.default_rng(0)
+    steps = np.arange(25, 5001, 25)
+    curves = {"unet-n4-s1": 0.03 * (1 + 0.01 * rng.standard_normal(len(steps))),  # flat
+              "dit-local": 0.03 + 0.02 * np.exp(-steps / 2000)}  # still falling
+    for name, losses in curves.items():  # records as a round leaves them (FLOPs known: no network built)
+        (tmp_path / "zoo").mkdir(exist_ok=True)
+        (tmp_path / "zoo" / f"{name}.train.json").write_text(json.dumps({
+            "name": name, "file": f"{name}.safetensors", "steps": 5000, "steps_done": 5000, "warm_restarts": [],
+            "flops_per_forward": 1, "loss_curve": [[int(s), float(v)] for s, v in zip(steps, losses)]}))
+    result = run_cli("sweep", "train", recipe, "--manifest")
+    assert result.returncode == 0, result.stderr
+    entries = {e["name"]: e for e in json.loads((tmp_path / "zoo" / "manifest.json").read_text())["checkpoints"]}
+    flat, falling = entries["unet-n4-s1"], entries["dit-local"]
+    assert flat["plateau"] is True and abs(flat["loss_change_last_20pct"]) < 0.01 and flat["loss_change_se"] > 0
+    expected = (0.03 + 0.02 * np.exp(-4500 / 2000)) / (0.03 + 0.02 * np.exp(-3500 / 2000)) - 1
+    assert falling["plateau"] is False and falling["loss_change_last_20pct"] == pytest.approx(expected, abs=0.003)
+    assert json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())["plateau"] is False  # record too
+    listing = run_cli("sweep", "train", recipe, "--list")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines() if line.split()}
+    assert rows["unet-n4-s1"][-1] == "yes" and rows["dit-local"][-1] == "no"
+    assert rows["dit-local"][-2] == f"{expected:+.1%}" and rows["unet-n4-s2"][-2:] == ["-", "-"]  # never trained
+    assert "flat" in rows["name"] and "Δ20%" in rows["name"]

@@ -5,7 +5,8 @@ A folder is the report's when it did not exist, was empty, or holds the mark fil
 refused. Inside its folder a report replaces only the files the mark lists (each write is atomic:
 a temporary sibling, then a rename), records every name in the mark *before* writing it (an
 interrupted run can be rerun), and at the end removes the rendered files of earlier runs that this
-run no longer writes. Cached stores (``stores``) are kept across runs.
+run no longer writes. Cached stores (``stores``) are kept across runs. A recipe may keep notes of its
+own in the mark (:meth:`ReportFolder.note`, e.g. the items the paper report rendered).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ReportFolder:
         self.previous = self._claim()
         self.files: list[str] = []
         self.stores: set[str] = set(self.previous.get("stores", []))
+        self.notes: dict = {}
 
     def _claim(self) -> dict:
         path = self.path
@@ -53,6 +55,10 @@ class ReportFolder:
                 "empty one)", parameters=["out"])
         path.mkdir(parents=True, exist_ok=True)
         return {}
+
+    def note(self, **values) -> None:
+        """Keep ``values`` (plain data) in the mark from now on; an earlier run's notes are in ``previous``."""
+        self.notes.update(values)
 
     def owns(self, name: str) -> bool:
         """Whether ``name`` (relative to the folder) is free or was written by a report."""
@@ -114,12 +120,13 @@ class ReportFolder:
             stale = self.path / name
             if name not in self.files and stale.is_file():
                 stale.unlink()
-        self.previous = {"files": self.files, "stores": sorted(self.stores)}
+        self.previous = {**self.notes, "files": self.files, "stores": sorted(self.stores)}
         self._write_mark()
 
     def _write_mark(self) -> None:
         earlier = [name for name in self.previous.get("files", []) if name not in self.files]
-        mark = {"written_by": "biasprobe report", "files": [*self.files, *earlier], "stores": sorted(self.stores)}
+        mark = {"written_by": "biasprobe report", **self.notes, "files": [*self.files, *earlier],
+                "stores": sorted(self.stores)}
         temporary = self.path / f"{MARK}.tmp-{uuid.uuid4().hex[:8]}"
         temporary.write_text(json.dumps(mark, indent=1))
         os.replace(temporary, self.path / MARK)

@@ -19,7 +19,12 @@ The zoo is a folder with ``manifest.json`` = ``{"checkpoints": [entry, ...]}``. 
   (the seed of the subset; default 0): the model's training images are
   ``data.load(data, "train", n_train, subset=subset, seed=seed)``.
 
-Other fields (steps, batch, FLOPs, time, final loss, …) are kept for the page but not needed.
+How far each model is trained is read for the page's "How far the zoo is trained" table
+(:func:`zoo_training`): ``steps_done`` and ``steps`` (the recipe's), and the plateau judgement
+``loss_change_last_20pct``, ``loss_change_se``, ``plateau`` (written by ``biasprobe sweep train``); an
+entry without it is judged from its record ``NAME.train.json``'s loss curve beside the manifest
+(:func:`biasprobe.training.plateau.loss_plateau`), and one with neither is listed as not judged.
+Other fields (batch, FLOPs, time, final loss, …) are kept but not needed.
 """
 
 from __future__ import annotations
@@ -118,6 +123,41 @@ def _model(folder: Path, entry: dict) -> ZooModel:
         data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
         seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
     )
+
+
+@dataclass(frozen=True)
+class TrainedSoFar:
+    """How far one zoo model is trained: steps done, the recipe's steps, and the plateau judgement
+    (``change``: the relative change of the mean loss over the last 20 % of the steps done against the
+    20 % before, ``change_se`` its standard error; ``plateau`` None: no loss curve to judge)."""
+
+    name: str
+    steps_done: int | None
+    steps: int | None
+    change: float | None
+    change_se: float | None
+    plateau: bool | None
+
+
+def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
+    """How far each model of the zoo at ``folder`` is trained, from its manifest entry or else from its
+    training record's loss curve (see the module doc)."""
+    from biasprobe.training.plateau import loss_plateau
+
+    folder = Path(folder)
+    entries = json.loads((folder / "manifest.json").read_text())["checkpoints"]
+    states = []
+    for entry in entries:
+        judged = {key: entry.get(key) for key in ("loss_change_last_20pct", "loss_change_se", "plateau")}
+        record_path = folder / f"{entry['name']}.train.json"
+        if "plateau" not in entry and record_path.exists():
+            record = json.loads(record_path.read_text())
+            if record.get("loss_curve"):
+                judged = loss_plateau(record["loss_curve"], record.get("warm_restarts", [])).record()
+            entry = {**record, **entry}
+        states.append(TrainedSoFar(entry["name"], entry.get("steps_done"), entry.get("steps"),
+                                   judged["loss_change_last_20pct"], judged["loss_change_se"], judged["plateau"]))
+    return states
 
 
 @dataclass(frozen=True)
@@ -438,6 +478,8 @@ def paper_report(
     models = read_zoo(zoo)
     folder = ReportFolder(out, on_file)
     folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
+    _refuse_dropping_items(folder, items)
+    folder.note(items=[item.key for item in items])
     found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
     work = sorted({(item.analysis, model) for item in items for models_ in found[item.key].values()
                    for model in models_}, key=lambda pair: (pair[0], pair[1].name))
@@ -451,6 +493,7 @@ def paper_report(
              f"sha256 and parameters ({json.dumps(asdict(settings))}). FID is not measured (no Inception weights "
              "offline); the generalization gap and the memorized share stand in for it."),
     ]
+    blocks += _training_blocks(zoo_training(zoo))
     blocks += _claims_blocks(models, stores)
     for item in items:
         have, drawn = {}, set()
@@ -476,6 +519,60 @@ def paper_report(
     html = folder.write_text("index.html", html_page(blocks, "biasprobe report paper"))
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _refuse_dropping_items(folder: ReportFolder, items: Sequence[Item]) -> None:
+    """Refuse to render a subset of the items into a folder holding others (the page and files of those
+    would be replaced by the subset's), before anything is written."""
+    earlier = set(folder.previous.get("items", []))
+    earlier |= {item.key for item in PAPER if f"{item.key}.png" in folder.previous.get("files", [])}
+    dropped = [item.key for item in PAPER if item.key in earlier - {item.key for item in items}]
+    if dropped:
+        keys = ",".join(item.key for item in items)
+        raise InputError(f"{folder.path} holds a paper report with {', '.join(dropped)} too, which rendering only "
+                         f"{keys} there would remove; choose another " + "{out} folder for " + keys + ", or render "
+                         "every item there (leave out {only})", parameters=["out", "only"])
+
+
+def _percent(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:+.1f} %" + ("" if se is None else f" ± {100 * se:.1f} %")
+
+
+def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
+    """The table of how far every zoo model is trained, and which are not on a plateau."""
+    from biasprobe.training.plateau import LAST, TOLERANCE, Z
+
+    rows = [[s.name, f"{s.steps_done if s.steps_done is not None else '—'} / {s.steps if s.steps is not None else '—'}",
+             _percent(s.change, s.change_se), {True: "yes", False: "**no**", None: "not judged"}[s.plateau]]
+            for s in states]
+    flat = [s.name for s in states if s.plateau]
+    not_flat = [s.name for s in states if s.plateau is False]
+    unjudged = [s.name for s in states if s.plateau is None]
+    short = [s.name for s in states if s.steps_done is not None and s.steps is not None and s.steps_done < s.steps]
+    if not_flat and not flat and not unjudged:
+        verdict = f"**None of the zoo's {len(states)} models is on a plateau.**"
+    elif not_flat:
+        verdict = f"**Not on a plateau: {len(not_flat)} of the zoo's {len(states)} models** ({', '.join(not_flat)})."
+    elif flat:
+        verdict = f"All {len(flat)} judged models of the zoo are on a plateau."
+    else:
+        verdict = "No model of the zoo has a loss curve to judge whether it is on a plateau."
+    if unjudged and (flat or not_flat):
+        verdict += f" Not judged (no loss curve): {', '.join(unjudged)}."
+    if short:
+        verdict += f" {len(short)} of the {len(states)} models have not done their recipe's steps yet."
+    if not_flat:
+        verdict += (" Their losses still fall (or their curves are too noisy to call flat), so every number below is "
+                    "that of models trained this far, not of converged ones.")
+    last, tolerance = f"{100 * LAST:g} %", f"{100 * TOLERANCE:g} %"
+    rule = (f"Loss change: the mean training loss over the last {last} of the steps done against the {last} "
+            f"before, ± its standard error from the curve's scatter; a model is on a plateau when |change| + {Z:g} "
+            f"s.e. ≤ {tolerance} (`biasprobe.training.plateau`, docs/zoo.md).")
+    return [Heading("How far the zoo is trained"), Text(verdict),
+            Table(["model", "steps done / recipe steps", f"loss change over the last {last}", "plateau"], rows),
+            Text(rule)]
 
 
 def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Dataset]) -> list[Block]:

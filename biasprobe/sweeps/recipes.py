@@ -21,7 +21,8 @@ being a format string such as ``"dit-n{n}-seed{seed}"``)::
 Each model trains through :func:`biasprobe.training.train` into ``OUTPUT/NAME.safetensors``,
 resuming from its own saved state, so a killed or time-limited sweep continues where every model
 stopped. Beside each checkpoint ``NAME.train.json`` keeps its record (time, device, final loss,
-loss curve); ``manifest.json`` lists them all.
+loss curve, and whether the curve is on a plateau: ``loss_change_last_20pct``, ``loss_change_se``,
+``plateau``, by :func:`biasprobe.training.plateau.loss_plateau`); ``manifest.json`` lists them all.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     from biasprobe.sweeps.engine import worker_device
     from biasprobe.training import state_path, train
     from biasprobe.training.loop import changed_settings
+    from biasprobe.training.plateau import loss_plateau
 
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
@@ -195,12 +197,13 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "data": model.data, "n_train": len(images), "subset": model.subset, "seed": model.seed, "steps": model.steps,
         "batch": model.batch, "steps_done": result.steps_done, "complete": result.steps_done >= model.steps,
         "warm_restarts": result.warm_restarts,
-        "time_s": round(earlier.get("time_s", 0.0) * (result.resumed_from > 0) + time.perf_counter() - began, 1),
+        "time_s": round(earlier.get("time_s", 0.0) * (result.resumed_from > 0) + time.perf_counter() - began, 3),
         "card": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
         "final_loss": float(losses[-min(100, len(losses)):].mean()) if len(losses) else None,
         "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
         "sha256": file_sha256(target), "recipe": asdict(model),
     }
+    record.update(loss_plateau(record["loss_curve"], record["warm_restarts"]).record())
     _write_json(record_path, record)
     return record
 
@@ -225,8 +228,11 @@ def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:
 
 def complete_record(record: dict, model: ModelRecipe) -> dict:
     """``record`` with what records of older versions lack: ``flops_per_forward`` (computed from its
-    ``config``) and ``warm_restarts`` (none, as no older version made any)."""
+    ``config``) and ``warm_restarts`` (none, as no older version made any); its plateau fields
+    (``loss_change_last_20pct``, ``loss_change_se``, ``plateau``) are judged anew from its loss curve
+    (:func:`biasprobe.training.plateau.loss_plateau`)."""
     from biasprobe.models import build_model, forward_flops
+    from biasprobe.training.plateau import loss_plateau
 
     record = dict(record)
     if "flops_per_forward" not in record:
@@ -234,13 +240,14 @@ def complete_record(record: dict, model: ModelRecipe) -> dict:
         shape = (record["config"]["channels"], model.image_size, model.image_size)
         record["flops_per_forward"] = forward_flops(network, shape)
     record.setdefault("warm_restarts", [])
+    record.update(loss_plateau(record.get("loss_curve", []), record["warm_restarts"]).record())
     return record
 
 
 def write_manifest(recipe: Recipe) -> Path:
     """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
-    (without the loss curves, which stay in each ``NAME.train.json``). Records of older versions are
-    completed first (:func:`complete_record`) and rewritten."""
+    (without the loss curves, which stay in each ``NAME.train.json``), each with its plateau judgement.
+    Records of older versions are completed first (:func:`complete_record`) and rewritten."""
     entries = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
