@@ -60,4 +60,6 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 def run_cli_process(*args) -> subprocess.CompletedProcess:
     """Run ``biasprobe ARGS`` in a fresh interpreter, exactly as a user would."""
-    return subprocess.run([sys.executable, "-m", "biasprobe_cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "biasprobe_cli", *map(str, args)], capture_output=True, text=True, check=False
+    )

@@ -16,7 +16,7 @@ def test_a_model_compared_with_itself(tmp_path):
     other = bp.load(tiny_checkpoint(tmp_path / "b.pt", "dit", seed=1))
     g = torch.Generator().manual_seed(0)
     test, train = torch.rand(6, 1, 8, 8, generator=g), torch.rand(6, 1, 8, 8, generator=g)
-    options = dict(samples=2, sampler_steps=5, top_k=8, gap_sigmas=[0.1, 0.3])
+    options = {"samples": 2, "sampler_steps": 5, "top_k": 8, "gap_sigmas": [0.1, 0.3]}
     same = bp.compare(d, d, test, (train, train), **options)
     assert float(same.eigenspace_overlap) == np.float32(1.0) or abs(float(same.eigenspace_overlap) - 1) < 1e-4
     np.testing.assert_allclose(same.sample_similarity.values, 1.0, atol=1e-9)

@@ -140,17 +140,17 @@ class DiT(nn.Module):
             raise InputError(
                 f"windows has {len(windows)} entries but the DiT has depth {depth}; give one per block"
             )
-        self.config = dict(
-            image_size=image_size,
-            channels=channels,
-            patch_size=patch_size,
-            depth=depth,
-            width=width,
-            heads=heads,
-            mlp_ratio=mlp_ratio,
-            windows=windows,
-            learn_sigma=learn_sigma,
-        )
+        self.config = {
+            "image_size": image_size,
+            "channels": channels,
+            "patch_size": patch_size,
+            "depth": depth,
+            "width": width,
+            "heads": heads,
+            "mlp_ratio": mlp_ratio,
+            "windows": windows,
+            "learn_sigma": learn_sigma,
+        }
         self.image_size = image_size
         self.channels = channels
         self.patch_size = patch_size

@@ -110,16 +110,16 @@ class BiasFreeUNet(nn.Module):
             raise InputError("num_blocks and the numbers of convolutions per block must be at least 1")
         if pooling not in ("avg", "max"):
             raise InputError(f"pooling must be 'avg' or 'max', got {pooling!r}")
-        self.config = dict(
-            channels=channels,
-            num_blocks=num_blocks,
-            base_width=base_width,
-            kernel_size=kernel_size,
-            num_enc_conv=num_enc_conv,
-            num_mid_conv=num_mid_conv,
-            num_dec_conv=num_dec_conv,
-            pooling=pooling,
-        )
+        self.config = {
+            "channels": channels,
+            "num_blocks": num_blocks,
+            "base_width": base_width,
+            "kernel_size": kernel_size,
+            "num_enc_conv": num_enc_conv,
+            "num_mid_conv": num_mid_conv,
+            "num_dec_conv": num_dec_conv,
+            "pooling": pooling,
+        }
         self.out_channels = channels
         self.num_blocks = num_blocks
         width = [base_width * 2**b for b in range(num_blocks + 1)]

@@ -194,18 +194,18 @@ class DDPMUNet(nn.Module):
                 f"attention_resolutions {list(attention_resolutions)} must be feature-map sides of this "
                 f"UNet, which are {resolutions} at image_size {image_size}"
             )
-        self.config = dict(
-            image_size=image_size,
-            channels=channels,
-            base_width=base_width,
-            channel_mult=list(channel_mult),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=list(attention_resolutions),
-            heads=heads,
-            dropout=dropout,
-            groups=groups,
-            learn_sigma=learn_sigma,
-        )
+        self.config = {
+            "image_size": image_size,
+            "channels": channels,
+            "base_width": base_width,
+            "channel_mult": list(channel_mult),
+            "num_res_blocks": num_res_blocks,
+            "attention_resolutions": list(attention_resolutions),
+            "heads": heads,
+            "dropout": dropout,
+            "groups": groups,
+            "learn_sigma": learn_sigma,
+        }
         self.image_size = image_size
         self.channels = channels
         self.out_channels = 2 * channels if learn_sigma else channels

@@ -15,6 +15,8 @@ All noise comes from one seeded generator, so a seed gives the same samples on a
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -92,7 +94,7 @@ def _scheduled(denoiser, draw, method: str, steps: int, advance=lambda: None) ->
     grid = np.linspace(schedule.steps - 1, 0, steps)
     sigmas = [denoiser.t_to_sigma(float(t)) for t in grid]
     y = 0.5 + sigmas[0] * draw()
-    for sigma, following in zip(sigmas[:-1], sigmas[1:]):
+    for sigma, following in itertools.pairwise(sigmas):
         estimate = denoiser.denoise(y, sigma)
         if method == "ddim":
             y = estimate + (following / sigma) * (y - estimate)

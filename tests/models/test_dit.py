@@ -4,7 +4,7 @@ import torch
 from biasprobe.errors import InputError
 from biasprobe.models import DiT, attention_modules, build_model, window_mask
 
-SMALL = dict(image_size=8, channels=3, patch_size=1, depth=3, width=24, heads=2, windows=[3, None, 5])
+SMALL = {"image_size": 8, "channels": 3, "patch_size": 1, "depth": 3, "width": 24, "heads": 2, "windows": [3, None, 5]}
 
 
 def make_dit(randomize, **overrides) -> DiT:

@@ -49,7 +49,7 @@ KADKHODAIE_DEFAULT_SHAPES = {
     "upsample.0.weight": (128, 64, 2, 2),
 }
 
-SMALL = dict(channels=2, num_blocks=2, base_width=4)
+SMALL = {"channels": 2, "num_blocks": 2, "base_width": 4}
 
 
 def small_unet(**overrides) -> BiasFreeUNet:

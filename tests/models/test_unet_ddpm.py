@@ -4,8 +4,8 @@ import torch
 from biasprobe.errors import InputError
 from biasprobe.models import DDPMUNet, attention_modules, build_model
 
-SMALL = dict(image_size=8, channels=3, base_width=8, channel_mult=(1, 2), num_res_blocks=1,
-             attention_resolutions=(4,), heads=2, groups=32)
+SMALL = {"image_size": 8, "channels": 3, "base_width": 8, "channel_mult": (1, 2), "num_res_blocks": 1,
+             "attention_resolutions": (4,), "heads": 2, "groups": 32}
 
 
 @pytest.fixture
