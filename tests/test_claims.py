@@ -67,3 +67,15 @@ def test_gap_peak_rule_reads_the_diffusion_step():
 def test_an_empty_zoo_tests_nothing():
     claims = check_claims([], {})
     assert claims and all(claim.held is None and claim.outcome == "not tested" for claim in claims)
+
+
+def test_compared_cells_state_their_training_steps():
+    seeds = {("dit", MID_N, "global", s): g for s, g in enumerate([2.0, 2.1, 1.9])}
+    seeds |= {("dit", MID_N, "local", s): g for s, g in enumerate([1.0, 1.1, 0.9])}
+    found = evidence(seeds)
+    steps = {"global": [20900, 19876, 20812], "local": [17573, 18634, 17717]}
+    found.models = [ZooModel(**{**vars(m), "steps_done": steps[m.variant][m.seed]}) for m in found.models]
+    ours = local_attention_cuts_mid_gap(found).ours
+    assert "global 2.00 ± 0.10 (3 seeds) at 19.9k-20.9k steps" in ours
+    assert "local 1.00 ± 0.10 (3 seeds) at 17.6k-18.6k steps" in ours
+    assert " steps" not in local_attention_cuts_mid_gap(evidence(seeds)).ours  # a manifest without steps

@@ -52,6 +52,17 @@ class Evidence:
         """The average gap (dB) of each seed of a cell."""
         return np.array([float(ds.average_gap) for ds in self.runs("gap", Cell(family, n, variant))])
 
+    def gap_text(self, family: str, n: int | None, variant: str = "global") -> str:
+        """A cell's gaps as ``mean ± s.d. (k seeds)`` and the training steps of its models, so that a
+        comparison of cells trained for different numbers of steps reads as such."""
+        models = [m for m in Cell(family, n, variant).find(self.models) if ("gap", m.name) in self.stores]
+        steps = sorted(m.steps_done for m in models if m.steps_done is not None)
+        text = _spread(self.gaps(family, n, variant))
+        if steps:
+            text += f" at {_thousands(steps[0])}" + (f"-{_thousands(steps[-1])}" if steps[-1] != steps[0] else "")
+            text += " steps"
+        return text
+
     def largest_n(self, family: str, subset: str = "s1") -> int | None:
         sizes = [m.n_train for m in self.models if m.family == family and m.subset == subset]
         return max(sizes) if sizes else None
@@ -63,6 +74,10 @@ def _spread(values: np.ndarray) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f} ({len(values)} seeds)"
+
+
+def _thousands(steps: int) -> str:
+    return f"{steps / 1000:.1f}k"
 
 
 def _sd(values: np.ndarray) -> float:
@@ -79,13 +94,14 @@ def gap_falls_with_n(family: str) -> Callable[[Evidence], Claim]:
     def claim(evidence: Evidence) -> Claim:
         ladder = [(n, evidence.gaps(family, n)) for n in N_VALUES]
         ladder = [(n, gaps) for n, gaps in ladder if len(gaps)]
+        texts = {n: evidence.gap_text(family, n) for n, _ in ladder}
         means = [gaps.mean() for _, gaps in ladder]
         held = None
         if len(ladder) >= 3:
             falls = all(later <= earlier + TOLERANCE_DB for earlier, later in itertools.pairwise(means))
             held = bool(falls and abs(means[-1]) <= TOLERANCE_DB)
         return Claim("Fig. 2", f"The {FAMILY_NAMES[family]}'s gap shrinks as N grows and is gone at the largest N",
-                     paper, "; ".join(f"N = {n}: {_spread(gaps)}" for n, gaps in ladder) or "—",
+                     paper, "; ".join(f"N = {n}: {texts[n]}" for n, _ in ladder) or "—",
                      f"each step up the N ladder lowers the mean gap (or keeps it within {TOLERANCE_DB} dB) and the "
                      f"largest N's is within {TOLERANCE_DB} dB of 0 (at least three N)", held)
 
@@ -99,7 +115,7 @@ def unet_gap_exceeds_dit(evidence: Evidence) -> Claim:
         held = bool(unet.mean() - dit.mean() > np.hypot(_sd(unet), _sd(dit)))
     return Claim("Fig. 2", "The UNet memorizes more than the DiT: a larger gap at the same N",
                  "13.95 vs 7.49 dB at N = 10³, 5.50 vs 0.82 at 10⁴",
-                 f"N = {MID_N}: DDPM UNet {_spread(unet)}, DiT {_spread(dit)}",
+                 f"N = {MID_N}: DDPM UNet {evidence.gap_text('unet-ddpm', MID_N)}, DiT {evidence.gap_text('dit', MID_N)}",
                  f"at N = {MID_N} the UNet's mean gap exceeds the DiT's by more than √(s₁² + s₂²) of the seeds' "
                  "standard deviations", held)
 
@@ -182,7 +198,8 @@ def local_attention_cuts_mid_gap(evidence: Evidence) -> Claim:
     if len(glob) and len(local):
         held = bool(glob.mean() - local.mean() > np.hypot(_sd(glob), _sd(local)))
         cut = 100 * (glob.mean() - local.mean()) / glob.mean() if glob.mean() else float("nan")
-        ours = f"N = {MID_N}: global {_spread(glob)} → local {_spread(local)} (cut {cut:.0f} %)"
+        ours = (f"N = {MID_N}: global {evidence.gap_text('dit', MID_N)} → local "
+                f"{evidence.gap_text('dit', MID_N, 'local')} (cut {cut:.0f} %)")
     return Claim("Fig. 6", "Local attention (windows 3…13 in layers 1-6) cuts the DiT's gap where it is mid-range",
                  "cuts 6-17 % at N = 10³ and 25-45 % at 10⁴ (CelebA XS/1: 7.49 → 6.56, 0.80 → 0.57 dB)", ours,
                  f"at N = {MID_N} the local mean gap is below the global one by more than √(s₁² + s₂²) of the seeds' "
@@ -194,7 +211,7 @@ def local_attention_no_change_at_large_n(evidence: Evidence) -> Claim:
     glob, local = evidence.gaps("dit", n), evidence.gaps("dit", n, "local")
     held = bool(abs(glob.mean() - local.mean()) <= TOLERANCE_DB) if len(glob) and len(local) else None
     return Claim("Fig. 6", "… and changes nothing at the largest N", "0.01 → 0.01 dB at 10⁵",
-                 f"N = {n}: global {_spread(glob)} → local {_spread(local)}",
+                 f"N = {n}: global {evidence.gap_text('dit', n)} → local {evidence.gap_text('dit', n, 'local')}",
                  f"|global − local| ≤ {TOLERANCE_DB} dB at the largest N", held)
 
 
@@ -207,7 +224,8 @@ def head_placement_is_best(evidence: Evidence) -> Claim:
         held = bool(all(have["local"].mean() < have[v].mean() for v in placements[1:]))
     return Claim("Fig. 7 / Table 2", "Local layers at the head (layers 1-6) give the smallest gap of the placements",
                  "head smallest; mix and tail can be worse than no local attention",
-                 f"N = {MID_N}: " + "; ".join(f"{'head' if v == 'local' else v} {_spread(g)}" for v, g in have.items()),
+                 f"N = {MID_N}: " + "; ".join(f"{'head' if v == 'local' else v} {evidence.gap_text('dit', MID_N, v)}"
+                                              for v in have),
                  "the head's mean gap is below those of mix, tail and Local*", held)
 
 
@@ -219,8 +237,9 @@ def window_budget_changes_little(evidence: Evidence) -> Claim:
     if len(five) and len(growing) and len(local) > 1:
         held = bool(abs(five.mean() - growing.mean()) <= _sd(local))
     return Claim("Fig. 8 / Table 3", "The same window budget arranged differently changes the gap little",
-                 "(5)×6 against (3,3,5,5,7,7): little change", f"N = {MID_N}: (5)×6 {_spread(five)}, "
-                 f"(3,3,5,5,7,7) {_spread(growing)}; head-local seeds' s.d. {_sd(local):.2f}",
+                 "(5)×6 against (3,3,5,5,7,7): little change",
+                 f"N = {MID_N}: (5)×6 {evidence.gap_text('dit', MID_N, 'windows 5×6')}, (3,3,5,5,7,7) "
+                 f"{evidence.gap_text('dit', MID_N, 'windows 3,3,5,5,7,7')}; head-local seeds' s.d. {_sd(local):.2f}",
                  "the two arrangements differ by less than the s.d. over seeds of the head-local model", held)
 
 

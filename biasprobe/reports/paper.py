@@ -85,6 +85,7 @@ class ZooModel:
     subset: str
     seed: int
     sha256: str
+    steps_done: int | None = None
 
     @property
     def variant(self) -> str | None:
@@ -122,6 +123,7 @@ def _model(folder: Path, entry: dict) -> ZooModel:
         name=entry["name"], path=folder / entry["file"], family=entry["family"], windows=tuple(windows),
         data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
         seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
+        steps_done=int(entry["steps_done"]) if entry.get("steps_done") is not None else None,
     )
 
 
@@ -584,8 +586,10 @@ def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Data
     rules = "\n".join(f"{number}. {c.statement}: held if {c.rule}." for number, c in enumerate(claims, start=1))
     return [Heading("Claims"),
             Text("Each claim of the papers, the paper's number, ours (mean ± s.d. over seeds where the zoo has "
-                 "several) and whether it held by the rule listed below the table. The rules were fixed before the "
-                 "zoo's numbers were read; a claim without the models or stores it needs is not tested."),
+                 "several; with the training steps of the models compared, since models trained for different numbers "
+                 "of steps are not like for like) and whether it held by the rule listed below the table. The rules "
+                 "were fixed before the zoo's numbers were read; a claim without the models or stores it needs is not "
+                 "tested."),
             Table(["source", "claim", "paper", "ours", "outcome"], rows),
             Text("Rules:\n\n" + rules)]
 
