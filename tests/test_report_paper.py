@@ -121,6 +121,27 @@ def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbe
         paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "table3"])
 
 
+def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_path):
+    import shutil
+
+    zoo, out, _ = rendered
+    zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
+    old = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
+    assert old
+    retrained = tiny_checkpoint(zoo / "dit-n10.pt", "dit", seed=7, depth=6)  # same name, new weights
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["checkpoints"][0]["sha256"] = file_sha256(retrained)
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)  # elsewhere: nothing pruned here
+    assert all((out / "stores" / name).exists() for name in old)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu")
+    new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
+    assert len(new) == len(old) and not set(new) & set(old)
+    assert set(json.loads((out / ".biasprobe-report.json").read_text())["stores"]) == {
+        f"stores/{path.name}" for path in (out / "stores").iterdir()}
+
+
 def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):
     zoo = make_zoo(tmp_path / "zoo")
     manifest = json.loads((zoo / "manifest.json").read_text())

@@ -5,7 +5,9 @@ A folder is the report's when it did not exist, was empty, or holds the mark fil
 refused. Inside its folder a report replaces only the files the mark lists (each write is atomic:
 a temporary sibling, then a rename), records every name in the mark *before* writing it (an
 interrupted run can be rerun), and at the end removes the rendered files of earlier runs that this
-run no longer writes. Cached stores (``stores``) are kept across runs. A recipe may keep notes of its
+run no longer writes. Cached stores (``stores``) are kept across runs; a run that knows it used every
+store it needs may remove the others (:meth:`ReportFolder.prune_stores`: stale cache entries, e.g. of
+checkpoints since retrained). A recipe may keep notes of its
 own in the mark (:meth:`ReportFolder.note`, e.g. the items the paper report rendered).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +40,7 @@ class ReportFolder:
         self.previous = self._claim()
         self.files: list[str] = []
         self.stores: set[str] = set(self.previous.get("stores", []))
+        self.used: set[str] = set()
         self.notes: dict = {}
 
     def _claim(self) -> dict:
@@ -111,8 +115,22 @@ class ReportFolder:
         """Where a cached store ``name`` lives; it is recorded as the report's before it is written."""
         self.check([name])
         self.stores.add(name)
+        self.used.add(name)
         self._write_mark()
         return self.path / name
+
+    def prune_stores(self) -> list[str]:
+        """Remove the cached stores that earlier runs wrote and this run did not use; their names."""
+        stale = sorted(self.stores - self.used)
+        for name in stale:
+            path = self.path / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            self.stores.discard(name)
+        self._write_mark()
+        return stale
 
     def finish(self) -> None:
         """Remove the rendered files of earlier runs that this run did not write; record this run's."""

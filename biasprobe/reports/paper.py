@@ -471,7 +471,8 @@ def paper_report(
     """Render the paper's items from the zoo at ``zoo`` into ``out`` (figures, index.md, index.html).
 
     Stores are cached in ``out/stores`` by checkpoint sha256 and :class:`Settings`; ``recompute``
-    recomputes them from the checkpoints. Returns the :class:`~biasprobe.reports.stores.Report`.
+    recomputes them from the checkpoints. A run of every item removes the cached stores it did not use
+    (of checkpoints since retrained, or of other settings); a run of some items keeps them. Returns the :class:`~biasprobe.reports.stores.Report`.
     """
     from biasprobe import __version__
     from biasprobe.reports.stores import Report
@@ -519,6 +520,8 @@ def paper_report(
                 for cell in missing) + "."))
     index = folder.write_text("index.md", markdown(blocks))
     html = folder.write_text("index.html", html_page(blocks, "biasprobe report paper"))
+    if {item.key for item in items} >= {item.key for item in PAPER}:  # every store a full page needs was used
+        folder.prune_stores()
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
 
