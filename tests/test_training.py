@@ -6,6 +6,7 @@ import torch
 
 import biasprobe as bp
 from biasprobe.checkpoints import read_checkpoint
+from biasprobe.errors import ParameterError
 from biasprobe.models import from_preset
 from biasprobe.training import TrainingConfig, loop, state_path, train
 
@@ -118,3 +119,72 @@ def test_resume_refuses_other_windows_and_fewer_steps(tmp_path, monkeypatch):
         train(dit([3, 3]), images, tmp_path / "w.pt", TrainingConfig(steps=3, batch_size=4, checkpoint_every=2),
               progress=False)
     assert train(dit([3, 3]), images, tmp_path / "w.pt", config, progress=False).resumed_from == 4
+
+
+def test_compile_setting_takes_the_old_bool_and_the_modes():
+    assert TrainingConfig(steps=1).compile is False
+    assert TrainingConfig(steps=1, compile=True).compile == "default"  # checkpoints and recipes before the modes
+    for mode in loop.COMPILE_MODES:
+        assert TrainingConfig(steps=1, compile=mode).compile == mode
+    with pytest.raises(ParameterError, match="compile must be true, false or one of default, reduce-overhead"):
+        TrainingConfig(steps=1, compile="fast")
+    with pytest.raises(ParameterError, match="channels_last must be true or false"):
+        TrainingConfig(steps=1, channels_last="yes")
+    # a run saved with the old bool may be continued in another mode (and channels-last)
+    assert loop.changed_settings({"compile": True, "channels_last": False},
+                                 {"compile": "reduce-overhead", "channels_last": True}) == ""
+
+
+def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypatch):
+    """The same seeds give the same losses and weights eagerly, compiled with CUDA graphs' mode
+    (a plain inductor compile on the CPU) and with channels-last weights."""
+    images = discs(8)
+    seen = {}
+    real_compile, real_optimizer = torch.compile, loop.make_optimizer
+
+    def compile_spy(network, mode=None):
+        seen["mode"] = mode
+        return real_compile(network, mode=mode)
+
+    def optimizer_spy(parameters, config, device):
+        parameters = list(parameters)
+        seen["nhwc"] = all(p.is_contiguous(memory_format=torch.channels_last) for p in parameters if p.ndim == 4)
+        return real_optimizer(parameters, config, device)
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    monkeypatch.setattr(loop, "make_optimizer", optimizer_spy)
+
+    def run(name, **settings):
+        torch.manual_seed(0)
+        network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+        config = TrainingConfig(steps=4, batch_size=4, learning_rate=1e-3, seed=1, **settings)
+        result = train(network, images, tmp_path / f"{name}.safetensors", config, progress=False)
+        return result.losses, read_checkpoint(tmp_path / f"{name}.safetensors")
+
+    plain_losses, plain = run("plain")
+    assert "mode" not in seen and not seen["nhwc"]
+    for name, settings in {"graphs": {"compile": "reduce-overhead"}, "nhwc": {"channels_last": True}}.items():
+        losses, saved = run(name, **settings)
+        torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
+        assert saved.training["compile"] == settings.get("compile", False)
+        assert seen.pop("mode", False) == settings.get("compile", False)
+        assert seen["nhwc"] == settings.get("channels_last", False)
+        for key, weight in plain.state_dict.items():
+            assert saved.state_dict[key].is_contiguous()  # the file format is unchanged
+            torch.testing.assert_close(saved.state_dict[key], weight, rtol=1e-4, atol=1e-6)
+    assert any(w.ndim == 4 for w in plain.state_dict.values())  # the UNet has convolutions to reorder
+
+
+def test_warm_restart_may_change_compile_and_channels_last(tmp_path):
+    images = discs(8)
+
+    def network():
+        torch.manual_seed(0)
+        return from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+
+    first = TrainingConfig(steps=2, batch_size=4, seed=1, compile=False)
+    train(network(), images, tmp_path / "a.safetensors", first, progress=False)
+    more = TrainingConfig(steps=4, batch_size=4, seed=1, channels_last=True)
+    result = train(network(), images, tmp_path / "a.safetensors", more, progress=False, init=tmp_path / "a.safetensors")
+    assert (result.losses_from, result.steps_done) == (2, 4)
+    assert read_checkpoint(tmp_path / "a.safetensors").training["channels_last"] is True

@@ -36,13 +36,56 @@ from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denois
 from biasprobe.errors import InputError, ParameterError
 from biasprobe.validation import count, number
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""Modes of :func:`torch.compile` a training run may choose; those with CUDA graphs are
+:data:`CUDA_GRAPH_MODES`."""
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""Compile modes that record each step's kernels once as CUDA graphs and replay them (on CUDA only;
+elsewhere they compile as ``"default"``/``"max-autotune-no-cudagraphs"`` do)."""
+
+
+def compile_mode(value) -> str | bool:
+    """The ``compile`` setting in its normal form: False (eager) or one of :data:`COMPILE_MODES`.
+
+    True is ``"default"`` (as recorded by checkpoints and recipes from before the modes); None and
+    ``"none"`` are False.
+    """
+    if value is None or value is False or value == "none":
+        return False
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
+
+
+def compile_network(network: nn.Module, mode: str | bool) -> nn.Module:
+    """``network`` compiled by :func:`torch.compile` in ``mode`` (:func:`compile_mode`'s forms), or
+    itself when ``mode`` is False. Same function (to float rounding), same parameters.
+
+    In a CUDA-graph mode (:data:`CUDA_GRAPH_MODES`) the step's forward and backward kernels are
+    recorded once per input shape and replayed; the training loop keeps what that needs: every step
+    has the same shapes (a fixed batch), all of the network's inputs are on the device, the step is
+    marked (:func:`torch.compiler.cudagraph_mark_step_begin`) and the previous step's gradients
+    released before the next forward, and only the loss computed from the output (not the output,
+    whose memory the next replay reuses) is kept across steps.
+    """
+    mode = compile_mode(mode)
+    return network if mode is False else torch.compile(network, mode=mode)
+
 
 @dataclass
 class TrainingConfig:
     """Optimisation settings (all recorded in the checkpoint).
 
     ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
-    GPU after a warm-up of tens of seconds); it may change between a run and its resumption.
+    GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
+    torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
+    replay each step as CUDA graphs (see :func:`compile_network`). ``channels_last`` stores the
+    network's 4-D weights (the convolutions of the UNets) in NHWC order, which cuDNN's convolutions
+    prefer; the function and the saved weights are unchanged. Both may change between a run and its
+    resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
     """
@@ -56,8 +99,9 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     max_minutes: float | None = None
-    compile: bool = False
+    compile: bool | str = False
     weights: str = "float32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -71,6 +115,9 @@ class TrainingConfig:
         self.seed = count(self.seed, "seed", minimum=0)
         if self.max_minutes is not None:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
+        self.compile = compile_mode(self.compile)
+        if not isinstance(self.channels_last, bool):
+            raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
             raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
 
@@ -139,7 +186,7 @@ def train(
 
     ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
-    ``compile``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
+    ``compile``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
     to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
@@ -156,7 +203,7 @@ def train(
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
     model = model_identity(network, image_shape)
 
-    network = network.to(device)
+    network = network.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     optimizer = make_optimizer(network.parameters(), config, device)
     losses: list[float] = []
@@ -178,7 +225,8 @@ def train(
                                  f"give more than {start} to continue it")
     header.update(losses_from=losses_from, warm_restarts=warm_restarts)
     saved_at = start
-    trained = torch.compile(network) if config.compile else network
+    trained = compile_network(network, config.compile)
+    graphs = config.compile in CUDA_GRAPH_MODES and device.type == "cuda"
     trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
     denoiser = network_denoiser(trained, image_shape, conventions)
     data = images.to(device)
@@ -193,10 +241,12 @@ def train(
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
             torch.manual_seed(_step_seed(config.seed, step))
+            optimizer.zero_grad(set_to_none=True)  # before the forward: a CUDA-graph replay may reuse their memory
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             batch = _draw_batch(denoiser, data, config)
             part = slice(ranks.rank * config.batch_size // ranks.world, (ranks.rank + 1) * config.batch_size // ranks.world)
             loss = denoising_loss(denoiser, *(None if value is None else value[part] for value in batch))
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
@@ -225,8 +275,8 @@ def train(
                           ranks.rank)
 
 
-CHANGEABLE = ("steps", "max_minutes", "compile", "weights", "checkpoint_every", "losses_from", "warm_restarts",
-              "steps_done", "recipe_name")
+CHANGEABLE = ("steps", "max_minutes", "compile", "channels_last", "weights", "checkpoint_every", "losses_from",
+              "warm_restarts", "steps_done", "recipe_name")
 """Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
 
 
