@@ -7,7 +7,7 @@ import torch
 import biasprobe as bp
 from biasprobe.checkpoints import read_checkpoint
 from biasprobe.errors import ParameterError
-from biasprobe.models import from_preset
+from biasprobe.models import attention_modules, from_preset, set_attention_kernel
 from biasprobe.training import TrainingConfig, loop, state_path, train
 
 
@@ -188,3 +188,28 @@ def test_warm_restart_may_change_compile_and_channels_last(tmp_path):
     result = train(network(), images, tmp_path / "a.safetensors", more, progress=False, init=tmp_path / "a.safetensors")
     assert (result.losses_from, result.steps_done) == (2, 4)
     assert read_checkpoint(tmp_path / "a.safetensors").training["channels_last"] is True
+
+
+def test_attention_masks_are_built_before_compiling_so_the_network_traces_once():
+    """Masks built inside a compiled graph would live in memory a CUDA-graph replay reuses (and cost
+    a recompile once cached): the loop builds them eagerly first, drawing no random number."""
+    torch.manual_seed(0)
+    network, shape = from_preset("dit", "tiny", image_size=8, channels=1, windows=[3, 5])
+    set_attention_kernel(network, "flex")  # its block masks too (the CPU's flex has no backward)
+    network.requires_grad_(False)
+    state = torch.random.get_rng_state()
+    loop.build_attention_masks(network, shape, discs(1))
+    assert torch.equal(torch.random.get_rng_state(), state) and network.training
+    windowed = [layer for layer in attention_modules(network).values() if layer.window]
+    assert len(windowed) == 2 and all(len(layer._mask_cache) == 2 for layer in windowed)
+    graphs = []
+
+    def counting(graph, inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(network, backend=counting)
+    y, t = torch.rand(4, *shape), torch.tensor([1.0, 10.0, 100.0, 900.0])
+    first = compiled(y, t)
+    torch.testing.assert_close(compiled(y, t), first)
+    assert len(graphs) == 1  # one graph, no break, no recompile

@@ -134,15 +134,6 @@ def window_block_mask(grid: tuple[int, int], window: int, device=None, block_siz
                              BLOCK_SIZE=block_size)
 
 
-def _outside_compiled_graphs(function):
-    """``function`` run eagerly even when called from a :func:`torch.compile`d forward.
-
-    The masks a layer caches are built so on its first call: inside a compiled graph they would be
-    outputs of that graph, whose memory a CUDA-graph replay (``mode="reduce-overhead"``) reuses.
-    """
-    return torch.compiler.disable(function, recursive=True)
-
-
 @functools.cache
 def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
@@ -241,7 +232,7 @@ class GridAttention(nn.Module):
             return None
         key = (grid, str(device))
         if key not in self._mask_cache:
-            self._mask_cache[key] = _outside_compiled_graphs(window_mask)(grid, self.window, device)
+            self._mask_cache[key] = window_mask(grid, self.window, device)
         return self._mask_cache[key]
 
     def block_mask(self, grid: tuple[int, int], device):
@@ -253,8 +244,7 @@ class GridAttention(nn.Module):
             return None
         key = ("flex", grid, str(device), self.block_size)
         if key not in self._mask_cache:
-            self._mask_cache[key] = _outside_compiled_graphs(window_block_mask)(grid, self.window, device,
-                                                                               self.block_size)
+            self._mask_cache[key] = window_block_mask(grid, self.window, device, self.block_size)
         return self._mask_cache[key]
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -66,13 +66,41 @@ def compile_network(network: nn.Module, mode: str | bool) -> nn.Module:
 
     In a CUDA-graph mode (:data:`CUDA_GRAPH_MODES`) the step's forward and backward kernels are
     recorded once per input shape and replayed; the training loop keeps what that needs: every step
-    has the same shapes (a fixed batch), all of the network's inputs are on the device, the step is
-    marked (:func:`torch.compiler.cudagraph_mark_step_begin`) and the previous step's gradients
-    released before the next forward, and only the loss computed from the output (not the output,
-    whose memory the next replay reuses) is kept across steps.
+    has the same shapes (a fixed batch), all of the network's inputs are on the device, the attention
+    masks are built before compiling (:func:`build_attention_masks`), the step is marked
+    (:func:`torch.compiler.cudagraph_mark_step_begin`) and the previous step's gradients released
+    before the next forward, and only the loss computed from the output (not the output, whose
+    memory the next replay reuses) is kept across steps.
     """
     mode = compile_mode(mode)
     return network if mode is False else torch.compile(network, mode=mode)
+
+
+@torch.no_grad()
+def build_attention_masks(network: nn.Module, image_shape, images: torch.Tensor) -> None:
+    """Make the attention layers of ``network`` build their window masks now, before
+    :func:`compile_network`: one eager forward of ``images`` in eval mode.
+
+    A layer builds and caches its masks at its first forward; traced by torch.compile, they would be
+    outputs of a compiled graph, whose memory a CUDA-graph replay reuses. The forward (explicit
+    attention, so no fused kernel is compiled for it) draws no random number and updates no
+    statistic (eval mode, no gradient), so training goes on as without it.
+    """
+    from biasprobe.models.attention import attention_modules, explicit_math
+
+    layers = list(attention_modules(network).values())
+    if not layers:
+        return
+    was_training = network.training
+    network.eval()
+    try:
+        denoiser = network_denoiser(network, image_shape, NATIVE_CONVENTIONS[network.family])
+        with explicit_math(layers):  # builds the boolean masks (and runs no fused kernel)
+            denoiser.raw_output(images, torch.full((len(images),), 0.5, device=images.device))
+        for layer in layers:
+            layer.block_mask(layer.grid, images.device)
+    finally:
+        network.train(was_training)
 
 
 @dataclass
@@ -225,6 +253,8 @@ def train(
                                  f"give more than {start} to continue it")
     header.update(losses_from=losses_from, warm_restarts=warm_restarts)
     saved_at = start
+    if config.compile:
+        build_attention_masks(network, image_shape, images[:1].to(device))
     trained = compile_network(network, config.compile)
     graphs = config.compile in CUDA_GRAPH_MODES and device.type == "cuda"
     trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
