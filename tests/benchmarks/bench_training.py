@@ -24,7 +24,7 @@ For each model, in one process:
 
 ``--procs PRESET:P1,P2,..`` runs P concurrent training processes of one model on one GPU (each the
 ``--procs-path`` step, started together after their warm-up and compilation) and reports their
-aggregate steps/s; ``--mps`` also runs them under CUDA MPS (a private ``nvidia-cuda-mps-control``
+aggregate steps/s; ``--mps`` also runs them (P > 1) under CUDA MPS (a private ``nvidia-cuda-mps-control``
 daemon started for the measurement and stopped after; skipped, and said so, if the binary is
 missing or does not start). Run it in a process that has not touched the GPU (it creates no CUDA
 context itself).
@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -379,7 +380,9 @@ def worker(args) -> None:
         step()
     sync(device)
     (folder / f"ready-{args.worker_index}").touch()
-    while not (folder / "go").exists():
+    while not (folder / "go").exists():  # the parent says go, or gives up (then this process ends too)
+        if time.time() > args.worker_deadline:
+            return
         time.sleep(0.01)
     began, done = time.perf_counter(), 0
     while time.perf_counter() - began < args.seconds:
@@ -441,25 +444,31 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
         env = mps.client_env() if mps else dict(os.environ)
         command = [sys.executable, __file__, "--device", args.device, "--procs-path", args.procs_path,
                    "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--worker-model", name,
-                   "--worker-dir", str(folder)]
+                   "--worker-dir", str(folder), "--worker-deadline", str(time.time() + args.procs_timeout)]
         began = time.perf_counter()
-        children = [subprocess.Popen([*command, "--worker-index", str(k)], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True) for k in range(count)]
-        deadline = began + args.procs_timeout
-        while (len(list(folder.glob("ready-*"))) < count and time.perf_counter() < deadline
-               and all(child.poll() is None for child in children)):
-            time.sleep(0.05)
-        row["start_up_s"] = time.perf_counter() - began
-        if len(list(folder.glob("ready-*"))) == count:
-            (folder / "go").touch()
-        for child in children:
-            try:
-                child.wait(timeout=max(1.0, deadline - time.perf_counter()) + args.seconds)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        logs = [(folder / f"log-{k}.txt").open("w") for k in range(count)]
+        children = [subprocess.Popen([*command, "--worker-index", str(k)], env=env, stdout=logs[k],
+                                     stderr=subprocess.STDOUT) for k in range(count)]
+        try:
+            deadline = began + args.procs_timeout
+            while (len(list(folder.glob("ready-*"))) < count and time.perf_counter() < deadline
+                   and all(child.poll() is None for child in children)):
+                time.sleep(0.05)
+            row["start_up_s"] = time.perf_counter() - began
+            if len(list(folder.glob("ready-*"))) == count:
+                (folder / "go").touch()
+            for child in children:
+                child.wait(timeout=max(1.0, deadline - time.perf_counter()) + 2 * args.seconds + 30)
+        finally:  # also when this process is stopped: no child is left on the GPU
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            for log in logs:
+                log.close()
         results = [json.loads(p.read_text()) for p in sorted(folder.glob("result-*.json"))]
         if len(results) < count:
-            tails = [child.stdout.read()[-300:] for child in children if child.returncode]
+            tails = [(folder / f"log-{k}.txt").read_text()[-300:] for k, child in enumerate(children) if child.returncode]
             row["error"] = f"{count - len(results)} of {count} processes gave no result: {tails[:1]}"
         else:
             rates = [r["steps"] / r["seconds"] for r in results]
@@ -514,6 +523,7 @@ def main() -> None:
     parser.add_argument("--attention-windows", default="3,7,13")
     parser.add_argument("--block-sizes", default="128,64,32")
     parser.add_argument("--attention-mode", default="default", help="compile mode of FlexAttention there")
+    parser.add_argument("--attention-seconds", type=float, default=1.0, help="timing per attention case")
     parser.add_argument("--procs", default="", help="MODEL:P1,P2,.. concurrent training processes on one GPU")
     parser.add_argument("--procs-path", default="compiled")
     parser.add_argument("--procs-timeout", type=float, default=180.0, help="seconds for the processes to get ready")
@@ -524,10 +534,12 @@ def main() -> None:
     parser.add_argument("--worker-model", help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     if args.worker_model:
         return worker(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: clean up (children, MPS) on the way out
     device = torch.device(args.device)
     if args.batch:
         for name, spec in MODELS.items():
@@ -551,12 +563,11 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
             name = f"training-{device.type}{'-' + args.tag if args.tag else ''}"
             (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-            (args.out / f"{name}.txt").write_text(table(report) + "\n")
 
     if args.attention:
         report["attention"] = bench_attention(
             device, [int(w) for w in args.attention_windows.split(",")], [int(b) for b in args.block_sizes.split(",")],
-            args.batch or 64, args.seconds, budget, args.attention_mode)
+            args.batch or 64, args.attention_seconds, budget, args.attention_mode)
         write()
     for name in filter(None, args.models.split(",")):
         chosen = [p for p in paths if (args.compile_models is None or name in args.compile_models.split(",")
@@ -578,7 +589,7 @@ def main() -> None:
             mps = Mps()
             if mps.start():
                 try:
-                    report["procs"] += bench_procs(name, counts, args, mps, budget)
+                    report["procs"] += bench_procs(name, [c for c in counts if c > 1], args, mps, budget)
                 finally:
                     report["mps_log"] = mps.stop()
             report["mps_error"] = mps.error
