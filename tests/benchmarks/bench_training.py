@@ -540,6 +540,8 @@ def main() -> None:
     if args.worker_model:
         return worker(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: clean up (children, MPS) on the way out
+    # one compiled FlexAttention serves every window and block size of --attention (a recompile each)
+    torch._dynamo.config.cache_size_limit = 64
     device = torch.device(args.device)
     if args.batch:
         for name, spec in MODELS.items():
