@@ -213,3 +213,28 @@ def test_attention_masks_are_built_before_compiling_so_the_network_traces_once()
     first = compiled(y, t)
     torch.testing.assert_close(compiled(y, t), first)
     assert len(graphs) == 1  # one graph, no break, no recompile
+
+
+def test_a_run_resumed_in_the_other_memory_layout_continues_exactly(tmp_path):
+    images = discs(8)
+
+    def run(output, steps, max_minutes=None, channels_last=False):
+        torch.manual_seed(0)
+        network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+        config = TrainingConfig(steps=steps, batch_size=4, learning_rate=1e-3, seed=1, checkpoint_every=1,
+                                max_minutes=max_minutes, channels_last=channels_last)
+        return train(network, images, output, config, progress=False)
+
+    straight = run(tmp_path / "a.safetensors", 4)
+    first = run(tmp_path / "b.safetensors", 4, max_minutes=1e-9)  # stops after one step, keeping its state
+    assert first.steps_done == 1 and state_path(tmp_path / "b.safetensors").exists()
+    resumed = run(tmp_path / "b.safetensors", 4, channels_last=True)
+    assert resumed.resumed_from == 1
+    torch.testing.assert_close(resumed.losses, straight.losses, rtol=1e-5, atol=1e-6)
+    # the restored moments take their parameter's layout (fused kernels pair elements by position)
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+    optimizer = torch.optim.AdamW([weight])
+    optimizer.state[weight] = {"exp_avg": torch.arange(108.0).view(4, 3, 3, 3), "step": torch.tensor(1.0)}
+    loop.match_state_layouts(optimizer)
+    moved = optimizer.state[weight]["exp_avg"]
+    assert moved.stride() == weight.stride() and torch.equal(moved, torch.arange(108.0).view(4, 3, 3, 3))

@@ -435,6 +435,21 @@ def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
     save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output, dtype=dtype)
 
 
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor of a parameter's shape that parameter's memory layout.
+
+    A state saved under another ``channels_last`` setting comes back in the other layout, and the
+    foreach/fused AdamW kernels pair the elements of a parameter, its gradient (which follows the
+    parameter's layout) and its moments by position in memory.
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
+                    state[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
     state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
              "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
@@ -462,6 +477,7 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         network.load_state_dict(state["network"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        match_state_layouts(optimizer)
         return int(state["step"]), list(state["losses"]), saved
     except (KeyError, RuntimeError, ValueError, TypeError):
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None
