@@ -98,7 +98,8 @@ def build_attention_masks(network: nn.Module, image_shape, images: torch.Tensor)
         with explicit_math(layers):  # builds the boolean masks (and runs no fused kernel)
             denoiser.raw_output(images, torch.full((len(images),), 0.5, device=images.device))
         for layer in layers:
-            layer.block_mask(layer.grid, images.device)
+            if layer.grid is not None:  # a layer the forward did not reach has nothing to build
+                layer.block_mask(layer.grid, images.device)
     finally:
         network.train(was_training)
 
@@ -111,8 +112,9 @@ class TrainingConfig:
     GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
     torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
     replay each step as CUDA graphs (see :func:`compile_network`). ``channels_last`` stores the
-    network's 4-D weights (the convolutions of the UNets) in NHWC order, which cuDNN's convolutions
-    prefer; the function and the saved weights are unchanged. Both may change between a run and its
+    network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
+    tensor-core convolutions (whether it is faster is measured by tests/benchmarks/bench_training.py);
+    the function and the saved weights are unchanged. Both may change between a run and its
     resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
