@@ -586,6 +586,8 @@ def main() -> None:
         name, counts = args.procs.split(":")
         counts = [int(c) for c in counts.split(",")]
         report["procs"] += bench_procs(name, counts, args, None, budget)
+        if not touches_gpu:  # this process made no CUDA context: the card is the one its workers saw
+            report["device"] = next((row["card"] for row in report["procs"] if "card" in row), report["device"])
         write()
         if args.mps and device.type == "cuda":
             mps = Mps()
