@@ -66,6 +66,8 @@ FLAGS = {
         "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "overwrite",
         "figure", "png", "windows", "seed", "device", "per_split", "weights", "method", "precision", "support",
         "neighbours", "held_out")},
+    "compile": "--compile-mode",
+    "channels_last": "--channels-last",
     "learning_rate": "--lr",
     "ema_decay": "--ema",
 }

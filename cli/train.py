@@ -55,6 +55,11 @@ def train(
                                               "count, with a fresh optimizer, to --steps in all.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (implies --compile): default, "
+                                                     "reduce-overhead (CUDA graphs), max-autotune (CUDA graphs, "
+                                                     "tuned kernels) or max-autotune-no-cudagraphs.")] = None,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Keep convolution weights in NHWC order "
+                                                "(UNets; same function and saved weights).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --checkpoint that no "
                                             "resumable state belongs to.")] = False,
     output: OldOutput = None,
@@ -70,7 +75,7 @@ def train(
 
     Several N and/or seeds train several models of the same architecture at once: stacked into one
     vmapped step (each model's result equals training it alone), or one after another for networks
-    with dropout. --compile applies to a single model.
+    with dropout. --compile, --compile-mode and --channels-last apply to a single model.
     """
     import torch
 
@@ -114,7 +119,8 @@ def train(
         output_file(saved, "checkpoint")
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=compile and len(runs) == 1, weights=weights)
+                            compile=(compile_mode or compile) if len(runs) == 1 else False,
+                            channels_last=channels_last and len(runs) == 1, weights=weights)
     target = resolve_device(device)
     networks, image_sets = [], []
     for n, s in runs:

@@ -184,6 +184,25 @@ def test_train_continues_an_interrupted_run_and_never_replaces_a_finished_one(tm
     assert "Traceback" not in again.stderr and out.read_bytes() == before
 
 
+def test_train_takes_the_compile_mode_and_channels_last(tmp_path, monkeypatch):
+    from biasprobe.training import loop
+
+    images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
+    modes = []
+    monkeypatch.setattr(loop, "compile_network", lambda network, mode: modes.append(mode) or network)
+    base = ["train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
+            "--batch", "4", "--image-size", "8", "--steps", "1"]
+    for flags, mode in ((["--compile"], "default"), (["--compile-mode", "reduce-overhead", "--channels-last"],
+                                                     "reduce-overhead"), ([], False)):
+        out = tmp_path / f"{mode}.pt"
+        result = run_cli(*base, *flags, "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert modes.pop() == mode
+        saved = bp.load(out).source.training
+        assert (saved["compile"], saved["channels_last"]) == (mode, "--channels-last" in flags)
+
+
 def test_sample_png_puts_samples_above_their_nearest_training_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)

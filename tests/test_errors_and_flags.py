@@ -82,6 +82,11 @@ def test_checkpoint_writers_take_dash_o_or_checkpoint_and_still_the_old_output(t
     assert missing.returncode == 1 and "give the checkpoint to write with -o/--checkpoint" in missing.stderr
     refused = run_cli("train", "unet-bf", "--data", "discs", "--n-train", "4", "-o", tmp_path / "c.bin")
     assert refused.returncode == 1 and refused.stderr.startswith("Error: --checkpoint must end in"), refused.stderr
+    mode = run_cli("train", "unet-bf", "--preset", "tiny", "--image-size", "8", "--data", "discs", "--n-train", "4",
+                   "-o", tmp_path / "d.pt", "--compile-mode", "fast")
+    assert mode.returncode == 1 and mode.stderr.startswith("Error: --compile-mode must be true, false or one of"), \
+        mode.stderr
+    assert not (tmp_path / "d.pt").exists()
 
 
 def test_the_sweep_names_the_differentiated_output_as_the_single_command_does():

@@ -239,6 +239,21 @@ def test_a_bad_recipe_is_one_line(tmp_path):
     recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\nwindow = [3]\n')
     result = run_cli("sweep", "train", recipe)
     assert result.returncode == 1 and "unknown keys ['window']" in result.stderr and "Traceback" not in result.stderr
+    recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\ncompile = "fast"\n')
+    result = run_cli("sweep", "train", recipe)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model a: compile must be true, false or one of default, reduce-overhead" in result.stderr
+
+
+def test_a_recipe_chooses_the_compile_mode_and_channels_last(tmp_path):
+    from biasprobe.sweeps.recipes import read_recipe
+
+    recipe = tmp_path / "modes.toml"
+    recipe.write_text('[defaults]\nfamily = "unet-bf"\nn = 4\n[[model]]\nname = "old"\ncompile = true\n'
+                      '[[model]]\nname = "graphs"\ncompile = "reduce-overhead"\nchannels_last = true\n')
+    old, graphs = (model.config() for model in read_recipe(recipe).models)
+    assert (old.compile, old.channels_last) == ("default", False)  # true: the default mode, as before
+    assert (graphs.compile, graphs.channels_last) == ("reduce-overhead", True)
 
 
 def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_path):

@@ -6,7 +6,8 @@ import torch
 
 import biasprobe as bp
 from biasprobe.checkpoints import read_checkpoint
-from biasprobe.models import from_preset
+from biasprobe.errors import ParameterError
+from biasprobe.models import attention_modules, from_preset, set_attention_kernel
 from biasprobe.training import TrainingConfig, loop, state_path, train
 
 
@@ -118,3 +119,122 @@ def test_resume_refuses_other_windows_and_fewer_steps(tmp_path, monkeypatch):
         train(dit([3, 3]), images, tmp_path / "w.pt", TrainingConfig(steps=3, batch_size=4, checkpoint_every=2),
               progress=False)
     assert train(dit([3, 3]), images, tmp_path / "w.pt", config, progress=False).resumed_from == 4
+
+
+def test_compile_setting_takes_the_old_bool_and_the_modes():
+    assert TrainingConfig(steps=1).compile is False
+    assert TrainingConfig(steps=1, compile=True).compile == "default"  # checkpoints and recipes before the modes
+    for mode in loop.COMPILE_MODES:
+        assert TrainingConfig(steps=1, compile=mode).compile == mode
+    with pytest.raises(ParameterError, match="compile must be true, false or one of default, reduce-overhead"):
+        TrainingConfig(steps=1, compile="fast")
+    with pytest.raises(ParameterError, match="channels_last must be true or false"):
+        TrainingConfig(steps=1, channels_last="yes")
+    # a run saved with the old bool may be continued in another mode (and channels-last)
+    assert loop.changed_settings({"compile": True, "channels_last": False},
+                                 {"compile": "reduce-overhead", "channels_last": True}) == ""
+
+
+def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypatch):
+    """The same seeds give the same losses and weights eagerly, compiled with CUDA graphs' mode
+    (a plain inductor compile on the CPU) and with channels-last weights."""
+    images = discs(8)
+    seen = {}
+    real_compile, real_optimizer = torch.compile, loop.make_optimizer
+
+    def compile_spy(network, mode=None):
+        seen["mode"] = mode
+        return real_compile(network, mode=mode)
+
+    def optimizer_spy(parameters, config, device):
+        parameters = list(parameters)
+        seen["nhwc"] = all(p.is_contiguous(memory_format=torch.channels_last) for p in parameters if p.ndim == 4)
+        return real_optimizer(parameters, config, device)
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    monkeypatch.setattr(loop, "make_optimizer", optimizer_spy)
+
+    def run(name, **settings):
+        torch.manual_seed(0)
+        network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+        config = TrainingConfig(steps=4, batch_size=4, learning_rate=1e-3, seed=1, **settings)
+        result = train(network, images, tmp_path / f"{name}.safetensors", config, progress=False)
+        return result.losses, read_checkpoint(tmp_path / f"{name}.safetensors")
+
+    plain_losses, plain = run("plain")
+    assert "mode" not in seen and not seen["nhwc"]
+    for name, settings in {"graphs": {"compile": "reduce-overhead"}, "nhwc": {"channels_last": True}}.items():
+        losses, saved = run(name, **settings)
+        torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
+        assert saved.training["compile"] == settings.get("compile", False)
+        assert seen.pop("mode", False) == settings.get("compile", False)
+        assert seen["nhwc"] == settings.get("channels_last", False)
+        for key, weight in plain.state_dict.items():
+            assert saved.state_dict[key].is_contiguous()  # the file format is unchanged
+            torch.testing.assert_close(saved.state_dict[key], weight, rtol=1e-4, atol=1e-6)
+    assert any(w.ndim == 4 for w in plain.state_dict.values())  # the UNet has convolutions to reorder
+
+
+def test_warm_restart_may_change_compile_and_channels_last(tmp_path):
+    images = discs(8)
+
+    def network():
+        torch.manual_seed(0)
+        return from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+
+    first = TrainingConfig(steps=2, batch_size=4, seed=1, compile=False)
+    train(network(), images, tmp_path / "a.safetensors", first, progress=False)
+    more = TrainingConfig(steps=4, batch_size=4, seed=1, channels_last=True)
+    result = train(network(), images, tmp_path / "a.safetensors", more, progress=False, init=tmp_path / "a.safetensors")
+    assert (result.losses_from, result.steps_done) == (2, 4)
+    assert read_checkpoint(tmp_path / "a.safetensors").training["channels_last"] is True
+
+
+def test_attention_masks_are_built_before_compiling_so_the_network_traces_once():
+    """Masks built inside a compiled graph would live in memory a CUDA-graph replay reuses (and cost
+    a recompile once cached): the loop builds them eagerly first, drawing no random number."""
+    torch.manual_seed(0)
+    network, shape = from_preset("dit", "tiny", image_size=8, channels=1, windows=[3, 5])
+    set_attention_kernel(network, "flex")  # its block masks too (the CPU's flex has no backward)
+    network.requires_grad_(False)
+    state = torch.random.get_rng_state()
+    loop.build_attention_masks(network, shape, discs(1))
+    assert torch.equal(torch.random.get_rng_state(), state) and network.training
+    windowed = [layer for layer in attention_modules(network).values() if layer.window]
+    assert len(windowed) == 2 and all(len(layer._mask_cache) == 2 for layer in windowed)
+    graphs = []
+
+    def counting(graph, inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(network, backend=counting)
+    y, t = torch.rand(4, *shape), torch.tensor([1.0, 10.0, 100.0, 900.0])
+    first = compiled(y, t)
+    torch.testing.assert_close(compiled(y, t), first)
+    assert len(graphs) == 1  # one graph, no break, no recompile
+
+
+def test_a_run_resumed_in_the_other_memory_layout_continues_exactly(tmp_path):
+    images = discs(8)
+
+    def run(output, steps, max_minutes=None, channels_last=False):
+        torch.manual_seed(0)
+        network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+        config = TrainingConfig(steps=steps, batch_size=4, learning_rate=1e-3, seed=1, checkpoint_every=1,
+                                max_minutes=max_minutes, channels_last=channels_last)
+        return train(network, images, output, config, progress=False)
+
+    straight = run(tmp_path / "a.safetensors", 4)
+    first = run(tmp_path / "b.safetensors", 4, max_minutes=1e-9)  # stops after one step, keeping its state
+    assert first.steps_done == 1 and state_path(tmp_path / "b.safetensors").exists()
+    resumed = run(tmp_path / "b.safetensors", 4, channels_last=True)
+    assert resumed.resumed_from == 1
+    torch.testing.assert_close(resumed.losses, straight.losses, rtol=1e-5, atol=1e-6)
+    # the restored moments take their parameter's layout (fused kernels pair elements by position)
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+    optimizer = torch.optim.AdamW([weight])
+    optimizer.state[weight] = {"exp_avg": torch.arange(108.0).view(4, 3, 3, 3), "step": torch.tensor(1.0)}
+    loop.match_state_layouts(optimizer)
+    moved = optimizer.state[weight]["exp_avg"]
+    assert moved.stride() == weight.stride() and torch.equal(moved, torch.arange(108.0).view(4, 3, 3, 3))

@@ -83,7 +83,17 @@ ATTENTION_KERNELS = ("auto", "sdpa", "flex")
 """Kernels of the unobserved forward pass; all compute the same function."""
 
 FLEX_BLOCK_SIZE = 128
-"""Query and key block size of FlexAttention's block mask (its kernels' tile size)."""
+"""Default query and key block size of FlexAttention's block mask: the granularity at which key
+blocks are skipped (see :func:`set_attention_kernel` for smaller ones)."""
+
+FLEX_BLOCK_SIZES = (128, 64, 32, 16)
+"""Block sizes a layer's FlexAttention block mask may take. The function is the same for all; a
+smaller block skips more of the keys outside a window (a block of B queries on a grid of C columns
+spans about B/C rows, and reaches the keys of about B/C + k − 1 rows), but runs smaller, less
+efficient tiles. On CUDA the compiled kernels need tiles that divide the block: in the default
+compile mode torch's tiles for H100-class cards allow 64 in the backward only for head dims below 64;
+the ``max-autotune`` modes search smaller tiles (tests/benchmarks/bench_training.py measures which
+sizes run)."""
 
 
 def window_mask(grid: tuple[int, int], window: int | None, device=None) -> torch.Tensor | None:
@@ -137,6 +147,16 @@ def _pad_head_dim(tensors: tuple[torch.Tensor, ...], multiple: int = 8) -> tuple
     return tensors if pad == 0 else tuple(F.pad(t, (0, pad)) for t in tensors)
 
 
+def flex_kernel_options(block_size: int) -> dict | None:
+    """FlexAttention ``kernel_options`` for a block mask of ``block_size`` on CUDA: kernel tiles no
+    larger than the mask's blocks (their size must divide it); None (the kernel's own choice) for
+    the default size."""
+    if block_size >= FLEX_BLOCK_SIZE:
+        return None
+    return {"BLOCK_M": block_size, "BLOCK_N": block_size, "bwd_BLOCK_M1": block_size, "bwd_BLOCK_N1": block_size,
+            "bwd_BLOCK_M2": block_size, "bwd_BLOCK_N2": block_size}
+
+
 def fused_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, block_mask=None
 ) -> torch.Tensor:
@@ -149,10 +169,12 @@ def fused_attention(
     padded = _pad_head_dim((q, k, v))
     if block_mask is not None:
         if q.is_cuda:
-            flex = _compiled_flex_attention()
+            options = flex_kernel_options(block_mask.BLOCK_SIZE[0])
+            out = _compiled_flex_attention()(*padded, block_mask=block_mask, scale=dim**-0.5, kernel_options=options)
         else:
-            from torch.nn.attention.flex_attention import flex_attention as flex
-        out = flex(*padded, block_mask=block_mask, scale=dim**-0.5)
+            from torch.nn.attention.flex_attention import flex_attention
+
+            out = flex_attention(*padded, block_mask=block_mask, scale=dim**-0.5)
     else:
         out = F.scaled_dot_product_attention(*padded, attn_mask=mask, scale=dim**-0.5)
     return out[..., :dim]
@@ -200,6 +222,7 @@ class GridAttention(nn.Module):
         self.observer: AttentionObserver | None = None
         self.explicit = False
         self.kernel = "auto"
+        self.block_size = FLEX_BLOCK_SIZE
         self.grid: tuple[int, int] | None = None
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
@@ -219,9 +242,9 @@ class GridAttention(nn.Module):
             kernel = "flex" if self.window is not None and torch.device(device).type == "cuda" else "sdpa"
         if kernel != "flex" or self.window is None:
             return None
-        key = ("flex", grid, str(device))
+        key = ("flex", grid, str(device), self.block_size)
         if key not in self._mask_cache:
-            self._mask_cache[key] = window_block_mask(grid, self.window, device)
+            self._mask_cache[key] = window_block_mask(grid, self.window, device, self.block_size)
         return self._mask_cache[key]
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -251,9 +274,15 @@ def attention_modules(model: nn.Module) -> dict[str, GridAttention]:
     return {name: m for name, m in model.named_modules() if isinstance(m, GridAttention)}
 
 
-def set_attention_kernel(model: nn.Module, kernel: str) -> None:
-    """Make every :class:`GridAttention` of ``model`` run ``kernel`` (one of :data:`ATTENTION_KERNELS`)."""
+def set_attention_kernel(model: nn.Module, kernel: str, block_size: int | None = None) -> None:
+    """Make every :class:`GridAttention` of ``model`` run ``kernel`` (one of :data:`ATTENTION_KERNELS`),
+    and, if given, build its FlexAttention block masks with ``block_size`` (one of
+    :data:`FLEX_BLOCK_SIZES`; the same function at every size)."""
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; use one of {', '.join(ATTENTION_KERNELS)}")
+    if block_size is not None and block_size not in FLEX_BLOCK_SIZES:
+        raise ValueError(f"FlexAttention block size {block_size!r} is not one of {FLEX_BLOCK_SIZES}")
     for module in attention_modules(model).values():
         module.kernel = kernel
+        if block_size is not None:
+            module.block_size = block_size

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,7 +70,9 @@ class ModelRecipe:
     channels: int | None = None
     data_dir: str | None = None
     max_minutes: float | None = None
-    compile: bool = False
+    compile: bool | str = False
+    """False, true (torch.compile's default mode) or a mode name (:data:`biasprobe.training.loop.COMPILE_MODES`)."""
+    channels_last: bool = False
     weights: str = "float32"
 
     def config(self):
@@ -78,7 +80,8 @@ class ModelRecipe:
 
         return TrainingConfig(steps=self.steps, batch_size=self.batch, learning_rate=self.lr, ema_decay=self.ema,
                               sigma_max=self.sigma_max, checkpoint_every=self.checkpoint_every, seed=self.seed,
-                              max_minutes=self.max_minutes, compile=self.compile, weights=self.weights)
+                              max_minutes=self.max_minutes, compile=self.compile,
+                              channels_last=self.channels_last, weights=self.weights)
 
 
 @dataclass
@@ -121,6 +124,12 @@ def read_recipe(path: str | os.PathLike, output: str | os.PathLike | None = None
             models.append(ModelRecipe(**chosen))
     if not models:
         raise InputError(f"{path} lists no [[model]]")
+    for model in models:  # training settings checked before any work: errors name the recipe's keys
+        try:
+            model.config()
+        except ParameterError as err:
+            key = {"batch_size": "batch", "learning_rate": "lr", "ema_decay": "ema"}
+            raise InputError(f"{path}: model {model.name}: {err.render(key)}") from None
     names = [model.name for model in models]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -208,7 +217,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     return record
 
 
-RERUN_SETTINGS = ("steps", "max_minutes", "compile", "weights", "checkpoint_every")
+RERUN_SETTINGS = ("steps", "max_minutes", "compile", "channels_last", "weights", "checkpoint_every")
 """Recipe keys a later round may change for a model already (partly) trained."""
 
 

@@ -36,13 +36,86 @@ from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denois
 from biasprobe.errors import InputError, ParameterError
 from biasprobe.validation import count, number
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""Modes of :func:`torch.compile` a training run may choose; those with CUDA graphs are
+:data:`CUDA_GRAPH_MODES`."""
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""Compile modes that record each step's kernels once as CUDA graphs and replay them (on CUDA only;
+elsewhere they compile as ``"default"``/``"max-autotune-no-cudagraphs"`` do)."""
+
+
+def compile_mode(value) -> str | bool:
+    """The ``compile`` setting in its normal form: False (eager) or one of :data:`COMPILE_MODES`.
+
+    True is ``"default"`` (as recorded by checkpoints and recipes from before the modes); None and
+    ``"none"`` are False.
+    """
+    if value is None or value is False or value == "none":
+        return False
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
+
+
+def compile_network(network: nn.Module, mode: str | bool) -> nn.Module:
+    """``network`` compiled by :func:`torch.compile` in ``mode`` (:func:`compile_mode`'s forms), or
+    itself when ``mode`` is False. Same function (to float rounding), same parameters.
+
+    In a CUDA-graph mode (:data:`CUDA_GRAPH_MODES`) the step's forward and backward kernels are
+    recorded once per input shape and replayed; the training loop keeps what that needs: every step
+    has the same shapes (a fixed batch), all of the network's inputs are on the device, the attention
+    masks are built before compiling (:func:`build_attention_masks`), the step is marked
+    (:func:`torch.compiler.cudagraph_mark_step_begin`) and the previous step's gradients released
+    before the next forward, and only the loss computed from the output (not the output, whose
+    memory the next replay reuses) is kept across steps.
+    """
+    mode = compile_mode(mode)
+    return network if mode is False else torch.compile(network, mode=mode)
+
+
+@torch.no_grad()
+def build_attention_masks(network: nn.Module, image_shape, images: torch.Tensor) -> None:
+    """Make the attention layers of ``network`` build their window masks now, before
+    :func:`compile_network`: one eager forward of ``images`` in eval mode.
+
+    A layer builds and caches its masks at its first forward; traced by torch.compile, they would be
+    outputs of a compiled graph, whose memory a CUDA-graph replay reuses. The forward (explicit
+    attention, so no fused kernel is compiled for it) draws no random number and updates no
+    statistic (eval mode, no gradient), so training goes on as without it.
+    """
+    from biasprobe.models.attention import attention_modules, explicit_math
+
+    layers = list(attention_modules(network).values())
+    if not layers:
+        return
+    was_training = network.training
+    network.eval()
+    try:
+        denoiser = network_denoiser(network, image_shape, NATIVE_CONVENTIONS[network.family])
+        with explicit_math(layers):  # builds the boolean masks (and runs no fused kernel)
+            denoiser.raw_output(images, torch.full((len(images),), 0.5, device=images.device))
+        for layer in layers:
+            if layer.grid is not None:  # a layer the forward did not reach has nothing to build
+                layer.block_mask(layer.grid, images.device)
+    finally:
+        network.train(was_training)
+
 
 @dataclass
 class TrainingConfig:
     """Optimisation settings (all recorded in the checkpoint).
 
     ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
-    GPU after a warm-up of tens of seconds); it may change between a run and its resumption.
+    GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
+    torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
+    replay each step as CUDA graphs (see :func:`compile_network`). ``channels_last`` stores the
+    network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
+    tensor-core convolutions (whether it is faster is measured by tests/benchmarks/bench_training.py);
+    the function and the saved weights are unchanged. Both may change between a run and its
+    resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
     """
@@ -56,8 +129,9 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     max_minutes: float | None = None
-    compile: bool = False
+    compile: bool | str = False
     weights: str = "float32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -71,6 +145,9 @@ class TrainingConfig:
         self.seed = count(self.seed, "seed", minimum=0)
         if self.max_minutes is not None:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
+        self.compile = compile_mode(self.compile)
+        if not isinstance(self.channels_last, bool):
+            raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
             raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
 
@@ -139,7 +216,7 @@ def train(
 
     ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
-    ``compile``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
+    ``compile``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
     to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
@@ -156,7 +233,7 @@ def train(
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
     model = model_identity(network, image_shape)
 
-    network = network.to(device)
+    network = network.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     optimizer = make_optimizer(network.parameters(), config, device)
     losses: list[float] = []
@@ -178,7 +255,10 @@ def train(
                                  f"give more than {start} to continue it")
     header.update(losses_from=losses_from, warm_restarts=warm_restarts)
     saved_at = start
-    trained = torch.compile(network) if config.compile else network
+    if config.compile:
+        build_attention_masks(network, image_shape, images[:1].to(device))
+    trained = compile_network(network, config.compile)
+    graphs = config.compile in CUDA_GRAPH_MODES and device.type == "cuda"
     trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
     denoiser = network_denoiser(trained, image_shape, conventions)
     data = images.to(device)
@@ -193,10 +273,12 @@ def train(
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
             torch.manual_seed(_step_seed(config.seed, step))
+            optimizer.zero_grad(set_to_none=True)  # before the forward: a CUDA-graph replay may reuse their memory
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             batch = _draw_batch(denoiser, data, config)
             part = slice(ranks.rank * config.batch_size // ranks.world, (ranks.rank + 1) * config.batch_size // ranks.world)
             loss = denoising_loss(denoiser, *(None if value is None else value[part] for value in batch))
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
@@ -225,8 +307,8 @@ def train(
                           ranks.rank)
 
 
-CHANGEABLE = ("steps", "max_minutes", "compile", "weights", "checkpoint_every", "losses_from", "warm_restarts",
-              "steps_done", "recipe_name")
+CHANGEABLE = ("steps", "max_minutes", "compile", "channels_last", "weights", "checkpoint_every", "losses_from",
+              "warm_restarts", "steps_done", "recipe_name")
 """Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
 
 
@@ -355,6 +437,21 @@ def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
     save_checkpoint(Checkpoint.from_network(ema, image_shape, training), output, dtype=dtype)
 
 
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor of a parameter's shape that parameter's memory layout.
+
+    A state saved under another ``channels_last`` setting comes back in the other layout, and the
+    foreach/fused AdamW kernels pair the elements of a parameter, its gradient (which follows the
+    parameter's layout) and its moments by position in memory.
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
+                    state[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
     state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
              "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
@@ -382,6 +479,7 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         network.load_state_dict(state["network"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        match_state_layouts(optimizer)
         return int(state["step"]), list(state["losses"]), saved
     except (KeyError, RuntimeError, ValueError, TypeError):
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None

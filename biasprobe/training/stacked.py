@@ -82,8 +82,8 @@ def train_stacked(
         raise InputError("stacked models must share family and config; train other architectures separately")
     if not stackable(first):
         raise InputError("networks with dropout cannot be stacked exactly; train them one at a time")
-    if config.compile:
-        raise InputError("compile applies to single-model training, not to stacked models")
+    if config.compile or config.channels_last:
+        raise InputError("compile and channels_last apply to single-model training, not to stacked models")
     device = torch.device(device)
     configs = [replace(config, seed=seed) for seed in seeds]
     data = [torch.as_tensor(x, dtype=torch.float32).to(device) for x in images]

@@ -1,22 +1,43 @@
-"""Training throughput: steps/s, model FLOPs utilisation and peak memory, previous path against the new one.
+"""Training throughput: steps/s, model FLOPs utilisation and peak memory of each way to run a step.
 
 For each model, in one process:
 
 - FLOPs per step: one forward and backward counted by ``torch.utils.flop_counter`` (the model's
   FLOPs: a windowed layer counts as the dense attention it masks, so MFU compares like with like);
 - the card's bf16 matrix throughput, measured in the same run (an 8192² GEMM);
-- steps/s of each path after warm-up: ``previous`` reproduces the loop before the throughput work
-  (head dims not a multiple of 8 left unpadded, so SDPA falls back to its materialising math path;
-  windows as dense boolean masks; foreach AdamW; one EMA kernel per tensor; the device read back
-  twice a step: σ → t on the host and the loss), ``new`` is :func:`biasprobe.training.train`'s step
-  (zero-padded fused SDPA, FlexAttention block-sparse windows on CUDA, fused AdamW, foreach EMA,
-  nothing read back), ``compiled`` adds ``torch.compile``;
-- MFU = FLOPs per step × steps/s / GEMM throughput; peak memory by ``torch.cuda.max_memory_allocated``.
+- steps/s of each *path* after warm-up, each path on a fresh copy of the model (same seeds, so the
+  losses of the first steps must agree across paths: they are reported beside the rates):
+
+  ``previous``   the loop before the throughput work (head dims not a multiple of 8 left unpadded,
+                 so SDPA falls back to its materialising math path; windows as dense boolean masks;
+                 foreach AdamW; one EMA kernel per tensor; the device read back twice a step);
+  ``new``        :func:`biasprobe.training.train`'s step, eager (zero-padded fused SDPA, FlexAttention
+                 block-sparse windows on CUDA, fused AdamW, foreach EMA, nothing read back);
+  ``compiled``   the same through ``torch.compile`` (mode ``default``);
+  ``compiled-MODE``  another compile mode (``reduce-overhead``: CUDA graphs; ``max-autotune``,
+                 ``max-autotune-no-cudagraphs``), as ``biasprobe train --compile-mode MODE``;
+  ``PATH+cl``    any of these with channels-last weights (``--channels-last``);
+
+  MFU = FLOPs per step × steps/s / GEMM throughput; peak memory by
+  ``torch.cuda.max_memory_allocated``; ``cudagraph_skips``: how many times inductor declined CUDA
+  graphs (then a CUDA-graph mode ran without them).
+
+``--procs PRESET:P1,P2,..`` runs P concurrent training processes of one model on one GPU (each the
+``--procs-path`` step, started together after their warm-up and compilation) and reports their
+aggregate steps/s; ``--mps`` also runs them (P > 1) under CUDA MPS (a private ``nvidia-cuda-mps-control``
+daemon started for the measurement and stopped after; skipped, and said so, if the binary is
+missing or does not start). Run it in a process that has not touched the GPU (it creates no CUDA
+context itself).
+
+``--attention`` times one attention layer alone (forward + backward, bf16, the zoo DiT's 1024 tokens,
+2 heads of 32): FlexAttention with each window's block mask at each ``--block-sizes``, FlexAttention
+without a mask, SDPA global and SDPA with the dense boolean window mask.
 
 ``--stacked K`` also times K small models trained one after another against the same K stacked
 (:func:`biasprobe.training.train_stacked`'s step): aggregate steps/s and the speed-up.
 
-On the CPU only steps/s are reported. Run from the repository root::
+``--budget S`` stops starting new cases after S seconds (the JSON, written after every case, says
+which were skipped). On the CPU only steps/s are reported. Run from the repository root::
 
     python tests/benchmarks/bench_training.py --device cuda --out reports/benchmarks
     python tests/benchmarks/bench_training.py --device cpu --models dit-small,unet-bf-small --batch 8
@@ -27,7 +48,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +73,7 @@ from biasprobe.training import (
 
 LOCAL_WINDOWS = [3, 5, 7, 9, 11, 13]
 MODELS = {
-    # name: (family, preset, windows, batch)
+    # name: (family, preset, windows, batch[, FlexAttention block size])
     "dit-xs": ("dit", "xs", None, 64),
     "dit-xs-local": ("dit", "xs", LOCAL_WINDOWS, 64),
     "dit-s": ("dit", "s", None, 64),
@@ -54,7 +81,13 @@ MODELS = {
     "unet-bf-default": ("unet-bf", "default", None, 64),
     "dit-small": ("dit", "small", None, 128),
     "unet-bf-small": ("unet-bf", "small", None, 64),
+    # the paper zoo's presets (docs/zoo.md), at its batch
+    "dit-zoo": ("dit", "zoo", None, 64),
+    "dit-zoo-local": ("dit", "zoo", LOCAL_WINDOWS, 64),
+    "dit-zoo-local-b64": ("dit", "zoo", LOCAL_WINDOWS, 64, 64),
+    "unet-ddpm-zoo": ("unet-ddpm", "zoo", None, 64),
 }
+ZOO_GRID, ZOO_HEADS, ZOO_HEAD_DIM = (32, 32), 2, 32
 
 
 def sync(device: torch.device) -> None:
@@ -76,41 +109,68 @@ def gemm_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> fl
     return 2 * size**3 * repeats / (time.perf_counter() - began) / 1e12
 
 
-def build(name: str, device: torch.device, seed: int = 0):
-    family, preset, windows, _ = MODELS[name]
+def build(name: str, device: torch.device, seed: int = 0, channels_last: bool = False):
+    family, preset, windows, *_ = MODELS[name]
     torch.manual_seed(seed)
     network, shape = from_preset(family, preset, image_size=32, channels=1, windows=windows)
-    return network.to(device), shape
+    if len(MODELS[name]) > 4:
+        set_attention_kernel(network, "auto", block_size=MODELS[name][4])
+    memory = torch.channels_last if channels_last else torch.preserve_format
+    return network.to(device, memory_format=memory), shape
+
+
+def parse_path(path: str) -> tuple[str, str | bool, bool]:
+    """``path`` → (base, compile mode or False, channels-last)."""
+    base, _, suffix = path.partition("+")
+    if suffix not in ("", "cl"):
+        raise SystemExit(f"unknown path suffix in {path!r}: only +cl (channels-last)")
+    if base in ("previous", "new"):
+        return base, False, bool(suffix)
+    if base == "compiled":
+        return base, "default", bool(suffix)
+    if base.startswith("compiled-") and base[len("compiled-"):] in loop.COMPILE_MODES:
+        return base, base[len("compiled-"):], bool(suffix)
+    raise SystemExit(f"unknown path {path!r}: previous, new, compiled, compiled-MODE ({', '.join(loop.COMPILE_MODES)}), "
+                     "each optionally +cl")
 
 
 class Step:
-    """One training step of ``network`` on random images, the way a path does it."""
+    """One training step of ``network`` on random images, the way a path does it (``new`` and the
+    compiled paths in the order of :func:`biasprobe.training.train`'s loop)."""
 
     def __init__(self, network, shape, batch: int, device: torch.device, path: str) -> None:
         self.path, self.device, self.network = path, device, network
+        base, self.mode, _ = parse_path(path)
+        self.previous = base == "previous"
         self.config = TrainingConfig(steps=1, batch_size=batch)
         self.data = torch.rand(1000, *shape, device=device)
         self.ema = copy.deepcopy(network).requires_grad_(False)
-        trained = torch.compile(network) if path == "compiled" else network
+        set_attention_kernel(network, "sdpa" if base == "previous" else "auto")
+        if self.mode:
+            loop.build_attention_masks(network, shape, self.data[:1])
+        trained = loop.compile_network(network, self.mode)
+        self.graphs = self.mode in loop.CUDA_GRAPH_MODES and device.type == "cuda"
         self.denoiser = network_denoiser(trained, shape, NATIVE_CONVENTIONS[network.family])
-        if path == "previous":
+        if self.previous:
             self.optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, foreach=device.type == "cuda")
-            set_attention_kernel(network, "sdpa")
         else:
             self.optimizer = loop.make_optimizer(network.parameters(), self.config, device)
-            set_attention_kernel(network, "auto")
         self.count = 0
+        self.first_losses: list[torch.Tensor] = []
 
     def __call__(self) -> None:
         torch.manual_seed(self.count)
         self.count += 1
-        clean, noise, sigma, timesteps = loop._draw_batch(self.denoiser, self.data, self.config)
-        previous = self.path == "previous"
-        loss = loop.denoising_loss(self.denoiser, clean, noise, sigma, None if previous else timesteps)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        clean, noise, sigma, timesteps = loop._draw_batch(self.denoiser, self.data, self.config)
+        loss = loop.denoising_loss(self.denoiser, clean, noise, sigma, None if self.previous else timesteps)
         loss.backward()
         self.optimizer.step()
-        if previous:
+        if len(self.first_losses) < 3:
+            self.first_losses.append(loss.detach().clone())
+        if self.previous:
             with torch.no_grad():
                 for average, current in zip(self.ema.parameters(), self.network.parameters()):
                     average.lerp_(current, 1e-3)
@@ -151,13 +211,36 @@ def step_flops(name: str, device: torch.device) -> int:
     return counter.get_total_flops()
 
 
-def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: float, peak: float | None) -> dict:
+class Budget:
+    """Seconds left of ``--budget``: cases that would start after it are skipped (and listed)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds, self.began, self.skipped = seconds, time.perf_counter(), []
+
+    def allows(self, case: str) -> bool:
+        if self.seconds is not None and time.perf_counter() - self.began > self.seconds:
+            self.skipped.append(case)
+            return False
+        return True
+
+
+def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: float, peak: float | None,
+                budget: Budget) -> dict:
+    from torch._dynamo.utils import counters
+
     row: dict = {"model": name, "family": MODELS[name][0], "preset": MODELS[name][1],
-                 "windows": MODELS[name][2], "batch": MODELS[name][3]}
+                 "windows": MODELS[name][2], "batch": MODELS[name][3],
+                 "block_size": MODELS[name][4] if len(MODELS[name]) > 4 else None}
     if device.type == "cuda":
         row["flops_per_step"] = step_flops(name, device)
     for path in paths:
-        network, shape = build(name, device)
+        if not budget.allows(f"{name} {path}"):
+            row[f"{path}_error"] = "skipped: over the time budget"
+            continue
+        _, mode, channels_last = parse_path(path)
+        torch._dynamo.reset()  # a fresh compile per case (and no recompile limit across cases)
+        counters.clear()
+        network, shape = build(name, device, channels_last=channels_last)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -167,8 +250,10 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
         try:
             step = Step(network, shape, MODELS[name][3], device, path)
             began = time.perf_counter()
-            row[f"{path}_steps_per_s"] = rate(step, device, warmup * (3 if path == "compiled" else 1), seconds)
+            row[f"{path}_steps_per_s"] = rate(step, device, warmup * (3 if mode else 1), seconds)
             row[f"{path}_seconds"] = time.perf_counter() - began
+            row[f"{path}_first_losses"] = [float(x) for x in step.first_losses]
+            row[f"{path}_cudagraph_skips"] = counters["inductor"].get("cudagraph_skips", 0)
         except Exception as err:  # noqa: BLE001 - a failing path is reported, not fatal
             row[f"{path}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
             print(f"{name} {path}: {row[f'{path}_error']}", flush=True)
@@ -178,7 +263,7 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
         if device.type == "cuda":
             row[f"{path}_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             row[f"{path}_mfu"] = row["flops_per_step"] * row[f"{path}_steps_per_s"] / (peak * 1e12)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k.startswith(path + "_") or k == "model"}), flush=True)
         del step, network
     return row
 
@@ -190,9 +275,8 @@ def bench_stacked(name: str, count: int, device: torch.device, warmup: int, seco
     alone = Step(network, shape, batch, device, "new")
     one = rate(alone, device, warmup, seconds)
     networks = [build(name, device, seed=k)[0] for k in range(count)]
-    config = TrainingConfig(steps=10**9, batch_size=batch, checkpoint_every=10**9)
     data = [torch.rand(1000, *shape) for _ in range(count)]
-    outputs = [Path(f"/tmp/bench-stacked-{k}.pt") for k in range(count)]
+    outputs = [Path(tempfile.gettempdir()) / f"bench-stacked-{os.getpid()}-{k}.pt" for k in range(count)]
     # time train_stacked itself: a run of n steps, twice, and take the difference (start-up cancels)
     timings = {}
     for steps in (warmup, warmup + max(10, int(seconds * 2))):
@@ -212,45 +296,309 @@ def bench_stacked(name: str, count: int, device: torch.device, warmup: int, seco
             "stacked_aggregate_steps_per_s": together * count, "speedup": together * count / one}
 
 
+# -- attention alone ------------------------------------------------------------------------------
+
+def time_call(function, device: torch.device, seconds: float) -> float:
+    """Milliseconds per call of ``function`` after 3 warm-up calls, timed over ≥ 5 calls and ``seconds``."""
+    for _ in range(3):
+        function()
+    sync(device)
+    began, done = time.perf_counter(), 0
+    while done < 5 or time.perf_counter() - began < seconds:
+        function()
+        done += 1
+    sync(device)
+    return 1e3 * (time.perf_counter() - began) / done
+
+
+def bench_attention(device: torch.device, windows, block_sizes, batch: int, seconds: float, budget: Budget,
+                    mode: str = "default") -> list[dict]:
+    """Forward + backward of one attention layer of the zoo DiT (1024 tokens, 2 heads of 32), bf16."""
+    import torch.nn.functional as F
+    from torch.nn.attention.flex_attention import flex_attention
+
+    tokens = ZOO_GRID[0] * ZOO_GRID[1]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = (batch, ZOO_HEADS, tokens, ZOO_HEAD_DIM)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=dtype)
+    flex = torch.compile(flex_attention, dynamic=False, mode=None if mode == "default" else mode)
+    rows = []
+
+    def measure(label: str, window, block, function) -> None:
+        row = {"kernel": label, "window": window, "block_size": block, "batch": batch, "tokens": tokens,
+               "heads": ZOO_HEADS, "head_dim": ZOO_HEAD_DIM, "compile_mode": mode}
+        if not budget.allows(f"attention {label} {window} {block}"):
+            row["error"] = "skipped: over the time budget"
+        else:
+            def step():
+                q.grad = k.grad = v.grad = None
+                function().backward(grad)
+
+            try:
+                row["ms_forward_backward"] = time_call(step, device, seconds)
+            except Exception as err:  # noqa: BLE001 - a kernel that does not run is reported
+                row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    measure("sdpa-global", None, None, lambda: F.scaled_dot_product_attention(q, k, v))
+    if device.type == "cuda":
+        measure("flex-global", None, None, lambda: flex(q, k, v))
+    for window in windows:
+        dense = attention.window_mask(ZOO_GRID, window, device)
+        measure("sdpa-dense-mask", window, None, lambda dense=dense: F.scaled_dot_product_attention(q, k, v, dense))
+        if device.type != "cuda":
+            continue  # FlexAttention has no backward on the CPU
+        for block in block_sizes:
+            try:
+                mask = attention.window_block_mask(ZOO_GRID, window, device, block_size=block)
+            except Exception as err:  # noqa: BLE001
+                rows.append({"kernel": "flex-window", "window": window, "block_size": block,
+                             "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                continue
+            options = attention.flex_kernel_options(block)
+            measure("flex-window", window, block,
+                    lambda mask=mask, options=options: flex(q, k, v, block_mask=mask, kernel_options=options))
+            kept = mask.kv_num_blocks.sum() + (0 if mask.full_kv_num_blocks is None else mask.full_kv_num_blocks.sum())
+            blocks = -(-tokens // block)
+            rows[-1]["key_blocks_kept"] = float(kept) / (blocks * blocks)
+            rows[-1]["pairs_kept"] = float(attention.window_mask(ZOO_GRID, window).float().mean())
+    return rows
+
+
+# -- several training processes on one GPU -------------------------------------------------------
+
+def worker(args) -> None:
+    """One of ``--procs``' processes: warm up, say so, wait for the start, train ``--seconds``, report."""
+    device = torch.device(args.device)
+    name, path = args.worker_model, args.procs_path
+    folder = Path(args.worker_dir)
+    network, shape = build(name, device, seed=args.worker_index)
+    step = Step(network, shape, MODELS[name][3], device, path)
+    for _ in range(args.warmup * (3 if parse_path(path)[1] else 1)):
+        step()
+    sync(device)
+    (folder / f"ready-{args.worker_index}").touch()
+    while not (folder / "go").exists():  # the parent says go, or gives up (then this process ends too)
+        if time.time() > args.worker_deadline:
+            return
+        time.sleep(0.01)
+    began, done = time.perf_counter(), 0
+    while time.perf_counter() - began < args.seconds:
+        step()
+        done += 1
+        if done % 5 == 0:
+            sync(device)
+    sync(device)
+    elapsed = time.perf_counter() - began
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    (folder / f"result-{args.worker_index}.json").write_text(json.dumps({"steps": done, "seconds": elapsed,
+                                                                         "card": card}))
+
+
+class Mps:
+    """A private CUDA MPS control daemon for the GPUs this process sees (pipe and log in a temporary folder)."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("nvidia-cuda-mps-control")
+        self.folder = Path(tempfile.mkdtemp(prefix="bench-mps-"))
+        self.env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(self.folder / "pipe"),
+                    "CUDA_MPS_LOG_DIRECTORY": str(self.folder / "log")}
+        self.error = None if self.binary else "nvidia-cuda-mps-control not found: MPS cases skipped"
+
+    def start(self) -> bool:
+        if self.error:
+            return False
+        for sub in ("pipe", "log"):
+            (self.folder / sub).mkdir(exist_ok=True)
+        done = subprocess.run([self.binary, "-d"], check=False, env=self.env, capture_output=True, text=True,
+                              timeout=30)
+        if done.returncode:
+            self.error = f"nvidia-cuda-mps-control -d failed ({done.returncode}): {(done.stderr or done.stdout)[:300]}"
+            return False
+        return True
+
+    def client_env(self) -> dict:
+        """Clients see the daemon's GPUs, numbered from 0 (their own CUDA_VISIBLE_DEVICES is dropped)."""
+        return {k: v for k, v in self.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+
+    def stop(self) -> str:
+        done = subprocess.run([self.binary], check=False, input="quit\n", env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        log = self.folder / "log" / "control.log"
+        return (done.stderr or "") + (log.read_text()[-500:] if log.exists() else "")
+
+
+def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> list[dict]:
+    """Aggregate steps/s of P concurrent training processes of ``name`` on one GPU, for each P."""
+    rows = []
+    for count in counts:
+        row = {"model": name, "path": args.procs_path, "processes": count, "mps": mps is not None,
+               "batch": MODELS[name][3]}
+        rows.append(row)
+        if not budget.allows(f"procs {name} {count} mps={mps is not None}"):
+            row["error"] = "skipped: over the time budget"
+            continue
+        folder = Path(tempfile.mkdtemp(prefix="bench-procs-"))
+        env = mps.client_env() if mps else dict(os.environ)
+        command = [sys.executable, __file__, "--device", args.device, "--procs-path", args.procs_path,
+                   "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--worker-model", name,
+                   "--worker-dir", str(folder), "--worker-deadline", str(time.time() + args.procs_timeout)]
+        began = time.perf_counter()
+        logs = [(folder / f"log-{k}.txt").open("w") for k in range(count)]
+        children = [subprocess.Popen([*command, "--worker-index", str(k)], env=env, stdout=logs[k],
+                                     stderr=subprocess.STDOUT) for k in range(count)]
+        try:
+            deadline = began + args.procs_timeout
+            while (len(list(folder.glob("ready-*"))) < count and time.perf_counter() < deadline
+                   and all(child.poll() is None for child in children)):
+                time.sleep(0.05)
+            row["start_up_s"] = time.perf_counter() - began
+            if len(list(folder.glob("ready-*"))) == count:
+                (folder / "go").touch()
+            for child in children:
+                child.wait(timeout=max(1.0, deadline - time.perf_counter()) + 2 * args.seconds + 30)
+        finally:  # also when this process is stopped: no child is left on the GPU
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            for log in logs:
+                log.close()
+        results = [json.loads(p.read_text()) for p in sorted(folder.glob("result-*.json"))]
+        if len(results) < count:
+            tails = [(folder / f"log-{k}.txt").read_text()[-300:] for k, child in enumerate(children) if child.returncode]
+            row["error"] = f"{count - len(results)} of {count} processes gave no result: {tails[:1]}"
+        else:
+            rates = [r["steps"] / r["seconds"] for r in results]
+            row.update(card=results[0]["card"], steps_per_s_each=rates, aggregate_steps_per_s=sum(rates))
+        shutil.rmtree(folder, ignore_errors=True)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+def table(report: dict) -> str:
+    """The measurements as plain-text tables."""
+    lines = []
+    for row in report["models"]:
+        for key in sorted(k[: -len("_steps_per_s")] for k in row if k.endswith("_steps_per_s")):
+            mfu = f"{100 * row[key + '_mfu']:5.1f} %" if key + "_mfu" in row else "   —   "
+            peak = f"{row[key + '_peak_gib']:5.1f}" if key + "_peak_gib" in row else "  —  "
+            lines.append(f"{row['model']:<20} {key:<42} {row[key + '_steps_per_s']:8.2f} steps/s  MFU {mfu}  "
+                         f"{peak} GiB  ({row[key + '_seconds']:.0f} s)")
+        for key in (k for k in row if k.endswith("_error")):
+            lines.append(f"{row['model']:<20} {key[:-6]:<42} {row[key]}")
+    for row in report.get("attention", []):
+        value = f"{row['ms_forward_backward']:8.3f} ms" if "ms_forward_backward" in row else row.get("error", "")
+        kept = f"  key blocks kept {100 * row['key_blocks_kept']:.0f} %" if "key_blocks_kept" in row else ""
+        lines.append(f"attention {row['kernel']:<16} window {row['window']!s:<5} block {row['block_size']!s:<5} "
+                     f"{value}{kept}")
+    for row in report.get("procs", []):
+        value = (f"{row['aggregate_steps_per_s']:8.2f} steps/s in all" if "aggregate_steps_per_s" in row
+                 else row.get("error", ""))
+        lines.append(f"procs {row['model']:<16} P={row['processes']:<2} MPS {row['mps']!s:<5} {value}")
+    if report.get("mps_error"):
+        lines.append(f"MPS: {report['mps_error']}")
+    if report.get("skipped"):
+        lines.append(f"skipped (budget): {', '.join(report['skipped'])}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--paths", default="previous,new,compiled")
+    parser.add_argument("--models", default=None, help=f"comma-separated, of {', '.join(MODELS)} (default: the first "
+                        "seven, unless --attention or --procs is given)")
+    parser.add_argument("--paths", default="previous,new,compiled", help="see the module doc")
     parser.add_argument("--batch", type=int, default=None, help="override every model's batch (CPU runs)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=6.0, help="timing per path")
-    parser.add_argument("--compile-models", default=None, help="models that also run the compiled path (default all)")
+    parser.add_argument("--warmup", type=int, default=5, help="warm-up steps (3× for compiled paths)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timing per case")
+    parser.add_argument("--compile-models", default=None, help="models that also run compiled paths (default all)")
+    parser.add_argument("--cl-models", default=None, help="models that also run +cl paths (default all)")
     parser.add_argument("--stacked", default="", help="e.g. dit-small:16,unet-bf-small:16")
+    parser.add_argument("--attention", action="store_true", help="time one zoo DiT attention layer alone")
+    parser.add_argument("--attention-windows", default="3,7,13")
+    parser.add_argument("--block-sizes", default="128,64,32")
+    parser.add_argument("--attention-mode", default="default", help="compile mode of FlexAttention there")
+    parser.add_argument("--attention-seconds", type=float, default=1.0, help="timing per attention case")
+    parser.add_argument("--procs", default="", help="MODEL:P1,P2,.. concurrent training processes on one GPU")
+    parser.add_argument("--procs-path", default="compiled")
+    parser.add_argument("--procs-timeout", type=float, default=180.0, help="seconds for the processes to get ready")
+    parser.add_argument("--mps", action="store_true", help="also run --procs under CUDA MPS")
+    parser.add_argument("--budget", type=float, default=None, help="start no case after this many seconds")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name (parallel runs)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--worker-model", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    if args.worker_model:
+        return worker(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: clean up (children, MPS) on the way out
+    # one compiled FlexAttention serves every window and block size of --attention (a recompile each)
+    torch._dynamo.config.cache_size_limit = 64
     device = torch.device(args.device)
     if args.batch:
         for name, spec in MODELS.items():
-            MODELS[name] = (*spec[:3], args.batch)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    peak = gemm_tflops(device) if device.type == "cuda" else None
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    report = {"device": card, "torch": torch.__version__, "bf16_gemm_tflops": peak,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": [], "stacked": []}
-    print(json.dumps({k: v for k, v in report.items() if k not in ("models", "stacked")}), flush=True)
+            MODELS[name] = (*spec[:3], args.batch, *spec[4:])
+    budget = Budget(args.budget)
+    if args.models is None:
+        args.models = "" if args.attention or args.procs else ",".join(list(MODELS)[:7])
+    touches_gpu = device.type == "cuda" and bool(args.models or args.stacked or args.attention)
+    peak = gemm_tflops(device) if touches_gpu else None
+    card = torch.cuda.get_device_name(device) if touches_gpu else platform.processor() or device.type
+    report = {"device": card, "torch": torch.__version__, "bf16_gemm_tflops": peak, "command": sys.argv,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": [], "stacked": [],
+              "attention": [], "procs": []}
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list) or k == "command"}), flush=True)
     paths = args.paths.split(",")
 
-    def write() -> None:  # after every model, so that a run cut short keeps what it measured
+    def write() -> None:  # after every case, so that a run cut short keeps what it measured
+        report["skipped"] = budget.skipped
+        report["seconds"] = time.perf_counter() - budget.began
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"training-{device.type}.json").write_text(json.dumps(report, indent=1) + "\n")
+            name = f"training-{device.type}{'-' + args.tag if args.tag else ''}"
+            (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
 
+    if args.attention:
+        report["attention"] = bench_attention(
+            device, [int(w) for w in args.attention_windows.split(",")], [int(b) for b in args.block_sizes.split(",")],
+            args.batch or 64, args.attention_seconds, budget, args.attention_mode)
+        write()
     for name in filter(None, args.models.split(",")):
-        chosen = paths if args.compile_models is None or name in args.compile_models.split(",") else [
-            p for p in paths if p != "compiled"]
-        report["models"].append(bench_model(name, device, chosen, args.warmup, args.seconds, peak))
+        chosen = [p for p in paths if (args.compile_models is None or name in args.compile_models.split(",")
+                                       or not parse_path(p)[1])
+                  and (args.cl_models is None or name in args.cl_models.split(",") or not parse_path(p)[2])]
+        report["models"].append(bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget))
         write()
     for entry in filter(None, args.stacked.split(",")):
         name, count = entry.split(":")
         report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
         print(json.dumps(report["stacked"][-1]), flush=True)
         write()
+    if args.procs:
+        name, counts = args.procs.split(":")
+        counts = [int(c) for c in counts.split(",")]
+        report["procs"] += bench_procs(name, counts, args, None, budget)
+        if not touches_gpu:  # this process made no CUDA context: the card is the one its workers saw
+            report["device"] = next((row["card"] for row in report["procs"] if "card" in row), report["device"])
+        write()
+        if args.mps and device.type == "cuda":
+            mps = Mps()
+            if mps.start():
+                try:
+                    report["procs"] += bench_procs(name, [c for c in counts if c > 1], args, mps, budget)
+                finally:
+                    report["mps_log"] = mps.stop()
+            report["mps_error"] = mps.error
+            write()
+    print(table(report), flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ def test_local_dit_is_the_same_function_under_every_kernel():
     for kernel in ("sdpa", "flex", "auto"):
         set_attention_kernel(model, kernel)
         outputs[kernel] = model(x, t)
+    for block_size in (32, 16):  # 64 tokens: 2 and 4 query blocks, some key blocks skipped
+        set_attention_kernel(model, "flex", block_size=block_size)
+        outputs[f"flex-{block_size}"] = model(x, t)
+        layer = attention_modules(model)["blocks.0.attn"]
+        assert layer._mask_cache[("flex", (8, 8), "cpu", block_size)].BLOCK_SIZE == (block_size, block_size)
     for module in attention_modules(model).values():
         module.observer = lambda *_: None
     reference = model(x, t)
@@ -72,3 +77,5 @@ def test_local_dit_is_the_same_function_under_every_kernel():
 def test_unknown_kernel_is_refused():
     with pytest.raises(ValueError, match="unknown attention kernel"):
         set_attention_kernel(DiT(image_size=8, depth=1, width=8, heads=2), "fast")
+    with pytest.raises(ValueError, match="block size 48"):
+        set_attention_kernel(DiT(image_size=8, depth=1, width=8, heads=2), "flex", block_size=48)
