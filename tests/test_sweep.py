@@ -18,6 +18,7 @@ from biasprobe.denoiser import file_sha256
 from biasprobe.errors import InputError
 from biasprobe.sweeps import SweepError, select
 from biasprobe.sweeps import store as sweep_store
+from biasprobe.sweeps.recipes import read_recipe
 
 from .conftest import run_cli, tiny_checkpoint
 
@@ -330,6 +331,9 @@ def test_records_manifest_and_list_say_whether_each_model_is_on_a_plateau(tmp_pa
     expected = (0.03 + 0.02 * np.exp(-4500 / 2000)) / (0.03 + 0.02 * np.exp(-3500 / 2000)) - 1
     assert falling["plateau"] is False and falling["loss_change_last_20pct"] == pytest.approx(expected, abs=0.003)
     assert json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())["plateau"] is False  # record too
+    recipe_steps = {model.name: model.steps for model in read_recipe(recipe).models}
+    assert all(entry["steps"] == recipe_steps[name] != 5000 for name, entry in entries.items())  # the recipe's now
+    assert json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())["steps"] == 5000  # the record's kept
     listing = run_cli("sweep", "train", recipe, "--list")
     assert listing.returncode == 0, listing.stderr
     rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines() if line.split()}

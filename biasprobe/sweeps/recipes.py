@@ -255,8 +255,10 @@ def complete_record(record: dict, model: ModelRecipe) -> dict:
 
 def write_manifest(recipe: Recipe) -> Path:
     """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
-    (without the loss curves, which stay in each ``NAME.train.json``), each with its plateau judgement.
-    Records of older versions are completed first (:func:`complete_record`) and rewritten."""
+    (without the loss curves, which stay in each ``NAME.train.json``), each with its plateau judgement
+    and, as ``steps``, the recipe's steps now (a record keeps the steps it was trained towards, which a
+    recipe raised since does not change). Records of older versions are completed first
+    (:func:`complete_record`) and rewritten."""
     entries = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
@@ -265,7 +267,8 @@ def write_manifest(recipe: Recipe) -> Path:
             record = complete_record(earlier, model)
             if record != earlier:
                 _write_json(path, record)
-            entries.append({key: value for key, value in record.items() if key not in ("loss_curve", "recipe")})
+            entry = {key: value for key, value in record.items() if key not in ("loss_curve", "recipe")}
+            entries.append({**entry, "steps": model.steps})
     manifest = recipe.output / "manifest.json"
     _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
     return manifest
