@@ -214,20 +214,20 @@ def train(
 def _list(report: Report, recipe, record_file) -> None:
     import json
 
-    from biasprobe.training.plateau import loss_plateau
+    from biasprobe.training.plateau import record_plateau
 
     models = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
         record = json.loads(path.read_text()) if path.exists() else {}
-        judged = loss_plateau(record["loss_curve"], record.get("warm_restarts", [])) if record else None
+        judged = record_plateau(record, path) if record.get("loss_curve") else None
         windows = ",".join(map(str, model.windows))
         models.append({"name": model.name, "model": " ".join(filter(None, (model.family, model.preset, windows))),
                        "data": f"{model.data} {model.subset}", "n": model.n, "seed": model.seed,
                        "steps": f"{record.get('steps_done', 0)}/{model.steps}",
                        "change": None if judged is None else judged.change,
                        "change_se": None if judged is None else judged.change_se,
-                       "plateau": None if judged is None else judged.plateau})
+                       "plateau": None if judged is None or judged.change is None else judged.plateau})
     columns = [Column("name", "name", left=True, no_wrap=True), Column("model", "model", left=True),
                Column("data", "data", left=True), Column("n", "N"), Column("seed", "seed"),
                Column("steps", "steps", no_wrap=True), Column("change", "Δ20%", number("+.1%"), no_wrap=True),

@@ -73,3 +73,11 @@ def test_too_short_curves_and_damaged_ones():
         loss_plateau([[10, 0.5], [5, 0.4]])
     with pytest.raises(bp.InputError, match="last"):
         loss_plateau([[10, 0.5]], last=0.7)
+
+
+def test_a_damaged_record_is_refused_naming_it():
+    from biasprobe.training.plateau import record_plateau
+
+    with pytest.raises(bp.InputError, match=r"^zoo/x.train.json: a loss curve's steps must increase"):
+        record_plateau({"loss_curve": [[10, 0.1], [5, 0.1]]}, "zoo/x.train.json")
+    assert record_plateau({}, "zoo/y.train.json").reason == "no loss curve"  # missing curve and restarts: empty

@@ -81,7 +81,7 @@ def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plat
     page = result.index.read_text()
     section = page[page.index("## How far the zoo is trained"):page.index("## Claims")]
     assert "**Not on a plateau: 1 of the zoo's 4 models** (dit-n10)." in section
-    assert "Not judged (no loss curve): unet-bf-n10-s2." in section and "1 of the 4 models have not done their recipe's steps yet" in section
+    assert "Not judged (no loss curve, or one too short): unet-bf-n10-s2." in section and "1 of the 4 models have not done their recipe's steps yet" in section
     assert "| dit-n10 | 3000 / 6000 | -5.0 % ± 1.0 % | **no** |" in section
     assert "| unet-bf-n10-s1 | 6000 / 6000 | +0.1 % ± 0.2 % | yes |" in section
     assert "| unet-bf-n10-s2 | — / — | — | not judged |" in section

@@ -333,6 +333,7 @@ def test_records_manifest_and_list_say_whether_each_model_is_on_a_plateau(tmp_pa
     assert json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())["plateau"] is False  # record too
     recipe_steps = {model.name: model.steps for model in read_recipe(recipe).models}
     assert all(entry["steps"] == recipe_steps[name] != 5000 for name, entry in entries.items())  # the recipe's now
+    assert all(entry["complete"] is (entry["steps_done"] >= entry["steps"]) for entry in entries.values())
     assert json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())["steps"] == 5000  # the record's kept
     listing = run_cli("sweep", "train", recipe, "--list")
     assert listing.returncode == 0, listing.stderr

@@ -120,15 +120,22 @@ class ReportFolder:
         return self.path / name
 
     def prune_stores(self) -> list[str]:
-        """Remove the cached stores that earlier runs wrote and this run did not use; their names."""
-        stale = sorted(self.stores - self.used)
-        for name in stale:
+        """Remove the cached stores (``stores/NAME``) that earlier runs wrote and this run did not use;
+        their names. Only names under ``stores/`` inside the folder are touched (a link is removed, never
+        followed); a demo's results at the folder's top level are not a cache and stay."""
+        stores = (self.path / "stores").resolve()
+        stale = []
+        for name in sorted(self.stores - self.used):
             path = self.path / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
+            inside = name.startswith("stores/") and path.parent.resolve() == stores and path.name not in ("", ".", "..")
+            if not inside:
+                continue
+            if path.is_symlink() or path.is_file():
                 path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
             self.stores.discard(name)
+            stale.append(name)
         self._write_mark()
         return stale
 

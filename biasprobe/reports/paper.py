@@ -144,7 +144,7 @@ class TrainedSoFar:
 def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
     """How far each model of the zoo at ``folder`` is trained, from its manifest entry or else from its
     training record's loss curve (see the module doc)."""
-    from biasprobe.training.plateau import loss_plateau
+    from biasprobe.training.plateau import record_plateau
 
     folder = Path(folder)
     entries = json.loads((folder / "manifest.json").read_text())["checkpoints"]
@@ -155,10 +155,12 @@ def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
         if "plateau" not in entry and record_path.exists():
             record = json.loads(record_path.read_text())
             if record.get("loss_curve"):
-                judged = loss_plateau(record["loss_curve"], record.get("warm_restarts", [])).record()
+                judged = record_plateau(record, record_path).record()
             entry = {**record, **entry}
+        change = judged["loss_change_last_20pct"]
+        plateau = judged["plateau"] if change is not None else None  # a curve too short to judge: not judged
         states.append(TrainedSoFar(entry["name"], entry.get("steps_done"), entry.get("steps"),
-                                   judged["loss_change_last_20pct"], judged["loss_change_se"], judged["plateau"]))
+                                   change, judged["loss_change_se"], plateau))
     return states
 
 
@@ -563,9 +565,9 @@ def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
     elif flat:
         verdict = f"All {len(flat)} judged models of the zoo are on a plateau."
     else:
-        verdict = "No model of the zoo has a loss curve to judge whether it is on a plateau."
+        verdict = "No model of the zoo has a loss curve long enough to judge whether it is on a plateau."
     if unjudged and (flat or not_flat):
-        verdict += f" Not judged (no loss curve): {', '.join(unjudged)}."
+        verdict += f" Not judged (no loss curve, or one too short): {', '.join(unjudged)}."
     if short:
         verdict += f" {len(short)} of the {len(states)} models have not done their recipe's steps yet."
     if not_flat:

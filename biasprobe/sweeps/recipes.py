@@ -165,7 +165,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     from biasprobe.sweeps.engine import worker_device
     from biasprobe.training import state_path, train
     from biasprobe.training.loop import changed_settings
-    from biasprobe.training.plateau import loss_plateau
+    from biasprobe.training.plateau import record_plateau
 
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
         "sha256": file_sha256(target), "recipe": asdict(model),
     }
-    record.update(loss_plateau(record["loss_curve"], record["warm_restarts"]).record())
+    record.update(record_plateau(record, record_path).record())
     _write_json(record_path, record)
     return record
 
@@ -241,7 +241,7 @@ def complete_record(record: dict, model: ModelRecipe) -> dict:
     (``loss_change_last_20pct``, ``loss_change_se``, ``plateau``) are judged anew from its loss curve
     (:func:`biasprobe.training.plateau.loss_plateau`)."""
     from biasprobe.models import build_model, forward_flops
-    from biasprobe.training.plateau import loss_plateau
+    from biasprobe.training.plateau import record_plateau
 
     record = dict(record)
     if "flops_per_forward" not in record:
@@ -249,15 +249,15 @@ def complete_record(record: dict, model: ModelRecipe) -> dict:
         shape = (record["config"]["channels"], model.image_size, model.image_size)
         record["flops_per_forward"] = forward_flops(network, shape)
     record.setdefault("warm_restarts", [])
-    record.update(loss_plateau(record.get("loss_curve", []), record["warm_restarts"]).record())
+    record.update(record_plateau(record, f"the training record of {model.name}").record())
     return record
 
 
 def write_manifest(recipe: Recipe) -> Path:
     """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
     (without the loss curves, which stay in each ``NAME.train.json``), each with its plateau judgement
-    and, as ``steps``, the recipe's steps now (a record keeps the steps it was trained towards, which a
-    recipe raised since does not change). Records of older versions are completed first
+    and, as ``steps`` and ``complete``, the recipe's steps now and whether they are done (a record keeps
+    the steps it was trained towards, which a recipe raised since does not change). Records of older versions are completed first
     (:func:`complete_record`) and rewritten."""
     entries = []
     for model in recipe.models:
@@ -268,7 +268,9 @@ def write_manifest(recipe: Recipe) -> Path:
             if record != earlier:
                 _write_json(path, record)
             entry = {key: value for key, value in record.items() if key not in ("loss_curve", "recipe")}
-            entries.append({**entry, "steps": model.steps})
+            done = entry.get("steps_done")
+            entries.append({**entry, "steps": model.steps,
+                            "complete": bool(done is not None and done >= model.steps)})
     manifest = recipe.output / "manifest.json"
     _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
     return manifest

@@ -30,6 +30,7 @@ The rule of :func:`loss_plateau` (fixed before any zoo curve was judged by it):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -141,3 +142,12 @@ def loss_plateau(
     else:
         reason = f"too noisy to call flat: {measured}, not within ±{tolerance:.0%} at {z:g} s.e."
     return Plateau(change, se, bool(flat), int(total), reason)
+
+
+def record_plateau(record: dict, source: str | os.PathLike) -> Plateau:
+    """:func:`loss_plateau` of a training record (``NAME.train.json``: its ``loss_curve`` and
+    ``warm_restarts``, either missing counting as empty); a damaged curve is refused naming ``source``."""
+    try:
+        return loss_plateau(record.get("loss_curve") or [], record.get("warm_restarts") or [])
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from None
