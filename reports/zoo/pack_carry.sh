@@ -3,7 +3,7 @@
 # "Carrying a round to a lent GPU machine"): Fashion-MNIST (train images recompressed with xz), the
 # landed bf16 weights and records of the named models (one xz tar), and remote_round.sh beside them.
 #   reports/zoo/pack_carry.sh CARRY NAME...        # e.g. CARRY=.gpu; prints the folder's size
-set -eu
+set -euo pipefail
 carry=$1; shift
 fm=${BIASPROBE_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$carry"
@@ -12,7 +12,10 @@ if [ "${NO_DATA:-0}" = 1 ]; then  # a follow-up call on a machine still warm has
 else
   [ -f "$fm/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not found in $fm: apt-get install dataset-fashion-mnist" >&2; exit 1; }
   mkdir -p "$carry/fm"
-  [ -s "$carry/fm/train-images-idx3-ubyte.xz" ] || zcat "$fm/train-images-idx3-ubyte.gz" | xz -9 -T0 > "$carry/fm/train-images-idx3-ubyte.xz"
+  if [ ! -s "$carry/fm/train-images-idx3-ubyte.xz" ]; then  # written whole or not at all
+    zcat "$fm/train-images-idx3-ubyte.gz" | xz -9 -T0 > "$carry/fm/.train.xz.tmp"
+    mv "$carry/fm/.train.xz.tmp" "$carry/fm/train-images-idx3-ubyte.xz"
+  fi
   cp "$fm"/train-labels-idx1-ubyte.gz "$fm"/t10k-*-ubyte.gz "$carry/fm/"
 fi
 files=()
@@ -21,7 +24,7 @@ for name in "$@"; do
     [ -e "$file" ] && files+=("$(basename "$file")")
   done
 done
-rm -f "$carry"/*.tar.xz
+rm -f "$carry/zoo.tar.xz"
 [ ${#files[@]} -gt 0 ] && tar -C data/zoo -cf - "${files[@]}" | xz -9 -T0 > "$carry/zoo.tar.xz"
 cp reports/zoo/remote_round.sh "$carry/"
 du -sb "$carry"

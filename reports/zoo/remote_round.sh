@@ -7,20 +7,26 @@
 set -u
 carry=$(dirname "$0"); tag=$1; minutes=$2; per_gpu=$3; shift 3
 t0=$(date +%s)
-if [ ! -s /tmp/fmnist/train-images-idx3-ubyte ]; then
+if [ ! -s /tmp/fmnist/train-images-idx3-ubyte ]; then  # written whole or not at all
+  [ -d "$carry/fm" ] || { echo "no Fashion-MNIST in /tmp/fmnist or $carry/fm: carry the data (pack_carry.sh without NO_DATA)"; exit 1; }
   mkdir -p /tmp/fmnist && cp "$carry"/fm/*.gz /tmp/fmnist/ &&
   python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-    "$carry/fm/train-images-idx3-ubyte.xz" /tmp/fmnist/train-images-idx3-ubyte
+    "$carry/fm/train-images-idx3-ubyte.xz" /tmp/fmnist/.train.tmp &&
+  mv /tmp/fmnist/.train.tmp /tmp/fmnist/train-images-idx3-ubyte || { echo "could not unpack Fashion-MNIST"; exit 1; }
 fi
 export BIASPROBE_DATA_DIR=/tmp/fmnist
-mkdir -p data/zoo; [ -e "$carry/zoo.tar.xz" ] && tar -xJf "$carry/zoo.tar.xz" -C data/zoo
+mkdir -p data/zoo
+if [ -e "$carry/zoo.tar.xz" ]; then tar -xJf "$carry/zoo.tar.xz" -C data/zoo || { echo "could not unpack $carry/zoo.tar.xz"; exit 1; }; fi
 [ -d /tmp/zoo ] && echo "warm machine: /tmp/zoo kept ($(ls /tmp/zoo | grep -c train-state) training states)"
 log=/tmp/log-$tag; mkdir -p "$log"
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 10 > "$log/smi.csv" 2>&1 &
+smi=$!
 echo "set-up $(( $(date +%s) - t0 )) s"
 ZOO_WORK=/tmp/zoo reports/zoo/round.sh "$log" "$minutes" "$per_gpu" "$@"
+kill "$smi" 2>/dev/null
 echo "round done at $(( $(date +%s) - t0 )) s"; tail -3 "$log/sweep.log"
-# Pack: tars of whole models, each under about 13 MB compressed (a returned file may not exceed 16 MiB).
+# Pack: tars of whole models, each under about 13 MB compressed (a returned file may not exceed 16 MiB;
+# at most 8 files come back, so name at most 7 tars' worth of models).
 cd /tmp/zoo || exit 1
 part=0; batch=(); size=0
 flush() {
@@ -30,7 +36,7 @@ flush() {
 for name in "$@"; do
   bytes=$(stat -c %s "$name.safetensors" 2>/dev/null || echo 0)
   [ $(( (size + bytes) * 7 / 10 )) -gt 13000000 ] && flush
-  batch+=("$name.safetensors" "$name.train.json"); size=$((size + bytes))
+  batch+=("$name.safetensors" "$name.train.json" $(ls "$name".shard-* 2>/dev/null)); size=$((size + bytes))
 done
 flush
 cp /tmp/zoo/manifest.json "$log/" 2>/dev/null; tar -czf "$OUT/$tag-logs.tgz" -C "$log" .
