@@ -99,7 +99,7 @@ def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plat
 def test_only_into_a_folder_holding_the_full_report_is_refused_and_nothing_is_touched(rendered):
     zoo, out, _ = rendered
     before = {path: path.stat().st_mtime_ns for path in out.iterdir()}
-    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins too"):
+    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins, memorizers too"):
         paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
     result = run_cli("report", "paper", "--zoo", zoo, "--out", out, "--only", "fig4")
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
