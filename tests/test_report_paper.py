@@ -164,6 +164,9 @@ def test_memorizers_are_checked_against_a_larger_n_model_of_their_family(tmp_pat
         "jacobian-dit-n40", "training-span-dit-n40"}
     span = bp.open(next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr")))
     assert span.attrs["checkpoint_sha256"] == manifest["checkpoints"][-1]["sha256"] and span.attrs["centred"] == 1
+    alone = bp.report([next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr"))], tmp_path / "alone")
+    assert (tmp_path / "alone" / f"training-span-dit-n40-{span.attrs['recipe_key']}.span.png").exists()
+    assert "mean ‖P e_j‖² over the top 10 of ∂D/∂y, training / held-out span" in alone.index.read_text()
     claim = next(line for line in page.splitlines() if "Memorizers reproduce training images" in line and "|" in line)
     assert "**not tested**" not in claim and "DiT N=10: share" in claim
 

@@ -442,13 +442,15 @@ def _memorizer_checks(found: dict[Cell, list[xr.Dataset]]):
 def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     from matplotlib.figure import Figure
 
+    from biasprobe.figures.jacobian import span_fraction_figure
+
     checks = _memorizer_checks(found)
     if not checks:
         return None
     groups = list(dict.fromkeys((c.cell.family, c.cell.variant) for c in checks if c.span_store is not None))
-    figure = Figure(figsize=(3.3 * (1 + len(groups)), 4.4), layout="constrained")
-    axes = figure.subplots(1, 1 + len(groups), squeeze=False)[0]
-    bars = axes[0]
+    figure = Figure(figsize=(3.4 * (1 + len(groups)), 4.6), layout="constrained")
+    panels = figure.subfigures(1, 1 + len(groups), squeeze=False)[0]
+    bars = panels[0].subplots()
     for position, check in enumerate(checks):
         if check.share is not None:
             bars.bar(position, check.share, color="C3" if check.share >= check.share_needed else "0.6")
@@ -457,32 +459,18 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
             bars.text(position, 0.02, "no store", rotation=90, ha="center", va="bottom", fontsize=7)
     bars.axhline(checks[0].share_needed, color="k", linestyle="--", linewidth=0.8)
     bars.set_xticks(range(len(checks)), [c.label.replace(" N=", "\nN=") for c in checks], fontsize=7, rotation=30)
-    bars.set_ylim(0, 1.02)
+    bars.set_ylim(0, 1.08)
     bars.set_ylabel("memorized share of samples")
     bars.set_title("samples that copy a training image", fontsize=9)
-    for axis, (family, variant) in zip(axes[1:], groups):
-        ranks = None
-        for number, check in enumerate(c for c in checks if (c.cell.family, c.cell.variant) == (family, variant)
-                                       and c.span_store is not None):
-            at = check.span_store.isel(image=0, sigma=0)
-            ranks = np.arange(min(SPAN_DRAWN, at.sizes["denoiser_rank"]))
-            axis.plot(ranks, at.train_span_fraction.values[ranks], "o-", color=f"C{number}", markersize=3,
-                      label=f"N=10 {check.cell.subset.upper()}: training span")
-            axis.plot(ranks, at.held_out_span_fraction.values[ranks], ":", color=f"C{number}", linewidth=1,
-                      label=f"N=10 {check.cell.subset.upper()}: held-out span")
-            axis.axhline(float(at.train_span_chance), color="0.4", linestyle="-.", linewidth=0.8,
-                         label="chance (dim/d)" if number == 0 else None)
-        contrast = next(c.contrast_store for c in checks if (c.cell.family, c.cell.variant) == (family, variant))
-        if contrast is not None and ranks is not None:
-            at = contrast.isel(image=0, sigma=0)
-            axis.plot(ranks, at.train_span_fraction.values[ranks], "s--", color="0.3", markersize=3,
-                      label=f"N={contrast.attrs.get('n_train')}: span of 10 nearest training images")
+    for panel, (family, variant) in zip(panels[1:], groups):
+        group = [c for c in checks if (c.cell.family, c.cell.variant) == (family, variant) and c.span_store is not None]
+        memorizers = {f"N=10 {c.cell.subset.upper()}": c.span_store for c in group}
+        contrast = next((c.contrast_store for c in group if c.contrast_store is not None), None)
+        contrasts = {} if contrast is None else {
+            f"N={contrast.attrs.get('n_train')} (10 nearest images)": contrast}
+        span_fraction_figure(memorizers, contrasts, ranks=SPAN_DRAWN, figure=panel)
         variant_text = "" if variant == "global" else f" {variant}"
-        axis.set_title(f"{FAMILY_NAMES.get(family, family)}{variant_text}", fontsize=9)
-        axis.set_xlabel("rank j of ∂D/∂y (largest λ first)")
-        axis.set_ylabel("‖P e_j‖², centred span")
-        axis.set_ylim(-0.02, 1.02)
-        axis.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        panel.suptitle(f"{FAMILY_NAMES.get(family, family)}{variant_text}: centred spans", fontsize=9)
     return figure
 
 
