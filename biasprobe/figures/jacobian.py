@@ -160,21 +160,21 @@ def span_fraction_figure(
     for number, (name, at) in enumerate(runs.items()):
         shown = np.arange(min(ranks, at.sizes["denoiser_rank"]))
         axis.plot(shown, at.train_span_fraction.values[shown], "o-", color=f"C{number}", markersize=3,
-                  label=f"{name}: training span")
+                  label=f"{name}, training span")
         axis.plot(shown, at.held_out_span_fraction.values[shown], ":", color=f"C{number}", linewidth=1,
-                  label=f"{name}: held-out span")
+                  label=f"{name}, held-out span")
     for number, (name, at) in enumerate(others.items()):
         shown = np.arange(min(ranks, at.sizes["denoiser_rank"]))
         axis.plot(shown, at.train_span_fraction.values[shown], "s--", color=str(0.2 + 0.25 * number), markersize=3,
-                  label=f"{name}: training span")
+                  label=f"{name}, training span")
     first = next(iter({**runs, **others}.values()), None)
     if first is not None:
         axis.axhline(float(first.train_span_chance), color="0.4", linestyle="-.", linewidth=0.8,
-                     label=f"chance dim/d = {float(first.train_span_chance):.3f}")
+                     label=f"chance {float(first.train_span_chance):.3f}")
     axis.set_xlabel("rank j of ∂D/∂y (largest λ first)")
     axis.set_ylabel("‖P e_j‖², energy in the span")
     axis.set_ylim(-0.02, 1.02)
-    axis.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    axis.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return root(canvas)
 
 

@@ -448,8 +448,10 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     if not checks:
         return None
     groups = list(dict.fromkeys((c.cell.family, c.cell.variant) for c in checks if c.span_store is not None))
-    figure = Figure(figsize=(3.4 * (1 + len(groups)), 4.6), layout="constrained")
-    panels = figure.subfigures(1, 1 + len(groups), squeeze=False)[0]
+    columns = min(3, 1 + len(groups))
+    rows = -(-(1 + len(groups)) // columns)
+    figure = Figure(figsize=(3.6 * columns, 4.9 * rows), layout="constrained")
+    panels = figure.subfigures(rows, columns, squeeze=False).ravel()
     bars = panels[0].subplots()
     for position, check in enumerate(checks):
         if check.share is not None:
@@ -467,7 +469,7 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
         memorizers = {f"N=10 {c.cell.subset.upper()}": c.span_store for c in group}
         contrast = next((c.contrast_store for c in group if c.contrast_store is not None), None)
         contrasts = {} if contrast is None else {
-            f"N={contrast.attrs.get('n_train')} (10 nearest images)": contrast}
+            f"N={contrast.attrs.get('n_train')} (10 nearest)": contrast}
         span_fraction_figure(memorizers, contrasts, ranks=SPAN_DRAWN, figure=panel)
         variant_text = "" if variant == "global" else f" {variant}"
         panel.suptitle(f"{FAMILY_NAMES.get(family, family)}{variant_text}: centred spans", fontsize=9)
