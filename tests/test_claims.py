@@ -88,6 +88,7 @@ def span_store(top: float, n_train: int, ranks: int = 64) -> xr.Dataset:
     return xr.Dataset({"train_span_fraction": (("image", "sigma", "denoiser_rank"), fraction),
                        "held_out_span_fraction": (("image", "sigma", "denoiser_rank"), fraction / 4),
                        "train_span_chance": (("image", "sigma"), [[9 / ranks]]),
+                       "nearest_train_cosine": (("image", "sigma"), [[0.9]]),
                        "denoiser_eigenvalue": (("image", "sigma", "denoiser_rank"), np.linspace(1, 0, ranks)[None, None])},
                       attrs={"n_train": n_train})
 

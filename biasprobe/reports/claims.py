@@ -300,7 +300,8 @@ class MemorizerCheck:
     training images; ``held_out`` the same for the held-out control span, ``chance`` dim(span)/d;
     ``contrast`` E_T(k) of the largest-N model of the family (the span of its 10 training images
     nearest to D(y)); ``raw_top`` the mean fraction of the bottom k of ∂D/∂y, the raw output's top k;
-    ``top_eigenvalue`` λ₀ of ∂D/∂y."""
+    ``top_eigenvalue`` λ₀ of ∂D/∂y; ``denoised_cosine`` the mean-removed cosine of D(y) to its nearest
+    training image (near 1: D copies a training image at this σ; not part of the rule)."""
 
     cell: Cell
     share: float | None
@@ -311,6 +312,7 @@ class MemorizerCheck:
     contrast_n: int | None
     raw_top: float | None
     top_eigenvalue: float | None
+    denoised_cosine: float | None = None
     span_store: xr.Dataset | None = None
     contrast_store: xr.Dataset | None = None
     share_needed: float = MEMORIZED_SHARE
@@ -367,7 +369,7 @@ def memorizer_check(cell: Cell, memorization: xr.Dataset | None, span: xr.Datase
         None if contrast is None else int(contrast.attrs["n_train"]),
         None if span is None else _top_mean(span, "train_span_fraction", bottom=True),
         None if span is None else float(span.denoiser_eigenvalue.isel(denoiser_rank=0).mean()),
-        span, contrast)
+        None if span is None else float(span.nearest_train_cosine.mean()), span, contrast)
 
 
 def memorizers_in_training_span(evidence: Evidence) -> Claim:

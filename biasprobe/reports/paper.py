@@ -228,12 +228,15 @@ class Settings:
     def key(self, kind: str, model: ZooModel) -> str:
         """The cache key of the store of ``kind`` for ``model``: sha256 of the checkpoint and the parameters
         that analysis reads."""
-        text = json.dumps({"kind": kind, "sha256": model.sha256, **self.used_by(kind)}, sort_keys=True)
+        text = json.dumps({"kind": kind, "sha256": model.sha256, **self.used_by(kind), **DERIVED_OPTIONS.get(kind, {})},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 DERIVED = {"training-span": "jacobian"}
 """Analyses computed from another analysis's store of the same model (and its images), not from the model."""
+DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
+"""The options of each derived analysis (part of its stores' cache key)."""
 SPAN_PROVENANCE = ("biasprobe_version", "command", "checkpoint", "checkpoint_sha256", "architecture", "seed", "device",
                    "output")
 
@@ -271,7 +274,7 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     elif kind == "training-span":
         source = source if source is not None else compute("jacobian", model, settings, device)
         held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
-        result = jacobian_memorization(source, train, held_out, centred=True)
+        result = jacobian_memorization(source, train, held_out, **DERIVED_OPTIONS[kind])
         result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
                             analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""))
     else:
@@ -480,12 +483,14 @@ def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], l
     from biasprobe.reports.claims import SPAN_TOP
 
     number = lambda value: "—" if value is None else f"{value:.3f}"
-    rows = [[c.label, number(c.share), number(c.top_eigenvalue), number(c.span), number(c.held_out), number(c.chance),
+    rows = [[c.label, number(c.share), number(c.denoised_cosine), number(c.top_eigenvalue), number(c.span),
+             number(c.held_out), number(c.chance),
              "—" if c.contrast is None else f"{c.contrast:.3f} (N={c.contrast_n})", number(c.raw_top), c.verdict]
             for c in _memorizer_checks(found)]
     k = f"top {SPAN_TOP}"
-    return (["model", "memorized share", "λ₀ of ∂D/∂y", f"{k}: training span", f"{k}: held-out span", "chance",
-             f"{k}: largest-N model", f"raw output's {k}", "check"], rows)
+    return (["model", "memorized share", "D(y) to nearest training image (cosine)", "λ₀ of ∂D/∂y",
+             f"{k}: training span", f"{k}: held-out span", "chance", f"{k}: largest-N model", f"raw output's {k}",
+             "check"], rows)
 
 
 def _cells(family: str, ns: Sequence[int | None], variant: str = "global", seeds: int = 1, subset: str = "s1"):
