@@ -143,6 +143,7 @@ def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_p
     paper_report(zoo, out, settings=SETTINGS, device="cpu")
     new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
     assert len(new) == len(old) and not set(new) & set(old)
+    assert list((out / "stores").glob("jacobian-unet-bf-n10-s2-*.zarr"))  # only a training-span store reads it: kept
     assert set(json.loads((out / ".biasprobe-report.json").read_text())["stores"]) == {
         f"stores/{path.name}" for path in (out / "stores").iterdir()}
 

@@ -715,11 +715,16 @@ def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Data
 def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder, recompute: bool,
             device: str | None, done: dict[tuple[str, str], xr.Dataset] | None = None) -> xr.Dataset:
     """The store of ``kind`` for ``model`` under ``folder/stores``: reused when its key matches, else computed.
-    A derived kind (:data:`DERIVED`) takes its source store from ``done`` (this run's stores) or the cache."""
+    A derived kind (:data:`DERIVED`) takes its source store from ``done`` (this run's stores) or the cache;
+    its cached source counts as used even when the derived store is reused (a full run keeps it)."""
     done = {} if done is None else done
     key = settings.key(kind, model)
     name = f"stores/{kind}-{model.name}-{key}.zarr"
     path = folder.store_path(name)
+    if kind in DERIVED:
+        source_name = f"stores/{DERIVED[kind]}-{model.name}-{settings.key(DERIVED[kind], model)}.zarr"
+        if (folder.path / source_name / "zarr.json").exists():
+            folder.store_path(source_name)
     if not recompute and (path / "zarr.json").exists():
         try:
             dataset = open_store(path)
