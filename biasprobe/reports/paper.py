@@ -45,7 +45,7 @@ from biasprobe.progress import track
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
 from biasprobe.store import open as open_store
-from biasprobe.store import save
+from biasprobe.store import provenance, save
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -237,8 +237,8 @@ DERIVED = {"training-span": "jacobian"}
 """Analyses computed from another analysis's store of the same model (and its images), not from the model."""
 DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
 """The options of each derived analysis (part of its stores' cache key)."""
-SPAN_PROVENANCE = ("biasprobe_version", "command", "checkpoint", "checkpoint_sha256", "architecture", "seed", "device",
-                   "output")
+SPAN_PROVENANCE = ("checkpoint", "checkpoint_sha256", "architecture", "seed", "device", "output")
+"""What a derived store takes over from its source's provenance (its own command, version and time are its own)."""
 
 
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
@@ -276,7 +276,8 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
         held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
         result = jacobian_memorization(source, train, held_out, **DERIVED_OPTIONS[kind])
         result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
-                            analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""))
+                            **provenance(), analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""),
+                            source_command=source.attrs.get("command", ""))
     else:
         raise InputError(f"the paper recipe has no analysis {kind!r}")
     if result.attrs.get("checkpoint_sha256") != model.sha256:
