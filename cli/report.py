@@ -63,11 +63,13 @@ def paper(
                                                   "300; part of the stores' cache key).")] = None,
     k: OldK = None,
     only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
-                                                  "fig3, fig4, fig6, table2, table3, twins), into a page of their "
-                                                  "own: a folder holding other items is refused.")] = None,
+                                                  "fig3, fig4, fig6, table2, table3, twins, memorizers), into a "
+                                                  "page of their own: a folder holding other items is "
+                                                  "refused.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
 ) -> None:
-    """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, and Kadkhodaie et al.'s two-model figure, from a zoo.
+    """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, Kadkhodaie et al.'s two-model figure, and the memorizer
+    checks of the N = 10 models, from a zoo.
 
     Finds the zoo's model for every cell each figure needs, reuses the cached store of each analysis (same
     checkpoint sha256 and parameters) or computes it, and draws from the stores. What the zoo lacks is

@@ -9,6 +9,7 @@ from biasprobe.reports.claims import (
     gap_falls_with_n,
     gap_peaks_at_small_t,
     local_attention_cuts_mid_gap,
+    memorizers_in_training_span,
     unet_gap_exceeds_dit,
 )
 from biasprobe.reports.paper import MID_N, VARIANTS, ZooModel
@@ -79,3 +80,44 @@ def test_compared_cells_state_their_training_steps():
     assert "global 2.00 ± 0.10 (3 seeds) at 19.9k-20.9k steps" in ours
     assert "local 1.00 ± 0.10 (3 seeds) at 17.6k-18.6k steps" in ours
     assert " steps" not in local_attention_cuts_mid_gap(evidence(seeds)).ours  # a manifest without steps
+
+
+def span_store(top: float, n_train: int, ranks: int = 64) -> xr.Dataset:
+    """A training-span store whose top 10 eigenvectors have energy ``top`` in the span (0.01 beyond)."""
+    fraction = np.where(np.arange(ranks) < 10, top, 0.01)[None, None]
+    return xr.Dataset({"train_span_fraction": (("image", "sigma", "denoiser_rank"), fraction),
+                       "held_out_span_fraction": (("image", "sigma", "denoiser_rank"), fraction / 4),
+                       "train_span_chance": (("image", "sigma"), [[9 / ranks]]),
+                       "nearest_train_cosine": (("image", "sigma"), [[0.9]]),
+                       "denoiser_eigenvalue": (("image", "sigma", "denoiser_rank"), np.linspace(1, 0, ranks)[None, None])},
+                      attrs={"n_train": n_train})
+
+
+def memorizer_evidence(share: float, top: float, contrast: float | None, families=("unet-ddpm", "dit")) -> Evidence:
+    models, stores = [], {}
+    for family in families:
+        models.append(model(f"{family}-n10", family, 10))
+        stores["memorization", f"{family}-n10"] = xr.Dataset({"memorized_share": share})
+        stores["training-span", f"{family}-n10"] = span_store(top, 10)
+        if contrast is not None:
+            models.append(model(f"{family}-n30000", family, 30000))
+            stores["training-span", f"{family}-n30000"] = span_store(contrast, 30000)
+    return Evidence(models, stores)
+
+
+def test_memorizer_rule_holds_fails_and_needs_a_larger_n_contrast():
+    claim = memorizers_in_training_span(memorizer_evidence(share=0.75, top=0.8, contrast=0.3))
+    assert claim.held is True and "DDPM UNet N=10: share 0.75, top 10 in span 0.80 (largest N 0.30" in claim.ours
+    assert memorizers_in_training_span(memorizer_evidence(share=0.25, top=0.8, contrast=0.3)).held is False
+    assert memorizers_in_training_span(memorizer_evidence(share=0.75, top=0.45, contrast=0.1)).held is False
+    close = memorizers_in_training_span(memorizer_evidence(share=0.75, top=0.8, contrast=0.75))
+    assert close.held is False and "in span: fails" in close.ours  # not 0.1 above the contrast
+    assert memorizers_in_training_span(memorizer_evidence(share=0.75, top=0.8, contrast=None)).held is None
+    assert memorizers_in_training_span(Evidence([], {})).held is None
+
+
+def test_one_failing_memorizer_fails_the_claim():
+    found = memorizer_evidence(share=0.75, top=0.8, contrast=0.3)
+    found.stores["memorization", "dit-n10"] = xr.Dataset({"memorized_share": 0.0})
+    claim = memorizers_in_training_span(found)
+    assert claim.held is False and "DiT N=10: share 0.00" in claim.ours and "copies: fails" in claim.ours

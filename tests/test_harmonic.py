@@ -195,3 +195,58 @@ def test_verdict_is_the_most_frequent_category_or_a_split():
     assert most_frequent(counts) == CATEGORIES[3]
     counts[6] = 2
     assert most_frequent(counts) == f"split: {CATEGORIES[3]} / {CATEGORIES[6]}"
+
+
+def eigen_store(vectors: np.ndarray, values: np.ndarray, image: torch.Tensor) -> xr.Dataset:
+    """A jacobian Dataset of one image and σ whose symmetric J has these orthonormal eigenvectors (columns)."""
+    shape = tuple(image.shape)
+    return xr.Dataset({
+        "clean": (("image", "channel", "y", "x"), image[None].numpy()),
+        "denoised": (("image", "sigma", "channel", "y", "x"), image[None, None].numpy()),
+        "eigenvalue": (("image", "sigma", "rank"), values[None, None]),
+        "eigenvector": (("image", "sigma", "rank", "channel", "y", "x"), vectors.T.reshape(1, 1, -1, *shape)),
+    }, coords={"image": [0], "sigma": [0.1]})
+
+
+def test_span_fraction_per_rank_in_the_denoisers_order():
+    """f_T(j) = ‖P_T e_j‖²: 1 for the top N − 1 eigenvectors of a projection onto the affine span of the N
+    training images, 0 beyond, chance-like for random eigenvectors; centring drops the mean image's own part."""
+    from biasprobe.analyses.memorization import jacobian_memorization
+
+    train, held_out = references.training(), references.held_out()
+    probe, d = held_out[0], train[0].numel()
+    flat = train.flatten(1).double().numpy()
+    principal = np.linalg.svd((flat - flat.mean(0)).T, full_matrices=False)[0][:, :9]
+    rest = np.linalg.svd(np.eye(d) - principal @ principal.T)[0][:, : d - 9]
+    memorizer = eigen_store(np.hstack([principal, rest]), np.r_[np.linspace(0.9, 0.5, 9), np.zeros(d - 9)], probe)
+    found = jacobian_memorization(memorizer, train, held_out, centred=True)
+    fraction = found.train_span_fraction.isel(image=0, sigma=0)
+    assert found.sizes["denoiser_rank"] == d and (fraction[:9] > 1 - 1e-9).all() and (fraction[9:] < 1e-9).all()
+    assert float(found.train_span_chance.squeeze()) == pytest.approx(9 / d) and found.attrs["chance"] == 9 / d
+    assert float(found.train_span_energy.sel(top=10).squeeze()) == pytest.approx(float(fraction[:10].mean()))
+    assert (found.held_out_span_fraction.isel(image=0, sigma=0)[:9] < 0.9).all()  # the control's span is another
+
+    random = np.linalg.qr(np.random.default_rng(0).standard_normal((d, d)))[0]
+    chance = jacobian_memorization(eigen_store(random, np.linspace(1, 0, d), probe), train, held_out, centred=True)
+    assert float(chance.train_span_energy.sel(top=20).squeeze()) < 3 * 9 / d
+
+    mean = flat.mean(0) / np.linalg.norm(flat.mean(0))
+    along_mean = eigen_store(np.linalg.qr(np.column_stack([mean, random[:, 1:]]))[0], np.linspace(1, 0, d), probe)
+    top = lambda centred: float(jacobian_memorization(along_mean, train, held_out, centred=centred)
+                                .train_span_fraction.isel(image=0, sigma=0, denoiser_rank=0))
+    assert top(False) == pytest.approx(1, abs=1e-9) and top(True) < 0.9  # 0.85: x̄ is mostly in the differences' span
+
+
+def test_raw_stores_are_mapped_to_the_denoisers_order(tmp_path):
+    """A raw-output store's span fractions come in the denoiser's order: the numbers of its denoised twin."""
+    from biasprobe.analyses.memorization import jacobian_memorization
+    from tests.conftest import tiny_checkpoint
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "dit.pt", "dit", image_size=8))
+    generator = torch.Generator().manual_seed(0)
+    image, train, held_out = (torch.rand(n, *denoiser.image_shape, generator=generator) for n in (1, 4, 12))
+    raw, denoised = (jacobian(denoiser, image, sigmas=[0.2], output=output) for output in ("raw", "denoised"))
+    a, b = (jacobian_memorization(ds, train, held_out, centred=True) for ds in (raw, denoised))
+    np.testing.assert_allclose(a.denoiser_eigenvalue, b.denoiser_eigenvalue, atol=1e-4)
+    np.testing.assert_allclose(a.train_span_fraction, b.train_span_fraction, atol=1e-3)
+    assert a.attrs["chance"] == 3 / 64 and 0 < float(a.train_span_energy.sel(top=5).squeeze()) < 1

@@ -73,7 +73,12 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     claims = page[page.index("## Claims"):page.index(PAPER[0].title)]
     assert "**not tested**" in claims and "Rules:" in claims  # the tiny zoo has no DDPM UNet, no N = 10² …
     stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
-    assert stores == ["gap"] * 2 + ["jacobian"] * 2 + ["locality"] + ["memorization"] * 2  # shared cells once
+    assert stores == (["gap"] * 2 + ["jacobian"] * 4 + ["locality"] + ["memorization"] * 4  # shared cells once
+                      + ["training"] * 4)
+    memorizers = page[page.index(PAPER[-1].title):]
+    assert "| DiT local N=10 | " in memorizers and "| bias-free UNet N=10 S2 | " in memorizers
+    assert "in span: not tested" in memorizers  # every model is N = 10: no larger-N contrast
+    assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1; memorization); DDPM UNet N=10 (s1)" in memorizers
 
 
 def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plateau(rendered):
@@ -94,7 +99,7 @@ def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plat
 def test_only_into_a_folder_holding_the_full_report_is_refused_and_nothing_is_touched(rendered):
     zoo, out, _ = rendered
     before = {path: path.stat().st_mtime_ns for path in out.iterdir()}
-    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins too"):
+    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins, memorizers too"):
         paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
     result = run_cli("report", "paper", "--zoo", zoo, "--out", out, "--only", "fig4")
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
@@ -138,8 +143,33 @@ def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_p
     paper_report(zoo, out, settings=SETTINGS, device="cpu")
     new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
     assert len(new) == len(old) and not set(new) & set(old)
+    assert list((out / "stores").glob("jacobian-unet-bf-n10-s2-*.zarr"))  # only a training-span store reads it: kept
     assert set(json.loads((out / ".biasprobe-report.json").read_text())["stores"]) == {
         f"stores/{path.name}" for path in (out / "stores").iterdir()}
+
+
+def test_memorizers_are_checked_against_a_larger_n_model_of_their_family(tmp_path):
+    """A DiT on 40 images is the N = 10 DiTs' contrast; its training-span store is derived from its Jacobian."""
+    zoo = make_zoo(tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    path = tiny_checkpoint(zoo / "dit-n40.pt", "dit", seed=7, depth=6)
+    manifest["checkpoints"].append({"name": "dit-n40", "file": path.name, "family": "dit", "config": {"depth": 6},
+                                    "data": "c-alpha", "n_train": 40, "subset": "s1", "sha256": file_sha256(path)})
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    item = [i for i in PAPER if i.key == "memorizers"]
+    page = paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=item).index.read_text()
+    assert (tmp_path / "out" / "memorizers.png").exists()
+    row = next(line for line in page.splitlines() if line.startswith("| DiT N=10 | "))
+    assert "(N=40)" in row and row.count("—") == 0  # every number of the check is there
+    assert {p.name.rsplit("-", 1)[0] for p in (tmp_path / "out" / "stores").glob("*-dit-n40-*.zarr")} == {
+        "jacobian-dit-n40", "training-span-dit-n40"}
+    span = bp.open(next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr")))
+    assert span.attrs["checkpoint_sha256"] == manifest["checkpoints"][-1]["sha256"] and span.attrs["centred"] == 1
+    alone = bp.report([next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr"))], tmp_path / "alone")
+    assert (tmp_path / "alone" / f"training-span-dit-n40-{span.attrs['recipe_key']}.span.png").exists()
+    assert "mean ‖P e_j‖² over the top 10 of ∂D/∂y, training / held-out span" in alone.index.read_text()
+    claim = next(line for line in page.splitlines() if "Memorizers reproduce training images" in line and "|" in line)
+    assert "**not tested**" not in claim and "DiT N=10: share" in claim
 
 
 def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):

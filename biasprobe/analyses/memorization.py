@@ -121,23 +121,37 @@ def jacobian_memorization(
     *,
     neighbours: int = NEIGHBOURS,
     ranks: tuple[int, ...] = SPAN_RANKS,
+    centred: bool = False,
 ) -> xr.Dataset:
     """Do the Jacobian's top eigenvectors and D(y) live in the span of the training images?
 
     For each image and σ, with T the M = min(``neighbours``, N) training images of highest
     mean-removed cosine to D(y) (all of them when N ≤ M) and H the M held-out images nearest to
     D(y) (the control; held-out copies of the clean image itself are dropped), P_T and P_H the
-    orthogonal projectors onto their spans:
+    orthogonal projectors onto their spans — span{x_i : i ∈ T}, or with ``centred`` the span of the
+    differences from their mean, span{x_i − x̄_T} (dimension M − 1), likewise for H — and e_j the
+    unit eigenvectors of the denoiser's Jacobian, largest λ_j first:
 
+    - f_T(j) = ‖P_T e_j‖² for every stored rank j (``train_span_fraction``, dimension
+      ``denoiser_rank``), f_H(j) likewise, and the chance level c_T = dim(span T)/d, the expected
+      fraction E‖P_T u‖² of a uniformly random unit vector u (``train_span_chance``);
     - E_T(k) = (1/k) Σ_{j<k} ‖P_T e_j‖², E_H(k) likewise, for k in ``ranks``;
     - the eigenvalue-weighted fractions E^λ_T = Σ_{j<K} λ_j⁺ ‖P_T e_j‖² / Σ_{j<K} λ_j⁺ over the top
       K = max(ranks), E^λ_H likewise, and the memorization score (:func:`memorization_score`);
     - ‖P_T D(y)‖² / ‖D(y)‖² and ‖P_H D(y)‖² / ‖D(y)‖²;
     - the mean-removed cosine of D(y) to its nearest training and nearest held-out image.
 
-    A random direction has E = M/d in either span (the ``chance`` attr). ``dataset`` is a
-    :func:`~biasprobe.analyses.jacobian.jacobian` Dataset in the denoiser's order (see
-    :func:`~biasprobe.analyses.harmonic.denoiser_order`).
+    A random direction has E = M/d in either span (M − 1 centred; the ``chance`` attr). The exact
+    posterior mean of N ≤ M training images, D(y) = Σ w_i(y) x_i, has J = Σ w_i (x_i − D)(x_i − D)ᵀ/σ²,
+    whose eigenvectors of λ > 0 lie in span{x_i − x̄}: centring keeps all of a memorizer's directions
+    and drops one dimension, the part of x̄ outside the differences' span (the direction all the
+    images share, which image-like vectors overlap whether or not the denoiser memorized; 15 % of
+    x̄'s energy for ten Fashion-MNIST images at 16×16), so it is the tighter test. The
+    variables on ``denoiser_rank`` do not share the ``rank`` dimension: a raw-output store keeps its
+    own order, these are in the denoiser's (``denoiser_eigenvalue``). ``dataset`` is a
+    :func:`~biasprobe.analyses.jacobian.jacobian` Dataset, in the denoiser's order or mapped to it
+    (:func:`~biasprobe.analyses.harmonic.denoiser_order`, which needs every eigenvector of a raw
+    store).
     """
     from biasprobe.analyses.harmonic import denoiser_order
 
@@ -154,11 +168,13 @@ def jacobian_memorization(
     count = min(neighbours, len(training))
     ranks = tuple(k for k in ranks if k <= dataset.sizes["rank"]) or (dataset.sizes["rank"],)
     top = max(ranks)
+    stored = dataset.sizes["rank"]
     sizes = (dataset.sizes["image"], dataset.sizes["sigma"])
     results = {name: np.zeros(sizes + shape) for name, shape in (
         ("train_energy", (len(ranks),)), ("held_out_energy", (len(ranks),)), ("train_weighted", ()),
         ("held_out_weighted", ()), ("denoised_train", ()), ("denoised_held_out", ()), ("train_cosine", ()),
-        ("held_out_cosine", ()), ("train_index", ()))}
+        ("held_out_cosine", ()), ("train_index", ()), ("train_fraction", (stored,)),
+        ("held_out_fraction", (stored,)), ("train_chance", ()), ("held_out_chance", ()))}
     for i in range(sizes[0]):
         clean = torch.as_tensor(dataset.clean.values[i]).double().flatten()
         others = held_out[(held_out - clean).abs().amax(1) > 1e-6]
@@ -168,12 +184,16 @@ def jacobian_memorization(
         for s in range(sizes[1]):
             at = dataset.isel(image=i, sigma=s)
             denoised = torch.as_tensor(at.denoised.values).double().flatten()
-            vectors = at.eigenvector.isel(rank=slice(0, top)).values.reshape(top, d)
+            vectors = at.eigenvector.values.reshape(stored, d)
             weights = np.clip(at.eigenvalue.values[:top], 0, None)
             for side, pool in (("train", training), ("held_out", others)):
                 index, cosine = _nearest(denoised, pool, count)
-                basis = span_basis(pool[index].numpy())
-                energy = span_energy(vectors, basis)
+                chosen = pool[index].numpy()
+                basis = span_basis(chosen - chosen.mean(0) if centred else chosen)
+                fraction = span_energy(vectors, basis)
+                results[f"{side}_fraction"][i, s] = fraction
+                results[f"{side}_chance"][i, s] = basis.shape[1] / d
+                energy = fraction[:top]
                 results[f"{side}_energy"][i, s] = [energy[:k].mean() for k in ranks]
                 results[f"{side}_weighted"][i, s] = (weights * energy).sum() / weights.sum() if weights.sum() > 0 \
                     else np.nan
@@ -181,11 +201,22 @@ def jacobian_memorization(
                 results[f"{side}_cosine"][i, s] = cosine[0]
                 if side == "train":
                     results["train_index"][i, s] = index[0]
-    per_pair, per_top = ("image", "sigma"), ("image", "sigma", "top")
-    span = f"the span of the {count} training images nearest to D(y)"
-    control = f"the span of the {count} held-out images nearest to D(y)"
+    per_pair, per_top, per_rank = ("image", "sigma"), ("image", "sigma", "top"), ("image", "sigma", "denoiser_rank")
+    which = "differences from their mean of the " if centred else ""
+    span = f"the span of the {which}{count} training images nearest to D(y)"
+    control = f"the span of the {which}{count} held-out images nearest to D(y)"
     result = xr.Dataset(
         {
+            "train_span_fraction": (per_rank, results["train_fraction"], {
+                "long_name": f"‖P_T e_j‖²: energy of eigenvector j (the denoiser's order) in {span}"}),
+            "held_out_span_fraction": (per_rank, results["held_out_fraction"], {
+                "long_name": f"‖P_H e_j‖²: energy of eigenvector j (the denoiser's order) in {control}"}),
+            "train_span_chance": (per_pair, results["train_chance"], {
+                "long_name": f"dim/d: the energy of a random unit vector expected in {span}"}),
+            "held_out_span_chance": (per_pair, results["held_out_chance"], {
+                "long_name": f"dim/d: the energy of a random unit vector expected in {control}"}),
+            "denoiser_eigenvalue": (per_rank, dataset.eigenvalue.values, {
+                "long_name": "eigenvalue λ_j of the denoiser's Jacobian (symmetrised), largest first"}),
             "train_span_energy": (per_top, results["train_energy"], {"long_name": f"energy of the top-k eigenvectors in {span}"}),
             "held_out_span_energy": (per_top, results["held_out_energy"], {"long_name": f"energy of the top-k eigenvectors in {control}"}),
             "train_span_energy_weighted": (per_pair, results["train_weighted"], {
@@ -204,7 +235,10 @@ def jacobian_memorization(
             "nearest_train_index": (per_pair, results["train_index"].astype(np.int64), {
                 "long_name": "index of D(y)'s nearest training image"}),
         },
-        coords={"image": dataset.image, "sigma": dataset.sigma, "top": ("top", list(ranks), {"long_name": "k"})},
+        coords={"image": dataset.image, "sigma": dataset.sigma, "top": ("top", list(ranks), {"long_name": "k"}),
+                "denoiser_rank": ("denoiser_rank", np.arange(stored), {
+                    "long_name": "rank j in the denoiser's order (largest λ of ∂D/∂y first)"})},
     )
-    result.attrs.update(neighbours=count, n_train=len(training), n_held_out=len(held_out), chance=count / d)
+    result.attrs.update(neighbours=count, n_train=len(training), n_held_out=len(held_out),
+                        chance=(count - 1 if centred else count) / d, centred=int(centred))
     return result

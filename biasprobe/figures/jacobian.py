@@ -6,6 +6,9 @@
 - :func:`spectrum_figure`: λ_k against k, one curve per σ, or per labelled Dataset (checkpoint).
 - :func:`harmonic_figure`: frequency centroid and participation ratio against k, with the verdict.
 - :func:`jacobian_figure`: the three together (what ``biasprobe jacobian --figure`` draws).
+- :func:`span_fraction_figure`: from training-span Datasets
+  (:func:`~biasprobe.analyses.memorization.jacobian_memorization`): ‖P_T e_j‖² against the rank j
+  of the denoiser's Jacobian, with the held-out control ‖P_H e_j‖² and chance dim/d.
 - :func:`side_by_side_figure`: An et al. Figs. 1 and 3 — one row per store (checkpoint) at the
   same image and σ: clean, noisy, D(y), eigenvectors at chosen ranks with λ, and the GAHB and
   memorization metrics (what ``biasprobe jacobian A.pt B.pt … --figure`` draws).
@@ -134,6 +137,44 @@ def spectrum_figure(
     axis.set_xlabel(label(spectrum["index"]))
     axis.set_ylabel(label(spectrum))
     axis.legend(fontsize=7)
+    return root(canvas)
+
+
+def span_fraction_figure(
+    datasets: Mapping[str, Source],
+    contrasts: Mapping[str, Source] | None = None,
+    *,
+    ranks: int = 20,
+    image: int = 0,
+    sigma: float | None = None,
+    figure: Figure | SubFigure | None = None,
+) -> Figure:
+    """f_T(j) = ‖P_T e_j‖² against the rank j < ``ranks`` of the denoiser's Jacobian for each labelled
+    training-span Dataset (solid), its held-out control f_H(j) (dotted, same colour) and chance
+    dim(span T)/d of the first (dash-dot); ``contrasts`` (dashed, grey, no control) are other models
+    drawn beside them, such as a large-N model against the memorizers."""
+    canvas = new_canvas(figure, 4.0, 3.2)
+    axis = canvas.subplots()
+    runs = {name: at_sigma(as_dataset(run), sigma).isel(image=image) for name, run in datasets.items()}
+    others = {name: at_sigma(as_dataset(run), sigma).isel(image=image) for name, run in (contrasts or {}).items()}
+    for number, (name, at) in enumerate(runs.items()):
+        shown = np.arange(min(ranks, at.sizes["denoiser_rank"]))
+        axis.plot(shown, at.train_span_fraction.values[shown], "o-", color=f"C{number}", markersize=3,
+                  label=f"{name}, training span")
+        axis.plot(shown, at.held_out_span_fraction.values[shown], ":", color=f"C{number}", linewidth=1,
+                  label=f"{name}, held-out span")
+    for number, (name, at) in enumerate(others.items()):
+        shown = np.arange(min(ranks, at.sizes["denoiser_rank"]))
+        axis.plot(shown, at.train_span_fraction.values[shown], "s--", color=str(0.2 + 0.25 * number), markersize=3,
+                  label=f"{name}, training span")
+    first = next(iter({**runs, **others}.values()), None)
+    if first is not None:
+        axis.axhline(float(first.train_span_chance), color="0.4", linestyle="-.", linewidth=0.8,
+                     label=f"chance {float(first.train_span_chance):.3f}")
+    axis.set_xlabel("rank j of ∂D/∂y (largest λ first)")
+    axis.set_ylabel("‖P e_j‖², energy in the span")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return root(canvas)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.paper import FAMILY_NAMES, MID_N, N_VALUES, Cell, ZooModel
+from biasprobe.reports.paper import FAMILY_NAMES, MEMORIZERS, MID_N, N_VALUES, Cell, ZooModel
 
 TOLERANCE_DB = 0.1
 """A gap within this many dB of another (or of zero) counts as the same."""
@@ -281,11 +281,126 @@ def twins_agree_at_large_n(evidence: Evidence) -> Claim:
                  "the mean paired similarity of same-seed samples is ≥ 0.9 at the largest N and lower at N = 10", held)
 
 
+MEMORIZED_SHARE = 0.5
+"""A memorizer: at least this share of its samples within similarity 0.95 of a training image."""
+SPAN_TOP = 10
+"""k: the top-k eigenvectors of the denoiser's Jacobian whose training-span energy is judged."""
+SPAN_FRACTION = 0.5
+"""… and their mean energy in the (centred) span of its training images is at least this (chance 9/1024),"""
+SPAN_MARGIN = 0.1
+"""… and above the largest-N model's of the same family and variant by at least this."""
+
+
+@dataclass(frozen=True)
+class MemorizerCheck:
+    """The two checks of one N = 10 model (None: its store, or its contrast's, is missing).
+
+    ``share``: the memorized share of its samples; ``span``: E_T(k) = (1/k) Σ_{j<k} ‖P_T e_j‖² over the
+    top k = :data:`SPAN_TOP` eigenvectors of ∂D/∂y, P_T the projector onto span{x_i − x̄} of its
+    training images; ``held_out`` the same for the held-out control span, ``chance`` dim(span)/d;
+    ``contrast`` E_T(k) of the largest-N model of the family (the span of its 10 training images
+    nearest to D(y)); ``raw_top`` the mean fraction of the bottom k of ∂D/∂y, the raw output's top k;
+    ``top_eigenvalue`` λ₀ of ∂D/∂y; ``denoised_cosine`` the mean-removed cosine of D(y) to its nearest
+    training image (near 1: D copies a training image at this σ; not part of the rule)."""
+
+    cell: Cell
+    share: float | None
+    span: float | None
+    held_out: float | None
+    chance: float | None
+    contrast: float | None
+    contrast_n: int | None
+    raw_top: float | None
+    top_eigenvalue: float | None
+    denoised_cosine: float | None = None
+    span_store: xr.Dataset | None = None
+    contrast_store: xr.Dataset | None = None
+    share_needed: float = MEMORIZED_SHARE
+
+    @property
+    def label(self) -> str:
+        variant = "" if self.cell.variant == "global" else f" {self.cell.variant}"
+        subset = f" {self.cell.subset.upper()}" if self.cell.family == "unet-bf" else ""
+        return f"{FAMILY_NAMES.get(self.cell.family, self.cell.family)}{variant} N={self.cell.n}{subset}"
+
+    @property
+    def copies(self) -> bool | None:
+        return None if self.share is None else self.share >= MEMORIZED_SHARE
+
+    @property
+    def in_span(self) -> bool | None:
+        if self.span is None or self.contrast is None:
+            return None
+        return self.span >= SPAN_FRACTION and self.span >= self.contrast + SPAN_MARGIN
+
+    @property
+    def passed(self) -> bool | None:
+        if self.copies is None or self.in_span is None:
+            return None
+        return self.copies and self.in_span
+
+    @property
+    def verdict(self) -> str:
+        parts = {True: "passes", False: "fails", None: "not tested"}
+        each = f"copies: {parts[self.copies]}; in span: {parts[self.in_span]}"
+        if self.passed is None:
+            return each
+        return "**passes**" if self.passed else f"**fails** ({each})"
+
+
+def _top_mean(store: xr.Dataset, name: str, bottom: bool = False) -> float:
+    ranks = store.sizes["denoiser_rank"]
+    take = slice(ranks - SPAN_TOP, ranks) if bottom else slice(0, SPAN_TOP)
+    return float(store[name].isel(denoiser_rank=take).mean())
+
+
+def memorizer_check(cell: Cell, memorization: xr.Dataset | None, span: xr.Dataset | None,
+                    contrast: xr.Dataset | None) -> MemorizerCheck:
+    """The checks of the N = 10 model of ``cell`` from its memorization and training-span stores and its
+    contrast's training-span store (a contrast trained on no more images than the cell's is none)."""
+    if contrast is not None and int(contrast.attrs.get("n_train", 0)) <= (cell.n or 0):
+        contrast = None
+    return MemorizerCheck(
+        cell, None if memorization is None else float(memorization.memorized_share),
+        None if span is None else _top_mean(span, "train_span_fraction"),
+        None if span is None else _top_mean(span, "held_out_span_fraction"),
+        None if span is None else float(span.train_span_chance.mean()),
+        None if contrast is None else _top_mean(contrast, "train_span_fraction"),
+        None if contrast is None else int(contrast.attrs["n_train"]),
+        None if span is None else _top_mean(span, "train_span_fraction", bottom=True),
+        None if span is None else float(span.denoiser_eigenvalue.isel(denoiser_rank=0).mean()),
+        None if span is None else float(span.nearest_train_cosine.mean()), span, contrast)
+
+
+def memorizers_in_training_span(evidence: Evidence) -> Claim:
+    checks = []
+    for family, variant, subset in MEMORIZERS:
+        cell = Cell(family, 10, variant, subset)
+        first = lambda runs: runs[0] if runs else None
+        checks.append(memorizer_check(cell, first(evidence.runs("memorization", cell)),
+                                      first(evidence.runs("training-span", cell)),
+                                      first(evidence.runs("training-span", Cell(family, None, variant)))))
+    tested = [c for c in checks if c.passed is not None]
+    held = bool(all(c.passed for c in tested)) if tested else None
+    ours = "; ".join(
+        f"{c.label}: share {'—' if c.share is None else f'{c.share:.2f}'}, top {SPAN_TOP} in span "
+        f"{'—' if c.span is None else f'{c.span:.2f}'} (largest N {'—' if c.contrast is None else f'{c.contrast:.2f}'}"
+        f", chance {'—' if c.chance is None else f'{c.chance:.3f}'}) → {c.verdict.replace('**', '')}"
+        for c in checks if c.share is not None or c.span is not None) or "—"
+    return Claim("Kadkhodaie et al. / An et al. Fig. 3",
+                 "Memorizers reproduce training images and their top eigenvectors lie in the training span",
+                 "samples copy training images at small N; UNet N = 10 eigenvectors look like training images",
+                 ours, f"every N = 10 model with its stores and a larger-N contrast has a memorized share ≥ "
+                 f"{MEMORIZED_SHARE} and a mean energy of the denoiser Jacobian's top {SPAN_TOP} eigenvectors in the "
+                 f"centred span of its training images ≥ {SPAN_FRACTION} and ≥ the largest-N model's (span of its 10 "
+                 f"nearest training images) + {SPAN_MARGIN}", held)
+
+
 CLAIMS: tuple[Callable[[Evidence], Claim], ...] = (
     gap_falls_with_n("unet-ddpm"), gap_falls_with_n("dit"), unet_gap_exceeds_dit, gap_peaks_at_small_t,
     unet_harmonic_dit_not, small_n_unet_has_huge_eigenvalues, attention_gets_local, local_attention_cuts_mid_gap,
     local_attention_no_change_at_large_n, head_placement_is_best, window_budget_changes_little,
-    small_n_copies_training_images, twins_agree_at_large_n,
+    small_n_copies_training_images, memorizers_in_training_span, twins_agree_at_large_n,
 )
 """The claims of the claims page, in the papers' order."""
 

@@ -45,7 +45,7 @@ from biasprobe.progress import track
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
 from biasprobe.store import open as open_store
-from biasprobe.store import save
+from biasprobe.store import provenance, save
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -166,19 +166,22 @@ def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
 
 @dataclass(frozen=True)
 class Cell:
-    """A model an item needs: family, attention variant, N (None: the largest the zoo has) and subset."""
+    """A model an item needs: family, attention variant, N (None: the largest the zoo has) and subset;
+    ``analysis`` names the store the item reads for it when that is not the item's own."""
 
     family: str
     n: int | None = None
     variant: str = "global"
     subset: str = "s1"
     seeds: int = 1
+    analysis: str | None = None
 
     def describe(self) -> str:
         variant = "" if self.variant == "global" else f" {self.variant}"
         n = "largest N" if self.n is None else f"N={self.n}"
         seeds = f", {self.seeds} seeds" if self.seeds > 1 else ""
-        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} {n} ({self.subset}{seeds})"
+        store = f"; {self.analysis}" if self.analysis else ""
+        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} {n} ({self.subset}{seeds}{store})"
 
     def find(self, zoo: Sequence[ZooModel]) -> list[ZooModel]:
         """The zoo's models of this cell, one per seed (sorted by seed)."""
@@ -206,7 +209,8 @@ class Settings:
     its standard errors). Jacobians and
     attention at one noise level ``sigma`` ([0, 1] scale) on the first test image(s); the raw output
     (ε̂ in native units) for scheduled models, as the paper's eigenvalues above 1 imply, the denoiser
-    for blind ones."""
+    for blind ones. The training-span store of a Jacobian compares its eigenvectors with the span of
+    the training images, against the span of the ``held_out`` first test images as the control."""
 
     k: int = 50
     gap_timesteps: tuple[int, ...] = (0, 10, 20, 40, 60, 100, 200, 400, 980)
@@ -214,27 +218,43 @@ class Settings:
     locality_images: int = 8
     samples: int = 8
     sampler_steps: int = 100
+    held_out: int = 300
 
     def used_by(self, kind: str) -> dict:
         """The parameters the analysis ``kind`` reads (a store's key depends on these alone)."""
         names = {"gap": ("k", "gap_timesteps"), "jacobian": ("sigma",), "locality": ("sigma", "locality_images"),
-                 "memorization": ("samples", "sampler_steps")}.get(kind, tuple(asdict(self)))
+                 "memorization": ("samples", "sampler_steps"), "training-span": ("sigma", "held_out")
+                 }.get(kind, tuple(asdict(self)))
         return {name: getattr(self, name) for name in names}
 
     def key(self, kind: str, model: ZooModel) -> str:
         """The cache key of the store of ``kind`` for ``model``: sha256 of the checkpoint and the parameters
         that analysis reads."""
-        text = json.dumps({"kind": kind, "sha256": model.sha256, **self.used_by(kind)}, sort_keys=True)
+        text = json.dumps({"kind": kind, "sha256": model.sha256, **self.used_by(kind), **DERIVED_OPTIONS.get(kind, {})},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None) -> xr.Dataset:
-    """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``."""
+DERIVED = {"training-span": "jacobian"}
+"""Analyses computed from another analysis's store of the same model (and its images), not from the model."""
+DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
+"""The options of each derived analysis (part of its stores' cache key)."""
+SPAN_PROVENANCE = ("checkpoint", "checkpoint_sha256", "architecture", "seed", "device", "output")
+"""What a derived store takes over from its source's provenance (its own command, version and time are its own)."""
+
+
+def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
+            source: xr.Dataset | None = None) -> xr.Dataset:
+    """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
+
+    ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
+    :func:`~biasprobe.analyses.memorization.jacobian_memorization` with centred spans of its training
+    images and of the ``settings.held_out`` first test images (the control)."""
     from biasprobe import data
     from biasprobe.analyses.generalization import gap
     from biasprobe.analyses.jacobian import jacobian
     from biasprobe.analyses.locality import locality
-    from biasprobe.analyses.memorization import memorization
+    from biasprobe.analyses.memorization import jacobian_memorization, memorization
     from biasprobe.formats import load
 
     denoiser = load(model.path, device=device)
@@ -253,6 +273,13 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
         result = locality(denoiser, test[: settings.locality_images], [settings.sigma], save_maps=True, seed=0)
     elif kind == "memorization":
         result = memorization(denoiser, settings.samples, train, steps=settings.sampler_steps, seed=0)
+    elif kind == "training-span":
+        source = source if source is not None else compute("jacobian", model, settings, device)
+        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
+        result = jacobian_memorization(source, train, held_out, **DERIVED_OPTIONS[kind])
+        result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
+                            **provenance(), analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""),
+                            source_command=source.attrs.get("command", ""))
     else:
         raise InputError(f"the paper recipe has no analysis {kind!r}")
     if result.attrs.get("checkpoint_sha256") != model.sha256:
@@ -389,6 +416,86 @@ def _draw_twins(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     return figure
 
 
+MEMORIZERS = (("dit", "global", "s1"), ("dit", "local", "s1"), ("unet-ddpm", "global", "s1"),
+              ("unet-bf", "global", "s1"), ("unet-bf", "global", "s2"))
+"""(family, variant, subset) of the N = 10 models checked as memorizers; the contrast of each is the largest-N
+model of its family and variant on S1."""
+SPAN_DRAWN = 20
+"""Ranks of the denoiser's Jacobian drawn in the memorizers figure."""
+
+
+def _memorizer_cells() -> tuple[Cell, ...]:
+    cells = [Cell(family, 10, variant, subset, analysis=kind) for family, variant, subset in MEMORIZERS
+             for kind in ("memorization", None)]
+    return (*cells, *(Cell(family, None, variant) for family, variant in dict.fromkeys(m[:2] for m in MEMORIZERS)))
+
+
+def _memorizer_checks(found: dict[Cell, list[xr.Dataset]]):
+    """The :class:`~biasprobe.reports.claims.MemorizerCheck` of every N = 10 model the item has a store of."""
+    from biasprobe.reports.claims import memorizer_check
+
+    checks = []
+    for family, variant, subset in MEMORIZERS:
+        share = found.get(Cell(family, 10, variant, subset, analysis="memorization"))
+        span = found.get(Cell(family, 10, variant, subset))
+        contrast = found.get(Cell(family, None, variant))
+        if share or span:
+            checks.append(memorizer_check(Cell(family, 10, variant, subset), share[0] if share else None,
+                                          span[0] if span else None, contrast[0] if contrast else None))
+    return checks
+
+
+def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
+    from matplotlib.figure import Figure
+
+    from biasprobe.figures.jacobian import span_fraction_figure
+
+    checks = _memorizer_checks(found)
+    if not checks:
+        return None
+    groups = list(dict.fromkeys((c.cell.family, c.cell.variant) for c in checks if c.span_store is not None))
+    columns = min(3, 1 + len(groups))
+    rows = -(-(1 + len(groups)) // columns)
+    figure = Figure(figsize=(3.6 * columns, 4.9 * rows), layout="constrained")
+    panels = figure.subfigures(rows, columns, squeeze=False).ravel()
+    bars = panels[0].subplots()
+    for position, check in enumerate(checks):
+        if check.share is not None:
+            bars.bar(position, check.share, color="C3" if check.share >= check.share_needed else "0.6")
+            bars.text(position, check.share + 0.02, f"{check.share:.2f}", ha="center", va="bottom", fontsize=7)
+        else:
+            bars.text(position, 0.02, "no store", rotation=90, ha="center", va="bottom", fontsize=7)
+    bars.axhline(checks[0].share_needed, color="k", linestyle="--", linewidth=0.8)
+    bars.set_xticks(range(len(checks)), [c.label.replace(" N=", "\nN=") for c in checks], fontsize=7, rotation=30)
+    bars.set_ylim(0, 1.08)
+    bars.set_ylabel("memorized share of samples")
+    bars.set_title("samples that copy a training image", fontsize=9)
+    for panel, (family, variant) in zip(panels[1:], groups):
+        group = [c for c in checks if (c.cell.family, c.cell.variant) == (family, variant) and c.span_store is not None]
+        memorizers = {f"N=10 {c.cell.subset.upper()}": c.span_store for c in group}
+        contrast = next((c.contrast_store for c in group if c.contrast_store is not None), None)
+        contrasts = {} if contrast is None else {
+            f"N={contrast.attrs.get('n_train')} (10 nearest)": contrast}
+        span_fraction_figure(memorizers, contrasts, ranks=SPAN_DRAWN, figure=panel)
+        variant_text = "" if variant == "global" else f" {variant}"
+        panel.suptitle(f"{FAMILY_NAMES.get(family, family)}{variant_text}: centred spans", fontsize=9)
+    return figure
+
+
+def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], list[list[str]]]:
+    from biasprobe.reports.claims import SPAN_TOP
+
+    number = lambda value: "—" if value is None else f"{value:.3f}"
+    rows = [[c.label, number(c.share), number(c.denoised_cosine), number(c.top_eigenvalue), number(c.span),
+             number(c.held_out), number(c.chance),
+             "—" if c.contrast is None else f"{c.contrast:.3f} (N={c.contrast_n})", number(c.raw_top), c.verdict]
+            for c in _memorizer_checks(found)]
+    k = f"top {SPAN_TOP}"
+    return (["model", "memorized share", "D(y) to nearest training image (cosine)", "λ₀ of ∂D/∂y",
+             f"{k}: training span", f"{k}: held-out span", "chance", f"{k}: largest-N model", f"raw output's {k}",
+             "check"], rows)
+
+
 def _cells(family: str, ns: Sequence[int | None], variant: str = "global", seeds: int = 1, subset: str = "s1"):
     return tuple(Cell(family, n, variant, subset, seeds) for n in ns)
 
@@ -440,6 +547,14 @@ PAPER: tuple[Item, ...] = (
          "Bias-free UNets on disjoint halves S1 and S2 give different samples (each a copy of its own training "
          "images) at small N and nearly the same samples (cosine ≈ 1) at large N.",
          "memorization", tuple(Cell("unet-bf", n, subset=s) for n in N_VALUES for s in ("s1", "s2")), _draw_twins),
+    Item("memorizers", "Memorizers — do the N = 10 models copy training images, and do their top Jacobian "
+         "eigenvectors lie in the training span?",
+         "Trained on few images, a denoiser samples copies of them (Kadkhodaie et al.) and its Jacobian's top "
+         "eigenvectors look like training images (An et al. Fig. 3, UNet at N = 10). Here: the share of samples "
+         "within similarity 0.95 of a training image, and ‖P e_j‖², the energy of the denoiser Jacobian's "
+         "eigenvector e_j in the span of the training images with their mean removed (docs/methods/jacobian.md), "
+         "against the held-out span, chance and the largest-N model of the same family.",
+         "training-span", _memorizer_cells(), _draw_memorizers, _memorizers_table),
 )
 """The items of ``biasprobe report paper``, in the paper's order."""
 
@@ -486,11 +601,11 @@ def paper_report(
     _refuse_dropping_items(folder, items)
     folder.note(items=[item.key for item in items])
     found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
-    work = sorted({(item.analysis, model) for item in items for models_ in found[item.key].values()
-                   for model in models_}, key=lambda pair: (pair[0], pair[1].name))
+    work = sorted({(cell.analysis or item.analysis, model) for item in items for cell, models_ in found[item.key].items()
+                   for model in models_}, key=lambda pair: (pair[0] in DERIVED, pair[0], pair[1].name))
     stores: dict[tuple[str, str], xr.Dataset] = {}
     for kind, model in track(work, "paper stores", len(work), progress):
-        stores[kind, model.name] = _cached(kind, model, settings, folder, recompute, device)
+        stores[kind, model.name] = _cached(kind, model, settings, folder, recompute, device, stores)
     blocks: list[Block] = [
         Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
         Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
@@ -503,9 +618,10 @@ def paper_report(
     for item in items:
         have, drawn = {}, set()
         for cell, ms in found[item.key].items():  # a model two cells name (N=10 is the largest) is drawn once
-            if ms and tuple(m.name for m in ms) not in drawn:
-                drawn.add(tuple(m.name for m in ms))
-                have[cell] = [stores[item.analysis, m.name] for m in ms]
+            kind = cell.analysis or item.analysis
+            if ms and (kind, *(m.name for m in ms)) not in drawn:
+                drawn.add((kind, *(m.name for m in ms)))
+                have[cell] = [stores[kind, m.name] for m in ms]
         missing = [cell for cell, ms in found[item.key].items() if len(ms) < cell.seeds]
         blocks += [Heading(item.title), Text(f"Paper: {item.paper}")]
         figure = item.draw(have) if have else None
@@ -600,11 +716,18 @@ def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Data
 
 
 def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder, recompute: bool,
-            device: str | None) -> xr.Dataset:
-    """The store of ``kind`` for ``model`` under ``folder/stores``: reused when its key matches, else computed."""
+            device: str | None, done: dict[tuple[str, str], xr.Dataset] | None = None) -> xr.Dataset:
+    """The store of ``kind`` for ``model`` under ``folder/stores``: reused when its key matches, else computed.
+    A derived kind (:data:`DERIVED`) takes its source store from ``done`` (this run's stores) or the cache;
+    its cached source counts as used even when the derived store is reused (a full run keeps it)."""
+    done = {} if done is None else done
     key = settings.key(kind, model)
     name = f"stores/{kind}-{model.name}-{key}.zarr"
     path = folder.store_path(name)
+    if kind in DERIVED:
+        source_name = f"stores/{DERIVED[kind]}-{model.name}-{settings.key(DERIVED[kind], model)}.zarr"
+        if (folder.path / source_name / "zarr.json").exists():
+            folder.store_path(source_name)
     if not recompute and (path / "zarr.json").exists():
         try:
             dataset = open_store(path)
@@ -612,6 +735,12 @@ def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder
             dataset = None
         if dataset is not None and dataset.attrs.get("recipe_key") == key:
             return dataset
-    dataset = compute(kind, model, settings, device)
+    source = None
+    if kind in DERIVED:
+        source = done.get((DERIVED[kind], model.name))
+        if source is None:
+            source = done[DERIVED[kind], model.name] = _cached(DERIVED[kind], model, settings, folder, recompute,
+                                                               device, done)
+    dataset = compute(kind, model, settings, device, source)
     save(dataset, path)
     return dataset

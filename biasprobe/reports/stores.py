@@ -187,6 +187,22 @@ def _memorization_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
     return rows
 
 
+def _draw_span(dataset: xr.Dataset) -> Figure:
+    from biasprobe.figures.jacobian import span_fraction_figure
+
+    return span_fraction_figure({label(dataset.attrs.get("checkpoint"), "model"): dataset})
+
+
+def _span_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
+    centred = ", mean removed" if dataset.attrs.get("centred") else ""
+    spans = f"{dataset.attrs.get('neighbours')} images{centred}; chance dim/d = {float(dataset.train_span_chance.mean()):.4f}"
+    rows = [("spans", spans)]
+    for k in dataset.top.values:
+        train, held_out = (float(dataset[name].sel(top=k).mean()) for name in ("train_span_energy", "held_out_span_energy"))
+        rows.append((f"mean ‖P e_j‖² over the top {k} of ∂D/∂y, training / held-out span", f"{train:.3f} / {held_out:.3f}"))
+    return rows
+
+
 def _draw_comparison(dataset: xr.Dataset) -> Figure:
     from biasprobe.figures.comparison import comparison_figure
 
@@ -252,6 +268,9 @@ register("locality", [
                                   "of the first", _draw_profiles_together, _same_first_sigma))
 register("memorization", [StoreFigure("samples", "Samples (top) above their nearest training images, with the "
                                       "mean-removed cosine similarity", _draw_samples)], _memorization_numbers)
+register("training-span", [StoreFigure("span", "Energy of each eigenvector of the denoiser's Jacobian in the span "
+                                       "of the training images, the held-out control span and chance",
+                                       _draw_span, _single)], _span_numbers)
 register("compare", [StoreFigure("compare", "Two checkpoints side by side: gap, Jacobian spectra, attention "
                                  "locality and samples from the same seeds", _draw_comparison)], _compare_numbers)
 
