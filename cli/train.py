@@ -117,6 +117,10 @@ def train(
             report.say(f"training from step 0; {path} will be replaced")
         output_file(path, "checkpoint", suffixes=SUFFIXES, overwrite=True)
         output_file(saved, "checkpoint")
+    from biasprobe.training.loop import COMPILE_MODES
+
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:  # refused also where several runs ignore it
+        raise InputError(f"--compile-mode takes {', '.join(COMPILE_MODES)}, not {compile_mode!r}")
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
                             compile=(compile_mode or compile) if len(runs) == 1 else False,

@@ -84,9 +84,12 @@ def test_checkpoint_writers_take_dash_o_or_checkpoint_and_still_the_old_output(t
     assert refused.returncode == 1 and refused.stderr.startswith("Error: --checkpoint must end in"), refused.stderr
     mode = run_cli("train", "unet-bf", "--preset", "tiny", "--image-size", "8", "--data", "discs", "--n-train", "4",
                    "-o", tmp_path / "d.pt", "--compile-mode", "fast")
-    assert mode.returncode == 1 and mode.stderr.startswith("Error: --compile-mode must be true, false or one of"), \
+    assert mode.returncode == 1 and mode.stderr.startswith("Error: --compile-mode takes default, reduce-overhead"), \
         mode.stderr
     assert not (tmp_path / "d.pt").exists()
+    several = run_cli("train", "unet-bf", "--preset", "tiny", "--image-size", "8", "--data", "discs", "--n-train",
+                      "4,8", "-o", tmp_path / "e{n}.pt", "--compile-mode", "fast")  # ignored by stacked runs, still checked
+    assert several.returncode == 1 and "--compile-mode takes" in several.stderr and not list(tmp_path.glob("e*.pt"))
 
 
 def test_the_sweep_names_the_differentiated_output_as_the_single_command_does():

@@ -7,7 +7,7 @@ import torch
 import biasprobe as bp
 from biasprobe.checkpoints import read_checkpoint
 from biasprobe.errors import ParameterError
-from biasprobe.models import attention_modules, from_preset, set_attention_kernel
+from biasprobe.models import attention_modules, build_model, from_preset, set_attention_kernel
 from biasprobe.training import TrainingConfig, loop, state_path, train
 
 
@@ -173,6 +173,26 @@ def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypat
             assert saved.state_dict[key].is_contiguous()  # the file format is unchanged
             torch.testing.assert_close(saved.state_dict[key], weight, rtol=1e-4, atol=1e-6)
     assert any(w.ndim == 4 for w in plain.state_dict.values())  # the UNet has convolutions to reorder
+
+
+def test_a_compiled_network_with_dropout_draws_the_same_masks_as_the_eager_one(tmp_path):
+    """Dropout under torch.compile would draw from Inductor's generator; the loop makes it draw from
+    torch's, so that compiled and eager training with the same seeds give the same losses and weights."""
+    images = discs(8)
+
+    def run(name, compile):
+        torch.manual_seed(0)
+        network = build_model("unet-ddpm", image_size=8, channels=1, base_width=8, channel_mult=(1, 2),
+                              num_res_blocks=1, attention_resolutions=(), groups=2, dropout=0.5)
+        config = TrainingConfig(steps=3, batch_size=4, learning_rate=1e-3, seed=1, compile=compile)
+        result = train(network, images, tmp_path / f"{name}.safetensors", config, progress=False)
+        return result.losses, read_checkpoint(tmp_path / f"{name}.safetensors").state_dict
+
+    plain_losses, plain = run("plain", False)
+    losses, compiled = run("compiled", "default")
+    torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
+    for key, weight in plain.items():
+        torch.testing.assert_close(compiled[key], weight, rtol=1e-4, atol=1e-6)
 
 
 def test_warm_restart_may_change_compile_and_channels_last(tmp_path):

@@ -59,8 +59,8 @@ class Evidence:
         steps = sorted(m.steps_done for m in models if m.steps_done is not None)
         text = _spread(self.gaps(family, n, variant))
         if steps:
-            text += f" at {_thousands(steps[0])}" + (f"-{_thousands(steps[-1])}" if steps[-1] != steps[0] else "")
-            text += " steps"
+            low, high = _thousands(steps[0]), _thousands(steps[-1])
+            text += f" at {low}" + (f"-{high}" if high != low else "") + " steps"
         return text
 
     def largest_n(self, family: str, subset: str = "s1") -> int | None:
@@ -77,7 +77,7 @@ def _spread(values: np.ndarray) -> str:
 
 
 def _thousands(steps: int) -> str:
-    return f"{steps / 1000:.1f}k"
+    return f"{steps / 1000:.1f}k" if steps >= 1000 else str(steps)
 
 
 def _sd(values: np.ndarray) -> float:

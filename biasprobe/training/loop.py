@@ -20,6 +20,7 @@ DistributedDataParallel averages the gradients, which equals the single-process 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -60,9 +61,23 @@ def compile_mode(value) -> str | bool:
     raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
 
 
+def _has_dropout(network: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 for module in network.modules())
+
+
+def _same_random_draws():
+    """While active, compiled graphs draw their random numbers (dropout masks) from torch's generator as
+    eager code does, instead of Inductor's own: a compiled run then trains on the same masks as an eager
+    one with the same seeds (:func:`torch._inductor.config.patch` of ``fallback_random``)."""
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(fallback_random=True)
+
+
 def compile_network(network: nn.Module, mode: str | bool) -> nn.Module:
     """``network`` compiled by :func:`torch.compile` in ``mode`` (:func:`compile_mode`'s forms), or
-    itself when ``mode`` is False. Same function (to float rounding), same parameters.
+    itself when ``mode`` is False. Same function (to float rounding), same parameters; the training loop
+    makes dropout draw the same masks compiled as eager (:func:`_same_random_draws`).
 
     In a CUDA-graph mode (:data:`CUDA_GRAPH_MODES`) the step's forward and backward kernels are
     recorded once per input shape and replayed; the training loop keeps what that needs: every step
@@ -268,7 +283,8 @@ def train(
     from biasprobe.progress import task
 
     description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
-    with task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
+    with (_same_random_draws() if config.compile and _has_dropout(network) else contextlib.nullcontext()), \
+            task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
