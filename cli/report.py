@@ -20,6 +20,7 @@ class StoresByDefault(TyperGroup):
 
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     cls=StoresByDefault,
     no_args_is_help=True,
     help="Render stores into figures (PNG and PDF) and an index page (Markdown and HTML): "

@@ -13,6 +13,7 @@ from biasprobe_cli.output import Column, Report, number
 from biasprobe.errors import InputError
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Run an analysis over many checkpoints into one store (a `checkpoint` dimension), or train the models "
     "of a recipe, on dask.distributed: a local cluster (one worker per GPU, else per core) or --scheduler "
     "ADDRESS. An interrupted sweep resumes where it stopped when run again.",

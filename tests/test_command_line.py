@@ -352,3 +352,14 @@ def test_demo_runs_end_to_end_into_its_own_folder_and_refuses_a_users(tiny_zoo, 
     assert all(f"| {name} |" in index for name in tiny_zoo) and "nan" not in index.lower()
     assert "minutes on a machine with" in index and (out / "index.html").read_text().count("<img ") == 11
     assert bp.open(out / "gap-dit-n10.zarr").attrs["analysis"] == "gap"
+
+
+def test_help_reflows_paragraphs_and_keeps_bracketed_words(monkeypatch):
+    """Docstring paragraphs are reflowed to the terminal (not broken where the source breaks them), and
+    words in brackets such as the recipe's [defaults] table are shown, not taken for style tags."""
+    monkeypatch.setenv("COLUMNS", "200")
+    paper = " ".join(run_cli("report", "paper", "--help").stdout.split())
+    lines = run_cli("report", "paper", "--help").stdout.splitlines()
+    assert "reuses the cached store of each analysis (same checkpoint sha256 and parameters)" in paper
+    assert any("(same checkpoint sha256" in line for line in lines)  # one line at 200 columns
+    assert "[defaults]" in run_cli("sweep", "train", "--help").stdout
