@@ -209,3 +209,14 @@ def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
     xr.testing.assert_allclose(recomputed.sample_image, committed.sample_image, atol=1e-4)
     xr.testing.assert_equal(recomputed.nearest_index, committed.nearest_index)
     assert committed.attrs["checkpoint_sha256"] == model.sha256
+
+
+def test_the_page_does_not_depend_on_what_was_cached(tmp_path):
+    """A derived store's source (the jacobian store a training-span store reads) is not among the stores the
+    claims see: a run that computes it and a run that finds everything cached write the same page."""
+    zoo = make_zoo(tmp_path / "zoo")
+    memorizers = [i for i in PAPER if i.key == "memorizers"]
+    paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=memorizers)
+    first = (tmp_path / "out" / "index.md").read_text()
+    paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=memorizers)
+    assert (tmp_path / "out" / "index.md").read_text() == first

@@ -350,7 +350,7 @@ class MemorizerCheck:
 
 def _top_mean(store: xr.Dataset, name: str, bottom: bool = False) -> float:
     ranks = store.sizes["denoiser_rank"]
-    take = slice(ranks - SPAN_TOP, ranks) if bottom else slice(0, SPAN_TOP)
+    take = slice(max(ranks - SPAN_TOP, 0), ranks) if bottom else slice(0, SPAN_TOP)
     return float(store[name].isel(denoiser_rank=take).mean())
 
 
