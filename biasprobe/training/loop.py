@@ -203,8 +203,17 @@ class _Distributed:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = process_rank()
-        if self.world > 1 and not dist.is_initialized():
+        self.owned = self.world > 1 and not dist.is_initialized()
+        if self.owned:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def finish(self) -> None:
+        """Wait for every rank (rank 0 has written the checkpoint), then close the process group this run
+        opened: a rank exiting with the group's threads still running can abort ("terminate called
+        without an active exception")."""
+        if self.owned:
+            dist.barrier()
+            dist.destroy_process_group()
 
     @property
     def main(self) -> bool:
@@ -319,6 +328,7 @@ def train(
                 break
     if ranks.main and losses_from + len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
+    ranks.finish()
     return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
                           ranks.rank)
 
