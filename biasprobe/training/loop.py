@@ -328,6 +328,7 @@ def train(
                 break
     if ranks.main and losses_from + len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
+    del denoiser, trained  # DistributedDataParallel's reducer must go before the process group it uses
     ranks.finish()
     return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
                           ranks.rank)
