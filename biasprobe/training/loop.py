@@ -61,7 +61,8 @@ def compile_mode(value) -> str | bool:
     raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
 
 
-def _has_dropout(network: nn.Module) -> bool:
+def has_dropout(network: nn.Module) -> bool:
+    """Whether ``network`` draws random dropout masks in training (any dropout layer with p > 0)."""
     return any(isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 for module in network.modules())
 
 
@@ -292,7 +293,7 @@ def train(
     from biasprobe.progress import task
 
     description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
-    with (_same_random_draws() if config.compile and _has_dropout(network) else contextlib.nullcontext()), \
+    with (_same_random_draws() if config.compile and has_dropout(network) else contextlib.nullcontext()), \
             task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps

@@ -38,6 +38,7 @@ from biasprobe.training.loop import (
     _save_state,
     _step_seed,
     denoising_loss,
+    has_dropout,
     make_optimizer,
     model_identity,
     state_path,
@@ -189,7 +190,7 @@ def train_stacked(
 
 def stackable(network: nn.Module) -> bool:
     """Whether copies of ``network`` can train stacked exactly: no dropout, whose masks would differ."""
-    return not any(isinstance(m, nn.Dropout) and m.p > 0 for m in network.modules())
+    return not has_dropout(network)
 
 
 def _stack_optimizer_state(stacked: torch.optim.Optimizer, singles, params: list[torch.Tensor]) -> None:

@@ -183,13 +183,13 @@ def unpadded(tensors, multiple=8):
     return tensors
 
 
-def rate(step, device: torch.device, warmup: int, seconds: float) -> float:
-    """Steps per second after ``warmup`` steps, timed over at least 3 steps and about ``seconds``."""
+def rate(step, device: torch.device, warmup: int, seconds: float, least: int = 3) -> float:
+    """Steps per second after ``warmup`` steps, timed over at least ``least`` steps and about ``seconds``."""
     for _ in range(warmup):
         step()
     sync(device)
     began, done = time.perf_counter(), 0
-    while done < 3 or time.perf_counter() - began < seconds:
+    while done < least or time.perf_counter() - began < seconds:
         step()
         done += 1
         if done % 5 == 0 or done < 5:
@@ -300,15 +300,7 @@ def bench_stacked(name: str, count: int, device: torch.device, warmup: int, seco
 
 def time_call(function, device: torch.device, seconds: float) -> float:
     """Milliseconds per call of ``function`` after 3 warm-up calls, timed over ≥ 5 calls and ``seconds``."""
-    for _ in range(3):
-        function()
-    sync(device)
-    began, done = time.perf_counter(), 0
-    while done < 5 or time.perf_counter() - began < seconds:
-        function()
-        done += 1
-    sync(device)
-    return 1e3 * (time.perf_counter() - began) / done
+    return 1e3 / rate(function, device, warmup=3, seconds=seconds, least=5)
 
 
 def bench_attention(device: torch.device, windows, block_sizes, batch: int, seconds: float, budget: Budget,
