@@ -204,9 +204,16 @@ class _Distributed:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = process_rank()
+        if self.world > 1 and device.type == "cuda":  # one GPU per rank: torchrun's LOCAL_RANK
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = device
+        """The device this rank trains on."""
         self.owned = self.world > 1 and not dist.is_initialized()
         if self.owned:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            if device.type == "cuda":  # NCCL bound to this rank's GPU, so its barrier need not guess it
+                dist.init_process_group("nccl", device_id=device)
+            else:
+                dist.init_process_group("gloo")
 
     def finish(self) -> None:
         """Wait for every rank (rank 0 has written the checkpoint), then close the process group this run
@@ -249,8 +256,7 @@ def train(
     if images.ndim != 4 or not torch.isfinite(images).all():
         raise InputError("training images must be a finite (N, C, H, W) tensor")
     ranks = _Distributed(device)
-    if ranks.world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = ranks.device
     if config.batch_size % ranks.world:
         raise InputError(f"batch size {config.batch_size} is not divisible by {ranks.world} processes")
     image_shape = tuple(images.shape[1:])

@@ -418,8 +418,15 @@ class Mps:
     def stop(self) -> str:
         done = subprocess.run([self.binary], check=False, input="quit\n", env=self.env, capture_output=True,
                               text=True, timeout=60)
-        log = self.folder / "log" / "control.log"
-        return (done.stderr or "") + (log.read_text()[-500:] if log.exists() else "")
+        logs = [self.folder / "log" / name for name in ("control.log", "server.log")]
+        return (done.stderr or "") + "".join(f"{log.name}: {log.read_text()[-500:]}" for log in logs if log.exists())
+
+
+def _failure_line(log: str) -> str:
+    """The last line of a worker's log that names an error (its exception), else the log's last 300 characters
+    (a warning's stack trace printed before the error must not hide it)."""
+    named = [line for line in log.splitlines() if "Error" in line or "error:" in line or "Exception" in line]
+    return named[-1][:400] if named else log[-300:]
 
 
 def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> list[dict]:
@@ -460,8 +467,9 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
                 log.close()
         results = [json.loads(p.read_text()) for p in sorted(folder.glob("result-*.json"))]
         if len(results) < count:
-            tails = [(folder / f"log-{k}.txt").read_text()[-300:] for k, child in enumerate(children) if child.returncode]
-            row["error"] = f"{count - len(results)} of {count} processes gave no result: {tails[:1]}"
+            failed = [_failure_line((folder / f"log-{k}.txt").read_text())
+                      for k, child in enumerate(children) if child.returncode]
+            row["error"] = f"{count - len(results)} of {count} processes gave no result: {failed[:1]}"
         else:
             rates = [r["steps"] / r["seconds"] for r in results]
             row.update(card=results[0]["card"], steps_per_s_each=rates, aggregate_steps_per_s=sum(rates))
@@ -513,7 +521,7 @@ def main() -> None:
     parser.add_argument("--stacked", default="", help="e.g. dit-small:16,unet-bf-small:16")
     parser.add_argument("--attention", action="store_true", help="time one zoo DiT attention layer alone")
     parser.add_argument("--attention-windows", default="3,7,13")
-    parser.add_argument("--block-sizes", default="128,64,32")
+    parser.add_argument("--block-sizes", default="128,64")
     parser.add_argument("--attention-mode", default="default", help="compile mode of FlexAttention there")
     parser.add_argument("--attention-seconds", type=float, default=1.0, help="timing per attention case")
     parser.add_argument("--procs", default="", help="MODEL:P1,P2,.. concurrent training processes on one GPU")
