@@ -168,13 +168,14 @@ def fused_attention(
     dim = q.shape[-1]
     padded = _pad_head_dim((q, k, v))
     if block_mask is not None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        kernel, options = flex_attention, None
         if q.is_cuda:
             options = flex_kernel_options(block_mask.BLOCK_SIZE[0])
-            out = _compiled_flex_attention()(*padded, block_mask=block_mask, scale=dim**-0.5, kernel_options=options)
-        else:
-            from torch.nn.attention.flex_attention import flex_attention
-
-            out = flex_attention(*padded, block_mask=block_mask, scale=dim**-0.5)
+            if not torch.compiler.is_compiling():  # eager CUDA needs the compiled kernel; a compiled network lowers it
+                kernel = _compiled_flex_attention()
+        out = kernel(*padded, block_mask=block_mask, scale=dim**-0.5, kernel_options=options)
     else:
         out = F.scaled_dot_product_attention(*padded, attn_mask=mask, scale=dim**-0.5)
     return out[..., :dim]
