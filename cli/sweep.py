@@ -178,6 +178,9 @@ def train(
     only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
                                                       "running the recipe again resumes it.")] = None,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode for this run, replacing the recipe's "
+                                                     "`compile` (none, default, reduce-overhead = CUDA graphs, "
+                                                     "max-autotune, max-autotune-no-cudagraphs); recorded per model.")] = None,
     list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models, their steps "
                                                      "done and whether each is on a plateau; train nothing.")] = False,
     manifest_only: Annotated[bool, typer.Option("--manifest", help="Rewrite OUTPUT/manifest.json from the models' "
@@ -207,7 +210,7 @@ def train(
         report.wrote(write_manifest(parsed), "manifest of the recipe's checkpoints")
         return
     manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
-                            workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
+                            compile=compile_mode, workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
                             on_dashboard=lambda link: report.say(f"dask dashboard: {link}"))
     report.wrote(manifest, "manifest of the recipe's checkpoints")
 

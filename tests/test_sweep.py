@@ -257,6 +257,34 @@ def test_a_recipe_chooses_the_compile_mode_and_channels_last(tmp_path):
     assert (graphs.compile, graphs.channels_last) == ("reduce-overhead", True)
 
 
+def test_a_run_may_replace_the_recipes_compile_mode(tmp_path, monkeypatch):
+    """`sweep train --compile-mode` (train_recipe's ``compile``) replaces every trained model's compile setting
+    for this run, as ``max_minutes`` does; a mode torch.compile lacks is one line."""
+    from biasprobe.sweeps import engine
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+
+    np.savez(tmp_path / "set.npz", train=np.zeros((30, 8, 8), np.uint8), test=np.zeros((10, 8, 8), np.uint8))
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    handed = {}
+
+    def run(function, tasks, **options):  # what each worker would be handed, without training
+        handed.update(tasks)
+        return engine.Outcome()
+
+    monkeypatch.setattr(engine, "run", run)
+    recipe = read_recipe(recipe_file)
+    train_recipe(recipe, only=["dit-local", "unet-n4-s1"], compile="reduce-overhead", max_minutes=2, workers=0)
+    assert {name: (model.config().compile, model.max_minutes) for name, (model, *_) in handed.items()} == {
+        "dit-local": ("reduce-overhead", 2), "unet-n4-s1": ("reduce-overhead", 2)}
+    handed.clear()
+    train_recipe(recipe, only=["dit-local"], workers=0)  # no override: the recipe's setting (eager here)
+    assert handed["dit-local"][0].config().compile is False
+    result = run_cli("sweep", "train", recipe_file, "--compile-mode", "fastest", "--workers", "0", "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "reduce-overhead" in result.stderr
+    assert not (recipe.output / "dit-local.safetensors").exists()
+
+
 def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_path):
     """As on a bare GPU machine: each round stops at max_minutes and only the weights and records come
     back (the resumable state is lost); the next round continues from the weights."""

@@ -272,6 +272,7 @@ def write_manifest(recipe: Recipe) -> Path:
             entries.append({**entry, "steps": model.steps,
                             "complete": bool(done is not None and done >= model.steps)})
     manifest = recipe.output / "manifest.json"
+    recipe.output.mkdir(parents=True, exist_ok=True)  # also when no model got as far as its first save
     _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
     return manifest
 
@@ -283,6 +284,7 @@ def train_recipe(
     only: list[str] | None = None,
     device: str = "auto",
     max_minutes: float | None = None,
+    compile: bool | str | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     per_gpu: int = 1,
@@ -292,10 +294,13 @@ def train_recipe(
 ) -> Path:
     """Train the models of ``recipe`` (those named in ``only``, default all), one task each, on a local
     dask cluster (``per_gpu`` workers per GPU; ``workers=0``: one after another here) or on
-    ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time). Writes
-    ``manifest.json`` and returns its path; failed models raise :class:`SweepError` after the others."""
+    ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time) and
+    ``compile`` (not None) replaces the recipe's compile setting for this run (e.g. ``"reduce-overhead"``:
+    the same function, recorded in each model's record). Writes ``manifest.json`` and returns its path;
+    failed models raise :class:`SweepError` after the others."""
     from biasprobe.sweeps import engine
     from biasprobe.sweeps.engine import SweepError
+    from biasprobe.training.loop import compile_mode
 
     if not isinstance(recipe, Recipe):
         recipe = read_recipe(recipe, output)
@@ -305,8 +310,10 @@ def train_recipe(
         if unknown:
             raise InputError(f"no model {unknown[0]!r} in {recipe.path}; it has {', '.join(m.name for m in models)}")
         models = [model for model in models if model.name in only]
-    if max_minutes is not None:
-        models = [ModelRecipe(**{**asdict(model), "max_minutes": max_minutes}) for model in models]
+    overrides = {"max_minutes": max_minutes, "compile": None if compile is None else compile_mode(compile)}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        models = [ModelRecipe(**{**asdict(model), **overrides}) for model in models]
     tasks = {model.name: (model, str(recipe.output.resolve()), device) for model in models}
     outcome = engine.run(train_model, tasks, workers=workers, scheduler=scheduler, per_gpu=per_gpu,
                          processes=processes, progress=progress, description="training",
