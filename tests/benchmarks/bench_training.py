@@ -36,6 +36,10 @@ without a mask, SDPA global and SDPA with the dense boolean window mask.
 ``--stacked K`` also times K small models trained one after another against the same K stacked
 (:func:`biasprobe.training.train_stacked`'s step): aggregate steps/s and the speed-up.
 
+``--profile MODEL:PATH,..`` profiles ``--profile-steps`` steps of each (``torch.profiler``): the kernels
+that take the most device time and the share of the step's wall time the device is busy (what bounds
+a step: kernels or launches); on the CPU the largest operators.
+
 ``--budget S`` stops starting new cases after S seconds (the JSON, written after every case, says
 which were skipped). On the CPU only steps/s are reported. Run from the repository root::
 
@@ -480,6 +484,55 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
 
 # -- the table -------------------------------------------------------------------------------------
 
+def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps: int, budget: Budget) -> dict:
+    """Where one step's time goes: ``steps`` steps of ``path`` under ``torch.profiler`` after warm-up.
+
+    On CUDA: the device time of every kernel, summed per kernel name (``top``: the 15 largest, ms per
+    step and share of all kernel time), and ``busy`` = Σ kernel time ÷ wall time of the profiled steps
+    (near 1: the kernels bound the step; far below 1: launches and the host do). On the CPU: the
+    self time of the 15 largest operators instead."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    row: dict = {"model": name, "path": path, "steps": steps, "batch": MODELS[name][3]}
+    if not budget.allows(f"profile {name} {path}"):
+        row["error"] = "skipped: over the time budget"
+        return row
+    _, mode, channels_last = parse_path(path)
+    torch._dynamo.reset()
+    network, shape = build(name, device, channels_last=channels_last)
+    try:
+        step = Step(network, shape, MODELS[name][3], device, path)
+        for _ in range(warmup * (3 if mode else 1)):
+            step()
+        sync(device)
+        on_gpu = device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+        with profile(activities=activities) as profiler:
+            began = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync(device)
+            wall = time.perf_counter() - began
+    except Exception as err:  # noqa: BLE001 - reported, not fatal
+        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        return row
+    if on_gpu:  # kernels only (a CPU operator's device time would count its kernels twice)
+        events = [e for e in profiler.key_averages() if e.device_type == DeviceType.CUDA]
+        spent = [getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events]
+    else:
+        events = list(profiler.key_averages())
+        spent = [e.self_cpu_time_total for e in events]
+    total = sum(spent) or 1.0  # µs over all profiled steps
+    ranked = sorted(zip(spent, events), key=lambda pair: -pair[0])[:15]
+    row.update(wall_ms_per_step=1e3 * wall / steps, timed_ms_per_step=total / 1e3 / steps,
+               busy=total / 1e6 / wall if on_gpu else None,
+               top=[{"name": e.key[:160], "calls_per_step": e.count / steps, "ms_per_step": t / 1e3 / steps,
+                     "share": t / total} for t, e in ranked])
+    print(json.dumps({k: v for k, v in row.items() if k != "top"}), flush=True)
+    return row
+
+
 def table(report: dict) -> str:
     """The measurements as plain-text tables."""
     lines = []
@@ -502,6 +555,15 @@ def table(report: dict) -> str:
         lines.append(f"procs {row['model']:<16} P={row['processes']:<2} MPS {row['mps']!s:<5} {value}")
     if report.get("mps_error"):
         lines.append(f"MPS: {report['mps_error']}")
+    for row in report.get("profile", []):
+        if "error" in row:
+            lines.append(f"profile {row['model']} {row['path']}: {row['error']}")
+            continue
+        busy = f", device busy {100 * row['busy']:.0f} %" if row["busy"] is not None else ""
+        lines.append(f"profile {row['model']} {row['path']}: {row['wall_ms_per_step']:.2f} ms per step, "
+                     f"{row['timed_ms_per_step']:.2f} ms {'in kernels' if busy else 'in operators'}{busy}")
+        lines += [f"    {100 * e['share']:5.1f} %  {e['ms_per_step']:7.3f} ms  ×{e['calls_per_step']:<5.0f} {e['name'][:90]}"
+                  for e in row["top"][:8]]
     if report.get("skipped"):
         lines.append(f"skipped (budget): {', '.join(report['skipped'])}")
     return "\n".join(lines)
@@ -528,6 +590,8 @@ def main() -> None:
     parser.add_argument("--procs-path", default="compiled")
     parser.add_argument("--procs-timeout", type=float, default=180.0, help="seconds for the processes to get ready")
     parser.add_argument("--mps", action="store_true", help="also run --procs under CUDA MPS")
+    parser.add_argument("--profile", default="", help="MODEL:PATH,.. where a step's time goes (torch.profiler)")
+    parser.add_argument("--profile-steps", type=int, default=10)
     parser.add_argument("--budget", type=float, default=None, help="start no case after this many seconds")
     parser.add_argument("--tag", default="", help="suffix of the JSON file name (parallel runs)")
     parser.add_argument("--out", type=Path, default=None)
@@ -548,13 +612,13 @@ def main() -> None:
             MODELS[name] = (*spec[:3], args.batch, *spec[4:])
     budget = Budget(args.budget)
     if args.models is None:
-        args.models = "" if args.attention or args.procs else ",".join(list(MODELS)[:7])
-    touches_gpu = device.type == "cuda" and bool(args.models or args.stacked or args.attention)
+        args.models = "" if args.attention or args.procs or args.profile else ",".join(list(MODELS)[:7])
+    touches_gpu = device.type == "cuda" and bool(args.models or args.stacked or args.attention or args.profile)
     peak = gemm_tflops(device) if touches_gpu else None
     card = torch.cuda.get_device_name(device) if touches_gpu else platform.processor() or device.type
     report = {"device": card, "torch": torch.__version__, "bf16_gemm_tflops": peak, "command": sys.argv,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": [], "stacked": [],
-              "attention": [], "procs": []}
+              "attention": [], "procs": [], "profile": []}
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list) or k == "command"}), flush=True)
     paths = args.paths.split(",")
 
@@ -581,6 +645,10 @@ def main() -> None:
         name, count = entry.split(":")
         report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
         print(json.dumps(report["stacked"][-1]), flush=True)
+        write()
+    for entry in filter(None, args.profile.split(",")):
+        name, path = entry.split(":")
+        report["profile"].append(bench_profile(name, path, device, args.warmup, args.profile_steps, budget))
         write()
     if args.procs:
         name, counts = args.procs.split(":")
