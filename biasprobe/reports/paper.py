@@ -479,6 +479,7 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     from biasprobe.figures.jacobian import span_fraction_figure
 
     checks = _memorizer_checks(found)
+    second = {c.cell: c for c in _memorizer_checks(found, AT_MEMORIZER_SIGMA)}
     if not checks:
         return None
     groups = list(dict.fromkeys((c.cell.family, c.cell.variant) for c in checks if c.span_store is not None))
@@ -500,10 +501,11 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     bars.set_title("samples that copy a training image", fontsize=9)
     for panel, (family, variant) in zip(panels[1:], groups):
         group = [c for c in checks if (c.cell.family, c.cell.variant) == (family, variant) and c.span_store is not None]
-        memorizers = {f"N=10 {c.cell.subset.upper()}": c.span_store for c in group}
-        contrast = next((c.contrast_store for c in group if c.contrast_store is not None), None)
-        contrasts = {} if contrast is None else {
-            f"N={contrast.attrs.get('n_train')} (10 nearest)": contrast}
+        group += [second[c.cell] for c in group if c.cell in second and second[c.cell].span_store is not None]
+        at = lambda store: f", σ = {float(store.sigma[0]):g}"
+        memorizers = {f"N=10 {c.cell.subset.upper()}{at(c.span_store)}": c.span_store for c in group}
+        contrasts = {f"N={c.contrast_store.attrs.get('n_train')} (10 nearest){at(c.contrast_store)}": c.contrast_store
+                     for c in group if c.contrast_store is not None}
         span_fraction_figure(memorizers, contrasts, ranks=SPAN_DRAWN, figure=panel)
         variant_text = "" if variant == "global" else f" {variant}"
         panel.suptitle(f"{FAMILY_NAMES.get(family, family)}{variant_text}: centred spans", fontsize=9)
