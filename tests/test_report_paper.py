@@ -82,7 +82,7 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1; memorization); DDPM UNet N=10 (s1)" in memorizers
 
 
-def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered):
+def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_path):
     """The memorizer σ is chosen from the ideal-memorizer stores by the rule; every N = 10 model gets a second
     training-span store there (keyed as a report at that σ would key it, the σ = 0.1 stores' keys unchanged), a
     second row, the ideal memorizer a reference row at each σ, and the claims a line with both outcomes."""
@@ -107,6 +107,8 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered):
         assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
     claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
     assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
+    alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr"))], tmp_path / "alone")
+    assert f"σ = {sigma:g}: mean max wᵢ; top 10 in training / held-out span" in alone.index.read_text()
 
 
 def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plateau(rendered):
