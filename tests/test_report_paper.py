@@ -107,6 +107,11 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_
         assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
     claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
     assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
+    from biasprobe.reports.paper import _trained_sigma_max
+
+    trained = lambda schedule: _trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
+        {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
+    assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
     alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr"))], tmp_path / "alone")
     assert f"σ = {sigma:g}: mean max wᵢ; top 10 in training / held-out span" in alone.index.read_text()
 

@@ -513,12 +513,14 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
 
 
 def _trained_sigma_max(store: xr.Dataset) -> float | None:
-    """The largest σ a blind model was trained at (its store's provenance), None when not recorded."""
+    """The largest σ a blind model was trained at (its store's provenance), None when not recorded or when the
+    model has a schedule (trained at every step of it; its training record's ``sigma_max`` is unused)."""
     try:
-        value = json.loads(store.attrs.get("architecture", "{}")).get("training", {}).get("sigma_max")
+        architecture = json.loads(store.attrs.get("architecture", "{}"))
     except ValueError:
         return None
-    return None if value is None else float(value)
+    value = architecture.get("training", {}).get("sigma_max")
+    return None if value is None or architecture.get("schedule") is not None else float(value)
 
 
 def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], list[list[str]]]:
