@@ -15,10 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.paper import FAMILY_NAMES, MEMORIZERS, MID_N, N_VALUES, Cell, ZooModel
+from biasprobe.reports.paper import (
+    AT_MEMORIZER_SIGMA,
+    FAMILY_NAMES,
+    IDEAL,
+    MEMORIZERS,
+    MID_N,
+    N_VALUES,
+    Cell,
+    ZooModel,
+)
 
 TOLERANCE_DB = 0.1
 """A gap within this many dB of another (or of zero) counts as the same."""
+
+
+OUTCOMES = {True: "held", False: "did not hold", None: "not tested"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class Claim:
 
     @property
     def outcome(self) -> str:
-        return {True: "held", False: "did not hold", None: "not tested"}[self.held]
+        return OUTCOMES[self.held]
 
 
 class Evidence:
@@ -378,6 +390,8 @@ class MemorizerCheck:
 
 
 def top_mean(store: xr.Dataset, name: str, bottom: bool = False) -> float:
+    """E(k) = (1/k) Σ_{j<k} of the per-rank variable ``name`` (k = :data:`SPAN_TOP`), averaged over images and
+    σ; ``bottom``: the last k ranks instead."""
     ranks = store.sizes["denoiser_rank"]
     take = slice(max(ranks - SPAN_TOP, 0), ranks) if bottom else slice(0, SPAN_TOP)
     return float(store[name].isel(denoiser_rank=take).mean())
@@ -444,9 +458,6 @@ def _span_sigmas(checks: Sequence[MemorizerCheck]) -> str:
 def memorizers_in_training_span_at_memorizer_sigma(evidence: Evidence) -> Claim:
     """The same claim and rule at the memorizer σ (:func:`memorizer_sigma`, from the ideal-memorizer stores),
     stated beside the outcome at the report's σ."""
-    from biasprobe.reports.paper import AT_MEMORIZER_SIGMA, IDEAL
-
-    outcome = {True: "held", False: "did not hold", None: "not tested"}
     first, held_first, _ = _memorizer_claim(evidence, "training-span")
     checks, held, ours = _memorizer_claim(evidence, AT_MEMORIZER_SIGMA)
     ideals = [store for (kind, _), store in evidence.stores.items() if kind == IDEAL]
@@ -454,8 +465,8 @@ def memorizers_in_training_span_at_memorizer_sigma(evidence: Evidence) -> Claim:
     if ideals and memorizer_sigma(ideals, grid) is None:
         ours = f"no σ of the grid {', '.join(f'{s:g}' for s in grid)} passes the memorizer-σ rule: not measured"
     else:
-        ours = f"σ = {_span_sigmas(checks)}: {outcome[held]}" + ("" if ours == "—" else f" ({ours})")
-    ours = f"σ = {_span_sigmas(first)}: {outcome[held_first]} (the line above); {ours}"
+        ours = f"σ = {_span_sigmas(checks)}: {OUTCOMES[held]}" + ("" if ours == "—" else f" ({ours})")
+    ours = f"σ = {_span_sigmas(first)}: {OUTCOMES[held_first]} (the line above); {ours}"
     return Claim("Kadkhodaie et al. / An et al. Fig. 3",
                  "… and at the memorizer σ, where the ideal memorizer's top eigenvectors lie in its training span",
                  "(the papers do not give the noise level)", ours,
