@@ -82,7 +82,7 @@ def test_compared_cells_state_their_training_steps():
     assert " steps" not in local_attention_cuts_mid_gap(evidence(seeds)).ours  # a manifest without steps
 
 
-def span_store(top: float, n_train: int, ranks: int = 64) -> xr.Dataset:
+def span_store(top: float, n_train: int, ranks: int = 64, sigma: float = 0.1) -> xr.Dataset:
     """A training-span store whose top 10 eigenvectors have energy ``top`` in the span (0.01 beyond)."""
     fraction = np.where(np.arange(ranks) < 10, top, 0.01)[None, None]
     return xr.Dataset({"train_span_fraction": (("image", "sigma", "denoiser_rank"), fraction),
@@ -90,7 +90,7 @@ def span_store(top: float, n_train: int, ranks: int = 64) -> xr.Dataset:
                        "train_span_chance": (("image", "sigma"), [[9 / ranks]]),
                        "nearest_train_cosine": (("image", "sigma"), [[0.9]]),
                        "denoiser_eigenvalue": (("image", "sigma", "denoiser_rank"), np.linspace(1, 0, ranks)[None, None])},
-                      attrs={"n_train": n_train})
+                      coords={"sigma": [sigma]}, attrs={"n_train": n_train})
 
 
 def memorizer_evidence(share: float, top: float, contrast: float | None, families=("unet-ddpm", "dit")) -> Evidence:
@@ -121,3 +121,61 @@ def test_one_failing_memorizer_fails_the_claim():
     found.stores["memorization", "dit-n10"] = xr.Dataset({"memorized_share": 0.0})
     claim = memorizers_in_training_span(found)
     assert claim.held is False and "DiT N=10: share 0.00" in claim.ours and "copies: fails" in claim.ours
+
+
+def ideal_store(scale: float = 1.0, grid=(0.01, 0.1, 0.3, 1.0, 3.0, 10.0)) -> xr.Dataset:
+    """The ideal memorizer of ten random 8×8 images (brightness scaled by ``scale``) over ``grid``."""
+    import torch
+
+    from biasprobe.analyses.memorization import ideal_memorizer_span
+
+    generator = torch.Generator().manual_seed(0)
+    train, images = torch.rand(10, 1, 8, 8, generator=generator), torch.rand(40, 1, 8, 8, generator=generator)
+    store = ideal_memorizer_span(scale * train, scale * images[:1], scale * images[1:], grid,
+                                 weight_images=scale * images[:8], centred=True)
+    store.attrs["grid"] = list(grid)
+    return store
+
+
+def test_the_memorizer_sigma_is_the_smallest_of_the_grid_where_the_ideal_memorizer_passes():
+    """Calibrated on the known answer: at the chosen σ the ideal memorizer's weights have spread and its top
+    eigenvectors pass the span rule; at every smaller σ of the grid one of the two fails; a training set whose
+    images lie further apart (their weights spread at larger σ) moves it up; no σ, no store: None."""
+    from biasprobe.reports.claims import MAX_WEIGHT, SPAN_FRACTION, ideal_in_span, memorizer_sigma, top_mean
+
+    grid = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
+    near, far = ideal_store(), ideal_store(scale=4.0)
+    chosen = memorizer_sigma([near], grid)
+    weight = lambda store, s: float(store.mean_max_posterior_weight.sel(sigma=s))
+    assert chosen is not None and weight(near, chosen) <= MAX_WEIGHT and ideal_in_span(near, chosen)
+    assert top_mean(near.sel(sigma=chosen), "train_span_fraction") >= SPAN_FRACTION
+    assert all(weight(near, s) > MAX_WEIGHT or not ideal_in_span(near, s) for s in grid if s < chosen)
+    assert weight(near, 0.01) == 1 and not ideal_in_span(near, 0.01)  # one-hot weights: J = 0
+    both = memorizer_sigma([near, far], grid)
+    assert both is not None and both > chosen and both == memorizer_sigma([far], grid)
+    assert memorizer_sigma([near], [s for s in grid if s < chosen]) is None and memorizer_sigma([], grid) is None
+
+
+def test_the_memorizer_claim_states_both_sigmas_by_the_same_rule():
+    from biasprobe.reports.claims import memorizers_in_training_span_at_memorizer_sigma
+    from biasprobe.reports.paper import AT_MEMORIZER_SIGMA, IDEAL
+
+    found = memorizer_evidence(share=0.75, top=0.3, contrast=0.1)  # σ = 0.1: in span fails
+    ideal = ideal_store()
+    for family in ("unet-ddpm", "dit"):
+        found.stores[IDEAL, f"{family}-n10"] = ideal
+        found.stores[AT_MEMORIZER_SIGMA, f"{family}-n10"] = span_store(0.8, 10, sigma=3.0)
+        found.stores[AT_MEMORIZER_SIGMA, f"{family}-n30000"] = span_store(0.3, 30000, sigma=3.0)
+    claim = memorizers_in_training_span_at_memorizer_sigma(found)
+    assert claim.held is True and claim.ours.startswith("σ = 0.1: did not hold (the line above); σ = 3: held (")
+    assert "DiT N=10: share 0.75, top 10 in span 0.80 (largest N 0.30" in claim.ours
+    assert memorizers_in_training_span(found).held is False  # the σ = 0.1 line is untouched
+    assert "0.01, 0.1, 0.3, 1, 3, 10" in claim.rule and "≥ 0.5" in claim.rule
+    found.stores[AT_MEMORIZER_SIGMA, "dit-n30000"] = span_store(0.75, 30000, sigma=3.0)
+    assert memorizers_in_training_span_at_memorizer_sigma(found).held is False  # not 0.1 above the contrast
+    found.stores = {key: store for key, store in found.stores.items() if key[0] != AT_MEMORIZER_SIGMA}
+    found.stores[IDEAL, "dit-n10"] = ideal_store(grid=(0.01, 0.1))
+    for key in [key for key in found.stores if key[0] == IDEAL and key[1] != "dit-n10"]:
+        del found.stores[key]
+    nothing = memorizers_in_training_span_at_memorizer_sigma(found)
+    assert nothing.held is None and "no σ of the grid 0.01, 0.1 passes the memorizer-σ rule" in nothing.ours

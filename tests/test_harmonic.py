@@ -250,3 +250,28 @@ def test_raw_stores_are_mapped_to_the_denoisers_order(tmp_path):
     np.testing.assert_allclose(a.denoiser_eigenvalue, b.denoiser_eigenvalue, atol=1e-4)
     np.testing.assert_allclose(a.train_span_fraction, b.train_span_fraction, atol=1e-3)
     assert a.attrs["chance"] == 3 / 64 and 0 < float(a.train_span_energy.sel(top=5).squeeze()) < 1
+
+
+def test_the_ideal_memorizer_is_in_its_training_span_where_its_weights_spread():
+    """Known answer: the exact posterior mean of N images has J = Σ wᵢ (xᵢ − D)(xᵢ − D)ᵀ/σ², so where the
+    weights spread its top N − 1 eigenvectors lie in span{xᵢ − x̄} (fraction 1) and a held-out span holds
+    them no better than chance; where they are one-hot (small σ) J = 0 and there is nothing to find."""
+    from biasprobe.analyses.base import noise_seed
+    from biasprobe.analyses.memorization import ideal_memorizer_span
+    from biasprobe.analyses.reference import posterior_weights
+    from biasprobe.noise import noisy
+
+    generator = torch.Generator().manual_seed(0)
+    train, images = torch.rand(5, 1, 8, 8, generator=generator), torch.rand(40, 1, 8, 8, generator=generator)
+    found = ideal_memorizer_span(train, images[:1], images[1:], [0.01, 3.0], weight_images=images[:8], centred=True)
+    chance = 4 / 64
+    spread = found.sel(sigma=3.0).isel(image=0)
+    assert (spread.train_span_fraction[:4] > 1 - 1e-6).all() and (spread.denoiser_eigenvalue[:4] > 1e-4).all()
+    assert float(spread.held_out_span_fraction[:4].mean()) < 3 * chance
+    assert float(spread.train_span_chance) == pytest.approx(chance)
+    one_hot = found.sel(sigma=0.01)
+    assert float(one_hot.mean_max_posterior_weight) == pytest.approx(1) and float(abs(one_hot.denoiser_eigenvalue).max()) < 1e-9
+    assert float(found.mean_max_posterior_weight.sel(sigma=3.0)) < 0.9
+    y = noisy(images[2:3].double(), 3.0, noise_seed(0, 2, 0))  # the weights at the noise a one-σ run draws
+    assert float(found.max_posterior_weight.sel(sigma=3.0, weight_image=2)) == pytest.approx(
+        float(posterior_weights(y, train.double(), 3.0).max()))

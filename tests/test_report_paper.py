@@ -1,6 +1,7 @@
 """The paper recipe on a tiny zoo: it draws what the zoo has, names what it lacks, and caches its stores."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import xarray as xr
@@ -11,7 +12,7 @@ from biasprobe.reports.paper import PAPER, VARIANTS, Settings, paper_report, rea
 
 from .conftest import run_cli, tiny_checkpoint
 
-SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3)
+SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3, memorizer_sigmas=(0.3, 1.0))
 
 
 def make_zoo(folder):
@@ -73,12 +74,46 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     claims = page[page.index("## Claims"):page.index(PAPER[0].title)]
     assert "**not tested**" in claims and "Rules:" in claims  # the tiny zoo has no DDPM UNet, no N = 10² …
     stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
-    assert stores == (["gap"] * 2 + ["jacobian"] * 4 + ["locality"] + ["memorization"] * 4  # shared cells once
-                      + ["training"] * 4)
+    assert stores == (["gap"] * 2 + ["ideal"] * 4 + ["jacobian"] * 8 + ["locality"] + ["memorization"] * 4
+                      + ["training"] * 8)  # shared cells once; jacobian and training-span at two σ
     memorizers = page[page.index(PAPER[-1].title):]
     assert "| DiT local N=10 | " in memorizers and "| bias-free UNet N=10 S2 | " in memorizers
     assert "in span: not tested" in memorizers  # every model is N = 10: no larger-N contrast
     assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1; memorization); DDPM UNet N=10 (s1)" in memorizers
+
+
+def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_path):
+    """The memorizer σ is chosen from the ideal-memorizer stores by the rule; every N = 10 model gets a second
+    training-span store there (keyed as a report at that σ would key it, the σ = 0.1 stores' keys unchanged), a
+    second row, the ideal memorizer a reference row at each σ, and the claims a line with both outcomes."""
+    from biasprobe.reports.claims import memorizer_sigma
+
+    zoo, out, result = rendered
+    ideals = [bp.open(path) for path in sorted((out / "stores").glob("ideal-memorizer-*.zarr"))]
+    assert len(ideals) == 4 and all(list(ideal.sigma.values) == [0.1, 0.3, 1.0] for ideal in ideals)
+    sigma = memorizer_sigma(ideals, SETTINGS.memorizer_sigmas)
+    assert sigma in SETTINGS.memorizer_sigmas
+    for model in read_zoo(zoo):
+        for settings in (SETTINGS, replace(SETTINGS, sigma=sigma)):
+            for kind in ("jacobian", "training-span"):
+                store = bp.open(out / "stores" / f"{kind}-{model.name}-{settings.key(kind, model)}.zarr")
+                assert float(store.sigma[0]) == settings.sigma
+    page = result.index.read_text()
+    memorizers = page[page.index(PAPER[-1].title):]
+    for training in ("S1", "S2"):
+        for level in (0.1, sigma):
+            assert f"| ideal memorizer ({training}'s 10 images) | {level:g} | — |" in memorizers
+    for label in ("DiT N=10", "DiT local N=10", "bias-free UNet N=10 S1", "bias-free UNet N=10 S2"):
+        assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
+    claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
+    assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
+    from biasprobe.reports.paper import _trained_sigma_max
+
+    trained = lambda schedule: _trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
+        {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
+    assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
+    alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr"))], tmp_path / "alone")
+    assert f"σ = {sigma:g}: mean max wᵢ; top 10 in training / held-out span" in alone.index.read_text()
 
 
 def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plateau(rendered):

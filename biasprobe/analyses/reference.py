@@ -148,17 +148,28 @@ def span_shrinkage_denoiser(training: torch.Tensor) -> Denoiser:
     return gaussian_subspace_denoiser(u[:, keep], s[keep] ** 2, tuple(training.shape[1:]), mean.reshape(training.shape[1:]))
 
 
+def posterior_weights(noisy: torch.Tensor, training: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """The posterior weights w_i(y) = softmax_i(−‖y − x_i‖²/(2σ²)) of N training images x_i at each noisy
+    image y (B, C, H, W): (B, N), the probability that y = x_i + σz came from x_i. ``sigma``: one value or
+    one per image."""
+    points = training.flatten(1).to(noisy.device, noisy.dtype)
+    if not isinstance(sigma, torch.Tensor):
+        sigma = torch.tensor(float(sigma), device=noisy.device)
+    sigma = sigma.to(noisy.dtype).reshape(-1, 1)
+    distance = (noisy.flatten(1)[:, None, :] - points[None]).square().sum(-1)
+    return torch.softmax(-distance / (2 * sigma**2), dim=1)
+
+
 def posterior_mean_denoiser(training: torch.Tensor) -> Denoiser:
-    """The exact MMSE denoiser of the empirical distribution of N training images x_i:
-    D(y) = Σ_i w_i x_i with w = softmax(−‖y − x_i‖²/(2σ²)), so J = Cov_w[x]/σ²: 0 at a training
-    image (collapsed), a matrix on the span of the images' differences elsewhere (memorizing)."""
+    """The exact MMSE denoiser of the empirical distribution of N training images x_i (the ideal
+    memorizer): D(y) = Σ_i w_i x_i with the weights of :func:`posterior_weights`, so
+    J = Σ_i w_i (x_i − D)(x_i − D)ᵀ/σ² = Cov_w[x]/σ²: 0 at a training image and wherever the weights are
+    one-hot (collapsed), a matrix on the span of the images' differences where they spread (memorizing)."""
     points = training.flatten(1).double()
 
     def posterior(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        x = points.to(y.device, y.dtype)
-        distance = (y.flatten(1)[:, None, :] - x[None]).square().sum(-1)
-        weights = torch.softmax(-distance / (2 * sigma.view(-1, 1) ** 2), dim=1)
-        return (weights @ x).reshape(y.shape)
+        weights = posterior_weights(y, points, sigma)
+        return (weights @ points.to(y.device, y.dtype)).reshape(y.shape)
 
     return Denoiser.wrap(posterior, tuple(training.shape[1:]))
 
@@ -168,6 +179,7 @@ __all__ = [
     "gaussian_subspace_denoiser",
     "pixelwise_shrinkage",
     "posterior_mean_denoiser",
+    "posterior_weights",
     "radial_frequency",
     "random_basis_denoiser",
     "span_shrinkage_denoiser",

@@ -15,10 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.paper import FAMILY_NAMES, MEMORIZERS, MID_N, N_VALUES, Cell, ZooModel
+from biasprobe.reports.paper import (
+    AT_MEMORIZER_SIGMA,
+    FAMILY_NAMES,
+    IDEAL,
+    MEMORIZERS,
+    MID_N,
+    N_VALUES,
+    Cell,
+    ZooModel,
+)
 
 TOLERANCE_DB = 0.1
 """A gap within this many dB of another (or of zero) counts as the same."""
+
+
+OUTCOMES = {True: "held", False: "did not hold", None: "not tested"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class Claim:
 
     @property
     def outcome(self) -> str:
-        return {True: "held", False: "did not hold", None: "not tested"}[self.held]
+        return OUTCOMES[self.held]
 
 
 class Evidence:
@@ -291,6 +303,35 @@ SPAN_MARGIN = 0.1
 """… and above the largest-N model's of the same family and variant by at least this."""
 
 
+MAX_WEIGHT = 0.5
+"""The memorizer σ: the ideal memorizer's posterior weights must have spread, mean max_i w_i ≤ this."""
+
+
+def ideal_in_span(ideal: xr.Dataset, sigma: float) -> bool:
+    """Whether the ideal memorizer's top eigenvectors pass the span part of the memorizer rule at ``sigma``:
+    E_T(k) ≥ :data:`SPAN_FRACTION` and E_T(k) ≥ E_H(k) + :data:`SPAN_MARGIN` (k = :data:`SPAN_TOP`; the
+    held-out span stands in for the largest-N contrast, which the ideal memorizer has none of)."""
+    at = ideal.sel(sigma=sigma)
+    span, held_out = top_mean(at, "train_span_fraction"), top_mean(at, "held_out_span_fraction")
+    return bool(span >= SPAN_FRACTION and span >= held_out + SPAN_MARGIN)
+
+
+def memorizer_sigma(ideals: Sequence[xr.Dataset], grid: Sequence[float]) -> float | None:
+    """The memorizer σ: the smallest σ of ``grid`` at which, for every store of ``ideals`` (the ideal
+    memorizer of each N = 10 model's training set,
+    :func:`~biasprobe.analyses.memorization.ideal_memorizer_span`), the weights have spread — mean
+    max_i w_i ≤ :data:`MAX_WEIGHT` — and the ideal memorizer's top eigenvectors pass the span rule
+    (:func:`ideal_in_span`); None when no σ of the grid does (or there is no store). The rule was fixed
+    before the trained models' stores at any σ but 0.1 were computed; it reads the ideal memorizers only."""
+    if not ideals:
+        return None
+    for sigma in sorted(float(s) for s in grid):
+        if all(float(ideal.mean_max_posterior_weight.sel(sigma=sigma)) <= MAX_WEIGHT and ideal_in_span(ideal, sigma)
+               for ideal in ideals):
+            return sigma
+    return None
+
+
 @dataclass(frozen=True)
 class MemorizerCheck:
     """The two checks of one N = 10 model (None: its store, or its contrast's, is missing).
@@ -348,7 +389,9 @@ class MemorizerCheck:
         return "**passes**" if self.passed else f"**fails** ({each})"
 
 
-def _top_mean(store: xr.Dataset, name: str, bottom: bool = False) -> float:
+def top_mean(store: xr.Dataset, name: str, bottom: bool = False) -> float:
+    """E(k) = (1/k) Σ_{j<k} of the per-rank variable ``name`` (k = :data:`SPAN_TOP`), averaged over images and
+    σ; ``bottom``: the last k ranks instead."""
     ranks = store.sizes["denoiser_rank"]
     take = slice(max(ranks - SPAN_TOP, 0), ranks) if bottom else slice(0, SPAN_TOP)
     return float(store[name].isel(denoiser_rank=take).mean())
@@ -362,24 +405,26 @@ def memorizer_check(cell: Cell, memorization: xr.Dataset | None, span: xr.Datase
         contrast = None
     return MemorizerCheck(
         cell, None if memorization is None else float(memorization.memorized_share),
-        None if span is None else _top_mean(span, "train_span_fraction"),
-        None if span is None else _top_mean(span, "held_out_span_fraction"),
+        None if span is None else top_mean(span, "train_span_fraction"),
+        None if span is None else top_mean(span, "held_out_span_fraction"),
         None if span is None else float(span.train_span_chance.mean()),
-        None if contrast is None else _top_mean(contrast, "train_span_fraction"),
+        None if contrast is None else top_mean(contrast, "train_span_fraction"),
         None if contrast is None else int(contrast.attrs["n_train"]),
-        None if span is None else _top_mean(span, "train_span_fraction", bottom=True),
+        None if span is None else top_mean(span, "train_span_fraction", bottom=True),
         None if span is None else float(span.denoiser_eigenvalue.isel(denoiser_rank=0).mean()),
         None if span is None else float(span.nearest_train_cosine.mean()), span, contrast)
 
 
-def memorizers_in_training_span(evidence: Evidence) -> Claim:
+def _memorizer_claim(evidence: Evidence, span_kind: str) -> tuple[list[MemorizerCheck], bool | None, str]:
+    """The checks of every N = 10 memorizer from its stores (the span stores of ``span_kind``), the outcome
+    of the rule over them, and the 'ours' text."""
     checks = []
     for family, variant, subset in MEMORIZERS:
         cell = Cell(family, 10, variant, subset)
         first = lambda runs: runs[0] if runs else None
         checks.append(memorizer_check(cell, first(evidence.runs("memorization", cell)),
-                                      first(evidence.runs("training-span", cell)),
-                                      first(evidence.runs("training-span", Cell(family, None, variant)))))
+                                      first(evidence.runs(span_kind, cell)),
+                                      first(evidence.runs(span_kind, Cell(family, None, variant)))))
     tested = [c for c in checks if c.passed is not None]
     held = bool(all(c.passed for c in tested)) if tested else None
     ours = "; ".join(
@@ -387,20 +432,56 @@ def memorizers_in_training_span(evidence: Evidence) -> Claim:
         f"{'—' if c.span is None else f'{c.span:.2f}'} (largest N {'—' if c.contrast is None else f'{c.contrast:.2f}'}"
         f", chance {'—' if c.chance is None else f'{c.chance:.3f}'}) → {c.verdict.replace('**', '')}"
         for c in checks if c.share is not None or c.span is not None) or "—"
+    return checks, held, ours
+
+
+MEMORIZER_RULE = (f"every N = 10 model with its stores and a larger-N contrast has a memorized share ≥ {MEMORIZED_SHARE} "
+                  f"and a mean energy of the denoiser Jacobian's top {SPAN_TOP} eigenvectors in the centred span of its "
+                  f"training images ≥ {SPAN_FRACTION} and ≥ the largest-N model's (span of its 10 nearest training "
+                  f"images) + {SPAN_MARGIN}")
+"""The memorizer rule in words (fixed before the data were seen; the same at every σ)."""
+
+
+def memorizers_in_training_span(evidence: Evidence) -> Claim:
+    _, held, ours = _memorizer_claim(evidence, "training-span")
     return Claim("Kadkhodaie et al. / An et al. Fig. 3",
                  "Memorizers reproduce training images and their top eigenvectors lie in the training span",
                  "samples copy training images at small N; UNet N = 10 eigenvectors look like training images",
-                 ours, f"every N = 10 model with its stores and a larger-N contrast has a memorized share ≥ "
-                 f"{MEMORIZED_SHARE} and a mean energy of the denoiser Jacobian's top {SPAN_TOP} eigenvectors in the "
-                 f"centred span of its training images ≥ {SPAN_FRACTION} and ≥ the largest-N model's (span of its 10 "
-                 f"nearest training images) + {SPAN_MARGIN}", held)
+                 ours, MEMORIZER_RULE, held)
+
+
+def _span_sigmas(checks: Sequence[MemorizerCheck]) -> str:
+    return " and ".join(f"{s:g}" for s in sorted({float(c.span_store.sigma[0]) for c in checks
+                                                     if c.span_store is not None})) or "—"
+
+
+def memorizers_in_training_span_at_memorizer_sigma(evidence: Evidence) -> Claim:
+    """The same claim and rule at the memorizer σ (:func:`memorizer_sigma`, from the ideal-memorizer stores),
+    stated beside the outcome at the report's σ."""
+    first, held_first, _ = _memorizer_claim(evidence, "training-span")
+    checks, held, ours = _memorizer_claim(evidence, AT_MEMORIZER_SIGMA)
+    ideals = [store for (kind, _), store in evidence.stores.items() if kind == IDEAL]
+    grid = sorted({float(s) for ideal in ideals for s in ideal.attrs.get("grid", [])})
+    if ideals and memorizer_sigma(ideals, grid) is None:
+        ours = f"no σ of the grid {', '.join(f'{s:g}' for s in grid)} passes the memorizer-σ rule: not measured"
+    else:
+        ours = f"σ = {_span_sigmas(checks)}: {OUTCOMES[held]}" + ("" if ours == "—" else f" ({ours})")
+    ours = f"σ = {_span_sigmas(first)}: {OUTCOMES[held_first]} (the line above); {ours}"
+    return Claim("Kadkhodaie et al. / An et al. Fig. 3",
+                 "… and at the memorizer σ, where the ideal memorizer's top eigenvectors lie in its training span",
+                 "(the papers do not give the noise level)", ours,
+                 f"{MEMORIZER_RULE}, with the span stores at the memorizer σ: the smallest σ of the report's grid "
+                 f"({', '.join(f'{s:g}' for s in grid) or '—'}) at which the ideal memorizer of each model's training "
+                 f"images has a mean max posterior weight ≤ {MAX_WEIGHT} over the test images and passes the span "
+                 f"part of the rule with its held-out span as the contrast (docs/reports.md)", held)
 
 
 CLAIMS: tuple[Callable[[Evidence], Claim], ...] = (
     gap_falls_with_n("unet-ddpm"), gap_falls_with_n("dit"), unet_gap_exceeds_dit, gap_peaks_at_small_t,
     unet_harmonic_dit_not, small_n_unet_has_huge_eigenvalues, attention_gets_local, local_attention_cuts_mid_gap,
     local_attention_no_change_at_large_n, head_placement_is_best, window_budget_changes_little,
-    small_n_copies_training_images, memorizers_in_training_span, twins_agree_at_large_n,
+    small_n_copies_training_images, memorizers_in_training_span, memorizers_in_training_span_at_memorizer_sigma,
+    twins_agree_at_large_n,
 )
 """The claims of the claims page, in the papers' order."""
 

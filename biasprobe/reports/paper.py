@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -210,7 +210,15 @@ class Settings:
     attention at one noise level ``sigma`` ([0, 1] scale) on the first test image(s); the raw output
     (ε̂ in native units) for scheduled models, as the paper's eigenvalues above 1 imply, the denoiser
     for blind ones. The training-span store of a Jacobian compares its eigenvectors with the span of
-    the training images, against the span of the ``held_out`` first test images as the control."""
+    the training images, against the span of the ``held_out`` first test images as the control.
+
+    The memorizers item measures the span a second time at the memorizer σ: the smallest σ of
+    ``memorizer_sigmas`` (fixed before the trained models' stores at any σ but 0.1 were computed) at which
+    the ideal memorizer of every N = 10 model's training set has spread posterior weights and passes the
+    span rule (:func:`biasprobe.reports.claims.memorizer_sigma`; its ideal-memorizer stores hold the report's
+    σ and this grid, with the weights at the ``k`` first test images). Every grid σ is inside the DDPM/DiT
+    schedule's range (σ ≤ 78.7 on the [0, 1] scale for the linear 1000-step schedule); the bias-free UNets
+    are trained at σ ≤ 1 only."""
 
     k: int = 50
     gap_timesteps: tuple[int, ...] = (0, 10, 20, 40, 60, 100, 200, 400, 980)
@@ -219,12 +227,13 @@ class Settings:
     samples: int = 8
     sampler_steps: int = 100
     held_out: int = 300
+    memorizer_sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     def used_by(self, kind: str) -> dict:
         """The parameters the analysis ``kind`` reads (a store's key depends on these alone)."""
         names = {"gap": ("k", "gap_timesteps"), "jacobian": ("sigma",), "locality": ("sigma", "locality_images"),
-                 "memorization": ("samples", "sampler_steps"), "training-span": ("sigma", "held_out")
-                 }.get(kind, tuple(asdict(self)))
+                 "memorization": ("samples", "sampler_steps"), "training-span": ("sigma", "held_out"),
+                 IDEAL: ("sigma", "k", "held_out", "memorizer_sigmas")}.get(kind, tuple(asdict(self)))
         return {name: getattr(self, name) for name in names}
 
     def key(self, kind: str, model: ZooModel) -> str:
@@ -235,6 +244,12 @@ class Settings:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+IDEAL = "ideal-memorizer"
+"""The store of the ideal memorizer (the posterior mean of an N = 10 model's training images) at the report's σ
+and the memorizer-σ grid: the known answer of the span test, and what the memorizer σ is chosen from."""
+AT_MEMORIZER_SIGMA = "training-span at the memorizer σ"
+"""The training-span stores at the memorizer σ (ordinary training-span stores of ``Settings(sigma=σ)``, keyed
+so; the name the report's store table and its claims look them up by)."""
 DERIVED = {"training-span": "jacobian"}
 """Analyses computed from another analysis's store of the same model (and its images), not from the model."""
 DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
@@ -249,12 +264,16 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
 
     ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
     :func:`~biasprobe.analyses.memorization.jacobian_memorization` with centred spans of its training
-    images and of the ``settings.held_out`` first test images (the control)."""
+    images and of the ``settings.held_out`` first test images (the control). :data:`IDEAL` reads the
+    model's training images only (the checkpoint gives the image shape):
+    :func:`~biasprobe.analyses.memorization.ideal_memorizer_span` at ``settings.sigma`` and every σ of
+    ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
+    first test images."""
     from biasprobe import data
     from biasprobe.analyses.generalization import gap
     from biasprobe.analyses.jacobian import jacobian
     from biasprobe.analyses.locality import locality
-    from biasprobe.analyses.memorization import jacobian_memorization, memorization
+    from biasprobe.analyses.memorization import ideal_memorizer_span, jacobian_memorization, memorization
     from biasprobe.formats import load
 
     denoiser = load(model.path, device=device)
@@ -280,9 +299,16 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
         result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
                             **provenance(), analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""),
                             source_command=source.attrs.get("command", ""))
+    elif kind == IDEAL:
+        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
+        sigmas = sorted({settings.sigma, *settings.memorizer_sigmas})
+        result = ideal_memorizer_span(train, test[:1], held_out, sigmas, weight_images=test, seed=0,
+                                      **DERIVED_OPTIONS["training-span"])
+        result.attrs.update(**provenance(seed=0), analysis=IDEAL, data=model.data, subset=model.subset,
+                            training_seed=model.seed, grid=list(settings.memorizer_sigmas))
     else:
         raise InputError(f"the paper recipe has no analysis {kind!r}")
-    if result.attrs.get("checkpoint_sha256") != model.sha256:
+    if kind != IDEAL and result.attrs.get("checkpoint_sha256") != model.sha256:  # the ideal reads no checkpoint
         raise InputError(f"{model.path} does not match the sha256 its zoo manifest gives for {model.name}; "
                          "retrain or fix the manifest")
     result.attrs.update(zoo_model=model.name, n_train=model.n_train, recipe_key=settings.key(kind, model),
@@ -426,19 +452,21 @@ SPAN_DRAWN = 20
 
 def _memorizer_cells() -> tuple[Cell, ...]:
     cells = [Cell(family, 10, variant, subset, analysis=kind) for family, variant, subset in MEMORIZERS
-             for kind in ("memorization", None)]
-    return (*cells, *(Cell(family, None, variant) for family, variant in dict.fromkeys(m[:2] for m in MEMORIZERS)))
+             for kind in ("memorization", None, IDEAL, AT_MEMORIZER_SIGMA)]
+    return (*cells, *(Cell(family, None, variant, analysis=kind)
+                      for family, variant in dict.fromkeys(m[:2] for m in MEMORIZERS) for kind in (None, AT_MEMORIZER_SIGMA)))
 
 
-def _memorizer_checks(found: dict[Cell, list[xr.Dataset]]):
-    """The :class:`~biasprobe.reports.claims.MemorizerCheck` of every N = 10 model the item has a store of."""
+def _memorizer_checks(found: dict[Cell, list[xr.Dataset]], span_kind: str | None = None):
+    """The :class:`~biasprobe.reports.claims.MemorizerCheck` of every N = 10 model the item has a store of, from
+    the span stores of ``span_kind`` (None: the report's σ; :data:`AT_MEMORIZER_SIGMA`: the memorizer σ)."""
     from biasprobe.reports.claims import memorizer_check
 
     checks = []
     for family, variant, subset in MEMORIZERS:
         share = found.get(Cell(family, 10, variant, subset, analysis="memorization"))
-        span = found.get(Cell(family, 10, variant, subset))
-        contrast = found.get(Cell(family, None, variant))
+        span = found.get(Cell(family, 10, variant, subset, analysis=span_kind))
+        contrast = found.get(Cell(family, None, variant, analysis=span_kind))
         if share or span:
             checks.append(memorizer_check(Cell(family, 10, variant, subset), share[0] if share else None,
                                           span[0] if span else None, contrast[0] if contrast else None))
@@ -451,6 +479,7 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     from biasprobe.figures.jacobian import span_fraction_figure
 
     checks = _memorizer_checks(found)
+    second = {c.cell: c for c in _memorizer_checks(found, AT_MEMORIZER_SIGMA)}
     if not checks:
         return None
     groups = list(dict.fromkeys((c.cell.family, c.cell.variant) for c in checks if c.span_store is not None))
@@ -472,26 +501,71 @@ def _draw_memorizers(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     bars.set_title("samples that copy a training image", fontsize=9)
     for panel, (family, variant) in zip(panels[1:], groups):
         group = [c for c in checks if (c.cell.family, c.cell.variant) == (family, variant) and c.span_store is not None]
-        memorizers = {f"N=10 {c.cell.subset.upper()}": c.span_store for c in group}
-        contrast = next((c.contrast_store for c in group if c.contrast_store is not None), None)
-        contrasts = {} if contrast is None else {
-            f"N={contrast.attrs.get('n_train')} (10 nearest)": contrast}
+        group += [second[c.cell] for c in group if c.cell in second and second[c.cell].span_store is not None]
+        at = lambda store: f", σ = {float(store.sigma[0]):g}"
+        memorizers = {f"N=10 {c.cell.subset.upper()}{at(c.span_store)}": c.span_store for c in group}
+        contrasts = {f"N={c.contrast_store.attrs.get('n_train')} (10 nearest){at(c.contrast_store)}": c.contrast_store
+                     for c in group if c.contrast_store is not None}
         span_fraction_figure(memorizers, contrasts, ranks=SPAN_DRAWN, figure=panel)
         variant_text = "" if variant == "global" else f" {variant}"
         panel.suptitle(f"{FAMILY_NAMES.get(family, family)}{variant_text}: centred spans", fontsize=9)
     return figure
 
 
+def _trained_sigma_max(store: xr.Dataset) -> float | None:
+    """The largest σ a blind model was trained at (its store's provenance), None when not recorded or when the
+    model has a schedule (trained at every step of it; its training record's ``sigma_max`` is unused)."""
+    try:
+        architecture = json.loads(store.attrs.get("architecture", "{}"))
+    except ValueError:
+        return None
+    value = architecture.get("training", {}).get("sigma_max")
+    return None if value is None or architecture.get("schedule") is not None else float(value)
+
+
 def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], list[list[str]]]:
-    from biasprobe.reports.claims import SPAN_TOP
+    """Per N = 10 model a row at the report's σ and one at the memorizer σ; above them, the ideal memorizer of
+    each training set at both σ (the known answer: its check is the span part of the rule against its held-out
+    span, with the mean max posterior weight)."""
+    from biasprobe.reports.claims import SPAN_TOP, ideal_in_span, top_mean
 
     number = lambda value: "—" if value is None else f"{value:.3f}"
-    rows = [[c.label, number(c.share), number(c.denoised_cosine), number(c.top_eigenvalue), number(c.span),
-             number(c.held_out), number(c.chance),
-             "—" if c.contrast is None else f"{c.contrast:.3f} (N={c.contrast_n})", number(c.raw_top), c.verdict]
-            for c in _memorizer_checks(found)]
+    first, second = _memorizer_checks(found), {c.cell: c for c in _memorizer_checks(found, AT_MEMORIZER_SIGMA)}
+    level = lambda checks: next((float(c.span_store.sigma[0]) for c in checks if c.span_store is not None), None)
+    sigmas = [s for s in (level(first), level(second.values())) if s is not None]
+
+    def row(c, sigma: float | None) -> list[str]:
+        trained = _trained_sigma_max(c.span_store) if c.span_store is not None else None
+        beyond = f" (trained at σ ≤ {trained:g})" if trained is not None and sigma is not None and sigma > trained else ""
+        return [c.label, "—" if sigma is None else f"{sigma:g}{beyond}", number(c.share), number(c.denoised_cosine), number(c.top_eigenvalue),
+                number(c.span), number(c.held_out), number(c.chance),
+                "—" if c.contrast is None else f"{c.contrast:.3f} (N={c.contrast_n})", number(c.raw_top), c.verdict]
+
+    ideals = {}
+    for family, variant, subset in MEMORIZERS:
+        for store in found.get(Cell(family, 10, variant, subset, analysis=IDEAL), []):
+            ideals.setdefault((store.attrs.get("data"), store.attrs.get("subset"), store.attrs.get("training_seed"),
+                               store.attrs.get("n_train")), store)
+    rows = []
+    for (_, subset, _, n), ideal in ideals.items():
+        for sigma in sigmas:
+            if not np.isclose(ideal.sigma.values, sigma).any():
+                continue
+            at = ideal.sel(sigma=sigma, method="nearest")
+            passes = "passes" if ideal_in_span(ideal, float(at.sigma)) else "fails"
+            rows.append([f"ideal memorizer ({str(subset).upper()}'s {n} images)", f"{sigma:g}", "—",
+                         number(float(at.nearest_train_cosine.mean())),
+                         number(float(at.denoiser_eigenvalue.isel(denoiser_rank=0).mean())),
+                         number(top_mean(at, "train_span_fraction")), number(top_mean(at, "held_out_span_fraction")),
+                         number(float(at.train_span_chance.mean())), "—", "—",
+                         f"reference: mean max wᵢ {float(at.mean_max_posterior_weight):.2f}; in span: {passes}"])
+    for c in first:
+        if c.span_store is not None or c.share is not None:
+            rows.append(row(c, level(first)))
+        if c.cell in second and second[c.cell].span_store is not None:
+            rows.append(row(second[c.cell], float(second[c.cell].span_store.sigma[0])))
     k = f"top {SPAN_TOP}"
-    return (["model", "memorized share", "D(y) to nearest training image (cosine)", "λ₀ of ∂D/∂y",
+    return (["model", "σ", "memorized share", "D(y) to nearest training image (cosine)", "λ₀ of ∂D/∂y",
              f"{k}: training span", f"{k}: held-out span", "chance", f"{k}: largest-N model", f"raw output's {k}",
              "check"], rows)
 
@@ -558,8 +632,14 @@ PAPER: tuple[Item, ...] = (
          "posterior weights wᵢ spread over several images; at the stores' σ a noisy test image is so close to one "
          "training image that the weights are one-hot and J ≈ 0 (computed for dit-n10's ten images: max wᵢ = "
          "1.0000 at σ = 0.1-0.5, 0.96 at σ = 2), so the span test has little to find at this σ (a review finding "
-         "after the rule was fixed; the rule is kept). The table also shows the other end of the spectrum (the "
-         "raw output's top eigenvectors, ∂D/∂y's bottom ones), which An et al. decompose.",
+         "after the rule was fixed; the rule is kept). So the span is measured a second time, by the same rule, at "
+         "the memorizer σ: the smallest σ of the grid 0.5, 1, 2, 4, 8 (fixed before any trained model's store at "
+         "those σ was computed) at which the ideal memorizer of each N = 10 model's training images — the exact "
+         "posterior mean, analysed like the models, whose rows above the models' are the known answer — has a mean "
+         "max posterior weight ≤ 0.5 over the test images and its top eigenvectors pass the span part of the rule "
+         "against its held-out span (docs/reports.md). Each model has a row at each σ. The table also shows the "
+         "other end of the spectrum (the raw output's top eigenvectors, ∂D/∂y's bottom ones), which An et al. "
+         "decompose.",
          "training-span", _memorizer_cells(), _draw_memorizers, _memorizers_table),
 )
 """The items of ``biasprobe report paper``, in the paper's order."""
@@ -607,11 +687,18 @@ def paper_report(
     _refuse_dropping_items(folder, items)
     folder.note(items=[item.key for item in items])
     found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
+    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3}  # what each kind needs comes first
     work = sorted({(cell.analysis or item.analysis, model) for item in items for cell, models_ in found[item.key].items()
-                   for model in models_}, key=lambda pair: (pair[0] in DERIVED, pair[0], pair[1].name))
+                   for model in models_}, key=lambda pair: (stage.get(pair[0], 0), pair[0], pair[1].name))
     stores: dict[tuple[str, str], xr.Dataset] = {}
     for kind, model in track(work, "paper stores", len(work), progress):
-        stores[kind, model.name] = _cached(kind, model, settings, folder, recompute, device, stores)
+        if kind == AT_MEMORIZER_SIGMA:
+            sigma = _memorizer_sigma(stores, settings)
+            if sigma is not None:  # none of the grid passes: nothing to measure (the page says so)
+                stores[kind, model.name] = _cached("training-span", model, replace(settings, sigma=sigma), folder,
+                                                   recompute, device)
+        else:
+            stores[kind, model.name] = _cached(kind, model, settings, folder, recompute, device, stores)
     blocks: list[Block] = [
         Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
         Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
@@ -625,9 +712,10 @@ def paper_report(
         have, drawn = {}, set()
         for cell, ms in found[item.key].items():  # a model two cells name (N=10 is the largest) is drawn once
             kind = cell.analysis or item.analysis
-            if ms and (kind, *(m.name for m in ms)) not in drawn:
+            runs = [stores[kind, m.name] for m in ms if (kind, m.name) in stores]
+            if runs and (kind, *(m.name for m in ms)) not in drawn:
                 drawn.add((kind, *(m.name for m in ms)))
-                have[cell] = [stores[kind, m.name] for m in ms]
+                have[cell] = runs
         missing = [cell for cell, ms in found[item.key].items() if len(ms) < cell.seeds]
         blocks += [Heading(item.title), Text(f"Paper: {item.paper}")]
         figure = item.draw(have) if have else None
@@ -648,6 +736,13 @@ def paper_report(
         folder.prune_stores()
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _memorizer_sigma(stores: dict[tuple[str, str], xr.Dataset], settings: Settings) -> float | None:
+    """The memorizer σ (:func:`biasprobe.reports.claims.memorizer_sigma`) from this run's ideal-memorizer stores."""
+    from biasprobe.reports.claims import memorizer_sigma
+
+    return memorizer_sigma([store for (kind, _), store in stores.items() if kind == IDEAL], settings.memorizer_sigmas)
 
 
 def _refuse_dropping_items(folder: ReportFolder, items: Sequence[Item]) -> None:

@@ -203,6 +203,26 @@ def _span_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
     return rows
 
 
+def _draw_ideal(dataset: xr.Dataset) -> Figure:
+    from biasprobe.figures.jacobian import span_fraction_figure
+
+    return span_fraction_figure({f"ideal memorizer, σ = {float(sigma):g}": dataset.sel(sigma=[sigma])
+                                 for sigma in dataset.sigma.values})
+
+
+def _ideal_numbers(dataset: xr.Dataset) -> list[tuple[str, str]]:
+    chance = float(dataset.train_span_chance.mean())
+    images = f"{dataset.attrs.get('n_train')} of {dataset.attrs.get('data')} {dataset.attrs.get('subset')}"
+    rows = [("training images", f"{images}; chance dim/d = {chance:.4f}")]
+    for sigma in dataset.sigma.values:
+        at = dataset.sel(sigma=sigma)
+        train, held_out = (float(at[name].sel(top=10).mean()) if 10 in at.top else float("nan")
+                           for name in ("train_span_energy", "held_out_span_energy"))
+        rows.append((f"σ = {float(sigma):g}: mean max wᵢ; top 10 in training / held-out span",
+                     f"{float(at.mean_max_posterior_weight):.3f}; {train:.3f} / {held_out:.3f}"))
+    return rows
+
+
 def _draw_comparison(dataset: xr.Dataset) -> Figure:
     from biasprobe.figures.comparison import comparison_figure
 
@@ -271,6 +291,10 @@ register("memorization", [StoreFigure("samples", "Samples (top) above their near
 register("training-span", [StoreFigure("span", "Energy of each eigenvector of the denoiser's Jacobian in the span "
                                        "of the training images, the held-out control span and chance",
                                        _draw_span, _single)], _span_numbers)
+register("ideal-memorizer", [StoreFigure("span", "The ideal memorizer (the posterior mean of the training images): "
+                                         "energy of each eigenvector of its Jacobian in the span of the training "
+                                         "images and in the held-out control span, at each σ", _draw_ideal)],
+         _ideal_numbers)
 register("compare", [StoreFigure("compare", "Two checkpoints side by side: gap, Jacobian spectra, attention "
                                  "locality and samples from the same seeds", _draw_comparison)], _compare_numbers)
 
