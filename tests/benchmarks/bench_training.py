@@ -416,8 +416,17 @@ class Mps:
         return True
 
     def client_env(self) -> dict:
-        """Clients see the daemon's GPUs, numbered from 0 (their own CUDA_VISIBLE_DEVICES is dropped)."""
-        return {k: v for k, v in self.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        """The environment of a client: the daemon's pipe, and its GPUs numbered from 0.
+
+        The daemon serves the GPUs of this process's ``CUDA_VISIBLE_DEVICES`` (all when unset) and its
+        clients see those alone, numbered from 0; a client left without the variable still counts every
+        GPU of the host (PyTorch asks NVML) and fails at its first CUDA call."""
+        env = dict(self.env)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            count = len([device for device in visible.split(",") if device.strip()])
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(k) for k in range(count))
+        return env
 
     def stop(self) -> str:
         done = subprocess.run([self.binary], check=False, input="quit\n", env=self.env, capture_output=True,
@@ -517,8 +526,10 @@ def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps
     except Exception as err:  # noqa: BLE001 - reported, not fatal
         row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         return row
-    if on_gpu:  # kernels only (a CPU operator's device time would count its kernels twice)
-        events = [e for e in profiler.key_averages() if e.device_type == DeviceType.CUDA]
+    if on_gpu:  # kernels only: neither a CPU operator's device time nor a ``record_function`` range
+        # (inductor's, torch.compile's) on the device timeline, both of which would count their kernels twice
+        events = [e for e in profiler.key_averages()
+                  if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
         spent = [getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events]
     else:
         events = list(profiler.key_averages())

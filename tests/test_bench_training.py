@@ -1,0 +1,56 @@
+"""The training benchmark (tests/benchmarks/bench_training.py) runs on the CPU, where it reports steps/s
+and the largest operators only, and its MPS clients see the daemon's GPUs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_training
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return bench_training
+
+
+def test_the_benchmark_runs_on_the_cpu_and_its_paths_take_the_same_steps(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_training.py"), "--device", "cpu", "--models", "unet-bf-small",
+         "--paths", "previous,new", "--batch", "2", "--seconds", "0.2", "--warmup", "1",
+         "--profile", "unet-bf-small:new", "--profile-steps", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "training-cpu.json").read_text())
+    (row,) = report["models"]
+    assert report["bf16_gemm_tflops"] is None and "flops_per_step" not in row  # no MFU on the CPU
+    for path in ("previous", "new"):
+        assert row[f"{path}_steps_per_s"] > 0 and f"{path}_mfu" not in row
+    # the same seeds draw the same batches: the loop before the throughput work and today's agree
+    assert row["previous_first_losses"] == pytest.approx(row["new_first_losses"], rel=1e-5)
+    (profiled,) = report["profile"]
+    assert profiled["busy"] is None and profiled["wall_ms_per_step"] > 0
+    shares = [entry["share"] for entry in profiled["top"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert any("convolution" in entry["name"] for entry in profiled["top"])  # a UNet's step is its convolutions
+    assert "unet-bf-small" in done.stdout and "steps/s" in done.stdout
+
+
+@pytest.mark.parametrize(("visible", "seen"), [("1", "0"), ("2,3", "0,1"), (None, None)])
+def test_mps_clients_see_the_daemons_gpus_numbered_from_zero(bench, monkeypatch, visible, seen):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    mps = bench.Mps()
+    env = mps.client_env()
+    assert env.get("CUDA_VISIBLE_DEVICES") == seen
+    assert env["CUDA_MPS_PIPE_DIRECTORY"] == mps.env["CUDA_MPS_PIPE_DIRECTORY"]  # they reach the private daemon
+    assert mps.env.get("CUDA_VISIBLE_DEVICES") == visible  # the daemon itself keeps this process's GPUs
