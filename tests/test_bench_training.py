@@ -22,20 +22,24 @@ def bench():
 
 
 def test_the_benchmark_runs_on_the_cpu_and_its_paths_take_the_same_steps(tmp_path):
+    """Every path trains the same function: from the same seeds, the loop before the throughput work,
+    today's and the whole step compiled (network, loss, AdamW and EMA: ``+step``) give the same first
+    losses, the third of which follows two parameter updates."""
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_training.py"), "--device", "cpu", "--models", "unet-bf-small",
-         "--paths", "previous,new", "--batch", "2", "--seconds", "0.2", "--warmup", "1",
+         "--paths", "previous,new,compiled+step", "--batch", "2", "--seconds", "0.2", "--warmup", "1",
          "--profile", "unet-bf-small:new", "--profile-steps", "2", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "training-cpu.json").read_text())
     (row,) = report["models"]
     assert report["bf16_gemm_tflops"] is None and "flops_per_step" not in row  # no MFU on the CPU
-    for path in ("previous", "new"):
-        assert row[f"{path}_steps_per_s"] > 0 and f"{path}_mfu" not in row
-    # the same seeds draw the same batches: the loop before the throughput work and today's agree
-    assert row["previous_first_losses"] == pytest.approx(row["new_first_losses"], rel=1e-5)
+    for path in ("previous", "new", "compiled+step"):
+        assert row[f"{path}_steps_per_s"] > 0 and f"{path}_mfu" not in row, row.get(f"{path}_error")
+        assert row[f"{path}_first_losses"] == pytest.approx(row["new_first_losses"], rel=1e-5)
+    # profiled right after its timing, on the same step
     (profiled,) = report["profile"]
+    assert (profiled["model"], profiled["path"]) == ("unet-bf-small", "new") and "new_profile" not in row
     assert profiled["busy"] is None and profiled["wall_ms_per_step"] > 0
     shares = [entry["share"] for entry in profiled["top"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
@@ -54,3 +58,12 @@ def test_mps_clients_see_the_daemons_gpus_numbered_from_zero(bench, monkeypatch,
     assert env.get("CUDA_VISIBLE_DEVICES") == seen
     assert env["CUDA_MPS_PIPE_DIRECTORY"] == mps.env["CUDA_MPS_PIPE_DIRECTORY"]  # they reach the private daemon
     assert mps.env.get("CUDA_VISIBLE_DEVICES") == visible  # the daemon itself keeps this process's GPUs
+
+
+def test_a_path_names_its_options_and_refuses_unknown_ones(bench):
+    how = bench.parse_path("compiled-reduce-overhead+cl+step")
+    assert (how.mode, how.channels_last, how.pad, how.whole_step) == ("reduce-overhead", True, False, True)
+    assert bench.parse_path("new").mode is False
+    for wrong in ("new+step", "previous+pad", "compiled+fast", "compiled+cl+cl", "fast"):
+        with pytest.raises(SystemExit):
+            bench.parse_path(wrong)

@@ -17,10 +17,19 @@ For each model, in one process:
   ``compiled-MODE``  another compile mode (``reduce-overhead``: CUDA graphs; ``max-autotune``,
                  ``max-autotune-no-cudagraphs``), as ``biasprobe train --compile-mode MODE``;
   ``PATH+cl``    any of these with channels-last weights (``--channels-last``);
+  ``PATH+pad``   a compiled path whose matrix products inductor pads to the tensor cores' alignment
+                 (``force_shape_pad``: zero rows and columns added, then sliced off; same function);
+  ``PATH+step``  a compiled path that compiles the whole step, not only the network: the loss (noisy
+                 input, network, target, mean) and the update (AdamW and the EMA) in the path's mode,
+                 so that under CUDA graphs only the batch draw runs eagerly (an experiment: the
+                 library's loop compiles the network alone);
 
   MFU = FLOPs per step × steps/s / GEMM throughput; peak memory by
   ``torch.cuda.max_memory_allocated``; ``cudagraph_skips``: how many times inductor declined CUDA
   graphs (then a CUDA-graph mode ran without them).
+
+Models: the presets of the issue's table and the paper zoo's (``MODELS``), and ``dit-xs-w256``, DiT-XS at
+width 256, a probe of what the paper's width 252 costs (not a model biasprobe trains).
 
 ``--procs PRESET:P1,P2,..`` runs P concurrent training processes of one model on one GPU (each the
 ``--procs-path`` step, started together after their warm-up and compilation) and reports their
@@ -38,7 +47,8 @@ without a mask, SDPA global and SDPA with the dense boolean window mask.
 
 ``--profile MODEL:PATH,..`` profiles ``--profile-steps`` steps of each (``torch.profiler``): the kernels
 that take the most device time and the share of the step's wall time the device is busy (what bounds
-a step: kernels or launches); on the CPU the largest operators.
+a step: kernels or launches); on the CPU the largest operators. A MODEL:PATH that ``--models``/``--paths``
+also time is profiled right after its timing, on the same compiled step.
 
 ``--budget S`` stops starting new cases after S seconds (the JSON, written after every case, says
 which were skipped). On the CPU only steps/s are reported. Run from the repository root::
@@ -51,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -61,6 +72,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from common import import_biasprobe
@@ -68,7 +80,7 @@ from common import import_biasprobe
 import_biasprobe()
 
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, network_denoiser
-from biasprobe.models import attention, from_preset, set_attention_kernel
+from biasprobe.models import attention, build_model, from_preset, set_attention_kernel
 from biasprobe.training import (
     TrainingConfig,
     loop,
@@ -76,20 +88,36 @@ from biasprobe.training import (
 )
 
 LOCAL_WINDOWS = [3, 5, 7, 9, 11, 13]
+
+
+class Case(NamedTuple):
+    """A benchmarked model: a preset at a batch size, with windows, a FlexAttention block size or
+    config entries of its own."""
+
+    family: str
+    preset: str
+    windows: list[int] | None
+    batch: int
+    block_size: int | None = None
+    overrides: dict | None = None
+
+
 MODELS = {
-    # name: (family, preset, windows, batch[, FlexAttention block size])
-    "dit-xs": ("dit", "xs", None, 64),
-    "dit-xs-local": ("dit", "xs", LOCAL_WINDOWS, 64),
-    "dit-s": ("dit", "s", None, 64),
-    "unet-ddpm-default": ("unet-ddpm", "default", None, 64),
-    "unet-bf-default": ("unet-bf", "default", None, 64),
-    "dit-small": ("dit", "small", None, 128),
-    "unet-bf-small": ("unet-bf", "small", None, 64),
+    "dit-xs": Case("dit", "xs", None, 64),
+    "dit-xs-local": Case("dit", "xs", LOCAL_WINDOWS, 64),
+    "dit-s": Case("dit", "s", None, 64),
+    "unet-ddpm-default": Case("unet-ddpm", "default", None, 64),
+    "unet-bf-default": Case("unet-bf", "default", None, 64),
+    "dit-small": Case("dit", "small", None, 128),
+    "unet-bf-small": Case("unet-bf", "small", None, 64),
     # the paper zoo's presets (docs/zoo.md), at its batch
-    "dit-zoo": ("dit", "zoo", None, 64),
-    "dit-zoo-local": ("dit", "zoo", LOCAL_WINDOWS, 64),
-    "dit-zoo-local-b64": ("dit", "zoo", LOCAL_WINDOWS, 64, 64),
-    "unet-ddpm-zoo": ("unet-ddpm", "zoo", None, 64),
+    "dit-zoo": Case("dit", "zoo", None, 64),
+    "dit-zoo-local": Case("dit", "zoo", LOCAL_WINDOWS, 64),
+    "dit-zoo-local-b64": Case("dit", "zoo", LOCAL_WINDOWS, 64, block_size=64),
+    "unet-ddpm-zoo": Case("unet-ddpm", "zoo", None, 64),
+    # DiT-XS at width 256 (4 heads of 64): a probe of what the paper's width 252 (rows of 504 bytes in
+    # bf16, not a multiple of the tensor cores' 16-byte alignment) costs; not a model biasprobe trains
+    "dit-xs-w256": Case("dit", "xs", None, 64, overrides={"width": 256}),
 }
 ZOO_GRID, ZOO_HEADS, ZOO_HEAD_DIM = (32, 32), 2, 32
 
@@ -114,53 +142,103 @@ def gemm_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> fl
 
 
 def build(name: str, device: torch.device, seed: int = 0, channels_last: bool = False):
-    family, preset, windows, *_ = MODELS[name]
+    case = MODELS[name]
     torch.manual_seed(seed)
-    network, shape = from_preset(family, preset, image_size=32, channels=1, windows=windows)
-    if len(MODELS[name]) > 4:
-        set_attention_kernel(network, "auto", block_size=MODELS[name][4])
+    network, shape = from_preset(case.family, case.preset, image_size=32, channels=1, windows=case.windows)
+    if case.overrides:
+        torch.manual_seed(seed)
+        network = build_model(case.family, **{**network.config, **case.overrides})
+    if case.block_size is not None:
+        set_attention_kernel(network, "auto", block_size=case.block_size)
     memory = torch.channels_last if channels_last else torch.preserve_format
     return network.to(device, memory_format=memory), shape
 
 
-def parse_path(path: str) -> tuple[str, str | bool, bool]:
-    """``path`` → (base, compile mode or False, channels-last)."""
-    base, _, suffix = path.partition("+")
-    if suffix not in ("", "cl"):
-        raise SystemExit(f"unknown path suffix in {path!r}: only +cl (channels-last)")
+class StepPath(NamedTuple):
+    """A way to run a step, parsed from its name: ``BASE[+cl][+pad][+step]``."""
+
+    base: str
+    mode: str | bool
+    """torch.compile's mode, or False (eager)."""
+    channels_last: bool
+    pad: bool
+    """Inductor pads every matrix product's dimensions to the tensor cores' alignment (zeros, sliced off)."""
+    whole_step: bool
+    """The loss (noise, network, target, mean) and the update (AdamW, EMA) compiled too, not only the network."""
+
+
+SUFFIXES = {"cl": "channels-last weights", "pad": "matrix products padded to alignment (compiled paths)",
+            "step": "the whole step compiled (compiled paths)"}
+
+
+def parse_path(path: str) -> StepPath:
+    """``path`` → its base, compile mode and options (see the module doc)."""
+    base, *suffixes = path.split("+")
+    unknown = sorted(set(suffixes) - set(SUFFIXES))
+    if unknown or len(set(suffixes)) < len(suffixes):
+        raise SystemExit(f"unknown or repeated suffix in {path!r}: "
+                         + ", ".join(f"+{k} ({v})" for k, v in SUFFIXES.items()))
     if base in ("previous", "new"):
-        return base, False, bool(suffix)
-    if base == "compiled":
-        return base, "default", bool(suffix)
-    if base.startswith("compiled-") and base[len("compiled-"):] in loop.COMPILE_MODES:
-        return base, base[len("compiled-"):], bool(suffix)
-    raise SystemExit(f"unknown path {path!r}: previous, new, compiled, compiled-MODE ({', '.join(loop.COMPILE_MODES)}), "
-                     "each optionally +cl")
+        mode = False
+    elif base == "compiled":
+        mode = "default"
+    elif base.startswith("compiled-") and base[len("compiled-"):] in loop.COMPILE_MODES:
+        mode = base[len("compiled-"):]
+    else:
+        raise SystemExit(f"unknown path {path!r}: previous, new, compiled, compiled-MODE "
+                         f"({', '.join(loop.COMPILE_MODES)}), each optionally +cl, +pad, +step")
+    if not mode and {"pad", "step"} & set(suffixes):
+        raise SystemExit(f"{path!r}: +pad and +step apply to compiled paths only")
+    return StepPath(base, mode, "cl" in suffixes, "pad" in suffixes, "step" in suffixes)
 
 
 class Step:
     """One training step of ``network`` on random images, the way a path does it (``new`` and the
-    compiled paths in the order of :func:`biasprobe.training.train`'s loop)."""
+    compiled paths in the order of :func:`biasprobe.training.train`'s loop, with its inductor settings)."""
 
     def __init__(self, network, shape, batch: int, device: torch.device, path: str) -> None:
+        import torch._inductor.config as inductor
+
         self.path, self.device, self.network = path, device, network
-        base, self.mode, _ = parse_path(path)
-        self.previous = base == "previous"
+        how = parse_path(path)
+        self.mode, self.previous = how.mode, how.base == "previous"
         self.config = TrainingConfig(steps=1, batch_size=batch)
         self.data = torch.rand(1000, *shape, device=device)
         self.ema = copy.deepcopy(network).requires_grad_(False)
-        set_attention_kernel(network, "sdpa" if base == "previous" else "auto")
+        set_attention_kernel(network, "sdpa" if self.previous else "auto")
+        # read when the step first runs (compiles): the loop's dropout setting, and this path's padding
+        inductor.fallback_random = bool(self.mode) and loop.has_dropout(network)
+        inductor.force_shape_pad = how.pad
         if self.mode:
             loop.build_attention_masks(network, shape, self.data[:1])
-        trained = loop.compile_network(network, self.mode)
         self.graphs = self.mode in loop.CUDA_GRAPH_MODES and device.type == "cuda"
-        self.denoiser = network_denoiser(trained, shape, NATIVE_CONVENTIONS[network.family])
+        conventions = NATIVE_CONVENTIONS[network.family]
         if self.previous:
             self.optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, foreach=device.type == "cuda")
         else:
             self.optimizer = loop.make_optimizer(network.parameters(), self.config, device)
+        if how.whole_step:  # one compiled loss (input noise to the mean) and one compiled update
+            self.denoiser = network_denoiser(network, shape, conventions)
+            self.loss = torch.compile(functools.partial(loop.denoising_loss, self.denoiser), mode=self.mode)
+            self.decay = torch.tensor(0.999, device=device)
+            self.update = torch.compile(self._update, mode=self.mode)
+        else:
+            trained = loop.compile_network(network, self.mode)
+            self.denoiser = network_denoiser(trained, shape, conventions)
+            self.loss = functools.partial(loop.denoising_loss, self.denoiser)
+            self.update = None
         self.count = 0
         self.first_losses: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def _update(self, decay: torch.Tensor) -> None:
+        """AdamW's step, then θ_ema ← θ_ema + (1 − decay)(θ − θ_ema) and the buffers copied (``+step``;
+        ``decay`` a tensor, so that a changing decay would not recompile)."""
+        self.optimizer.step()
+        averages, current = list(self.ema.parameters()), list(self.network.parameters())
+        torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(current, averages), 1 - decay))
+        for average, value in zip(self.ema.buffers(), self.network.buffers()):
+            average.copy_(value)
 
     def __call__(self) -> None:
         torch.manual_seed(self.count)
@@ -169,11 +247,14 @@ class Step:
         if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
         clean, noise, sigma, timesteps = loop._draw_batch(self.denoiser, self.data, self.config)
-        loss = loop.denoising_loss(self.denoiser, clean, noise, sigma, None if self.previous else timesteps)
+        loss = self.loss(clean, noise, sigma, None if self.previous else timesteps)
         loss.backward()
-        self.optimizer.step()
         if len(self.first_losses) < 3:
             self.first_losses.append(loss.detach().clone())
+        if self.update is not None:
+            self.update(self.decay)
+            return
+        self.optimizer.step()
         if self.previous:
             with torch.no_grad():
                 for average, current in zip(self.ema.parameters(), self.network.parameters()):
@@ -207,7 +288,7 @@ def step_flops(name: str, device: torch.device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     network, shape = build(name, device)
-    step = Step(network, shape, MODELS[name][3], device, "new")
+    step = Step(network, shape, MODELS[name].batch, device, "new")
     set_attention_kernel(network, "sdpa")  # the counter cannot see inside compiled FlexAttention
     clean, noise, sigma, timesteps = loop._draw_batch(step.denoiser, step.data, step.config)
     with FlopCounterMode(display=False) as counter:
@@ -229,22 +310,22 @@ class Budget:
 
 
 def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: float, peak: float | None,
-                budget: Budget) -> dict:
+                budget: Budget, profiled=(), profile_steps: int = 10) -> dict:
+    """Steps/s (MFU and peak memory on CUDA) of each of ``paths`` for ``name``; the paths in ``profiled`` are
+    then profiled on the same compiled step (:func:`profile_step`, ``PATH_profile``), sparing a second compile."""
     from torch._dynamo.utils import counters
 
-    row: dict = {"model": name, "family": MODELS[name][0], "preset": MODELS[name][1],
-                 "windows": MODELS[name][2], "batch": MODELS[name][3],
-                 "block_size": MODELS[name][4] if len(MODELS[name]) > 4 else None}
+    row: dict = {"model": name, **MODELS[name]._asdict()}
     if device.type == "cuda":
         row["flops_per_step"] = step_flops(name, device)
     for path in paths:
         if not budget.allows(f"{name} {path}"):
             row[f"{path}_error"] = "skipped: over the time budget"
             continue
-        _, mode, channels_last = parse_path(path)
+        how = parse_path(path)
         torch._dynamo.reset()  # a fresh compile per case (and no recompile limit across cases)
         counters.clear()
-        network, shape = build(name, device, channels_last=channels_last)
+        network, shape = build(name, device, channels_last=how.channels_last)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -252,12 +333,14 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
         if path == "previous":
             attention._pad_head_dim = unpadded
         try:
-            step = Step(network, shape, MODELS[name][3], device, path)
+            step = Step(network, shape, MODELS[name].batch, device, path)
             began = time.perf_counter()
-            row[f"{path}_steps_per_s"] = rate(step, device, warmup * (3 if mode else 1), seconds)
+            row[f"{path}_steps_per_s"] = rate(step, device, warmup * (3 if how.mode else 1), seconds)
             row[f"{path}_seconds"] = time.perf_counter() - began
             row[f"{path}_first_losses"] = [float(x) for x in step.first_losses]
             row[f"{path}_cudagraph_skips"] = counters["inductor"].get("cudagraph_skips", 0)
+            if path in profiled:
+                row[f"{path}_profile"] = profile_step(step, device, profile_steps)
         except Exception as err:  # noqa: BLE001 - a failing path is reported, not fatal
             row[f"{path}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
             print(f"{name} {path}: {row[f'{path}_error']}", flush=True)
@@ -267,7 +350,8 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
         if device.type == "cuda":
             row[f"{path}_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             row[f"{path}_mfu"] = row["flops_per_step"] * row[f"{path}_steps_per_s"] / (peak * 1e12)
-        print(json.dumps({k: v for k, v in row.items() if k.startswith(path + "_") or k == "model"}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if (k.startswith(path + "_") or k == "model")
+                          and not k.endswith("_profile")}), flush=True)
         del step, network
     return row
 
@@ -275,7 +359,7 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
 def bench_stacked(name: str, count: int, device: torch.device, warmup: int, seconds: float) -> dict:
     """Aggregate steps/s of ``count`` models one after another against the same models stacked."""
     network, shape = build(name, device)
-    batch = MODELS[name][3]
+    batch = MODELS[name].batch
     alone = Step(network, shape, batch, device, "new")
     one = rate(alone, device, warmup, seconds)
     networks = [build(name, device, seed=k)[0] for k in range(count)]
@@ -371,8 +455,8 @@ def worker(args) -> None:
     name, path = args.worker_model, args.procs_path
     folder = Path(args.worker_dir)
     network, shape = build(name, device, seed=args.worker_index)
-    step = Step(network, shape, MODELS[name][3], device, path)
-    for _ in range(args.warmup * (3 if parse_path(path)[1] else 1)):
+    step = Step(network, shape, MODELS[name].batch, device, path)
+    for _ in range(args.warmup * (3 if parse_path(path).mode else 1)):
         step()
     sync(device)
     (folder / f"ready-{args.worker_index}").touch()
@@ -447,7 +531,7 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
     rows = []
     for count in counts:
         row = {"model": name, "path": args.procs_path, "processes": count, "mps": mps is not None,
-               "batch": MODELS[name][3]}
+               "batch": MODELS[name].batch}
         rows.append(row)
         if not budget.allows(f"procs {name} {count} mps={mps is not None}"):
             row["error"] = "skipped: over the time budget"
@@ -494,7 +578,27 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
 # -- the table -------------------------------------------------------------------------------------
 
 def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps: int, budget: Budget) -> dict:
-    """Where one step's time goes: ``steps`` steps of ``path`` under ``torch.profiler`` after warm-up.
+    """Where one step's time goes: :func:`profile_step` on a fresh ``path`` step of ``name`` after warm-up."""
+    row: dict = {"model": name, "path": path, "steps": steps, "batch": MODELS[name].batch}
+    if not budget.allows(f"profile {name} {path}"):
+        row["error"] = "skipped: over the time budget"
+        return row
+    how = parse_path(path)
+    torch._dynamo.reset()
+    network, shape = build(name, device, channels_last=how.channels_last)
+    try:
+        step = Step(network, shape, MODELS[name].batch, device, path)
+        for _ in range(warmup * (3 if how.mode else 1)):
+            step()
+        row.update(profile_step(step, device, steps))
+    except Exception as err:  # noqa: BLE001 - reported, not fatal
+        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+    print(json.dumps({k: v for k, v in row.items() if k != "top"}), flush=True)
+    return row
+
+
+def profile_step(step: Step, device: torch.device, steps: int) -> dict:
+    """``steps`` steps of a warmed-up ``step`` under ``torch.profiler``.
 
     On CUDA: the device time of every kernel, summed per kernel name (``top``: the 15 largest, ms per
     step and share of all kernel time), and ``busy`` = Σ kernel time ÷ wall time of the profiled steps
@@ -503,29 +607,15 @@ def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    row: dict = {"model": name, "path": path, "steps": steps, "batch": MODELS[name][3]}
-    if not budget.allows(f"profile {name} {path}"):
-        row["error"] = "skipped: over the time budget"
-        return row
-    _, mode, channels_last = parse_path(path)
-    torch._dynamo.reset()
-    network, shape = build(name, device, channels_last=channels_last)
-    try:
-        step = Step(network, shape, MODELS[name][3], device, path)
-        for _ in range(warmup * (3 if mode else 1)):
+    sync(device)
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as profiler:
+        began = time.perf_counter()
+        for _ in range(steps):
             step()
         sync(device)
-        on_gpu = device.type == "cuda"
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-        with profile(activities=activities) as profiler:
-            began = time.perf_counter()
-            for _ in range(steps):
-                step()
-            sync(device)
-            wall = time.perf_counter() - began
-    except Exception as err:  # noqa: BLE001 - reported, not fatal
-        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        return row
+        wall = time.perf_counter() - began
     if on_gpu:  # kernels only: neither a CPU operator's device time nor a ``record_function`` range
         # (inductor's, torch.compile's) on the device timeline, both of which would count their kernels twice
         events = [e for e in profiler.key_averages()
@@ -536,12 +626,10 @@ def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps
         spent = [e.self_cpu_time_total for e in events]
     total = sum(spent) or 1.0  # µs over all profiled steps
     ranked = sorted(zip(spent, events), key=lambda pair: -pair[0])[:15]
-    row.update(wall_ms_per_step=1e3 * wall / steps, timed_ms_per_step=total / 1e3 / steps,
-               busy=total / 1e6 / wall if on_gpu else None,
-               top=[{"name": e.key[:160], "calls_per_step": e.count / steps, "ms_per_step": t / 1e3 / steps,
-                     "share": t / total} for t, e in ranked])
-    print(json.dumps({k: v for k, v in row.items() if k != "top"}), flush=True)
-    return row
+    return {"steps": steps, "wall_ms_per_step": 1e3 * wall / steps, "timed_ms_per_step": total / 1e3 / steps,
+            "busy": total / 1e6 / wall if on_gpu else None,
+            "top": [{"name": e.key[:160], "calls_per_step": e.count / steps, "ms_per_step": t / 1e3 / steps,
+                     "share": t / total} for t, e in ranked]}
 
 
 def table(report: dict) -> str:
@@ -620,7 +708,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.batch:
         for name, spec in MODELS.items():
-            MODELS[name] = (*spec[:3], args.batch, *spec[4:])
+            MODELS[name] = spec._replace(batch=args.batch)
     budget = Budget(args.budget)
     if args.models is None:
         args.models = "" if args.attention or args.procs or args.profile else ",".join(list(MODELS)[:7])
@@ -646,19 +734,28 @@ def main() -> None:
             device, [int(w) for w in args.attention_windows.split(",")], [int(b) for b in args.block_sizes.split(",")],
             args.batch or 64, args.attention_seconds, budget, args.attention_mode)
         write()
-    for name in filter(None, args.models.split(",")):
+    profiles = [tuple(entry.split(":")) for entry in filter(None, args.profile.split(","))]
+    models = list(filter(None, args.models.split(",")))
+    for name in models:
         chosen = [p for p in paths if (args.compile_models is None or name in args.compile_models.split(",")
-                                       or not parse_path(p)[1])
-                  and (args.cl_models is None or name in args.cl_models.split(",") or not parse_path(p)[2])]
-        report["models"].append(bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget))
+                                       or not parse_path(p).mode)
+                  and (args.cl_models is None or name in args.cl_models.split(",") or not parse_path(p).channels_last)]
+        profiled = [path for model, path in profiles if model == name and path in chosen]
+        report["models"].append(bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget,
+                                            profiled, args.profile_steps))
+        for path in profiled:
+            if f"{path}_profile" in report["models"][-1]:
+                report["profile"].append({"model": name, "path": path, "batch": MODELS[name].batch,
+                                          **report["models"][-1].pop(f"{path}_profile")})
         write()
     for entry in filter(None, args.stacked.split(",")):
         name, count = entry.split(":")
         report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
         print(json.dumps(report["stacked"][-1]), flush=True)
         write()
-    for entry in filter(None, args.profile.split(",")):
-        name, path = entry.split(":")
+    for name, path in profiles:
+        if any(row["model"] == name and row["path"] == path for row in report["profile"]):
+            continue  # profiled with its timing
         report["profile"].append(bench_profile(name, path, device, args.warmup, args.profile_steps, budget))
         write()
     if args.procs:
