@@ -130,14 +130,26 @@ def test_compile_setting_takes_the_old_bool_and_the_modes():
         TrainingConfig(steps=1, compile="fast")
     with pytest.raises(ParameterError, match="channels_last must be true or false"):
         TrainingConfig(steps=1, channels_last="yes")
-    # a run saved with the old bool may be continued in another mode (and channels-last)
+    assert TrainingConfig(steps=1).compile_scope == "network"
+    with pytest.raises(ParameterError, match="compile_scope must be one of network, step, not 'all'"):
+        TrainingConfig(steps=1, compile_scope="all")
+    # a run saved with the old bool (and before the scopes) may be continued in another mode and scope
     assert loop.changed_settings({"compile": True, "channels_last": False},
-                                 {"compile": "reduce-overhead", "channels_last": True}) == ""
+                                 {"compile": "reduce-overhead", "channels_last": True, "compile_scope": "step"}) == ""
+
+
+def test_the_whole_step_compiles_in_one_process_only():
+    network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+    optimizer = loop.make_optimizer(network.parameters(), TrainingConfig(steps=1), torch.device("cpu"))
+    config = TrainingConfig(steps=1, batch_size=4, compile="default", compile_scope="step")
+    with pytest.raises(ParameterError, match="compile_scope 'step' trains in one process"):
+        loop.TrainingStep(network, network, optimizer, discs(4), config, world=2, rank=0)
 
 
 def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypatch):
     """The same seeds give the same losses and weights eagerly, compiled with CUDA graphs' mode
-    (a plain inductor compile on the CPU) and with channels-last weights."""
+    (a plain inductor compile on the CPU), the network alone or the whole step (the loss, AdamW and the
+    EMA with its changing decay, and the batch norm's running statistics), and with channels-last weights."""
     images = discs(8)
     seen = {}
     real_compile, real_optimizer = torch.compile, loop.make_optimizer
@@ -163,10 +175,12 @@ def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypat
 
     plain_losses, plain = run("plain")
     assert "mode" not in seen and not seen["nhwc"]
-    for name, settings in {"graphs": {"compile": "reduce-overhead"}, "nhwc": {"channels_last": True}}.items():
+    for name, settings in {"graphs": {"compile": "reduce-overhead"}, "nhwc": {"channels_last": True},
+                           "whole": {"compile": "reduce-overhead", "compile_scope": "step"}}.items():
         losses, saved = run(name, **settings)
         torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
         assert saved.training["compile"] == settings.get("compile", False)
+        assert saved.training["compile_scope"] == settings.get("compile_scope", "network")
         assert seen.pop("mode", False) == settings.get("compile", False)
         assert seen["nhwc"] == settings.get("channels_last", False)
         for key, weight in plain.state_dict.items():
@@ -180,19 +194,21 @@ def test_a_compiled_network_with_dropout_draws_the_same_masks_as_the_eager_one(t
     torch's, so that compiled and eager training with the same seeds give the same losses and weights."""
     images = discs(8)
 
-    def run(name, compile):
+    def run(name, compile, scope="network"):
         torch.manual_seed(0)
         network = build_model("unet-ddpm", image_size=8, channels=1, base_width=8, channel_mult=(1, 2),
                               num_res_blocks=1, attention_resolutions=(), groups=2, dropout=0.5)
-        config = TrainingConfig(steps=3, batch_size=4, learning_rate=1e-3, seed=1, compile=compile)
+        config = TrainingConfig(steps=3, batch_size=4, learning_rate=1e-3, seed=1, compile=compile,
+                                compile_scope=scope)
         result = train(network, images, tmp_path / f"{name}.safetensors", config, progress=False)
         return result.losses, read_checkpoint(tmp_path / f"{name}.safetensors").state_dict
 
     plain_losses, plain = run("plain", False)
-    losses, compiled = run("compiled", "default")
-    torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
-    for key, weight in plain.items():
-        torch.testing.assert_close(compiled[key], weight, rtol=1e-4, atol=1e-6)
+    for scope in loop.COMPILE_SCOPES:
+        losses, compiled = run(f"compiled-{scope}", "default", scope)
+        torch.testing.assert_close(losses, plain_losses, rtol=1e-5, atol=1e-6)
+        for key, weight in plain.items():
+            torch.testing.assert_close(compiled[key], weight, rtol=1e-4, atol=1e-6)
 
 
 def test_warm_restart_may_change_compile_and_channels_last(tmp_path):

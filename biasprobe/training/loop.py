@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import time
@@ -44,6 +45,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 """Compile modes that record each step's kernels once as CUDA graphs and replay them (on CUDA only;
 elsewhere they compile as ``"default"``/``"max-autotune-no-cudagraphs"`` do)."""
+
+
+COMPILE_SCOPES = ("network", "step")
+"""What ``compile`` compiles: the network alone, or the whole step (loss and update too; see :class:`TrainingStep`)."""
 
 
 def compile_mode(value) -> str | bool:
@@ -127,10 +132,13 @@ class TrainingConfig:
     ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
     GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
     torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
-    replay each step as CUDA graphs (see :func:`compile_network`). ``channels_last`` stores the
+    replay each step as CUDA graphs (see :func:`compile_network`). ``compile_scope`` is what it
+    compiles (:data:`COMPILE_SCOPES`): ``"network"``, or ``"step"``, the loss and the parameter update
+    too (:class:`TrainingStep`; whether that is faster is being measured by
+    tests/benchmarks/bench_training.py's ``+step`` paths). ``channels_last`` stores the
     network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
     tensor-core convolutions (whether it is faster is measured by tests/benchmarks/bench_training.py);
-    the function and the saved weights are unchanged. Both may change between a run and its
+    the function and the saved weights are unchanged. All three may change between a run and its
     resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
@@ -148,6 +156,7 @@ class TrainingConfig:
     compile: bool | str = False
     weights: str = "float32"
     channels_last: bool = False
+    compile_scope: str = "network"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -162,6 +171,8 @@ class TrainingConfig:
         if self.max_minutes is not None:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
         self.compile = compile_mode(self.compile)
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {self.compile_scope!r}")
         if not isinstance(self.channels_last, bool):
             raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
@@ -248,7 +259,7 @@ def train(
 
     ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
-    ``compile``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
+    ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
     to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
@@ -260,7 +271,6 @@ def train(
     if config.batch_size % ranks.world:
         raise InputError(f"batch size {config.batch_size} is not divisible by {ranks.world} processes")
     image_shape = tuple(images.shape[1:])
-    conventions = NATIVE_CONVENTIONS[network.family]
     header = {**(metadata or {}), **asdict(config), "n_train": len(images)}
     model = model_identity(network, image_shape)
 
@@ -286,13 +296,7 @@ def train(
                                  f"give more than {start} to continue it")
     header.update(losses_from=losses_from, warm_restarts=warm_restarts)
     saved_at = start
-    if config.compile:
-        build_attention_masks(network, image_shape, images[:1].to(device))
-    trained = compile_network(network, config.compile)
-    graphs = config.compile in CUDA_GRAPH_MODES and device.type == "cuda"
-    trained = nn.parallel.DistributedDataParallel(trained) if ranks.world > 1 else trained
-    denoiser = network_denoiser(trained, image_shape, conventions)
-    data = images.to(device)
+    take_step = TrainingStep(network, ema, optimizer, images.to(device), config, world=ranks.world, rank=ranks.rank)
     began = timed_from = time.perf_counter()
     timed_steps = 0
 
@@ -304,17 +308,7 @@ def train(
         network.train()
         pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
         for step in range(start, config.steps):
-            torch.manual_seed(_step_seed(config.seed, step))
-            optimizer.zero_grad(set_to_none=True)  # before the forward: a CUDA-graph replay may reuse their memory
-            if graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            batch = _draw_batch(denoiser, data, config)
-            part = slice(ranks.rank * config.batch_size // ranks.world, (ranks.rank + 1) * config.batch_size // ranks.world)
-            loss = denoising_loss(denoiser, *(None if value is None else value[part] for value in batch))
-            loss.backward()
-            optimizer.step()
-            _update_ema(ema, network, min(config.ema_decay, (1 + step) / (10 + step)))
-            pending.append(loss.detach())
+            pending.append(take_step(step))
             out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
             last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
             checkpoint = (step + 1) % config.checkpoint_every == 0 or last
@@ -335,14 +329,73 @@ def train(
                 break
     if ranks.main and losses_from + len(losses) == config.steps:
         saved_state.unlink(missing_ok=True)
-    del denoiser, trained  # DistributedDataParallel's reducer must go before the process group it uses
+    del take_step  # DistributedDataParallel's reducer (in its network) must go before the process group it uses
     ranks.finish()
     return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
                           ranks.rank)
 
 
-CHANGEABLE = ("steps", "max_minutes", "compile", "channels_last", "weights", "checkpoint_every", "losses_from",
-              "warm_restarts", "steps_done", "recipe_name")
+class TrainingStep:
+    """One optimisation step of :func:`train`, called with the step's number; returns its loss (on the device).
+
+    The step draws its global batch from a generator seeded by (``config.seed``, step), takes this
+    process's slice of it (rank ``rank`` of ``world``: DistributedDataParallel, which ``world`` > 1 wraps
+    the network in, averages the gradients), computes :func:`denoising_loss`, its gradient, AdamW's
+    update and the EMA θ_ema ← d·θ_ema + (1 − d)·θ with d = min(``config.ema_decay``, (1 + step) / (10 + step)).
+
+    ``config.compile`` compiles the network (:func:`compile_network`); with ``config.compile_scope``
+    ``"step"`` it compiles the whole step instead: the loss (noisy input, network, target, mean) and the
+    update (AdamW and the EMA, with d passed as a tensor so that its change does not recompile), so that
+    under CUDA graphs only the batch draw runs eagerly. Same function either way (to float rounding);
+    one process only.
+    """
+
+    def __init__(self, network: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                 config: TrainingConfig, *, world: int = 1, rank: int = 0) -> None:
+        self.network, self.ema, self.optimizer, self.data, self.config = network, ema, optimizer, data, config
+        image_shape = tuple(data.shape[1:])
+        mode = config.compile
+        whole = bool(mode) and config.compile_scope == "step"
+        if whole and world > 1:
+            raise ParameterError("compile_scope", "'step' trains in one process; under torchrun use 'network'")
+        if mode:
+            build_attention_masks(network, image_shape, data[:1])
+        trained = network if whole else compile_network(network, mode)
+        trained = nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
+        self.denoiser = network_denoiser(trained, image_shape, NATIVE_CONVENTIONS[network.family])
+        self.loss = functools.partial(denoising_loss, self.denoiser)
+        self.update = self._update
+        self.weight: torch.Tensor | None = None
+        if whole:
+            self.loss = torch.compile(self.loss, mode=mode)
+            self.update = torch.compile(self._update, mode=mode)
+            self.weight = torch.zeros((), device=data.device)
+        self.graphs = mode in CUDA_GRAPH_MODES and data.device.type == "cuda"
+        self.part = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        torch.manual_seed(_step_seed(self.config.seed, step))
+        self.optimizer.zero_grad(set_to_none=True)  # before the forward: a CUDA-graph replay may reuse their memory
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        batch = _draw_batch(self.denoiser, self.data, self.config)
+        loss = self.loss(*(None if value is None else value[self.part] for value in batch))
+        loss.backward()
+        weight = 1 - min(self.config.ema_decay, (1 + step) / (10 + step))
+        if self.weight is not None:
+            self.weight.fill_(weight)
+            weight = self.weight
+        self.update(weight)
+        # a compiled loss lives in memory that the next CUDA-graph replay reuses: the caller keeps a copy
+        return loss.detach().clone() if self.weight is not None else loss.detach()
+
+    def _update(self, weight: float | torch.Tensor) -> None:
+        self.optimizer.step()
+        _update_ema(self.ema, self.network, weight)
+
+
+CHANGEABLE = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",
+              "losses_from", "warm_restarts", "steps_done", "recipe_name")
 """Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
 
 
@@ -436,11 +489,16 @@ def _draw_batch(denoiser, data: torch.Tensor, config: TrainingConfig):
 
 
 @torch.no_grad()
-def _update_ema(ema: nn.Module, network: nn.Module, decay: float) -> None:
-    """θ_ema ← decay·θ_ema + (1 − decay)·θ; buffers (running statistics) are copied."""
-    torch._foreach_lerp_(list(ema.parameters()), list(network.parameters()), 1 - decay)
-    for average, current in zip(ema.buffers(), network.buffers()):
-        average.copy_(current)
+def _update_ema(ema: nn.Module, network: nn.Module, weight: float | torch.Tensor) -> None:
+    """θ_ema ← θ_ema + w·(θ − θ_ema), w = 1 − decay (a number, or a 0-d tensor on the device, which a
+    compiled update takes without recompiling when it changes); buffers (running statistics) are copied."""
+    averages, current = list(ema.parameters()), list(network.parameters())
+    if torch.is_tensor(weight):  # lerp's computation, with the weight read on the device
+        torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(current, averages), weight))
+    else:
+        torch._foreach_lerp_(averages, current, weight)
+    for average, value in zip(ema.buffers(), network.buffers()):
+        average.copy_(value)
 
 
 def _agree(flag: bool, ranks: _Distributed, device: torch.device) -> bool:

@@ -11,8 +11,9 @@ For each model, in one process:
   ``previous``   the loop before the throughput work (head dims not a multiple of 8 left unpadded,
                  so SDPA falls back to its materialising math path; windows as dense boolean masks;
                  foreach AdamW; one EMA kernel per tensor; the device read back twice a step);
-  ``new``        :func:`biasprobe.training.train`'s step, eager (zero-padded fused SDPA, FlexAttention
-                 block-sparse windows on CUDA, fused AdamW, foreach EMA, nothing read back);
+  ``new``        :func:`biasprobe.training.train`'s step (:class:`~biasprobe.training.loop.TrainingStep`),
+                 eager (zero-padded fused SDPA, FlexAttention block-sparse windows on CUDA, fused AdamW,
+                 foreach EMA, nothing read back);
   ``compiled``   the same through ``torch.compile`` (mode ``default``);
   ``compiled-MODE``  another compile mode (``reduce-overhead``: CUDA graphs; ``max-autotune``,
                  ``max-autotune-no-cudagraphs``), as ``biasprobe train --compile-mode MODE``;
@@ -21,8 +22,8 @@ For each model, in one process:
                  (``force_shape_pad``: zero rows and columns added, then sliced off; same function);
   ``PATH+step``  a compiled path that compiles the whole step, not only the network: the loss (noisy
                  input, network, target, mean) and the update (AdamW and the EMA) in the path's mode,
-                 so that under CUDA graphs only the batch draw runs eagerly (an experiment: the
-                 library's loop compiles the network alone);
+                 so that under CUDA graphs only the batch draw runs eagerly (``TrainingConfig``'s
+                 ``compile_scope="step"``, which the command line does not offer until this measures it);
 
   MFU = FLOPs per step × steps/s / GEMM throughput; peak memory by
   ``torch.cuda.max_memory_allocated``; ``cudagraph_skips``: how many times inductor declined CUDA
@@ -61,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
 import platform
@@ -193,8 +193,9 @@ def parse_path(path: str) -> StepPath:
 
 
 class Step:
-    """One training step of ``network`` on random images, the way a path does it (``new`` and the
-    compiled paths in the order of :func:`biasprobe.training.train`'s loop, with its inductor settings)."""
+    """One training step of ``network`` on random images, the way a path does it: ``previous`` as the loop
+    did before the throughput work, every other path as :class:`biasprobe.training.loop.TrainingStep`
+    (the training loop's step), with the loop's inductor settings."""
 
     def __init__(self, network, shape, batch: int, device: torch.device, path: str) -> None:
         import torch._inductor.config as inductor
@@ -202,66 +203,43 @@ class Step:
         self.path, self.device, self.network = path, device, network
         how = parse_path(path)
         self.mode, self.previous = how.mode, how.base == "previous"
-        self.config = TrainingConfig(steps=1, batch_size=batch)
+        self.config = TrainingConfig(steps=1, batch_size=batch, compile=how.mode,
+                                     compile_scope="step" if how.whole_step else "network")
         self.data = torch.rand(1000, *shape, device=device)
         self.ema = copy.deepcopy(network).requires_grad_(False)
         set_attention_kernel(network, "sdpa" if self.previous else "auto")
         # read when the step first runs (compiles): the loop's dropout setting, and this path's padding
         inductor.fallback_random = bool(self.mode) and loop.has_dropout(network)
         inductor.force_shape_pad = how.pad
-        if self.mode:
-            loop.build_attention_masks(network, shape, self.data[:1])
-        self.graphs = self.mode in loop.CUDA_GRAPH_MODES and device.type == "cuda"
-        conventions = NATIVE_CONVENTIONS[network.family]
         if self.previous:
             self.optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, foreach=device.type == "cuda")
+            self.denoiser = network_denoiser(network, shape, NATIVE_CONVENTIONS[network.family])
+            self.training_step = None
         else:
             self.optimizer = loop.make_optimizer(network.parameters(), self.config, device)
-        if how.whole_step:  # one compiled loss (input noise to the mean) and one compiled update
-            self.denoiser = network_denoiser(network, shape, conventions)
-            self.loss = torch.compile(functools.partial(loop.denoising_loss, self.denoiser), mode=self.mode)
-            self.decay = torch.tensor(0.999, device=device)
-            self.update = torch.compile(self._update, mode=self.mode)
-        else:
-            trained = loop.compile_network(network, self.mode)
-            self.denoiser = network_denoiser(trained, shape, conventions)
-            self.loss = functools.partial(loop.denoising_loss, self.denoiser)
-            self.update = None
+            self.training_step = loop.TrainingStep(network, self.ema, self.optimizer, self.data, self.config)
         self.count = 0
         self.first_losses: list[torch.Tensor] = []
 
-    @torch.no_grad()
-    def _update(self, decay: torch.Tensor) -> None:
-        """AdamW's step, then θ_ema ← θ_ema + (1 − decay)(θ − θ_ema) and the buffers copied (``+step``;
-        ``decay`` a tensor, so that a changing decay would not recompile)."""
-        self.optimizer.step()
-        averages, current = list(self.ema.parameters()), list(self.network.parameters())
-        torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(current, averages), 1 - decay))
-        for average, value in zip(self.ema.buffers(), self.network.buffers()):
-            average.copy_(value)
-
     def __call__(self) -> None:
-        torch.manual_seed(self.count)
+        loss = self._previous() if self.training_step is None else self.training_step(self.count)
         self.count += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        clean, noise, sigma, timesteps = loop._draw_batch(self.denoiser, self.data, self.config)
-        loss = self.loss(clean, noise, sigma, None if self.previous else timesteps)
-        loss.backward()
         if len(self.first_losses) < 3:
             self.first_losses.append(loss.detach().clone())
-        if self.update is not None:
-            self.update(self.decay)
-            return
+
+    def _previous(self) -> torch.Tensor:
+        """The step before the throughput work: host-side reads, foreach AdamW, one EMA kernel per tensor."""
+        torch.manual_seed(loop._step_seed(self.config.seed, self.count))
+        self.optimizer.zero_grad(set_to_none=True)
+        clean, noise, sigma, _ = loop._draw_batch(self.denoiser, self.data, self.config)
+        loss = loop.denoising_loss(self.denoiser, clean, noise, sigma, None)
+        loss.backward()
         self.optimizer.step()
-        if self.previous:
-            with torch.no_grad():
-                for average, current in zip(self.ema.parameters(), self.network.parameters()):
-                    average.lerp_(current, 1e-3)
-            float(loss)
-        else:
-            loop._update_ema(self.ema, self.network, 0.999)
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), self.network.parameters()):
+                average.lerp_(current, 1e-3)
+        float(loss)
+        return loss
 
 
 def unpadded(tensors, multiple=8):
@@ -290,9 +268,10 @@ def step_flops(name: str, device: torch.device) -> int:
     network, shape = build(name, device)
     step = Step(network, shape, MODELS[name].batch, device, "new")
     set_attention_kernel(network, "sdpa")  # the counter cannot see inside compiled FlexAttention
-    clean, noise, sigma, timesteps = loop._draw_batch(step.denoiser, step.data, step.config)
+    denoiser = step.training_step.denoiser
+    clean, noise, sigma, timesteps = loop._draw_batch(denoiser, step.data, step.config)
     with FlopCounterMode(display=False) as counter:
-        loop.denoising_loss(step.denoiser, clean, noise, sigma, timesteps).backward()
+        loop.denoising_loss(denoiser, clean, noise, sigma, timesteps).backward()
     return counter.get_total_flops()
 
 
