@@ -23,7 +23,7 @@ def bench():
 
 def test_the_benchmark_runs_on_the_cpu_and_its_paths_take_the_same_steps(tmp_path):
     """Every path trains the same function: from the same seeds, the loop before the throughput work,
-    today's and the whole step compiled (network, loss, AdamW and EMA: ``+step``) give the same first
+    today's and the step compiled around the network (loss and EMA: ``+step``) give the same first
     losses, the third of which follows two parameter updates."""
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_training.py"), "--device", "cpu", "--models", "unet-bf-small",
@@ -62,7 +62,7 @@ def test_mps_clients_see_the_daemons_gpus_numbered_from_zero(bench, monkeypatch,
 
 def test_a_path_names_its_options_and_refuses_unknown_ones(bench):
     how = bench.parse_path("compiled-reduce-overhead+cl+step")
-    assert (how.mode, how.channels_last, how.pad, how.whole_step) == ("reduce-overhead", True, False, True)
+    assert (how.mode, how.channels_last, how.pad, how.around_network) == ("reduce-overhead", True, False, True)
     assert bench.parse_path("new").mode is False
     for wrong in ("new+step", "previous+pad", "compiled+fast", "compiled+cl+cl", "fast"):
         with pytest.raises(SystemExit):

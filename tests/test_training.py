@@ -138,7 +138,7 @@ def test_compile_setting_takes_the_old_bool_and_the_modes():
                                  {"compile": "reduce-overhead", "channels_last": True, "compile_scope": "step"}) == ""
 
 
-def test_the_whole_step_compiles_in_one_process_only():
+def test_compiling_the_step_around_the_network_takes_one_process():
     network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
     optimizer = loop.make_optimizer(network.parameters(), TrainingConfig(steps=1), torch.device("cpu"))
     config = TrainingConfig(steps=1, batch_size=4, compile="default", compile_scope="step")
@@ -148,8 +148,8 @@ def test_the_whole_step_compiles_in_one_process_only():
 
 def test_compiled_and_channels_last_runs_equal_the_plain_run(tmp_path, monkeypatch):
     """The same seeds give the same losses and weights eagerly, compiled with CUDA graphs' mode
-    (a plain inductor compile on the CPU), the network alone or the whole step (the loss, AdamW and the
-    EMA with its changing decay, and the batch norm's running statistics), and with channels-last weights."""
+    (a plain inductor compile on the CPU), the network alone or the step around it (the loss, and the EMA
+    with its changing decay and the batch norm's running statistics), and with channels-last weights."""
     images = discs(8)
     seen = {}
     real_compile, real_optimizer = torch.compile, loop.make_optimizer

@@ -48,7 +48,8 @@ elsewhere they compile as ``"default"``/``"max-autotune-no-cudagraphs"`` do)."""
 
 
 COMPILE_SCOPES = ("network", "step")
-"""What ``compile`` compiles: the network alone, or the whole step (loss and update too; see :class:`TrainingStep`)."""
+"""What ``compile`` compiles: the network alone, or the step around it (the loss and the EMA too; see
+:class:`TrainingStep`)."""
 
 
 def compile_mode(value) -> str | bool:
@@ -133,7 +134,7 @@ class TrainingConfig:
     GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
     torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
     replay each step as CUDA graphs (see :func:`compile_network`). ``compile_scope`` is what it
-    compiles (:data:`COMPILE_SCOPES`): ``"network"``, or ``"step"``, the loss and the parameter update
+    compiles (:data:`COMPILE_SCOPES`): ``"network"``, or ``"step"``, the loss around it and the EMA
     too (:class:`TrainingStep`; whether that is faster is being measured by
     tests/benchmarks/bench_training.py's ``+step`` paths). ``channels_last`` stores the
     network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
@@ -172,7 +173,8 @@ class TrainingConfig:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
         self.compile = compile_mode(self.compile)
         if self.compile_scope not in COMPILE_SCOPES:
-            raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {self.compile_scope!r}")
+            raise ParameterError("compile_scope",
+                                 f"must be one of {', '.join(COMPILE_SCOPES)}, not {self.compile_scope!r}")
         if not isinstance(self.channels_last, bool):
             raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
@@ -259,7 +261,8 @@ def train(
 
     ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
-    ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps go on from its ``steps_done``
+    ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps
+    go on from its ``steps_done``
     to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
@@ -344,10 +347,11 @@ class TrainingStep:
     update and the EMA θ_ema ← d·θ_ema + (1 − d)·θ with d = min(``config.ema_decay``, (1 + step) / (10 + step)).
 
     ``config.compile`` compiles the network (:func:`compile_network`); with ``config.compile_scope``
-    ``"step"`` it compiles the whole step instead: the loss (noisy input, network, target, mean) and the
-    update (AdamW and the EMA, with d passed as a tensor so that its change does not recompile), so that
-    under CUDA graphs only the batch draw runs eagerly. Same function either way (to float rounding);
-    one process only.
+    ``"step"`` it compiles the loss around it too (noisy input, network, target, mean: one graph forward,
+    one backward) and the EMA (with 1 − d passed as a tensor, so that its change does not recompile), so
+    that under CUDA graphs the batch draw and AdamW (the fused implementation on CUDA, a few kernels,
+    which torch.compile does not trace) are all that run eagerly. Same function either way (to float
+    rounding); one process only.
     """
 
     def __init__(self, network: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, data: torch.Tensor,
@@ -364,11 +368,10 @@ class TrainingStep:
         trained = nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
         self.denoiser = network_denoiser(trained, image_shape, NATIVE_CONVENTIONS[network.family])
         self.loss = functools.partial(denoising_loss, self.denoiser)
-        self.update = self._update
-        self.weight: torch.Tensor | None = None
+        self.compiled_ema = None
         if whole:
             self.loss = torch.compile(self.loss, mode=mode)
-            self.update = torch.compile(self._update, mode=mode)
+            self.compiled_ema = torch.compile(_update_ema, mode=mode)
             self.weight = torch.zeros((), device=data.device)
         self.graphs = mode in CUDA_GRAPH_MODES and data.device.type == "cuda"
         self.part = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
@@ -381,17 +384,13 @@ class TrainingStep:
         batch = _draw_batch(self.denoiser, self.data, self.config)
         loss = self.loss(*(None if value is None else value[self.part] for value in batch))
         loss.backward()
-        weight = 1 - min(self.config.ema_decay, (1 + step) / (10 + step))
-        if self.weight is not None:
-            self.weight.fill_(weight)
-            weight = self.weight
-        self.update(weight)
-        # a compiled loss lives in memory that the next CUDA-graph replay reuses: the caller keeps a copy
-        return loss.detach().clone() if self.weight is not None else loss.detach()
-
-    def _update(self, weight: float | torch.Tensor) -> None:
         self.optimizer.step()
-        _update_ema(self.ema, self.network, weight)
+        weight = 1 - min(self.config.ema_decay, (1 + step) / (10 + step))
+        if self.compiled_ema is None:
+            _update_ema(self.ema, self.network, weight)
+            return loss.detach()
+        self.compiled_ema(self.ema, self.network, self.weight.fill_(weight))
+        return loss.detach().clone()  # a compiled loss lives in memory that the next CUDA-graph replay reuses
 
 
 CHANGEABLE = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",

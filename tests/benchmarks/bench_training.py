@@ -20,9 +20,9 @@ For each model, in one process:
   ``PATH+cl``    any of these with channels-last weights (``--channels-last``);
   ``PATH+pad``   a compiled path whose matrix products inductor pads to the tensor cores' alignment
                  (``force_shape_pad``: zero rows and columns added, then sliced off; same function);
-  ``PATH+step``  a compiled path that compiles the whole step, not only the network: the loss (noisy
-                 input, network, target, mean) and the update (AdamW and the EMA) in the path's mode,
-                 so that under CUDA graphs only the batch draw runs eagerly (``TrainingConfig``'s
+  ``PATH+step``  a compiled path that compiles the step around the network too: the loss (noisy
+                 input, network, target, mean) and the EMA, in the path's mode, so that under CUDA
+                 graphs only the batch draw and the fused AdamW run eagerly (``TrainingConfig``'s
                  ``compile_scope="step"``, which the command line does not offer until this measures it);
 
   MFU = FLOPs per step × steps/s / GEMM throughput; peak memory by
@@ -163,12 +163,12 @@ class StepPath(NamedTuple):
     channels_last: bool
     pad: bool
     """Inductor pads every matrix product's dimensions to the tensor cores' alignment (zeros, sliced off)."""
-    whole_step: bool
-    """The loss (noise, network, target, mean) and the update (AdamW, EMA) compiled too, not only the network."""
+    around_network: bool
+    """The loss (noisy input, network, target, mean) and the EMA compiled too (``compile_scope="step"``)."""
 
 
 SUFFIXES = {"cl": "channels-last weights", "pad": "matrix products padded to alignment (compiled paths)",
-            "step": "the whole step compiled (compiled paths)"}
+            "step": "the loss and the EMA compiled too (compiled paths)"}
 
 
 def parse_path(path: str) -> StepPath:
@@ -204,7 +204,7 @@ class Step:
         how = parse_path(path)
         self.mode, self.previous = how.mode, how.base == "previous"
         self.config = TrainingConfig(steps=1, batch_size=batch, compile=how.mode,
-                                     compile_scope="step" if how.whole_step else "network")
+                                     compile_scope="step" if how.around_network else "network")
         self.data = torch.rand(1000, *shape, device=device)
         self.ema = copy.deepcopy(network).requires_grad_(False)
         set_attention_kernel(network, "sdpa" if self.previous else "auto")
