@@ -2,6 +2,7 @@
 and the largest operators only, and its MPS clients see the daemon's GPUs."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,21 @@ def test_a_path_names_its_options_and_refuses_unknown_ones(bench):
     for wrong in ("new+step", "previous+pad", "compiled+fast", "compiled+cl+cl", "fast"):
         with pytest.raises(SystemExit):
             bench.parse_path(wrong)
+
+
+def test_a_run_stopped_by_timeout_keeps_the_cases_it_measured(tmp_path):
+    """`timeout` stops a stage with SIGTERM: the cases done by then are in the JSON, the exit status says so."""
+    command = [sys.executable, str(BENCHMARKS / "bench_training.py"), "--device", "cpu", "--models",
+               "unet-bf-small,dit-small", "--paths", "new,previous", "--batch", "2", "--seconds", "1", "--warmup", "1",
+               "--out", str(tmp_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as run:
+        for line in run.stdout:
+            if '"new_steps_per_s"' in line:  # the first case is done; the second takes over a second
+                run.send_signal(signal.SIGTERM)
+                break
+        run.communicate(timeout=120)
+    assert run.returncode == 143
+    report = json.loads((tmp_path / "training-cpu.json").read_text())
+    (row,) = report["models"]
+    assert row["model"] == "unet-bf-small" and row["new_steps_per_s"] > 0 and "previous_steps_per_s" not in row
+    assert not list(tmp_path.glob(".*.tmp"))

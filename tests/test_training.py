@@ -138,6 +138,25 @@ def test_compile_setting_takes_the_old_bool_and_the_modes():
                                  {"compile": "reduce-overhead", "channels_last": True, "compile_scope": "step"}) == ""
 
 
+def test_a_training_step_is_freed_as_soon_as_it_is_dropped():
+    """train() drops its step before closing the process group: no reference cycle may keep the step, and
+    with it DistributedDataParallel's reducer, alive until a garbage collection."""
+    import gc
+    import weakref
+
+    network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
+    optimizer = loop.make_optimizer(network.parameters(), TrainingConfig(steps=1), torch.device("cpu"))
+    step = loop.TrainingStep(network, network, optimizer, discs(4), TrainingConfig(steps=1, batch_size=4))
+    step(0)
+    dropped = weakref.ref(step)
+    gc.disable()
+    try:
+        del step
+        assert dropped() is None
+    finally:
+        gc.enable()
+
+
 def test_compiling_the_step_around_the_network_takes_one_process():
     network = from_preset("unet-bf", "tiny", image_size=8, channels=1)[0]
     optimizer = loop.make_optimizer(network.parameters(), TrainingConfig(steps=1), torch.device("cpu"))

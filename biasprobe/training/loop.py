@@ -492,7 +492,7 @@ def _update_ema(ema: nn.Module, network: nn.Module, weight: float | torch.Tensor
     """θ_ema ← θ_ema + w·(θ − θ_ema), w = 1 − decay (a number, or a 0-d tensor on the device, which a
     compiled update takes without recompiling when it changes); buffers (running statistics) are copied."""
     averages, current = list(ema.parameters()), list(network.parameters())
-    if torch.is_tensor(weight):  # lerp's computation, with the weight read on the device
+    if torch.is_tensor(weight):  # the weight read on the device: lerp's formula for w < 0.5, equal to rounding above
         torch._foreach_add_(averages, torch._foreach_mul(torch._foreach_sub(current, averages), weight))
     else:
         torch._foreach_lerp_(averages, current, weight)

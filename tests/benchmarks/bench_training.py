@@ -289,9 +289,10 @@ class Budget:
 
 
 def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: float, peak: float | None,
-                budget: Budget, profiled=(), profile_steps: int = 10) -> dict:
+                budget: Budget, profiled=(), profile_steps: int = 10, after_case=lambda row: None) -> dict:
     """Steps/s (MFU and peak memory on CUDA) of each of ``paths`` for ``name``; the paths in ``profiled`` are
-    then profiled on the same compiled step (:func:`profile_step`, ``PATH_profile``), sparing a second compile."""
+    then profiled on the same compiled step (:func:`profile_step`, ``PATH_profile``), sparing a second compile.
+    ``after_case`` gets the row as it stands after each path (to write it out)."""
     from torch._dynamo.utils import counters
 
     row: dict = {"model": name, **MODELS[name]._asdict()}
@@ -300,6 +301,7 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
     for path in paths:
         if not budget.allows(f"{name} {path}"):
             row[f"{path}_error"] = "skipped: over the time budget"
+            after_case(row)
             continue
         how = parse_path(path)
         torch._dynamo.reset()  # a fresh compile per case (and no recompile limit across cases)
@@ -318,19 +320,23 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
             row[f"{path}_seconds"] = time.perf_counter() - began
             row[f"{path}_first_losses"] = [float(x) for x in step.first_losses]
             row[f"{path}_cudagraph_skips"] = counters["inductor"].get("cudagraph_skips", 0)
-            if path in profiled:
-                row[f"{path}_profile"] = profile_step(step, device, profile_steps)
         except Exception as err:  # noqa: BLE001 - a failing path is reported, not fatal
             row[f"{path}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
             print(f"{name} {path}: {row[f'{path}_error']}", flush=True)
+            after_case(row)
             continue
         finally:
             attention._pad_head_dim = original
         if device.type == "cuda":
             row[f"{path}_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             row[f"{path}_mfu"] = row["flops_per_step"] * row[f"{path}_steps_per_s"] / (peak * 1e12)
-        print(json.dumps({k: v for k, v in row.items() if (k.startswith(path + "_") or k == "model")
-                          and not k.endswith("_profile")}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k.startswith(path + "_") or k == "model"}), flush=True)
+        if path in profiled:
+            try:
+                row[f"{path}_profile"] = profile_step(step, device, profile_steps)
+            except Exception as err:  # noqa: BLE001 - reported, not fatal
+                row[f"{path}_profile"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+        after_case(row)
         del step, network
     return row
 
@@ -505,15 +511,17 @@ def _failure_line(log: str) -> str:
     return named[-1][:400] if named else log[-300:]
 
 
-def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> list[dict]:
-    """Aggregate steps/s of P concurrent training processes of ``name`` on one GPU, for each P."""
-    rows = []
+def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget, rows: list,
+                after_count=lambda: None) -> None:
+    """Aggregate steps/s of P concurrent training processes of ``name`` on one GPU, for each P: a row each,
+    appended to ``rows``; ``after_count`` is called after each P (to write them out)."""
     for count in counts:
         row = {"model": name, "path": args.procs_path, "processes": count, "mps": mps is not None,
                "batch": MODELS[name].batch}
         rows.append(row)
         if not budget.allows(f"procs {name} {count} mps={mps is not None}"):
             row["error"] = "skipped: over the time budget"
+            after_count()
             continue
         folder = Path(tempfile.mkdtemp(prefix="bench-procs-"))
         env = mps.client_env() if mps else dict(os.environ)
@@ -551,7 +559,7 @@ def bench_procs(name: str, counts, args, mps: Mps | None, budget: Budget) -> lis
             row.update(card=results[0]["card"], steps_per_s_each=rates, aggregate_steps_per_s=sum(rates))
         shutil.rmtree(folder, ignore_errors=True)
         print(json.dumps(row), flush=True)
-    return rows
+        after_count()
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -647,6 +655,64 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def measure(args, device: torch.device, peak: float | None, budget: Budget, report: dict, write) -> None:
+    """The cases the arguments name, in order, each written to the report as it ends."""
+    paths = args.paths.split(",")
+    if args.attention:
+        report["attention"] = bench_attention(
+            device, [int(w) for w in args.attention_windows.split(",")], [int(b) for b in args.block_sizes.split(",")],
+            args.batch or 64, args.attention_seconds, budget, args.attention_mode)
+        write()
+    profiles = [tuple(entry.split(":")) for entry in filter(None, args.profile.split(","))]
+    models = list(filter(None, args.models.split(",")))
+    for name in models:
+        chosen = [p for p in paths if (args.compile_models is None or name in args.compile_models.split(",")
+                                       or not parse_path(p).mode)
+                  and (args.cl_models is None or name in args.cl_models.split(",") or not parse_path(p).channels_last)]
+        profiled = [path for model, path in profiles if model == name and path in chosen]
+
+        def keep(row: dict, name=name) -> None:  # the model's row so far, its profiles apart, written out
+            if not report["models"] or report["models"][-1] is not row:
+                report["models"].append(row)
+            for key in [k for k in row if k.endswith("_profile")]:
+                report["profile"].append({"model": name, "path": key[: -len("_profile")],
+                                          "batch": MODELS[name].batch, **row.pop(key)})
+            write()
+
+        bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget, profiled, args.profile_steps,
+                    after_case=keep)
+    for entry in filter(None, args.stacked.split(",")):
+        name, count = entry.split(":")
+        report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
+        print(json.dumps(report["stacked"][-1]), flush=True)
+        write()
+    for name, path in profiles:
+        if any(row["model"] == name and row["path"] == path for row in report["profile"]):
+            continue  # profiled with its timing
+        if any(row["model"] == name and f"{path}_error" in row for row in report["models"]):
+            report["profile"].append({"model": name, "path": path, "error": "not profiled: its timing failed or "
+                                      "was skipped"})
+            continue
+        report["profile"].append(bench_profile(name, path, device, args.warmup, args.profile_steps, budget))
+        write()
+    if args.procs:
+        name, counts = args.procs.split(":")
+        counts = [int(c) for c in counts.split(",")]
+        bench_procs(name, counts, args, None, budget, report["procs"], write)
+        if peak is None:  # no CUDA context here: the card is the one its workers saw
+            report["device"] = next((row["card"] for row in report["procs"] if "card" in row), report["device"])
+        write()
+        if args.mps and device.type == "cuda":
+            mps = Mps()
+            if mps.start():
+                try:
+                    bench_procs(name, [c for c in counts if c > 1], args, mps, budget, report["procs"], write)
+                finally:
+                    report["mps_log"] = mps.stop()
+            report["mps_error"] = mps.error
+            write()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -698,61 +764,21 @@ def main() -> None:
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": [], "stacked": [],
               "attention": [], "procs": [], "profile": []}
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list) or k == "command"}), flush=True)
-    paths = args.paths.split(",")
 
     def write() -> None:  # after every case, so that a run cut short keeps what it measured
         report["skipped"] = budget.skipped
         report["seconds"] = time.perf_counter() - budget.began
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            name = f"training-{device.type}{'-' + args.tag if args.tag else ''}"
-            (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+            path = args.out / f"training-{device.type}{'-' + args.tag if args.tag else ''}.json"
+            partial = path.with_name(f".{path.name}.tmp")
+            partial.write_text(json.dumps(report, indent=1) + "\n")
+            os.replace(partial, path)  # whole or not at all, also when the run is stopped mid-write
 
-    if args.attention:
-        report["attention"] = bench_attention(
-            device, [int(w) for w in args.attention_windows.split(",")], [int(b) for b in args.block_sizes.split(",")],
-            args.batch or 64, args.attention_seconds, budget, args.attention_mode)
+    try:  # whatever stops the run (`timeout`'s SIGTERM, an error), the report keeps what was measured
+        measure(args, device, peak, budget, report, write)
+    finally:
         write()
-    profiles = [tuple(entry.split(":")) for entry in filter(None, args.profile.split(","))]
-    models = list(filter(None, args.models.split(",")))
-    for name in models:
-        chosen = [p for p in paths if (args.compile_models is None or name in args.compile_models.split(",")
-                                       or not parse_path(p).mode)
-                  and (args.cl_models is None or name in args.cl_models.split(",") or not parse_path(p).channels_last)]
-        profiled = [path for model, path in profiles if model == name and path in chosen]
-        report["models"].append(bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget,
-                                            profiled, args.profile_steps))
-        for path in profiled:
-            if f"{path}_profile" in report["models"][-1]:
-                report["profile"].append({"model": name, "path": path, "batch": MODELS[name].batch,
-                                          **report["models"][-1].pop(f"{path}_profile")})
-        write()
-    for entry in filter(None, args.stacked.split(",")):
-        name, count = entry.split(":")
-        report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
-        print(json.dumps(report["stacked"][-1]), flush=True)
-        write()
-    for name, path in profiles:
-        if any(row["model"] == name and row["path"] == path for row in report["profile"]):
-            continue  # profiled with its timing
-        report["profile"].append(bench_profile(name, path, device, args.warmup, args.profile_steps, budget))
-        write()
-    if args.procs:
-        name, counts = args.procs.split(":")
-        counts = [int(c) for c in counts.split(",")]
-        report["procs"] += bench_procs(name, counts, args, None, budget)
-        if not touches_gpu:  # this process made no CUDA context: the card is the one its workers saw
-            report["device"] = next((row["card"] for row in report["procs"] if "card" in row), report["device"])
-        write()
-        if args.mps and device.type == "cuda":
-            mps = Mps()
-            if mps.start():
-                try:
-                    report["procs"] += bench_procs(name, [c for c in counts if c > 1], args, mps, budget)
-                finally:
-                    report["mps_log"] = mps.stop()
-            report["mps_error"] = mps.error
-            write()
     print(table(report), flush=True)
 
 
