@@ -261,9 +261,8 @@ def train(
 
     ``init`` (used when there is no state to resume) warm-restarts the run of that checkpoint (see
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
-    ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may differ); steps
-    go on from its ``steps_done``
-    to ``config.steps``. ``init`` may be ``output`` itself.
+    ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may
+    differ); steps go on from its ``steps_done`` to ``config.steps``. ``init`` may be ``output`` itself.
     """
     device = torch.device(device)
     images = torch.as_tensor(images, dtype=torch.float32)
