@@ -289,13 +289,15 @@ class Budget:
 
 
 def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: float, peak: float | None,
-                budget: Budget, profiled=(), profile_steps: int = 10, after_case=lambda row: None) -> dict:
-    """Steps/s (MFU and peak memory on CUDA) of each of ``paths`` for ``name``; the paths in ``profiled`` are
-    then profiled on the same compiled step (:func:`profile_step`, ``PATH_profile``), sparing a second compile.
-    ``after_case`` gets the row as it stands after each path (to write it out)."""
+                budget: Budget, profiled=(), profile_steps: int = 10, row: dict | None = None,
+                after_case=lambda row: None) -> dict:
+    """Steps/s (MFU and peak memory on CUDA) of each of ``paths`` for ``name``, in ``row`` (a new dict if
+    None); the paths in ``profiled`` are then profiled on the same compiled step (:func:`profile_step`,
+    ``PATH_profile``), sparing a second compile. ``after_case`` gets the row after each path."""
     from torch._dynamo.utils import counters
 
-    row: dict = {"model": name, **MODELS[name]._asdict()}
+    row = {} if row is None else row
+    row.update(model=name, **MODELS[name]._asdict())
     if device.type == "cuda":
         row["flops_per_step"] = step_flops(name, device)
     for path in paths:
@@ -672,15 +674,14 @@ def measure(args, device: torch.device, peak: float | None, budget: Budget, repo
         profiled = [path for model, path in profiles if model == name and path in chosen]
 
         def keep(row: dict, name=name) -> None:  # the model's row so far, its profiles apart, written out
-            if not report["models"] or report["models"][-1] is not row:
-                report["models"].append(row)
             for key in [k for k in row if k.endswith("_profile")]:
                 report["profile"].append({"model": name, "path": key[: -len("_profile")],
                                           "batch": MODELS[name].batch, **row.pop(key)})
             write()
 
+        report["models"].append({"model": name})  # in the report from the start: a stopped run keeps its cases
         bench_model(name, device, chosen, args.warmup, args.seconds, peak, budget, profiled, args.profile_steps,
-                    after_case=keep)
+                    row=report["models"][-1], after_case=keep)
     for entry in filter(None, args.stacked.split(",")):
         name, count = entry.split(":")
         report["stacked"].append(bench_stacked(name, int(count), device, args.warmup, args.seconds))
