@@ -192,6 +192,11 @@ def parse_path(path: str) -> StepPath:
     return StepPath(base, mode, "cl" in suffixes, "pad" in suffixes, "step" in suffixes)
 
 
+def warmup_steps(path: str, warmup: int) -> int:
+    """Steps before timing: ``warmup``, three times that for compiled paths (compilation, CUDA-graph recording)."""
+    return warmup * (3 if parse_path(path).mode else 1)
+
+
 class Step:
     """One training step of ``network`` on random images, the way a path does it: ``previous`` as the loop
     did before the throughput work, every other path as :class:`biasprobe.training.loop.TrainingStep`
@@ -200,16 +205,16 @@ class Step:
     def __init__(self, network, shape, batch: int, device: torch.device, path: str) -> None:
         import torch._inductor.config as inductor
 
-        self.path, self.device, self.network = path, device, network
+        self.network = network
         how = parse_path(path)
-        self.mode, self.previous = how.mode, how.base == "previous"
+        self.previous = how.base == "previous"
         self.config = TrainingConfig(steps=1, batch_size=batch, compile=how.mode,
                                      compile_scope="step" if how.around_network else "network")
         self.data = torch.rand(1000, *shape, device=device)
         self.ema = copy.deepcopy(network).requires_grad_(False)
         set_attention_kernel(network, "sdpa" if self.previous else "auto")
         # read when the step first runs (compiles): the loop's dropout setting, and this path's padding
-        inductor.fallback_random = bool(self.mode) and loop.has_dropout(network)
+        inductor.fallback_random = bool(how.mode) and loop.has_dropout(network)
         inductor.force_shape_pad = how.pad
         if self.previous:
             self.optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, foreach=device.type == "cuda")
@@ -318,7 +323,7 @@ def bench_model(name: str, device: torch.device, paths, warmup: int, seconds: fl
         try:
             step = Step(network, shape, MODELS[name].batch, device, path)
             began = time.perf_counter()
-            row[f"{path}_steps_per_s"] = rate(step, device, warmup * (3 if how.mode else 1), seconds)
+            row[f"{path}_steps_per_s"] = rate(step, device, warmup_steps(path, warmup), seconds)
             row[f"{path}_seconds"] = time.perf_counter() - began
             row[f"{path}_first_losses"] = [float(x) for x in step.first_losses]
             row[f"{path}_cudagraph_skips"] = counters["inductor"].get("cudagraph_skips", 0)
@@ -443,7 +448,7 @@ def worker(args) -> None:
     folder = Path(args.worker_dir)
     network, shape = build(name, device, seed=args.worker_index)
     step = Step(network, shape, MODELS[name].batch, device, path)
-    for _ in range(args.warmup * (3 if parse_path(path).mode else 1)):
+    for _ in range(warmup_steps(path, args.warmup)):
         step()
     sync(device)
     (folder / f"ready-{args.worker_index}").touch()
@@ -577,7 +582,7 @@ def bench_profile(name: str, path: str, device: torch.device, warmup: int, steps
     network, shape = build(name, device, channels_last=how.channels_last)
     try:
         step = Step(network, shape, MODELS[name].batch, device, path)
-        for _ in range(warmup * (3 if how.mode else 1)):
+        for _ in range(warmup_steps(path, warmup)):
             step()
         row.update(profile_step(step, device, steps))
     except Exception as err:  # noqa: BLE001 - reported, not fatal
