@@ -27,11 +27,11 @@ stage() {  # stage TAG SECONDS ARGS...: one benchmark process, its log beside it
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case $call in
 unets)  # at most 8.5 minutes
-  stage bf 150 --models unet-bf-default --paths new,compiled-reduce-overhead,compiled-reduce-overhead+step
+  stage bf 165 --models unet-bf-default --paths previous,new,compiled-reduce-overhead,compiled-reduce-overhead+step
   stage ddpm 240 --models unet-ddpm-default \
     --paths new,compiled-reduce-overhead,compiled-reduce-overhead+step,compiled-reduce-overhead+cl \
     --profile unet-ddpm-default:compiled-reduce-overhead
-  stage unets-zoo 110 --models unet-ddpm-zoo,unet-bf-small --paths new,compiled-reduce-overhead
+  stage unets-zoo 95 --models unet-ddpm-zoo,unet-bf-small --paths new,compiled-reduce-overhead
   ;;
 dits)  # at most 9 minutes
   stage dit-xs 160 --models dit-xs --paths compiled-reduce-overhead,compiled-reduce-overhead+pad \
