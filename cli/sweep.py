@@ -181,6 +181,9 @@ def train(
     compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode for this run, replacing the recipe's "
                                                      "`compile` (none, default, reduce-overhead = CUDA graphs, "
                                                      "max-autotune, max-autotune-no-cudagraphs); recorded per model.")] = None,
+    compile_scope: Annotated[str | None, typer.Option(help="What torch.compile covers for this run, replacing the "
+                                                      "recipe's `compile_scope`: network, or step (the loss and "
+                                                      "the EMA update too); recorded per model.")] = None,
     list_models: Annotated[bool, typer.Option("--list", help="List the recipe's models, their steps "
                                                      "done and whether each is on a plateau; train nothing.")] = False,
     manifest_only: Annotated[bool, typer.Option("--manifest", help="Rewrite OUTPUT/manifest.json from the models' "
@@ -210,7 +213,7 @@ def train(
         report.wrote(write_manifest(parsed), "manifest of the recipe's checkpoints")
         return
     manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
-                            compile=compile_mode, workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
+                            compile=compile_mode, compile_scope=compile_scope, workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
                             on_dashboard=lambda link: report.say(f"dask dashboard: {link}"))
     report.wrote(manifest, "manifest of the recipe's checkpoints")
 

@@ -58,6 +58,9 @@ def train(
     compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (implies --compile): default, "
                                                      "reduce-overhead (CUDA graphs), max-autotune (CUDA graphs, "
                                                      "tuned kernels) or max-autotune-no-cudagraphs.")] = None,
+    compile_scope: Annotated[str | None, typer.Option(help="What torch.compile covers (implies --compile): network, "
+                                                      "or step = the loss and the EMA update too (one process "
+                                                      "only; fewer launches: see docs/benchmarks.md).")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Keep convolution weights in NHWC order "
                                                 "(UNets; same function and saved weights).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --checkpoint that no "
@@ -75,7 +78,7 @@ def train(
 
     Several N and/or seeds train several models of the same architecture at once: stacked into one
     vmapped step (each model's result equals training it alone), or one after another for networks
-    with dropout. --compile, --compile-mode and --channels-last apply to a single model.
+    with dropout. --compile, --compile-mode, --compile-scope and --channels-last apply to a single model.
     """
     import torch
 
@@ -117,14 +120,19 @@ def train(
             report.say(f"training from step 0; {path} will be replaced")
         output_file(path, "checkpoint", suffixes=SUFFIXES, overwrite=True)
         output_file(saved, "checkpoint")
-    from biasprobe.training.loop import COMPILE_MODES
+    from biasprobe.training.loop import COMPILE_MODES, COMPILE_SCOPES
 
-    if compile_mode is not None and compile_mode not in COMPILE_MODES:  # refused also where several runs ignore it
+    # refused also where several runs ignore them
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise InputError(f"--compile-mode takes {', '.join(COMPILE_MODES)}, not {compile_mode!r}")
+    if compile_scope is not None and compile_scope not in COMPILE_SCOPES:
+        raise InputError(f"--compile-scope takes {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
+    single = len(runs) == 1
     config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
                             checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=(compile_mode or compile) if len(runs) == 1 else False,
-                            channels_last=channels_last and len(runs) == 1, weights=weights)
+                            compile=(compile_mode or compile or compile_scope is not None) if single else False,
+                            compile_scope=(compile_scope or "network") if single else "network",
+                            channels_last=channels_last and single, weights=weights)
     target = resolve_device(device)
     networks, image_sets = [], []
     for n, s in runs:

@@ -203,6 +203,26 @@ def test_train_takes_the_compile_mode_and_channels_last(tmp_path, monkeypatch):
         assert (saved["compile"], saved["channels_last"]) == (mode, "--channels-last" in flags)
 
 
+def test_train_compile_scope_step_compiles_the_loss_and_the_ema_and_implies_compile(tmp_path, monkeypatch):
+    import torch
+
+    images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", train=images[:15], test=images[15:])
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda function, mode=None: compiled.append((function, mode)) or function)
+    base = ["train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}", "--n-train", "6",
+            "--batch", "4", "--image-size", "8", "--steps", "1"]
+    result = run_cli(*base, "--compile-scope", "step", "-o", tmp_path / "step.pt")
+    assert result.returncode == 0, result.stderr
+    assert [(getattr(f, "func", f).__name__, mode) for f, mode in compiled] == [
+        ("denoising_loss", "default"), ("_update_ema", "default")]  # not the network alone: the step around it
+    saved = bp.load(tmp_path / "step.pt").source.training
+    assert (saved["compile"], saved["compile_scope"]) == ("default", "step")
+    wrong = run_cli(*base, "--compile-scope", "all", "-o", tmp_path / "all.pt")
+    assert wrong.returncode == 1 and wrong.stderr.startswith("Error: --compile-scope takes network, step, not 'all'")
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "all.pt").exists()
+
+
 def test_sample_png_puts_samples_above_their_nearest_training_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     images = (np.random.default_rng(0).random((20, 8, 8)) * 255).astype(np.uint8)

@@ -251,15 +251,20 @@ def test_a_recipe_chooses_the_compile_mode_and_channels_last(tmp_path):
 
     recipe = tmp_path / "modes.toml"
     recipe.write_text('[defaults]\nfamily = "unet-bf"\nn = 4\n[[model]]\nname = "old"\ncompile = true\n'
-                      '[[model]]\nname = "graphs"\ncompile = "reduce-overhead"\nchannels_last = true\n')
+                      '[[model]]\nname = "graphs"\ncompile = "reduce-overhead"\nchannels_last = true\n'
+                      'compile_scope = "step"\n')
     old, graphs = (model.config() for model in read_recipe(recipe).models)
-    assert (old.compile, old.channels_last) == ("default", False)  # true: the default mode, as before
-    assert (graphs.compile, graphs.channels_last) == ("reduce-overhead", True)
+    assert (old.compile, old.channels_last, old.compile_scope) == ("default", False, "network")  # as before
+    assert (graphs.compile, graphs.channels_last, graphs.compile_scope) == ("reduce-overhead", True, "step")
+    recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\ncompile_scope = "all"\n')
+    result = run_cli("sweep", "train", recipe)
+    assert result.returncode == 1 and "model a: compile_scope must be one of network, step" in result.stderr
 
 
 def test_a_run_may_replace_the_recipes_compile_mode(tmp_path, monkeypatch):
-    """`sweep train --compile-mode` (train_recipe's ``compile``) replaces every trained model's compile setting
-    for this run, as ``max_minutes`` does; a mode torch.compile lacks is one line."""
+    """`sweep train --compile-mode` and `--compile-scope` (train_recipe's ``compile``, ``compile_scope``)
+    replace every trained model's compile settings for this run, as ``max_minutes`` does; a mode
+    torch.compile lacks, or a scope that is none, is one line."""
     from biasprobe.sweeps import engine
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
 
@@ -274,12 +279,17 @@ def test_a_run_may_replace_the_recipes_compile_mode(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "run", run)
     recipe = read_recipe(recipe_file)
-    train_recipe(recipe, only=["dit-local", "unet-n4-s1"], compile="reduce-overhead", max_minutes=2, workers=0)
-    assert {name: (model.config().compile, model.max_minutes) for name, (model, *_) in handed.items()} == {
-        "dit-local": ("reduce-overhead", 2), "unet-n4-s1": ("reduce-overhead", 2)}
+    train_recipe(recipe, only=["dit-local", "unet-n4-s1"], compile="reduce-overhead", compile_scope="step",
+                 max_minutes=2, workers=0)
+    assert {name: (model.config().compile, model.config().compile_scope, model.max_minutes)
+            for name, (model, *_) in handed.items()} == {
+        "dit-local": ("reduce-overhead", "step", 2), "unet-n4-s1": ("reduce-overhead", "step", 2)}
     handed.clear()
     train_recipe(recipe, only=["dit-local"], workers=0)  # no override: the recipe's setting (eager here)
-    assert handed["dit-local"][0].config().compile is False
+    assert (handed["dit-local"][0].config().compile, handed["dit-local"][0].compile_scope) == (False, "network")
+    result = run_cli("sweep", "train", recipe_file, "--compile-scope", "all", "--workers", "0", "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "compile_scope must be one of network, step, not 'all'" in result.stderr
     result = run_cli("sweep", "train", recipe_file, "--compile-mode", "fastest", "--workers", "0", "--device", "cpu")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "reduce-overhead" in result.stderr
     assert not (recipe.output / "dit-local.safetensors").exists()

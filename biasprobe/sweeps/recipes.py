@@ -72,6 +72,8 @@ class ModelRecipe:
     max_minutes: float | None = None
     compile: bool | str = False
     """False, true (torch.compile's default mode) or a mode name (:data:`biasprobe.training.loop.COMPILE_MODES`)."""
+    compile_scope: str = "network"
+    """What ``compile`` compiles: the network, or the step around it (:data:`biasprobe.training.loop.COMPILE_SCOPES`)."""
     channels_last: bool = False
     weights: str = "float32"
 
@@ -80,7 +82,7 @@ class ModelRecipe:
 
         return TrainingConfig(steps=self.steps, batch_size=self.batch, learning_rate=self.lr, ema_decay=self.ema,
                               sigma_max=self.sigma_max, checkpoint_every=self.checkpoint_every, seed=self.seed,
-                              max_minutes=self.max_minutes, compile=self.compile,
+                              max_minutes=self.max_minutes, compile=self.compile, compile_scope=self.compile_scope,
                               channels_last=self.channels_last, weights=self.weights)
 
 
@@ -217,7 +219,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     return record
 
 
-RERUN_SETTINGS = ("steps", "max_minutes", "compile", "channels_last", "weights", "checkpoint_every")
+RERUN_SETTINGS = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every")
 """Recipe keys a later round may change for a model already (partly) trained."""
 
 
@@ -285,6 +287,7 @@ def train_recipe(
     device: str = "auto",
     max_minutes: float | None = None,
     compile: bool | str | None = None,
+    compile_scope: str | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     per_gpu: int = 1,
@@ -296,12 +299,15 @@ def train_recipe(
     dask cluster (``per_gpu`` workers per GPU; ``workers=0``: one after another here) or on
     ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time) and
     ``compile`` (not None) replaces the recipe's compile setting for this run (e.g. ``"reduce-overhead"``:
-    the same function, recorded in each model's record). Writes ``manifest.json`` and returns its path;
+    the same function, recorded in each model's record), as ``compile_scope`` (not None) does the
+    recipe's ``compile_scope``. Writes ``manifest.json`` and returns its path;
     failed models raise :class:`SweepError` after the others."""
     from biasprobe.sweeps import engine
     from biasprobe.sweeps.engine import SweepError
-    from biasprobe.training.loop import compile_mode
+    from biasprobe.training.loop import COMPILE_SCOPES, compile_mode
 
+    if compile_scope is not None and compile_scope not in COMPILE_SCOPES:
+        raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
     if not isinstance(recipe, Recipe):
         recipe = read_recipe(recipe, output)
     models = recipe.models
@@ -310,7 +316,8 @@ def train_recipe(
         if unknown:
             raise InputError(f"no model {unknown[0]!r} in {recipe.path}; it has {', '.join(m.name for m in models)}")
         models = [model for model in models if model.name in only]
-    overrides = {"max_minutes": max_minutes, "compile": None if compile is None else compile_mode(compile)}
+    overrides = {"max_minutes": max_minutes, "compile": None if compile is None else compile_mode(compile),
+                 "compile_scope": compile_scope}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
         models = [ModelRecipe(**{**asdict(model), **overrides}) for model in models]
