@@ -203,7 +203,10 @@ def train(
     the step count and loss curve going on). Finished models are left alone; a checkpoint trained by
     another recipe entry (data, N, config, ...) is refused."""
     from biasprobe.sweeps.recipes import read_recipe, record_file, train_recipe, write_manifest
+    from biasprobe.training.loop import COMPILE_SCOPES
 
+    if compile_scope is not None and compile_scope not in COMPILE_SCOPES:
+        raise InputError(f"--compile-scope takes {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
     report = Report()
     parsed = read_recipe(recipe, output)
     if list_models:

@@ -15,7 +15,7 @@ import zarr
 
 import biasprobe as bp
 from biasprobe.denoiser import file_sha256
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 from biasprobe.sweeps import SweepError, select
 from biasprobe.sweeps import store as sweep_store
 from biasprobe.sweeps.recipes import read_recipe
@@ -289,7 +289,9 @@ def test_a_run_may_replace_the_recipes_compile_mode(tmp_path, monkeypatch):
     assert (handed["dit-local"][0].config().compile, handed["dit-local"][0].compile_scope) == (False, "network")
     result = run_cli("sweep", "train", recipe_file, "--compile-scope", "all", "--workers", "0", "--device", "cpu")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "compile_scope must be one of network, step, not 'all'" in result.stderr
+    assert result.stderr.startswith("Error: --compile-scope takes network, step, not 'all'")
+    with pytest.raises(ParameterError, match="compile_scope must be one of network, step, not 'all'"):
+        train_recipe(recipe, compile_scope="all", workers=0)
     result = run_cli("sweep", "train", recipe_file, "--compile-mode", "fastest", "--workers", "0", "--device", "cpu")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "reduce-overhead" in result.stderr
     assert not (recipe.output / "dit-local.safetensors").exists()
