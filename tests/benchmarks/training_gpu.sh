@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 11's open GPU measurements, on one GPU, as two calls of about 9 minutes each (docs/benchmarks.md,
-# "Prepared for the next device time"). From the repository root, on a machine with torch and a GPU:
+# Issue 11's GPU measurements, on one GPU, as two calls of at most 9 minutes each (docs/benchmarks.md,
+# "Issue 11's last readings: one H100"). From the repository root, on a machine with torch and a GPU:
 #
 #   tests/benchmarks/training_gpu.sh unets OUT   # bias-free and DDPM UNets: CUDA graphs, loss and EMA compiled too,
 #                                                # channels-last; where the DDPM UNet's step time goes
