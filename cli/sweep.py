@@ -216,8 +216,8 @@ def train(
         report.wrote(write_manifest(parsed), "manifest of the recipe's checkpoints")
         return
     manifest = train_recipe(parsed, only=only.split(",") if only else None, device=device, max_minutes=max_minutes,
-                            compile=compile_mode, compile_scope=compile_scope, workers=workers, scheduler=scheduler, per_gpu=per_gpu, progress=True,
-                            on_dashboard=lambda link: report.say(f"dask dashboard: {link}"))
+                            compile=compile_mode, compile_scope=compile_scope, workers=workers, scheduler=scheduler,
+                            per_gpu=per_gpu, progress=True, on_dashboard=lambda link: report.say(f"dask dashboard: {link}"))
     report.wrote(manifest, "manifest of the recipe's checkpoints")
 
 
