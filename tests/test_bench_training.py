@@ -46,6 +46,11 @@ def test_the_benchmark_runs_on_the_cpu_and_its_paths_take_the_same_steps(tmp_pat
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
     assert any("convolution" in entry["name"] for entry in profiled["top"])  # a UNet's step is its convolutions
     assert "unet-bf-small" in done.stdout and "steps/s" in done.stdout
+    # each path's speed beside it as a multiple of the first path measured, the run's baseline
+    lines = {line.split()[1]: line for line in done.stdout.splitlines() if line.startswith("unet-bf-small ")}
+    assert "  1.00× previous" in lines["previous"]
+    ratio = row["new_steps_per_s"] / row["previous_steps_per_s"]
+    assert f"{ratio:5.2f}× previous" in lines["new"]
 
 
 @pytest.mark.parametrize(("visible", "seen"), [("1", "0"), ("2,3", "0,1"), (None, None)])

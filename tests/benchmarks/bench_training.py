@@ -627,14 +627,17 @@ def profile_step(step: Step, device: torch.device, steps: int) -> dict:
 
 
 def table(report: dict) -> str:
-    """The measurements as plain-text tables."""
+    """The measurements as plain-text tables; each model's paths in the order measured, with their speed
+    as a multiple of the first one's (the baseline of that run, e.g. ``previous``)."""
     lines = []
     for row in report["models"]:
-        for key in sorted(k[: -len("_steps_per_s")] for k in row if k.endswith("_steps_per_s")):
+        paths = [k[: -len("_steps_per_s")] for k in row if k.endswith("_steps_per_s")]
+        for key in paths:
             mfu = f"{100 * row[key + '_mfu']:5.1f} %" if key + "_mfu" in row else "   —   "
             peak = f"{row[key + '_peak_gib']:5.1f}" if key + "_peak_gib" in row else "  —  "
-            lines.append(f"{row['model']:<20} {key:<42} {row[key + '_steps_per_s']:8.2f} steps/s  MFU {mfu}  "
-                         f"{peak} GiB  ({row[key + '_seconds']:.0f} s)")
+            ratio = row[key + "_steps_per_s"] / row[paths[0] + "_steps_per_s"]
+            lines.append(f"{row['model']:<20} {key:<42} {row[key + '_steps_per_s']:8.2f} steps/s "
+                         f"{ratio:5.2f}× {paths[0]:<10} MFU {mfu}  {peak} GiB  ({row[key + '_seconds']:.0f} s)")
         for key in (k for k in row if k.endswith("_error")):
             lines.append(f"{row['model']:<20} {key[:-6]:<42} {row[key]}")
     for row in report.get("attention", []):
