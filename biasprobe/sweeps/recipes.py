@@ -304,10 +304,10 @@ def train_recipe(
     failed models raise :class:`SweepError` after the others."""
     from biasprobe.sweeps import engine
     from biasprobe.sweeps.engine import SweepError
-    from biasprobe.training.loop import COMPILE_SCOPES, compile_mode
+    from biasprobe.training.loop import checked_compile_scope, compile_mode
 
-    if compile_scope is not None and compile_scope not in COMPILE_SCOPES:
-        raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
+    if compile_scope is not None:
+        checked_compile_scope(compile_scope)
     if not isinstance(recipe, Recipe):
         recipe = read_recipe(recipe, output)
     models = recipe.models

@@ -67,6 +67,13 @@ def compile_mode(value) -> str | bool:
     raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
 
 
+def checked_compile_scope(value) -> str:
+    """``value`` if it is one of :data:`COMPILE_SCOPES`; else a :class:`ParameterError` naming them."""
+    if value not in COMPILE_SCOPES:
+        raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {value!r}")
+    return value
+
+
 def has_dropout(network: nn.Module) -> bool:
     """Whether ``network`` draws random dropout masks in training (any dropout layer with p > 0)."""
     return any(isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 for module in network.modules())
@@ -135,8 +142,8 @@ class TrainingConfig:
     torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
     replay each step as CUDA graphs (see :func:`compile_network`). ``compile_scope`` is what it
     compiles (:data:`COMPILE_SCOPES`): ``"network"``, or ``"step"``, the loss around it and the EMA
-    too (:class:`TrainingStep`; whether that is faster is being measured by
-    tests/benchmarks/bench_training.py's ``+step`` paths). ``channels_last`` stores the
+    too (:class:`TrainingStep`; fewer kernel launches, measured faster under CUDA graphs: see
+    docs/benchmarks.md). ``channels_last`` stores the
     network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
     tensor-core convolutions (whether it is faster is measured by tests/benchmarks/bench_training.py);
     the function and the saved weights are unchanged. All three may change between a run and its
@@ -172,9 +179,7 @@ class TrainingConfig:
         if self.max_minutes is not None:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
         self.compile = compile_mode(self.compile)
-        if self.compile_scope not in COMPILE_SCOPES:
-            raise ParameterError("compile_scope",
-                                 f"must be one of {', '.join(COMPILE_SCOPES)}, not {self.compile_scope!r}")
+        self.compile_scope = checked_compile_scope(self.compile_scope)
         if not isinstance(self.channels_last, bool):
             raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
