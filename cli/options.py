@@ -67,6 +67,7 @@ FLAGS = {
         "figure", "png", "windows", "seed", "device", "per_split", "weights", "method", "precision", "support",
         "neighbours", "held_out")},
     "compile": "--compile-mode",
+    "compile_scope": "--compile-scope",
     "channels_last": "--channels-last",
     "learning_rate": "--lr",
     "ema_decay": "--ema",

@@ -24,6 +24,22 @@ def test_an_error_renders_its_parameters_for_python_and_for_the_cli():
 
 
 
+def test_every_training_setting_that_train_sets_is_named_by_its_flag():
+    """An error about a TrainingConfig setting (e.g. compile_scope refusing torchrun) names the flag of
+    `biasprobe train` that sets it."""
+    from dataclasses import fields
+
+    from biasprobe_cli.options import FLAGS
+
+    from biasprobe.training import TrainingConfig
+
+    help_text = run_cli("train", "--help").stdout
+    # no flag sets weight_decay; train checks --batch itself (batch_size is --batch-size elsewhere)
+    for setting in (f.name for f in fields(TrainingConfig) if f.name not in ("weight_decay", "batch_size")):
+        assert setting in FLAGS, setting
+        assert FLAGS[setting].split()[0] in help_text, (setting, FLAGS[setting])
+
+
 def test_a_field_with_a_value_reads_as_python_or_as_a_command_line():
     error = InputError("use {method=dense} or {top_k}", parameters=["method", "top_k"])
     assert str(error) == "use method='dense' or top_k"
