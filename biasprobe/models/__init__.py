@@ -89,6 +89,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "zoo": {"depth": 12, "width": 64, "heads": 2, "patch_size": 1},
         # The pilot's size (docs/zoo.md): width 128, 11.3 GFLOP, 3.6M parameters.
         "zoo128": {"depth": 12, "width": 128, "heads": 2, "patch_size": 1},
+        # Zoo v2's pilot widths (issue 26, docs/zoo.md "Zoo v2 pilot"): heads of 64 as in zoo128; width 256
+        # with 4 heads is DiT-XS/1 at an aligned width (14 M parameters, ~32 GFLOP per forward at 32×32 grey).
+        "zoo192": {"depth": 12, "width": 192, "heads": 3, "patch_size": 1},
+        "zoo256": {"depth": 12, "width": 256, "heads": 4, "patch_size": 1},
         "s": {"depth": 12, "width": 384, "heads": 6, "patch_size": 1},
         # The shipped zoo's size: 12 layers like the paper's, 0.93M parameters, 16×16 tokens at 32×32.
         "small": {"depth": 12, "width": 64, "heads": 4, "patch_size": 2},

@@ -115,6 +115,9 @@ MODELS = {
     "dit-zoo-local": Case("dit", "zoo", LOCAL_WINDOWS, 64),
     "dit-zoo-local-b64": Case("dit", "zoo", LOCAL_WINDOWS, 64, block_size=64),
     "unet-ddpm-zoo": Case("unet-ddpm", "zoo", None, 64),
+    # zoo v2's pilot widths (docs/zoo.md "Zoo v2 pilot")
+    "dit-zoo128": Case("dit", "zoo128", None, 64),
+    "dit-zoo256": Case("dit", "zoo256", None, 64),
     # DiT-XS at width 256 (4 heads of 64): a probe of what the paper's width 252 (rows of 504 bytes in
     # bf16, not a multiple of the tensor cores' 16-byte alignment) costs; not a model biasprobe trains
     "dit-xs-w256": Case("dit", "xs", None, 64, overrides={"width": 256}),

@@ -1,11 +1,21 @@
-"""Pilot of issue 16: the gap of each checkpoint `biasprobe train` writes, as training goes on.
+"""The generalization gap of each checkpoint `biasprobe train` writes, as training goes on (zoo pilots, rounds).
 
-Polls the given checkpoints; each time one holds a new step count, measures the generalization gap
-with the library's `gap` (min(K, N) training images, K = 100: the first the model saw, all of them
-when N < K; against K test images; 8 σ from 0.02 to 0.5) and appends one JSON line to OUT. Stops once every PID has exited and the last
-checkpoints are measured.
+Polls the given checkpoints; each time one holds a new step count, measures the gap and appends one
+JSON line to OUT. Stops once every PID has exited and the last checkpoints are measured.
 
-    python reports/zoo/pilot/pilot_gap.py OUT.jsonl --device cuda:1 --pids 123,456 a.safetensors b.safetensors
+The gap is the paper's (An et al., Eq. 4 as the reviewers read it; docs/methods/generalization.md):
+``biasprobe.analyses.generalization.checkpoint_gap`` with its defaults — the first min(K, N) of the
+model's own training images and the first K test images, K = 300, each noised once (seed 0) at every
+DDPM step t = 0, 20, …, 980, and the gap averaged uniformly over those 50 steps:
+
+    gap(t)  = mean_train PSNR(t) − mean_test PSNR(t)
+    average = (1/50) Σ_t gap(t),   s.e. = √(s²_train/K_train + s²_test/K_test)
+
+where s² is the variance over images of each image's PSNR averaged over t (one noise draw per image
+and step). Rows before zoo v2 (rounds 1-3, the width-128 pilot) used K = 100 and 8 σ from 0.02 to
+0.5; each row names its definition.
+
+    python reports/zoo/pilot/pilot_gap.py OUT.jsonl --device cuda --pids 123,456 a.safetensors b.safetensors
 """
 
 import argparse
@@ -15,13 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import biasprobe as bp
-from biasprobe import data
+from biasprobe.analyses.generalization import checkpoint_gap
 from biasprobe.checkpoints import read_checkpoint
 
-SIGMAS = np.geomspace(0.02, 0.5, 8).tolist()
-K = 100
+K = 300
+DEFINITION = "paper: t = 0, 20, ..., 980 uniform; min(K, N) train vs K test images, K = 300; one draw, seed 0"
 
 
 def alive(pid: int) -> bool:
@@ -32,19 +43,27 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def average_gap_sem(psnr: np.ndarray, counts: list[int]) -> float:
+    """Standard error of the t-averaged gap from each image's t-averaged PSNR (split, image, t)."""
+    per_image = [np.nanmean(psnr[s, :counts[s]], axis=1) for s in range(2)]
+    return float(np.sqrt(sum(v.var(ddof=1) / len(v) for v in per_image)))
+
+
 def measure(path: Path, device: str) -> dict:
-    training = read_checkpoint(path).training
     denoiser = bp.load(path, device=device)
-    channels, size, _ = denoiser.image_shape
-    # only the images the model saw: for N < K, the first K of the nested subsets hold K − N it never saw
-    train = data.load(training["data"], "train", min(K, int(training["n_train"])), size=size, channels=channels,
-                      subset=training["subset"], seed=int(training["seed"]))
-    test = data.load(training["data"], "test", K, size=size, channels=channels, subset="all")
-    result = bp.gap(denoiser, train, test, SIGMAS)
+    training = denoiser.source.training  # the steps of the weights loaded, even if the file was replaced since
+    began = time.perf_counter()
+    result = checkpoint_gap(denoiser, k=K)
+    counts = result.images_per_split.values.tolist()
     return {"checkpoint": path.name, "n_train": training["n_train"], "steps": training["steps_done"],
-            "sigma": SIGMAS, "train_psnr": result.mean_psnr.sel(split="train").values.tolist(),
+            "definition": DEFINITION, "k": counts,
+            "t": result.t.values.tolist(), "sigma": result.sigma.values.tolist(),
+            "train_psnr": result.mean_psnr.sel(split="train").values.tolist(),
             "test_psnr": result.mean_psnr.sel(split="test").values.tolist(), "gap": result.gap.values.tolist(),
-            "average_gap": float(result.average_gap), "measured": time.time()}
+            "gap_sem": result.gap_sem.values.tolist(), "average_gap": float(result.average_gap),
+            "average_gap_sem": average_gap_sem(result.psnr.values, counts),
+            "tf32": torch.backends.cuda.matmul.allow_tf32, "seconds": time.perf_counter() - began,
+            "measured": time.time()}
 
 
 def main() -> None:
@@ -53,7 +72,9 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--pids", default="")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matrix products on the GPU (recorded per row)")
     args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     pids = [int(p) for p in args.pids.split(",") if p]
     seen: dict[Path, int] = {}
     while True:
@@ -72,7 +93,8 @@ def main() -> None:
             seen[path] = steps
             with open(args.out, "a") as stream:
                 stream.write(json.dumps(row) + "\n")
-            print(f"{path.name} step {steps}: gap {row['average_gap']:.2f} dB", flush=True)
+            print(f"{path.name} step {steps}: gap {row['average_gap']:.2f} ± {row['average_gap_sem']:.2f} dB "
+                  f"({row['seconds']:.1f} s)", flush=True)
         if not running:
             break
         time.sleep(5)
