@@ -48,6 +48,17 @@ def test_memorizer_has_a_large_gap_and_a_blind_fit_has_none():
     np.testing.assert_allclose(fitted_on_neither.mean_psnr.values, fitted_on_neither.psnr.mean("image").values)
 
 
+def test_average_gap_standard_error_covers_a_fit_on_neither_split():
+    # 40 draws of two splits from one distribution: the average gap's s.e. must describe its scatter
+    averages, errors = [], []
+    for draw in range(40):
+        result = gap(shrinkage(), random_images(30, 2 * draw), random_images(30, 2 * draw + 1),
+                     sigmas=[0.05, 0.2, 0.5], seed=draw)
+        averages.append(float(result.average_gap))
+        errors.append(float(result.average_gap_sem))
+    assert np.std(averages, ddof=1) == pytest.approx(np.mean(errors), rel=0.35)
+
+
 def test_untrained_network_has_no_gap(tmp_path):
     d = bp.load(tiny_checkpoint(tmp_path / "dit.pt", "dit"))
     result = gap(d, random_images(60, 0), random_images(60, 1), timesteps=[50, 200])

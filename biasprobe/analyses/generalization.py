@@ -6,7 +6,9 @@ noised once, y = x + σz, and denoised; the output PSNR is
     PSNR(x̂, x) = 10 log₁₀(1 / mean((clip(x̂, 0, 1) − x)²))    [dB, peak 1 on the [0, 1] scale].
 
 The gap at σ is mean_train PSNR − mean_test PSNR, with standard error √(s²_train/K_train + s²_test/K_test);
-the average gap is its mean over the noise levels of the run. A denoiser that memorizes its
+the average gap is its mean over the noise levels of the run, with standard error
+√(s̄²_train/K_train + s̄²_test/K_test), s̄² the variance over images of each image's PSNR averaged over
+the levels (the same images enter every level, so the levels' errors need not be independent). A denoiser that memorizes its
 training set restores training images far better than new ones (large gap); one that
 generalizes restores both alike (gap ≈ 0).
 """
@@ -129,4 +131,9 @@ def _summarise(values, sigma, steps, counts, denoiser, seed) -> xr.Dataset:
     dataset["gap_sem"] = np.sqrt((sem**2).sum("split")).assign_attrs(long_name="standard error of the gap", units="dB")
     dataset["average_gap"] = dataset.gap.mean("sigma").assign_attrs(long_name="gap averaged over noise levels",
                                                                      units="dB")
+    per_image = dataset.psnr.mean("sigma", skipna=True)
+    spread = per_image.var("image", skipna=True, ddof=1) / dataset.images_per_split
+    dataset["average_gap_sem"] = np.sqrt(spread.sum("split")).assign_attrs(
+        long_name="standard error of the average gap", units="dB",
+        description="from each image's PSNR averaged over the noise levels")
     return with_provenance(dataset, denoiser, "gap", seed)
