@@ -235,6 +235,33 @@ def test_a_recipe_trains_each_model_resumably_and_writes_the_manifest(tmp_path):
     assert len({entry["sha256"] for entry in manifest}) == 5
 
 
+def test_a_recipe_keeps_the_gap_of_every_checkpoint_across_rounds(tmp_path):
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+    from biasprobe.training import state_path
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    text = RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 5\ngap_images = 4")
+    recipe_file.write_text(text)
+    train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+    record = json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())
+    assert [row["steps"] for row in record["gaps"]] == [2, 4, 5]  # every checkpoint, the last one included
+    row = record["gaps"][-1]
+    assert row["images"] == [4, 4] and row["t"] == list(range(0, 1000, 20))  # the paper's gap
+    assert len(row["gap"]) == len(row["gap_sem"]) == 50 and row["average_gap_sem"] > 0
+    assert row["average_gap"] == pytest.approx(np.mean(row["gap"]), abs=1e-3)
+    # the next round (a warm restart: state lost, more steps) appends to the rows
+    recipe_file.write_text(text.replace("steps = 5", "steps = 7"))
+    train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+    assert not state_path(tmp_path / "zoo" / "dit-local.safetensors").exists()
+    record = json.loads((tmp_path / "zoo" / "dit-local.train.json").read_text())
+    assert [row["steps"] for row in record["gaps"]] == [2, 4, 5, 6, 7] and record["warm_restarts"] == [5]
+    recipe_file.write_text(text.replace("gap_images = 4", "gap_images = -1"))
+    with pytest.raises(InputError, match="gap_images must be a whole number"):
+        read_recipe(recipe_file)
+
+
 def test_a_bad_recipe_is_one_line(tmp_path):
     recipe = tmp_path / "bad.toml"
     recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\nwindow = [3]\n')

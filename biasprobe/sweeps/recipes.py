@@ -76,6 +76,10 @@ class ModelRecipe:
     """What ``compile`` compiles: the network, or the step around it (:data:`biasprobe.training.loop.COMPILE_SCOPES`)."""
     channels_last: bool = False
     weights: str = "float32"
+    gap_images: int = 0
+    """K of the paper's gap measured at every checkpoint while training (0: not measured): the first min(K, N)
+    training images against K test images at t = 0, 20, …, 980 (:func:`checkpoint_gap`), kept in the record's
+    ``gaps``, so that models can be compared at common steps without keeping their weights (zoo v2: 300)."""
 
     def config(self):
         from biasprobe.training import TrainingConfig
@@ -132,6 +136,10 @@ def read_recipe(path: str | os.PathLike, output: str | os.PathLike | None = None
         except ParameterError as err:
             key = {"batch_size": "batch", "learning_rate": "lr", "ema_decay": "ema"}
             raise InputError(f"{path}: model {model.name}: {err.render(key)}") from None
+    for model in models:
+        if isinstance(model.gap_images, bool) or not isinstance(model.gap_images, int) or model.gap_images < 0:
+            raise InputError(f"{path}: model {model.name}: gap_images must be a whole number ≥ 0 (the K of the gap "
+                             f"measured at every checkpoint; 0: none), not {model.gap_images!r}")
     names = [model.name for model in models]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -198,8 +206,14 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
                 "recipe_name": model.name}
     device = worker_device(device)
     began = time.perf_counter()
+    gaps = [row for row in earlier.get("gaps", []) if init is not None or state_path(target).exists()]
+    measure = None
+    if model.gap_images:
+        def measure(steps_done: int) -> None:
+            gaps[:] = [row for row in gaps if row["steps"] < steps_done] + [checkpoint_gap_row(
+                target, model, device)]
     result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False,
-                   init=init)
+                   init=init, on_checkpoint=measure)
     losses = np.asarray(result.losses, dtype=float)
     earlier_curve = [point for point in earlier.get("loss_curve", []) if point[0] <= result.losses_from]
     record = {
@@ -214,12 +228,30 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
         "sha256": file_sha256(target), "recipe": asdict(model),
     }
+    if gaps:
+        record["gaps"] = gaps
     record.update(record_plateau(record, record_path).record())
     _write_json(record_path, record)
     return record
 
 
-RERUN_SETTINGS = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every")
+def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
+    """The paper's gap of the checkpoint at ``path`` (K = ``model.gap_images``), as one row of a record's ``gaps``:
+    steps, the average gap and its standard error, and per step t the gap and its standard error."""
+    from biasprobe.analyses.generalization import checkpoint_gap
+    from biasprobe.formats import load
+
+    denoiser = load(path, device=device)
+    result = checkpoint_gap(denoiser, k=model.gap_images, data_dir=model.data_dir)
+    rounded = lambda values: [round(float(v), 4) for v in values]  # noqa: E731
+    return {"steps": int(denoiser.source.training["steps_done"]), "average_gap": round(float(result.average_gap), 4),
+            "average_gap_sem": round(float(result.average_gap_sem), 4),
+            "images": [int(v) for v in result.images_per_split.values], "t": rounded(result.t.values),
+            "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values)}
+
+
+RERUN_SETTINGS = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",
+                  "gap_images")
 """Recipe keys a later round may change for a model already (partly) trained."""
 
 

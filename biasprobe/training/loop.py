@@ -26,6 +26,7 @@ import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -257,6 +258,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     init: str | os.PathLike | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainingResult:
     """Train ``network`` on ``images`` (N, C, H, W in [0, 1]) and write its EMA weights to ``output``.
 
@@ -268,6 +270,9 @@ def train(
     :func:`warm_start`): same family, config, data and settings (``steps``, ``max_minutes``,
     ``compile``, ``compile_scope``, ``channels_last``, ``weights`` and ``checkpoint_every`` may
     differ); steps go on from its ``steps_done`` to ``config.steps``. ``init`` may be ``output`` itself.
+
+    ``on_checkpoint(steps_done)`` is called (by the main process) after each checkpoint is written, e.g.
+    to measure it while training goes on (``biasprobe sweep train``'s gap of every checkpoint).
     """
     device = torch.device(device)
     images = torch.as_tensor(images, dtype=torch.float32)
@@ -332,6 +337,8 @@ def train(
                 saved_at = step + 1
                 if step + 1 < config.steps:
                     _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
+                if on_checkpoint is not None:
+                    on_checkpoint(step + 1)
             if last:
                 break
     if ranks.main and losses_from + len(losses) == config.steps:
