@@ -3,6 +3,7 @@
 # "Carrying a round to a lent GPU machine"): Fashion-MNIST (train images recompressed with xz), the
 # landed bf16 weights and records of the named models (one xz tar), and remote_round.sh beside them.
 #   reports/zoo/pack_carry.sh CARRY NAME...        # e.g. CARRY=.gpu; prints the folder's size
+# ZOO_LANDED: where the landed weights lie (default data/zoo; zoo v2: data/zoo/v2).
 set -euo pipefail
 carry=$1; shift
 fm=${BIASPROBE_DATA_DIR:-/usr/share/datasets/fashion-mnist}
@@ -18,13 +19,14 @@ else
   fi
   cp "$fm"/train-labels-idx1-ubyte.gz "$fm"/t10k-*-ubyte.gz "$carry/fm/"
 fi
+landed=${ZOO_LANDED:-data/zoo}
 files=()
 for name in "$@"; do
-  for file in data/zoo/"$name".safetensors data/zoo/"$name".shard-* data/zoo/"$name".train.json; do
+  for file in "$landed/$name".safetensors "$landed/$name".shard-* "$landed/$name".train.json; do
     [ -e "$file" ] && files+=("$(basename "$file")")
   done
 done
 rm -f "$carry/zoo.tar.xz"
-[ ${#files[@]} -gt 0 ] && tar -C data/zoo -cf - "${files[@]}" | xz -9 -T0 > "$carry/zoo.tar.xz"
+[ ${#files[@]} -gt 0 ] && tar -C "$landed" -cf - "${files[@]}" | xz -9 -T0 > "$carry/zoo.tar.xz"
 cp reports/zoo/remote_round.sh "$carry/"
 du -sb "$carry"

@@ -2,6 +2,7 @@
 # The GPU side of a carried zoo round (docs/zoo.md): unpack what pack_carry.sh built, run round.sh,
 # pack the trained weights and records (xz tars of at most about 13 MB) and the logs into $OUT.
 #   CARRY/remote_round.sh TAG MINUTES PER_GPU NAME...   (from the repository's root; $OUT must exist)
+# ZOO_RECIPE and ZOO_LANDED as for round.sh (zoo v2: reports/zoo/paper-zoo-v2.toml and data/zoo/v2).
 # A second call on a machine still warm finds /tmp/zoo with every model's full training state and
 # continues from it (no warm restart); a fresh machine starts from the carried weights.
 set -u
@@ -15,8 +16,8 @@ if [ ! -s /tmp/fmnist/train-images-idx3-ubyte ]; then  # written whole or not at
   mv /tmp/fmnist/.train.tmp /tmp/fmnist/train-images-idx3-ubyte || { echo "could not unpack Fashion-MNIST"; exit 1; }
 fi
 export BIASPROBE_DATA_DIR=/tmp/fmnist
-mkdir -p data/zoo
-if [ -e "$carry/zoo.tar.xz" ]; then tar -xJf "$carry/zoo.tar.xz" -C data/zoo || { echo "could not unpack $carry/zoo.tar.xz"; exit 1; }; fi
+landed=${ZOO_LANDED:-data/zoo}; mkdir -p "$landed"
+if [ -e "$carry/zoo.tar.xz" ]; then tar -xJf "$carry/zoo.tar.xz" -C "$landed" || { echo "could not unpack $carry/zoo.tar.xz"; exit 1; }; fi
 [ -d /tmp/zoo ] && echo "warm machine: /tmp/zoo kept ($(ls /tmp/zoo | grep -c train-state) training states)"
 log=/tmp/log-$tag; mkdir -p "$log"
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 10 > "$log/smi.csv" 2>&1 &
