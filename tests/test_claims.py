@@ -127,7 +127,7 @@ def ideal_store(scale: float = 1.0, grid=(0.01, 0.1, 0.3, 1.0, 3.0, 10.0)) -> xr
     """The ideal memorizer of ten random 8×8 images (brightness scaled by ``scale``) over ``grid``."""
     import torch
 
-    from biasprobe.analyses.memorization import ideal_memorizer_span
+    from biasprobe.analyses.ideal import ideal_memorizer_span
 
     generator = torch.Generator().manual_seed(0)
     train, images = torch.rand(10, 1, 8, 8, generator=generator), torch.rand(40, 1, 8, 8, generator=generator)

@@ -16,7 +16,7 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 - roughness R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω (0 … 8) and the harmonicity ρ = Spearman(k, R_Ω(e_k))
   over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
 - spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
-- the memorization score of :func:`biasprobe.analyses.memorization.jacobian_memorization`, when
+- the memorization score of :func:`biasprobe.analyses.span.jacobian_memorization`, when
   the training images are known;
 - the dimension trend β = d log tr J / d log σ per image (least squares over the σ of the store).
 
@@ -34,14 +34,14 @@ counts behind it; ``reason`` says, per image and σ, which test decided the cate
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import xarray as xr
 from scipy.stats import spearmanr
 
 from biasprobe.analyses.reference import radial_frequency
-from biasprobe.analyses.support import SUPPORTS, grid_roughness, support_masks
+from biasprobe.analyses.spectra import FIELD, denoiser_order, denoiser_trace, dimension_trend, raw_scale
+from biasprobe.analyses.support import grid_roughness, with_support
 from biasprobe.errors import InputError
 
 HARMONICITY_THRESHOLD = 0.7
@@ -78,56 +78,6 @@ CATEGORIES = (
     "harmonic (support is the whole frame)",
     "not harmonic",
 )
-
-FIELD = ("channel", "y", "x")
-
-
-# --------------------------------------------------------------------------- the denoiser's order
-
-
-def raw_scale(dataset: xr.Dataset) -> xr.DataArray | float | None:
-    """s in J = I − s·J_raw for a raw-output store (1 for residual networks, σ_n for ε-prediction),
-    0 for x̂₀ networks and wrapped callables (J = J_raw), None for a denoised store."""
-    if dataset.attrs.get("output", "denoised") != "raw":
-        return None
-    architecture = json.loads(dataset.attrs.get("architecture", "{}"))
-    parameterization = architecture.get("parameterization")
-    if parameterization == "residual":
-        return 1.0
-    if parameterization == "eps":
-        scale = 2.0 if architecture.get("native_range") == "signed" else 1.0
-        return dataset.sigma * scale
-    return 0.0
-
-
-def denoiser_order(dataset: xr.Dataset) -> xr.Dataset:
-    """The Dataset as eigenpairs of the denoiser's Jacobian, largest λ first.
-
-    A raw-output store decomposes J_raw = ∂r/∂y_n, and J = I − s·J_raw (:func:`raw_scale`), so the
-    denoiser's eigenvalues are λ = 1 − s·μ in reverse order: the raw output's top eigenvectors are
-    the denoiser's bottom ones (the directions it removes as noise). The map needs every eigenvector
-    (a dense run with d ≤ 1024); otherwise this raises."""
-    scale = raw_scale(dataset)
-    if scale is None or (isinstance(scale, float) and scale == 0.0):
-        return dataset
-    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
-    if dataset.sizes["rank"] < d or dataset.sizes["index"] < d:
-        raise InputError(
-            "this store holds the raw output's Jacobian (ε̂ or residual), whose top eigenvectors are the "
-            "denoiser's bottom ones (λ = 1 − s·μ); GAHB metrics need the denoiser's top eigenvectors: "
-            "rerun with {output}=denoised, or with {method}=dense and every eigenvector stored (d ≤ 1024)",
-            parameters=["output", "method"],
-        )
-    flipped = dataset.isel(rank=slice(None, None, -1), index=slice(None, None, -1))
-    flipped = flipped.assign_coords(rank=dataset["rank"].values, index=dataset["index"].values)
-    mapped = flipped.assign(
-        eigenvalue=1 - scale * flipped.eigenvalue, spectrum=1 - scale * flipped.spectrum,
-        effective_dimension=d - scale * flipped.effective_dimension,
-    )
-    for name in ("eigenvalue", "spectrum", "effective_dimension"):
-        mapped[name].attrs = dict(dataset[name].attrs)
-    mapped.attrs = {**dataset.attrs, "output": "denoised", "mapped_from": "raw"}
-    return mapped
 
 
 # --------------------------------------------------------------------------- per-vector metrics
@@ -220,71 +170,7 @@ def adaptivity(dataset: xr.Dataset, top: int) -> xr.DataArray:
         long_name="adaptivity: 1 − overlap of top-K eigenspaces between images", top=top)
 
 
-def denoiser_trace(dataset: xr.Dataset) -> xr.DataArray:
-    """tr J of the denoiser: the store's ``effective_dimension``, or d − s·tr J_raw for a raw-output
-    store (J = I − s·J_raw, :func:`raw_scale`)."""
-    scale = raw_scale(dataset)
-    if scale is None or (isinstance(scale, float) and scale == 0.0):
-        return dataset.effective_dimension
-    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
-    return (d - scale * dataset.effective_dimension).assign_attrs(dataset.effective_dimension.attrs)
-
-
-def dimension_trend(effective_dimension: xr.DataArray) -> xr.DataArray:
-    """β = least-squares slope of log tr J against log σ per image (NaN with one σ or tr J ≤ 0):
-    Kadkhodaie et al. find tr J falling with σ for generalizing denoisers (β < 0) and flat for
-    memorizers (β ≈ 0), whose J is confined to the ≤ N − 1 directions of the training set."""
-    log_sigma = np.log(effective_dimension.sigma.values)
-    attrs = {"long_name": "dimension trend β = d log tr J / d log σ", "units": "1", "sigmas": len(log_sigma)}
-    if len(log_sigma) < 2:
-        return xr.full_like(effective_dimension.isel(sigma=0, drop=True), np.nan, dtype=float).assign_attrs(attrs)
-    trace = effective_dimension.transpose("image", "sigma").values
-    log_trace = np.log(np.where(trace > 0, trace, np.nan))
-    centred = log_sigma - log_sigma.mean()
-    slope = ((log_trace - log_trace.mean(1, keepdims=True)) * centred).sum(1) / (centred**2).sum()
-    return xr.DataArray(slope, dims=["image"], coords={"image": effective_dimension.image}, attrs=attrs)
-
-
 # --------------------------------------------------------------------------- context and verdict
-
-
-def with_support(dataset: xr.Dataset, support: str = "object", **options) -> xr.Dataset:
-    """The Dataset with ``support`` (image, y, x): Ω of each clean image by ``support``
-    (``object``, ``edges`` or ``frame``; ``options``: threshold, dilation), recorded in its attrs."""
-    if support not in SUPPORTS:
-        raise InputError(f"{{support}} must be one of {SUPPORTS}, got {support!r}", parameters=["support"])
-    masks = support_masks(dataset.clean.values, support, **options)
-    return dataset.assign(support=(("image", "y", "x"), masks, {
-        "long_name": "support Ω of the clean image", "method": support,
-        **{key: float(value) for key, value in options.items() if value is not None}}))
-
-
-def gahb_context(
-    dataset: xr.Dataset,
-    *,
-    support: str = "object",
-    support_options: dict | None = None,
-    training_images=None,
-    held_out_images=None,
-    neighbours: int | None = None,
-) -> xr.Dataset:
-    """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
-    (:func:`with_support`), the dimension trend per image (:func:`dimension_trend`) and, given the
-    training images and held-out images, the memorization diagnostics of
-    :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
-    from biasprobe.analyses.memorization import NEIGHBOURS, jacobian_memorization
-
-    dataset = with_support(dataset, support, **(support_options or {}))
-    dataset = dataset.assign(dimension_trend=dimension_trend(denoiser_trace(dataset)))
-    if (training_images is None) != (held_out_images is None):
-        raise InputError("memorization diagnostics need both {training_images} and {held_out_images} (the control)",
-                         parameters=["training_images", "held_out_images"])
-    if training_images is not None:
-        found = jacobian_memorization(dataset, training_images, held_out_images,
-                                      neighbours=neighbours or NEIGHBOURS)
-        dataset = dataset.merge(found.drop_vars(["image", "sigma"]), combine_attrs="override")
-        dataset.attrs = {**dataset.attrs, **{f"memorization_{k}": v for k, v in found.attrs.items()}}
-    return dataset
 
 
 def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | None = None) -> xr.Dataset:

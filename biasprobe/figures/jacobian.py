@@ -7,7 +7,7 @@
 - :func:`harmonic_figure`: frequency centroid and participation ratio against k, with the verdict.
 - :func:`jacobian_figure`: the three together (what ``biasprobe jacobian --figure`` draws).
 - :func:`span_fraction_figure`: from training-span Datasets
-  (:func:`~biasprobe.analyses.memorization.jacobian_memorization`): ‖P_T e_j‖² against the rank j
+  (:func:`~biasprobe.analyses.span.jacobian_memorization`): ‖P_T e_j‖² against the rank j
   of the denoiser's Jacobian, with the held-out control ‖P_H e_j‖² and chance dim/d.
 - :func:`side_by_side_figure`: An et al. Figs. 1 and 3 — one row per store (checkpoint) at the
   same image and σ: clean, noisy, D(y), eigenvectors at chosen ranks with λ, and the GAHB and

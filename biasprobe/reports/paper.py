@@ -263,17 +263,19 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
 
     ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
-    :func:`~biasprobe.analyses.memorization.jacobian_memorization` with centred spans of its training
+    :func:`~biasprobe.analyses.span.jacobian_memorization` with centred spans of its training
     images and of the ``settings.held_out`` first test images (the control). :data:`IDEAL` reads the
     model's training images only (the checkpoint gives the image shape):
-    :func:`~biasprobe.analyses.memorization.ideal_memorizer_span` at ``settings.sigma`` and every σ of
+    :func:`~biasprobe.analyses.ideal.ideal_memorizer_span` at ``settings.sigma`` and every σ of
     ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
     first test images."""
     from biasprobe import data
     from biasprobe.analyses.generalization import gap
     from biasprobe.analyses.jacobian import jacobian
     from biasprobe.analyses.locality import locality
-    from biasprobe.analyses.memorization import ideal_memorizer_span, jacobian_memorization, memorization
+    from biasprobe.analyses.ideal import ideal_memorizer_span
+    from biasprobe.analyses.memorization import memorization
+    from biasprobe.analyses.span import jacobian_memorization
     from biasprobe.formats import load
 
     denoiser = load(model.path, device=device)
