@@ -12,7 +12,7 @@ from biasprobe.reports.claims import (
     memorizers_in_training_span,
     unet_gap_exceeds_dit,
 )
-from biasprobe.reports.paper import MID_N, VARIANTS, ZooModel
+from biasprobe.reports.zoo import MID_N, VARIANTS, ZooModel
 
 
 def model(name, family, n, windows=(), seed=0):
@@ -158,7 +158,7 @@ def test_the_memorizer_sigma_is_the_smallest_of_the_grid_where_the_ideal_memoriz
 
 def test_the_memorizer_claim_states_both_sigmas_by_the_same_rule():
     from biasprobe.reports.claims import memorizers_in_training_span_at_memorizer_sigma
-    from biasprobe.reports.paper import AT_MEMORIZER_SIGMA, IDEAL
+    from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL
 
     found = memorizer_evidence(share=0.75, top=0.3, contrast=0.1)  # σ = 0.1: in span fails
     ideal = ideal_store()

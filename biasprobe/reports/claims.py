@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.paper import (
+from biasprobe.reports.zoo import (
     AT_MEMORIZER_SIGMA,
     FAMILY_NAMES,
     IDEAL,
