@@ -7,19 +7,29 @@ misses it there is broken. :func:`ideal_memorizer_span` is the derived analysis 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import noise_seed
+from biasprobe.analyses.base import StoreFigure, analysis, noise_seed
 from biasprobe.analyses.jacobian import jacobian
 from biasprobe.analyses.reference import posterior_mean_denoiser, posterior_weights
 from biasprobe.analyses.span import NEIGHBOURS, SPAN_RANKS, jacobian_memorization
 from biasprobe.errors import InputError
 from biasprobe.noise import noisy
+from biasprobe.store import provenance
 from biasprobe.validation import numbers
 
 
+@analysis(
+    "ideal-memorizer", derived=True,
+    figures=[StoreFigure("span", "The ideal memorizer (the posterior mean of the training images): energy of each "
+                         "eigenvector of its Jacobian in the span of the training images and in the held-out control "
+                         "span, at each σ", "biasprobe.figures.jacobian:ideal_memorizer_figure")],
+    numbers="biasprobe.analyses.ideal:ideal_memorizer_numbers",
+)
 def ideal_memorizer_span(
     training_images: torch.Tensor,
     images: torch.Tensor,
@@ -70,5 +80,21 @@ def ideal_memorizer_span(
         "long_name": "mean over the weighed images of max_i w_i(y)"})
     result = result.assign_coords(weight_image=("weight_image", np.arange(len(weighed)), {
         "long_name": "index of the image the posterior weights are taken at"}))
-    result.attrs.update(analysis="ideal-memorizer", seed=seed)
+    result.attrs.update(**provenance(seed=seed), analysis="ideal-memorizer")
     return result
+
+
+def ideal_memorizer_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of an ideal-memorizer store: its training images and chance, and per σ the mean
+    largest posterior weight and the energy of the top 10 eigenvectors in the training and held-out spans."""
+    dataset = next(iter(parts.values()))
+    chance = float(dataset.train_span_chance.mean())
+    images = f"{dataset.attrs.get('n_train')} of {dataset.attrs.get('data')} {dataset.attrs.get('subset')}"
+    rows = [("training images", f"{images}; chance dim/d = {chance:.4f}")]
+    for sigma in dataset.sigma.values:
+        at = dataset.sel(sigma=sigma)
+        train, held_out = (float(at[name].sel(top=10).mean()) if 10 in at.top else float("nan")
+                           for name in ("train_span_energy", "held_out_span_energy"))
+        rows.append((f"σ = {float(sigma):g}: mean max wᵢ; top 10 in training / held-out span",
+                     f"{float(at.mean_max_posterior_weight):.3f}; {train:.3f} / {held_out:.3f}"))
+    return rows

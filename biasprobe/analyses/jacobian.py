@@ -26,7 +26,17 @@ import numpy as np
 import torch
 
 from biasprobe import validation
-from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare, with_provenance
+from biasprobe.analyses.base import (
+    StoreFigure,
+    Sweep,
+    analysis,
+    base_dataset,
+    noise_seed,
+    prepare,
+    single,
+    swept,
+    with_provenance,
+)
 from biasprobe.analyses.span import NEIGHBOURS, jacobian_memorization
 from biasprobe.analyses.spectra import denoiser_trace, dimension_trend
 from biasprobe.analyses.support import with_support
@@ -58,7 +68,19 @@ if TYPE_CHECKING:
     import xarray as xr
 
 
-@analysis("jacobian")
+@analysis(
+    "jacobian", public="jacobian", sweep=Sweep(needs_images=True),
+    figures=[
+        StoreFigure("jacobian", "Jacobian eigenvectors at the first image and σ, spectrum and GAHB metrics "
+                    "(An et al. Figs. 1 and 3)", "biasprobe.figures.jacobian:jacobian_figure", single),
+        StoreFigure("spectrum", "Jacobian eigenvalue spectra, one curve per checkpoint",
+                    "biasprobe.figures.jacobian:spectrum_figure", swept, per_checkpoint=True),
+    ],
+    together=StoreFigure("spectrum", "Jacobian eigenvalue spectra of every store at its first σ (An et al. Fig. 3)",
+                         "biasprobe.figures.jacobian:spectrum_figure"),
+    numbers="biasprobe.analyses.harmonic:jacobian_numbers",
+    summary="biasprobe.analyses.harmonic:jacobian_summary",
+)
 def jacobian(
     denoiser: Denoiser,
     images: torch.Tensor,

@@ -13,11 +13,13 @@ same density (generalization); near their nearest-training similarity, each copi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import analysis, with_provenance
+from biasprobe.analyses.base import StoreFigure, analysis, with_provenance
 
 
 def centred_unit(images: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,12 @@ def paired_similarity(samples_a: torch.Tensor, samples_b: torch.Tensor) -> np.nd
     return (centred_unit(samples_a) * centred_unit(samples_b)).sum(1).numpy()
 
 
-@analysis("memorization")
+@analysis(
+    "memorization", public="memorization",
+    figures=[StoreFigure("samples", "Samples (top) above their nearest training images, with the mean-removed "
+                         "cosine similarity", "biasprobe.figures.generalization:nearest_figure")],
+    numbers="biasprobe.analyses.memorization:memorization_numbers",
+)
 def memorization(
     denoiser,
     count: int,
@@ -77,3 +84,15 @@ def memorization(
         dataset["nearest_image"] = (("sample", "channel", "y", "x"), nearest, {"long_name": "nearest training image"})
     return with_provenance(dataset, denoiser, "memorization", seed, **{
         k: v for k, v in sampler_options.items() if isinstance(v, (int, float, str))})
+
+
+def memorization_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of a memorization store: samples, the share copying a training image and the
+    median nearest similarity."""
+    dataset = next(iter(parts.values()))
+    rows = [("samples", str(dataset.sizes["sample"]))]
+    if "memorized_share" in dataset:
+        threshold = dataset.memorized_share.attrs.get("threshold", "the threshold")
+        rows += [(f"share copying a training image (similarity > {threshold})", f"{float(dataset.memorized_share):.0%}"),
+                 ("median nearest similarity", f"{float(dataset.nearest_similarity.median()):.3f}")]
+    return rows

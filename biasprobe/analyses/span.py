@@ -11,18 +11,25 @@ derived analysis ``training-span`` (:func:`training_span`) stores it for a jacob
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import xarray as xr
 
+from biasprobe.analyses.base import StoreFigure, analysis, single
 from biasprobe.analyses.memorization import centred_unit
 from biasprobe.analyses.spectra import denoiser_order
 from biasprobe.errors import InputError
+from biasprobe.store import provenance
 
 SPAN_RANKS = (5, 10, 20)
 """k of the top-k eigenvector energy fractions, E_T(k) and E_H(k)."""
 NEIGHBOURS = 10
 """M: the span of at most this many training (and held-out) images nearest to D(y)."""
+SPAN_PROVENANCE = ("checkpoint", "checkpoint_sha256", "architecture", "seed", "device", "output")
+"""What a training-span store takes over from its jacobian store's provenance (its own command, version and
+time are its own)."""
 
 
 def span_basis(images: np.ndarray) -> np.ndarray:
@@ -177,3 +184,42 @@ def jacobian_memorization(
     result.attrs.update(neighbours=count, n_train=len(training), n_held_out=len(held_out),
                         chance=(count - 1 if centred else count) / d, centred=int(centred))
     return result
+
+
+@analysis(
+    "training-span", derived=True,
+    figures=[StoreFigure("span", "Energy of each eigenvector of the denoiser's Jacobian in the span of the training "
+                         "images, the held-out control span and chance", "biasprobe.figures.jacobian:training_span_figure",
+                         single)],
+    numbers="biasprobe.analyses.span:training_span_numbers",
+)
+def training_span(
+    jacobian_store: xr.Dataset,
+    training_images: torch.Tensor,
+    held_out_images: torch.Tensor,
+    *,
+    neighbours: int = NEIGHBOURS,
+    ranks: tuple[int, ...] = SPAN_RANKS,
+    centred: bool = False,
+) -> xr.Dataset:
+    """The span diagnostic of a jacobian store as a store of its own, derived from it and the model's
+    training images: :func:`jacobian_memorization` with the provenance of ``jacobian_store``
+    (:data:`SPAN_PROVENANCE`) and its own (``analysis="training-span"``, ``source_command``)."""
+    result = jacobian_memorization(jacobian_store, training_images, held_out_images, neighbours=neighbours,
+                                   ranks=ranks, centred=centred)
+    result.attrs.update({name: jacobian_store.attrs[name] for name in SPAN_PROVENANCE if name in jacobian_store.attrs},
+                        **provenance(), analysis="training-span", source_command=jacobian_store.attrs.get("command", ""))
+    return result
+
+
+def training_span_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of a training-span store: the spans, chance, and the mean energy of the top k
+    eigenvectors in the training and held-out spans."""
+    dataset = next(iter(parts.values()))
+    centred = ", mean removed" if dataset.attrs.get("centred") else ""
+    spans = f"{dataset.attrs.get('neighbours')} images{centred}; chance dim/d = {float(dataset.train_span_chance.mean()):.4f}"
+    rows = [("spans", spans)]
+    for k in dataset.top.values:
+        train, held_out = (float(dataset[name].sel(top=k).mean()) for name in ("train_span_energy", "held_out_span_energy"))
+        rows.append((f"mean ‖P e_j‖² over the top {k} of ∂D/∂y, training / held-out span", f"{train:.3f} / {held_out:.3f}"))
+    return rows

@@ -35,7 +35,16 @@ from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.analyses.harmonic import gahb_summary, verdict_line
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, as_datasets, at_sigma, label, new_canvas, root
+from biasprobe.figures.base import (
+    Source,
+    as_dataset,
+    as_datasets,
+    at_sigma,
+    checkpoint_label,
+    label,
+    new_canvas,
+    root,
+)
 
 
 def default_ranks(dataset: xr.Dataset) -> list[int]:
@@ -103,6 +112,19 @@ def eigenvector_figure(
         axis.set_yticks([])
     canvas.suptitle(f"{output_title(at)}, σ = {float(at.sigma):g}", fontsize=9)
     return root(canvas)
+
+
+def training_span_figure(source: Source) -> Figure:
+    """:func:`span_fraction_figure` of one training-span store, labelled by its checkpoint."""
+    dataset = as_dataset(source)
+    return span_fraction_figure({checkpoint_label(dataset.attrs.get("checkpoint"), "model"): dataset})
+
+
+def ideal_memorizer_figure(source: Source) -> Figure:
+    """:func:`span_fraction_figure` of an ideal-memorizer store, one curve per σ."""
+    dataset = as_dataset(source)
+    return span_fraction_figure({f"ideal memorizer, σ = {float(sigma):g}": dataset.sel(sigma=[sigma])
+                                 for sigma in dataset.sigma.values})
 
 
 def output_title(dataset: xr.Dataset) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from biasprobe.analyses.base import registered
 from biasprobe.errors import InputError
 from biasprobe.progress import track
 from biasprobe.reports.claims import SPAN_TOP, check_claims, ideal_in_span, memorizer_check, memorizer_sigma, top_mean
@@ -44,7 +45,7 @@ from biasprobe.reports.zoo import (
     zoo_training,
 )
 from biasprobe.store import open as open_store
-from biasprobe.store import provenance, save
+from biasprobe.store import save
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -103,8 +104,35 @@ DERIVED = {"training-span": "jacobian"}
 """Analyses computed from another analysis's store of the same model (and its images), not from the model."""
 DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
 """The options of each derived analysis (part of its stores' cache key)."""
-SPAN_PROVENANCE = ("checkpoint", "checkpoint_sha256", "architecture", "seed", "device", "output")
-"""What a derived store takes over from its source's provenance (its own command, version and time are its own)."""
+
+
+def _gap_inputs(settings, denoiser, train, test, held_out, source):
+    count = min(settings.k, len(train))
+    levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
+    return (denoiser, train[:count], test[:count]), {"seed": 0, **levels}
+
+
+def _jacobian_inputs(settings, denoiser, train, test, held_out, source):
+    output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
+    return (denoiser, test[:1], [settings.sigma]), {"output": output, "seed": 0}
+
+
+RECIPE_INPUTS: dict[str, Callable] = {
+    "gap": _gap_inputs,
+    "jacobian": _jacobian_inputs,
+    "locality": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, test[: settings.locality_images], [settings.sigma]), {"save_maps": True, "seed": 0}),
+    "memorization": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, settings.samples, train), {"steps": settings.sampler_steps, "seed": 0}),
+    "training-span": lambda settings, denoiser, train, test, held_out, source: (
+        (source, train, held_out), DERIVED_OPTIONS["training-span"]),
+    IDEAL: lambda settings, denoiser, train, test, held_out, source: (
+        (train, test[:1], held_out, sorted({settings.sigma, *settings.memorizer_sigmas})),
+        {"weight_images": test, "seed": 0, **DERIVED_OPTIONS["training-span"]}),
+}
+"""The recipe's inputs of each registered analysis it runs: (settings, denoiser, training images, test images,
+held-out images, source store) -> (positional inputs, keywords) of :func:`~biasprobe.analyses.base.registered`
+(kind)."""
 
 
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
@@ -119,46 +147,26 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
     first test images."""
     from biasprobe import data
-    from biasprobe.analyses.generalization import gap
-    from biasprobe.analyses.jacobian import jacobian
-    from biasprobe.analyses.locality import locality
-    from biasprobe.analyses.ideal import ideal_memorizer_span
-    from biasprobe.analyses.memorization import memorization
-    from biasprobe.analyses.span import jacobian_memorization
     from biasprobe.formats import load
 
+    if kind not in RECIPE_INPUTS:
+        raise InputError(f"the paper recipe has no analysis {kind!r}")
     denoiser = load(model.path, device=device)
     channels, size, _ = denoiser.image_shape
     options = {"size": size, "channels": channels}
     train = data.load(model.data, "train", model.n_train, subset=model.subset, seed=model.seed, **options)
     test = data.load(model.data, "test", settings.k, subset="all", **options)
-    if kind == "gap":
-        count = min(settings.k, len(train))
-        levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
-        result = gap(denoiser, train[:count], test[:count], seed=0, **levels)
-    elif kind == "jacobian":
-        output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
-        result = jacobian(denoiser, test[:1], [settings.sigma], output=output, seed=0)
-    elif kind == "locality":
-        result = locality(denoiser, test[: settings.locality_images], [settings.sigma], save_maps=True, seed=0)
-    elif kind == "memorization":
-        result = memorization(denoiser, settings.samples, train, steps=settings.sampler_steps, seed=0)
-    elif kind == "training-span":
-        source = source if source is not None else compute("jacobian", model, settings, device)
-        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
-        result = jacobian_memorization(source, train, held_out, **DERIVED_OPTIONS[kind])
-        result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
-                            **provenance(), analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""),
-                            source_command=source.attrs.get("command", ""))
+    if kind in DERIVED:
+        source = source if source is not None else compute(DERIVED[kind], model, settings, device)
+    held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
+        if kind in ("training-span", IDEAL) else None
+    inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
+    result = registered(kind)(*inputs, **keywords)
+    if kind == "training-span":
+        result.attrs.update(source_recipe_key=source.attrs.get("recipe_key", ""))
     elif kind == IDEAL:
-        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
-        sigmas = sorted({settings.sigma, *settings.memorizer_sigmas})
-        result = ideal_memorizer_span(train, test[:1], held_out, sigmas, weight_images=test, seed=0,
-                                      **DERIVED_OPTIONS["training-span"])
-        result.attrs.update(**provenance(seed=0), analysis=IDEAL, data=model.data, subset=model.subset,
-                            training_seed=model.seed, grid=list(settings.memorizer_sigmas))
-    else:
-        raise InputError(f"the paper recipe has no analysis {kind!r}")
+        result.attrs.update(data=model.data, subset=model.subset, training_seed=model.seed,
+                            grid=list(settings.memorizer_sigmas))
     if kind != IDEAL and result.attrs.get("checkpoint_sha256") != model.sha256:  # the ideal reads no checkpoint
         raise InputError(f"{model.path} does not match the sha256 its zoo manifest gives for {model.name}; "
                          "retrain or fix the manifest")
