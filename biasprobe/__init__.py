@@ -10,7 +10,7 @@
 >>> bp.report(["x.zarr"], "report")                   # figures + index.md / index.html
 """
 
-__version__ = "0.1.0"
+from biasprobe.version import __version__
 
 # The public names load on first use (PEP 562), so that ``import biasprobe.errors`` or the
 # command line's ``--help`` does not pay for torch, scipy and xarray. The analyses are those of the
