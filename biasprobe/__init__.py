@@ -10,17 +10,13 @@
 >>> bp.report(["x.zarr"], "report")                   # figures + index.md / index.html
 """
 
-__version__ = "0.1.0"
+from biasprobe.version import __version__
 
 # The public names load on first use (PEP 562), so that ``import biasprobe.errors`` or the
-# command line's ``--help`` does not pay for torch, scipy and xarray.
+# command line's ``--help`` does not pay for torch, scipy and xarray. The analyses are those of the
+# registry (biasprobe.analyses.base.registry: each names its public name where it is defined, plug-ins too).
 _PUBLIC = {
-    "compare": "biasprobe.analyses.comparison",
-    "gap": "biasprobe.analyses.generalization",
     "gahb_summary": "biasprobe.analyses.harmonic",
-    "jacobian": "biasprobe.analyses.jacobian",
-    "locality": "biasprobe.analyses.locality",
-    "memorization": "biasprobe.analyses.memorization",
     "Denoiser": "biasprobe.denoiser",
     "BiasprobeError": "biasprobe.errors",
     "CheckpointError": "biasprobe.errors",
@@ -34,36 +30,29 @@ _PUBLIC = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'biasprobe' has no attribute {name!r}")
-    import importlib
+def _analyses() -> dict:
+    from biasprobe.analyses.base import public
 
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    return public()
+
+
+def __getattr__(name: str):
+    if name == "__all__":
+        return sorted({"__version__", *_PUBLIC, *_analyses()})
+    import importlib
+    import importlib.util
+
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    elif name.startswith("__") or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"module 'biasprobe' has no attribute {name!r}")  # a submodule: imported, not looked up
+    elif name in (analyses := _analyses()):
+        value = analyses[name]
+    else:
+        raise AttributeError(f"module 'biasprobe' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-__all__ = [
-    "BiasprobeError",
-    "CheckpointError",
-    "Denoiser",
-    "InputError",
-    "Schedule",
-    "__version__",
-    "compare",
-    "gahb_summary",
-    "gap",
-    "jacobian",
-    "load",
-    "locality",
-    "memorization",
-    "open",
-    "report",
-    "save",
-    "sweep",
-]
+    return __getattr__("__all__")

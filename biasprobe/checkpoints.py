@@ -37,10 +37,10 @@ from biasprobe.denoiser import (
     NetworkDenoiser,
 )
 from biasprobe.errors import CheckpointError
-from biasprobe.formats.weights import read_safetensors, read_torch, safetensors_metadata
 from biasprobe.models import FAMILIES, build_model
 from biasprobe.schedules import Schedule
 from biasprobe.validation import check_weights, output_file
+from biasprobe.weights import read_safetensors, read_torch, safetensors_metadata
 
 FORMAT_NAME = "biasprobe"
 FORMAT_VERSION = 1

@@ -89,7 +89,7 @@ def load_vae(path: str | os.PathLike, device: str | torch.device | None = None) 
     """Load a diffusers ``AutoencoderKL`` folder (or a pipeline's ``vae/``) safely: config, then weights
     read weights-only and loaded strictly."""
     from biasprobe.formats.diffusers import read_config, read_model_weights
-    from biasprobe.formats.weights import load_strictly
+    from biasprobe.weights import load_strictly
 
     folder = _vae_folder(Path(path))
     try:

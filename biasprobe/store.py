@@ -47,7 +47,7 @@ def provenance(
     command: str | None = None,
 ) -> dict:
     """The provenance attrs every store carries (plain JSON-able values)."""
-    from biasprobe import __version__
+    from biasprobe.version import __version__
     from biasprobe.denoiser import file_sha256
 
     attrs = {

@@ -4,7 +4,6 @@ diagnostics, and the GAHB verdict, for one checkpoint or several side by side.""
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from biasprobe_cli.options import (
     result_paths,
     store_option,
 )
-from biasprobe_cli.output import Column, Json, Report, number
+from biasprobe_cli.output import Json, Report
 
 from biasprobe.errors import InputError
 
@@ -36,7 +35,7 @@ PRECISION_NAMES = ("float32", "tf32", "bf16")
 SUPPORT_NAMES = ("object", "edges", "frame")
 DEFAULT_NEIGHBOURS = 10
 """The choices and defaults of the library (``biasprobe.analyses.jacobian``: METHODS, OUTPUTS, PRECISIONS;
-``biasprobe.analyses.support.SUPPORTS``; ``biasprobe.analyses.memorization.NEIGHBOURS``), written out
+``biasprobe.analyses.support.SUPPORTS``; ``biasprobe.analyses.span.NEIGHBOURS``), written out
 so that --help need not load torch (tests/test_command_line.py keeps them in step)."""
 
 
@@ -109,6 +108,7 @@ def jacobian(
     geometry-adaptive harmonic, fixed harmonic, not harmonic or undetermined, with the per-image counts.
     Progress names the checkpoint, image and σ being worked on and counts its Jacobian-vector products."""
     import biasprobe as bp
+    from biasprobe.analyses.base import registered
     from biasprobe.analyses.jacobian import jacobian as measure_jacobian
     from biasprobe.progress import stage
 
@@ -147,7 +147,7 @@ def jacobian(
         if vae is not None:
             dataset.attrs["vae"] = str(vae)
         path = paths[checkpoint]
-        _report_summary(report, name, dataset)
+        report.show(registered("jacobian").summarize({name: dataset}))
         bp.save(dataset, path, overwrite=overwrite)
         report.wrote(path, "zarr store")
         stores[name] = dataset
@@ -174,109 +174,3 @@ def _training_images(report: Report, checkpoint: str, denoiser, name: str | None
         raise InputError("--train-data needs --n-train N for a checkpoint that does not record its training set")
     name, training = training_data(denoiser, name, n_train, data_dir)
     return training, held_out_data(denoiser, name, held_out, data_dir)
-
-
-def _value(array) -> float | None:
-    value = float(array)
-    return None if math.isnan(value) else value
-
-
-def _report_summary(report: Report, name: str, dataset) -> None:
-    """Three tables of one checkpoint, each at most 80 columns wide. ``pairs``, one record per (image, σ):
-    λ₀, the λ at d/8 and d/4 when computed, s₀, tr(J), #λ>½, asymmetry and the worst eigen-residual
-    (starred above the tolerance); ``gahb``, per (image, σ): K, ρ, PR_Ω, κ, the memorization
-    diagnostics when known and the image's category; ``verdicts``, per σ: mean tr(J) and #λ>½ and the
-    verdict with the images per category. Then the slope of log tr(J) against log σ per image."""
-    from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary, verdict_line
-
-    d = int(dataset.attrs["dimension"])
-    tolerance = float(dataset.attrs["tolerance"])
-    method = dataset.attrs["method"]
-    ranks = [k for k in (0, d // 8, d // 4) if k < dataset.sizes["index"]]
-    records = []
-    for i in range(dataset.sizes["image"]):
-        for s in range(dataset.sizes["sigma"]):
-            at = dataset.isel(image=i, sigma=s)
-            records.append({
-                "checkpoint": name, "image": i, "sigma": float(at.sigma), "t": _value(at.t),
-                **{f"eigenvalue_{k}": float(at.spectrum[k]) for k in ranks},
-                "singular_value_0": float(at.singular_spectrum[0]),
-                "trace": float(at.effective_dimension), "count_above_half": int((at.spectrum > 0.5).sum()),
-                "asymmetry": float(at.asymmetry), "worst_residual": float(at.eigen_residual.max()),
-            })
-    report.records("checkpoints", [{"checkpoint": name, "dimension": d, "method": method, "tolerance": tolerance}])
-    missed = method != "dense" and any(record["worst_residual"] > tolerance for record in records)
-    columns = [
-        Column("image", "image"), Column("sigma", "σ", number("g")), Column("t", "t", number(".1f")),
-        *(Column(f"eigenvalue_{k}", f"λ{k}", number(".3f")) for k in ranks),
-        Column("singular_value_0", "s0", number(".3f")), Column("trace", "tr J", number(".1f")),
-        Column("count_above_half", "#λ>½"), Column("asymmetry", "asym", number(".3f")),
-        Column("worst_residual", "resid", lambda r: f"{r:.1e}" + ("*" if missed and r > tolerance else "")),
-    ]
-    report.table(
-        "pairs", records, columns,
-        title=f"{name}: Jacobian of the {dataset.attrs['output']} output, d = {d}, {method}",
-        caption="λk: eigenvalue k of (J + Jᵀ)/2; s0: largest singular value; #λ>½: eigenvalues above ½; "
-        "asym: ‖J − Jᵀ‖/‖J‖; resid: worst ‖Se − λe‖/|λ|" + (f" (* above the tolerance {tolerance:g})" if missed else ""),
-    )
-    if dataset.sizes["rank"] < 2:
-        return
-    try:
-        summary = gahb_summary(dataset)
-    except InputError as error:  # a raw-output store with the top-k raw eigenvectors only
-        report.say(f"no GAHB verdict: {error}")
-        return
-    memorized = "memorization_score" in summary
-    images = []
-    for i in range(summary.sizes["image"]):
-        for s in range(summary.sizes["sigma"]):
-            judged, at = summary.isel(image=i, sigma=s), dataset.isel(image=i, sigma=s)
-            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma), "top": int(judged.top),
-                      "harmonicity": float(judged.harmonicity), "participation": float(judged.participation),
-                      "confinement_excess": _value(judged.confinement_excess)}
-            if memorized:
-                record |= {"memorization_score": _value(judged.memorization_score),
-                           "nearest_train_cosine": float(at.nearest_train_cosine),
-                           "nearest_held_out_cosine": float(at.nearest_held_out_cosine)}
-            images.append(record | {"category": str(judged.category.item()), "reason": str(judged.reason.item())})
-    memorization_columns = [Column("memorization_score", "mem", number(".2f")),
-                            Column("nearest_train_cosine", "cos tr", number(".3f")),
-                            Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
-    report.table("gahb", images, [
-        Column("image", "image"), Column("sigma", "σ", number("g")), Column("top", "K"),
-        Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
-        Column("confinement_excess", "κ", number(".2f")), *memorization_columns,
-        Column("category", "category", left=True),
-    ], title=f"{name}: GAHB metrics on Ω ({summary.attrs['support']}) over the top K eigenvectors",
-       caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
-           "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
-           "image" if memorized else ""))
-    if not report.as_json:
-        for record in images:
-            if record["category"] in CATEGORIES[:2]:
-                report.say(f"image {record['image']}, σ = {record['sigma']:g}: {record['category']}, by")
-                for test in record["reason"].split("; "):
-                    report.say(f"  {test}")
-    verdicts = []
-    for s in range(summary.sizes["sigma"]):
-        at = summary.isel(sigma=s)
-        verdicts.append({
-            "checkpoint": name, "sigma": float(at.sigma), "mean_trace": float(at.effective_dimension.mean()),
-            "mean_count_above_half": float(at.count_above_half.mean()),
-            "mean_harmonicity": float(at.mean_harmonicity), "mean_participation": float(at.mean_participation),
-            "mean_confinement_excess": _value(at.mean_confinement_excess),
-            "verdict": str(at.verdict.item()), "summary": verdict_line(summary, s),
-            "counts": {label: int(n) for label, n in zip(CATEGORIES, at.category_count.values)},
-        })
-    report.table("verdicts", verdicts, [
-        Column("sigma", "σ", number("g")), Column("mean_trace", "tr J", number(".1f")),
-        Column("mean_count_above_half", "#λ>½", number(".1f")),
-        Column("summary", "verdict (images per category)", left=True),
-    ], title=f"{name}: GAHB verdict", caption="tr J, #λ>½: means over the images")
-    trend = [{"checkpoint": name, "image": i, "slope": _value(value)}
-             for i, value in enumerate(summary.dimension_trend.values)]
-    report.records("dimension_trend", trend)
-    if not report.as_json and any(record["slope"] is not None for record in trend):
-        report.say("d log tr(J) / d log σ per image: " + ", ".join(number(".3f")(r["slope"]) for r in trend))
-        report.say(f"  (< 0: tr J falls with σ, as when generalizing; ≥ {summary.attrs['trend_threshold']:g}: flat,")
-        report.say(f"  as when memorizing, judged with at least {summary.attrs['trend_min_sigmas']} σ)")

@@ -1,5 +1,7 @@
 """How commands report results: tables that fit 80 columns (on a terminal and in a pipe alike), or
-one JSON object on stdout for scripts (``--json``), and a line for every file written.
+one JSON object on stdout for scripts (``--json``), and a line for every file written. An analysis's
+tables are data of the library (:mod:`biasprobe.summary`: :class:`Column`, :func:`number`), printed by
+:meth:`Report.show`.
 
 A command builds its results once, as records (dicts of plain numbers and words); :class:`Report`
 prints them as a table with short headers whose cells wrap rather than being cut, or collects them
@@ -11,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from biasprobe.summary import Column, Line, Records, Summary, Table, number
 
 Json = Annotated[
     bool,
@@ -25,27 +28,6 @@ Json = Annotated[
         help="Print the results as one JSON object on stdout, for scripts (messages go to stderr).",
     ),
 ]
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: the record ``key``, a short ``header``, how a value is written, and whether its
-    cells stay whole (``no_wrap``: names) while the other columns wrap to fit."""
-
-    key: str
-    header: str
-    format: Callable[[Any], str] = str
-    left: bool = False
-    no_wrap: bool = False
-
-
-def number(spec: str) -> Callable[[Any], str]:
-    """A formatter writing numbers with ``spec`` (``".3f"``) and a missing value (None, NaN) as "-"."""
-
-    def write(value: Any) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-    return write
 
 
 def plain(value: Any) -> Any:
@@ -111,6 +93,16 @@ class Report:
         """``records`` appended under ``key`` in the JSON (shown by the command's own lines otherwise)."""
         if self.as_json:
             self.results.setdefault(key, []).extend(records)
+
+    def show(self, summary: Summary) -> None:
+        """An analysis's summary (:mod:`biasprobe.summary`): its tables, records and lines, in order."""
+        for part in summary:
+            if isinstance(part, Table):
+                self.table(part.key, part.records, part.columns, title=part.title, caption=part.caption)
+            elif isinstance(part, Records):
+                self.records(part.key, part.records)
+            elif not (part.text_only and self.as_json):
+                self.say(part.text)
 
     def set(self, **results: Any) -> None:
         """Top-level values of the JSON object (shown by the command's own lines otherwise)."""

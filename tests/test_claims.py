@@ -12,7 +12,7 @@ from biasprobe.reports.claims import (
     memorizers_in_training_span,
     unet_gap_exceeds_dit,
 )
-from biasprobe.reports.paper import MID_N, VARIANTS, ZooModel
+from biasprobe.reports.zoo import MID_N, VARIANTS, ZooModel
 
 
 def model(name, family, n, windows=(), seed=0):
@@ -127,7 +127,7 @@ def ideal_store(scale: float = 1.0, grid=(0.01, 0.1, 0.3, 1.0, 3.0, 10.0)) -> xr
     """The ideal memorizer of ten random 8×8 images (brightness scaled by ``scale``) over ``grid``."""
     import torch
 
-    from biasprobe.analyses.memorization import ideal_memorizer_span
+    from biasprobe.analyses.ideal import ideal_memorizer_span
 
     generator = torch.Generator().manual_seed(0)
     train, images = torch.rand(10, 1, 8, 8, generator=generator), torch.rand(40, 1, 8, 8, generator=generator)
@@ -158,7 +158,7 @@ def test_the_memorizer_sigma_is_the_smallest_of_the_grid_where_the_ideal_memoriz
 
 def test_the_memorizer_claim_states_both_sigmas_by_the_same_rule():
     from biasprobe.reports.claims import memorizers_in_training_span_at_memorizer_sigma
-    from biasprobe.reports.paper import AT_MEMORIZER_SIGMA, IDEAL
+    from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL
 
     found = memorizer_evidence(share=0.75, top=0.3, contrast=0.1)  # σ = 0.1: in span fails
     ideal = ideal_store()

@@ -20,7 +20,7 @@ import biasprobe as bp
 from biasprobe import progress
 from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary
 from biasprobe.analyses.jacobian import METHODS, OUTPUTS, PRECISIONS, ConvergenceWarning
-from biasprobe.analyses.memorization import NEIGHBOURS
+from biasprobe.analyses.span import NEIGHBOURS
 from biasprobe.analyses.support import SUPPORTS
 from biasprobe.denoiser import file_sha256
 from biasprobe.images import write_image

@@ -16,7 +16,7 @@ from biasprobe.analyses.harmonic import (
     support_energy,
 )
 from biasprobe.analyses.jacobian import jacobian
-from biasprobe.analyses.memorization import span_basis, span_energy
+from biasprobe.analyses.span import span_basis, span_energy
 from biasprobe.analyses.reference import GaussianImageModel
 from biasprobe.analyses.support import grid_laplacian, grid_roughness, support_mask
 from biasprobe.errors import InputError
@@ -211,7 +211,7 @@ def eigen_store(vectors: np.ndarray, values: np.ndarray, image: torch.Tensor) ->
 def test_span_fraction_per_rank_in_the_denoisers_order():
     """f_T(j) = ‖P_T e_j‖²: 1 for the top N − 1 eigenvectors of a projection onto the affine span of the N
     training images, 0 beyond, chance-like for random eigenvectors; centring drops the mean image's own part."""
-    from biasprobe.analyses.memorization import jacobian_memorization
+    from biasprobe.analyses.span import jacobian_memorization
 
     train, held_out = references.training(), references.held_out()
     probe, d = held_out[0], train[0].numel()
@@ -239,7 +239,7 @@ def test_span_fraction_per_rank_in_the_denoisers_order():
 
 def test_raw_stores_are_mapped_to_the_denoisers_order(tmp_path):
     """A raw-output store's span fractions come in the denoiser's order: the numbers of its denoised twin."""
-    from biasprobe.analyses.memorization import jacobian_memorization
+    from biasprobe.analyses.span import jacobian_memorization
     from tests.conftest import tiny_checkpoint
 
     denoiser = bp.load(tiny_checkpoint(tmp_path / "dit.pt", "dit", image_size=8))
@@ -257,7 +257,7 @@ def test_the_ideal_memorizer_is_in_its_training_span_where_its_weights_spread():
     weights spread its top N − 1 eigenvectors lie in span{xᵢ − x̄} (fraction 1) and a held-out span holds
     them no better than chance; where they are one-hot (small σ) J = 0 and there is nothing to find."""
     from biasprobe.analyses.base import noise_seed
-    from biasprobe.analyses.memorization import ideal_memorizer_span
+    from biasprobe.analyses.ideal import ideal_memorizer_span
     from biasprobe.analyses.reference import posterior_weights
     from biasprobe.noise import noisy
 

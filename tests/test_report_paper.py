@@ -8,7 +8,8 @@ import xarray as xr
 
 import biasprobe as bp
 from biasprobe.denoiser import file_sha256
-from biasprobe.reports.paper import PAPER, VARIANTS, Settings, paper_report, read_zoo
+from biasprobe.reports.paper import PAPER, Settings, paper_report
+from biasprobe.reports.zoo import VARIANTS, read_zoo
 
 from .conftest import run_cli, tiny_checkpoint
 

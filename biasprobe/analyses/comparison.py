@@ -12,11 +12,13 @@ stacks the results along a ``checkpoint`` dimension. Two quantities compare the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import analysis, with_provenance
+from biasprobe.analyses.base import StoreFigure, analysis, with_provenance
 from biasprobe.analyses.generalization import gap
 from biasprobe.analyses.harmonic import eigenspace_overlap, gahb_summary
 from biasprobe.analyses.jacobian import jacobian
@@ -32,7 +34,12 @@ GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
 """Default noise levels of the gap part: ten σ ([0, 1] scale) inside every schedule's range."""
 
 
-@analysis("compare")
+@analysis(
+    "compare", public="compare",
+    figures=[StoreFigure("compare", "Two checkpoints side by side: gap, Jacobian spectra, attention locality and "
+                         "samples from the same seeds", "biasprobe.figures.comparison:comparison_store_figure")],
+    numbers="biasprobe.analyses.comparison:compare_numbers",
+)
 def compare(
     first: Denoiser,
     second: Denoiser,
@@ -161,6 +168,18 @@ def compare_results(first: xr.Dataset, second: xr.Dataset) -> xr.Dataset:
         dataset.attrs.update({f"{key}{suffix}": result.attrs[key] for key in ("checkpoint", "checkpoint_sha256")
                               if key in result.attrs})
     return dataset
+
+
+def compare_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of a compare store: the eigenspace overlap, paired sample similarity, gaps."""
+    dataset = next(iter(parts.values()))
+    rows = [(f"top-{dataset.attrs.get('eigenspace_top', 'K')} Jacobian eigenspace overlap",
+             f"{float(dataset.eigenspace_overlap):.3f}")]
+    if "sample_similarity" in dataset:
+        rows.append(("paired sample similarity (mean)", f"{float(dataset.sample_similarity.mean()):.3f}"))
+    if "average_gap" in dataset:
+        rows.append(("average gap, A / B", " / ".join(f"{float(v):.2f} dB" for v in dataset.average_gap.values)))
+    return rows
 
 
 def _staged(label: str, analysis, *args, **options):

@@ -16,14 +16,23 @@ generalizes restores both alike (gap ≈ 0).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import SIGMA_ATTRS, STEP_ATTRS, analysis, noise_seed, with_provenance
+from biasprobe.analyses.base import (
+    SIGMA_ATTRS,
+    STEP_ATTRS,
+    StoreFigure,
+    Sweep,
+    analysis,
+    noise_seed,
+    with_provenance,
+)
 from biasprobe.denoiser import Denoiser
+from biasprobe.errors import InputError
 from biasprobe.noise import noise_levels, noisy
 from biasprobe.progress import track
 
@@ -44,7 +53,14 @@ def psnr(estimate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / error.clamp_min(1e-10))  # perfect estimates read 100 dB
 
 
-@analysis("gap")
+@analysis(
+    "gap", public="gap", sweep=Sweep(needs_images=False, run="biasprobe.analyses.generalization:sweep_gap"),
+    figures=[StoreFigure("gap", "Output PSNR on training and test images and their gap against the noise level "
+                         "(An et al. Fig. 2)", "biasprobe.figures.generalization:gap_figure", per_checkpoint=True)],
+    together=StoreFigure("gap", "The gap of every store, one colour per checkpoint (An et al. Fig. 2)",
+                         "biasprobe.figures.generalization:gap_figure"),
+    numbers="biasprobe.analyses.generalization:gap_numbers",
+)
 def gap(
     denoiser: Denoiser,
     train_images: torch.Tensor,
@@ -108,6 +124,26 @@ def checkpoint_gap(
                   sigmas, timesteps, seed=seed, progress=progress)
     dataset.attrs.update(data=name, n_train=len(train_images))
     return dataset
+
+
+def sweep_gap(denoiser: Denoiser, images, *, seed: int = 0, k: int = 300, **options) -> xr.Dataset:
+    """One checkpoint's gap in a sweep: :func:`checkpoint_gap` on min(K, N) images per split, its ``image``
+    axis NaN-padded to K so that models with N < K fit the sweep's layout (``images_per_split`` keeps the
+    counts)."""
+    if images is not None:
+        raise InputError("the gap sweep takes each checkpoint's own training images: give no images")
+    return checkpoint_gap(denoiser, seed=seed, k=k, **options).reindex(image=np.arange(k))
+
+
+def gap_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of gap stores: the average gap of each checkpoint and the images per split."""
+    rows = [(f"average gap, {name}", f"{float(part.average_gap):.2f} dB over {part.sizes['sigma']} noise levels")
+            for name, part in parts.items()]
+    first = next(iter(parts.values()))
+    if "images_per_split" in first:
+        rows.append(("images per split (train, test)",
+                     ", ".join(str(int(c)) for c in np.ravel(first.images_per_split.values)[:2])))
+    return rows
 
 
 def _summarise(values, sigma, steps, counts, denoiser, seed) -> xr.Dataset:

@@ -16,7 +16,7 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 - roughness R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω (0 … 8) and the harmonicity ρ = Spearman(k, R_Ω(e_k))
   over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
 - spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
-- the memorization score of :func:`biasprobe.analyses.memorization.jacobian_memorization`, when
+- the memorization score of :func:`biasprobe.analyses.span.jacobian_memorization`, when
   the training images are known;
 - the dimension trend β = d log tr J / d log σ per image (least squares over the σ of the store).
 
@@ -34,15 +34,18 @@ counts behind it; ``reason`` says, per image and σ, which test decided the cate
 from __future__ import annotations
 
 import itertools
-import json
+import math
+from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
 from scipy.stats import spearmanr
 
 from biasprobe.analyses.reference import radial_frequency
-from biasprobe.analyses.support import SUPPORTS, grid_roughness, support_masks
+from biasprobe.analyses.spectra import FIELD, denoiser_order, denoiser_trace, dimension_trend, raw_scale
+from biasprobe.analyses.support import grid_roughness, with_support
 from biasprobe.errors import InputError
+from biasprobe.summary import Column, Line, Records, Summary, Table, number, records
 
 HARMONICITY_THRESHOLD = 0.7
 """ρ(k, R_Ω): between the harmonic references (≥ 0.89) and random or pixel bases (≤ 0.58 at K = 16)."""
@@ -78,56 +81,6 @@ CATEGORIES = (
     "harmonic (support is the whole frame)",
     "not harmonic",
 )
-
-FIELD = ("channel", "y", "x")
-
-
-# --------------------------------------------------------------------------- the denoiser's order
-
-
-def raw_scale(dataset: xr.Dataset) -> xr.DataArray | float | None:
-    """s in J = I − s·J_raw for a raw-output store (1 for residual networks, σ_n for ε-prediction),
-    0 for x̂₀ networks and wrapped callables (J = J_raw), None for a denoised store."""
-    if dataset.attrs.get("output", "denoised") != "raw":
-        return None
-    architecture = json.loads(dataset.attrs.get("architecture", "{}"))
-    parameterization = architecture.get("parameterization")
-    if parameterization == "residual":
-        return 1.0
-    if parameterization == "eps":
-        scale = 2.0 if architecture.get("native_range") == "signed" else 1.0
-        return dataset.sigma * scale
-    return 0.0
-
-
-def denoiser_order(dataset: xr.Dataset) -> xr.Dataset:
-    """The Dataset as eigenpairs of the denoiser's Jacobian, largest λ first.
-
-    A raw-output store decomposes J_raw = ∂r/∂y_n, and J = I − s·J_raw (:func:`raw_scale`), so the
-    denoiser's eigenvalues are λ = 1 − s·μ in reverse order: the raw output's top eigenvectors are
-    the denoiser's bottom ones (the directions it removes as noise). The map needs every eigenvector
-    (a dense run with d ≤ 1024); otherwise this raises."""
-    scale = raw_scale(dataset)
-    if scale is None or (isinstance(scale, float) and scale == 0.0):
-        return dataset
-    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
-    if dataset.sizes["rank"] < d or dataset.sizes["index"] < d:
-        raise InputError(
-            "this store holds the raw output's Jacobian (ε̂ or residual), whose top eigenvectors are the "
-            "denoiser's bottom ones (λ = 1 − s·μ); GAHB metrics need the denoiser's top eigenvectors: "
-            "rerun with {output}=denoised, or with {method}=dense and every eigenvector stored (d ≤ 1024)",
-            parameters=["output", "method"],
-        )
-    flipped = dataset.isel(rank=slice(None, None, -1), index=slice(None, None, -1))
-    flipped = flipped.assign_coords(rank=dataset["rank"].values, index=dataset["index"].values)
-    mapped = flipped.assign(
-        eigenvalue=1 - scale * flipped.eigenvalue, spectrum=1 - scale * flipped.spectrum,
-        effective_dimension=d - scale * flipped.effective_dimension,
-    )
-    for name in ("eigenvalue", "spectrum", "effective_dimension"):
-        mapped[name].attrs = dict(dataset[name].attrs)
-    mapped.attrs = {**dataset.attrs, "output": "denoised", "mapped_from": "raw"}
-    return mapped
 
 
 # --------------------------------------------------------------------------- per-vector metrics
@@ -220,71 +173,7 @@ def adaptivity(dataset: xr.Dataset, top: int) -> xr.DataArray:
         long_name="adaptivity: 1 − overlap of top-K eigenspaces between images", top=top)
 
 
-def denoiser_trace(dataset: xr.Dataset) -> xr.DataArray:
-    """tr J of the denoiser: the store's ``effective_dimension``, or d − s·tr J_raw for a raw-output
-    store (J = I − s·J_raw, :func:`raw_scale`)."""
-    scale = raw_scale(dataset)
-    if scale is None or (isinstance(scale, float) and scale == 0.0):
-        return dataset.effective_dimension
-    d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
-    return (d - scale * dataset.effective_dimension).assign_attrs(dataset.effective_dimension.attrs)
-
-
-def dimension_trend(effective_dimension: xr.DataArray) -> xr.DataArray:
-    """β = least-squares slope of log tr J against log σ per image (NaN with one σ or tr J ≤ 0):
-    Kadkhodaie et al. find tr J falling with σ for generalizing denoisers (β < 0) and flat for
-    memorizers (β ≈ 0), whose J is confined to the ≤ N − 1 directions of the training set."""
-    log_sigma = np.log(effective_dimension.sigma.values)
-    attrs = {"long_name": "dimension trend β = d log tr J / d log σ", "units": "1", "sigmas": len(log_sigma)}
-    if len(log_sigma) < 2:
-        return xr.full_like(effective_dimension.isel(sigma=0, drop=True), np.nan, dtype=float).assign_attrs(attrs)
-    trace = effective_dimension.transpose("image", "sigma").values
-    log_trace = np.log(np.where(trace > 0, trace, np.nan))
-    centred = log_sigma - log_sigma.mean()
-    slope = ((log_trace - log_trace.mean(1, keepdims=True)) * centred).sum(1) / (centred**2).sum()
-    return xr.DataArray(slope, dims=["image"], coords={"image": effective_dimension.image}, attrs=attrs)
-
-
 # --------------------------------------------------------------------------- context and verdict
-
-
-def with_support(dataset: xr.Dataset, support: str = "object", **options) -> xr.Dataset:
-    """The Dataset with ``support`` (image, y, x): Ω of each clean image by ``support``
-    (``object``, ``edges`` or ``frame``; ``options``: threshold, dilation), recorded in its attrs."""
-    if support not in SUPPORTS:
-        raise InputError(f"{{support}} must be one of {SUPPORTS}, got {support!r}", parameters=["support"])
-    masks = support_masks(dataset.clean.values, support, **options)
-    return dataset.assign(support=(("image", "y", "x"), masks, {
-        "long_name": "support Ω of the clean image", "method": support,
-        **{key: float(value) for key, value in options.items() if value is not None}}))
-
-
-def gahb_context(
-    dataset: xr.Dataset,
-    *,
-    support: str = "object",
-    support_options: dict | None = None,
-    training_images=None,
-    held_out_images=None,
-    neighbours: int | None = None,
-) -> xr.Dataset:
-    """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
-    (:func:`with_support`), the dimension trend per image (:func:`dimension_trend`) and, given the
-    training images and held-out images, the memorization diagnostics of
-    :func:`~biasprobe.analyses.memorization.jacobian_memorization`."""
-    from biasprobe.analyses.memorization import NEIGHBOURS, jacobian_memorization
-
-    dataset = with_support(dataset, support, **(support_options or {}))
-    dataset = dataset.assign(dimension_trend=dimension_trend(denoiser_trace(dataset)))
-    if (training_images is None) != (held_out_images is None):
-        raise InputError("memorization diagnostics need both {training_images} and {held_out_images} (the control)",
-                         parameters=["training_images", "held_out_images"])
-    if training_images is not None:
-        found = jacobian_memorization(dataset, training_images, held_out_images,
-                                      neighbours=neighbours or NEIGHBOURS)
-        dataset = dataset.merge(found.drop_vars(["image", "sigma"]), combine_attrs="override")
-        dataset.attrs = {**dataset.attrs, **{f"memorization_{k}": v for k, v in found.attrs.items()}}
-    return dataset
 
 
 def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | None = None) -> xr.Dataset:
@@ -444,6 +333,141 @@ def verdict_line(summary: xr.Dataset, sigma: int) -> str:
     return f"{at.verdict.item()} ({counts})"
 
 
+# --------------------------------------------------------------------------- what is printed and reported
+
+
+def _value(array) -> float | None:
+    """A float, None for NaN (null in the JSON)."""
+    value = float(array)
+    return None if math.isnan(value) else value
+
+
+def jacobian_summary(parts: Mapping[str, xr.Dataset]) -> Summary:
+    """What ``biasprobe jacobian`` prints of each checkpoint's store (``parts``: {name: Dataset}).
+
+    Three tables per checkpoint, each at most 80 columns wide. ``pairs``, one record per (image, σ):
+    λ₀, the λ at d/8 and d/4 when computed, s₀, tr(J), #λ>½, asymmetry and the worst eigen-residual
+    (starred above the tolerance); ``gahb``, per (image, σ): K, ρ, PR_Ω, κ, the memorization
+    diagnostics when known and the image's category; ``verdicts``, per σ: mean tr(J) and #λ>½ and the
+    verdict with the images per category. Then the slope of log tr(J) against log σ per image."""
+    summary: Summary = []
+    for name, dataset in parts.items():
+        summary += _checkpoint_summary(name, dataset)
+    return summary
+
+
+def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
+    """The tables and lines of one checkpoint (see :func:`jacobian_summary`)."""
+    out: Summary = []
+    d = int(dataset.attrs["dimension"])
+    tolerance = float(dataset.attrs["tolerance"])
+    method = dataset.attrs["method"]
+    ranks = [k for k in (0, d // 8, d // 4) if k < dataset.sizes["index"]]
+    records = []
+    for i in range(dataset.sizes["image"]):
+        for s in range(dataset.sizes["sigma"]):
+            at = dataset.isel(image=i, sigma=s)
+            records.append({
+                "checkpoint": name, "image": i, "sigma": float(at.sigma), "t": _value(at.t),
+                **{f"eigenvalue_{k}": float(at.spectrum[k]) for k in ranks},
+                "singular_value_0": float(at.singular_spectrum[0]),
+                "trace": float(at.effective_dimension), "count_above_half": int((at.spectrum > 0.5).sum()),
+                "asymmetry": float(at.asymmetry), "worst_residual": float(at.eigen_residual.max()),
+            })
+    out.append(Records("checkpoints", [{"checkpoint": name, "dimension": d, "method": method, "tolerance": tolerance}]))
+    missed = method != "dense" and any(record["worst_residual"] > tolerance for record in records)
+    columns = [
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("t", "t", number(".1f")),
+        *(Column(f"eigenvalue_{k}", f"λ{k}", number(".3f")) for k in ranks),
+        Column("singular_value_0", "s0", number(".3f")), Column("trace", "tr J", number(".1f")),
+        Column("count_above_half", "#λ>½"), Column("asymmetry", "asym", number(".3f")),
+        Column("worst_residual", "resid", lambda r: f"{r:.1e}" + ("*" if missed and r > tolerance else "")),
+    ]
+    out.append(Table(
+        "pairs", records, columns,
+        title=f"{name}: Jacobian of the {dataset.attrs['output']} output, d = {d}, {method}",
+        caption="λk: eigenvalue k of (J + Jᵀ)/2; s0: largest singular value; #λ>½: eigenvalues above ½; "
+        "asym: ‖J − Jᵀ‖/‖J‖; resid: worst ‖Se − λe‖/|λ|" + (f" (* above the tolerance {tolerance:g})" if missed else ""),
+    ))
+    if dataset.sizes["rank"] < 2:
+        return out
+    try:
+        summary = gahb_summary(dataset)
+    except InputError as error:  # a raw-output store with the top-k raw eigenvectors only
+        return [*out, Line(f"no GAHB verdict: {error}")]
+    memorized = "memorization_score" in summary
+    images = []
+    for i in range(summary.sizes["image"]):
+        for s in range(summary.sizes["sigma"]):
+            judged, at = summary.isel(image=i, sigma=s), dataset.isel(image=i, sigma=s)
+            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma), "top": int(judged.top),
+                      "harmonicity": float(judged.harmonicity), "participation": float(judged.participation),
+                      "confinement_excess": _value(judged.confinement_excess)}
+            if memorized:
+                record |= {"memorization_score": _value(judged.memorization_score),
+                           "nearest_train_cosine": float(at.nearest_train_cosine),
+                           "nearest_held_out_cosine": float(at.nearest_held_out_cosine)}
+            images.append(record | {"category": str(judged.category.item()), "reason": str(judged.reason.item())})
+    memorization_columns = [Column("memorization_score", "mem", number(".2f")),
+                            Column("nearest_train_cosine", "cos tr", number(".3f")),
+                            Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
+    out.append(Table("gahb", images, [
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("top", "K"),
+        Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
+        Column("confinement_excess", "κ", number(".2f")), *memorization_columns,
+        Column("category", "category", left=True),
+    ], title=f"{name}: GAHB metrics on Ω ({summary.attrs['support']}) over the top K eigenvectors",
+       caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
+           "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
+           "image" if memorized else "")))
+    for record in images:
+        if record["category"] in CATEGORIES[:2]:
+            out.append(Line(f"image {record['image']}, σ = {record['sigma']:g}: {record['category']}, by", True))
+            out += [Line(f"  {test}", True) for test in record["reason"].split("; ")]
+    verdicts = []
+    for s in range(summary.sizes["sigma"]):
+        at = summary.isel(sigma=s)
+        verdicts.append({
+            "checkpoint": name, "sigma": float(at.sigma), "mean_trace": float(at.effective_dimension.mean()),
+            "mean_count_above_half": float(at.count_above_half.mean()),
+            "mean_harmonicity": float(at.mean_harmonicity), "mean_participation": float(at.mean_participation),
+            "mean_confinement_excess": _value(at.mean_confinement_excess), "adaptivity": float(at.adaptivity),
+            "verdict": str(at.verdict.item()), "summary": verdict_line(summary, s),
+            "counts": {label: int(n) for label, n in zip(CATEGORIES, at.category_count.values)},
+        })
+    out.append(Table("verdicts", verdicts, [
+        Column("sigma", "σ", number("g")), Column("mean_trace", "tr J", number(".1f")),
+        Column("mean_count_above_half", "#λ>½", number(".1f")),
+        Column("summary", "verdict (images per category)", left=True),
+    ], title=f"{name}: GAHB verdict", caption="tr J, #λ>½: means over the images"))
+    trend = [{"checkpoint": name, "image": i, "slope": _value(value)}
+             for i, value in enumerate(summary.dimension_trend.values)]
+    out.append(Records("dimension_trend", trend))
+    if any(record["slope"] is not None for record in trend):
+        out += [Line("d log tr(J) / d log σ per image: " + ", ".join(number(".3f")(r["slope"]) for r in trend), True),
+                Line(f"  (< 0: tr J falls with σ, as when generalizing; ≥ {summary.attrs['trend_threshold']:g}: flat,",
+                     True),
+                Line(f"  as when memorizing, judged with at least {summary.attrs['trend_min_sigmas']} σ)", True)]
+    return out
+
+
+def jacobian_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of jacobian stores, read from :func:`jacobian_summary`'s records: per checkpoint
+    and σ, the mean tr J over the images and, with a verdict, the mean harmonicity, the adaptivity and the
+    verdict."""
+    rows = []
+    for name, part in parts.items():
+        summary = jacobian_summary({name: part})
+        pairs, verdicts = records(summary, "pairs"), {r["sigma"]: r for r in records(summary, "verdicts")}
+        for sigma in dict.fromkeys(record["sigma"] for record in pairs):
+            value = f"tr J {np.mean([r['trace'] for r in pairs if r['sigma'] == sigma]):.1f}"
+            if sigma in verdicts:
+                verdict = verdicts[sigma]
+                value += (f"; harmonicity {verdict['mean_harmonicity']:.2f}, adaptivity "
+                          f"{verdict['adaptivity']:.2f}: {verdict['verdict']}")
+            rows.append((f"{name}, σ = {sigma:.3g}", value))
+    return rows
+
 __all__ = [
     "CATEGORIES",
     "CONFINEMENT_THRESHOLD",
@@ -459,8 +483,9 @@ __all__ = [
     "dimension_trend",
     "eigenspace_overlap",
     "frequency_centroid",
-    "gahb_context",
     "gahb_summary",
+    "jacobian_numbers",
+    "jacobian_summary",
     "most_frequent",
     "participation_ratio",
     "raw_scale",

@@ -11,8 +11,10 @@ I − σ_n J_raw for ε-prediction), is analysed through
 
 The pieces live apart: the products with J in :mod:`biasprobe.autodiff` (:class:`JacobianOperator`),
 the ``dense``, ``lanczos`` and ``randomized`` solvers in :mod:`biasprobe.eigensolvers` (see
-``docs/methods/jacobian.md``); this module only runs them per (image, σ) and builds the Dataset.
-Its names from before the split are re-exported here.
+``docs/methods/jacobian.md``); this module runs them per (image, σ), builds the Dataset and adds
+what the verdict reads (:func:`gahb_context`: the support Ω, the dimension trend, the span
+diagnostics). The verdict itself is :mod:`biasprobe.analyses.harmonic`'s, which reads the stores
+this writes. Its names from before the split are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,20 @@ import numpy as np
 import torch
 
 from biasprobe import validation
-from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare, with_provenance
+from biasprobe.analyses.base import (
+    StoreFigure,
+    Sweep,
+    analysis,
+    base_dataset,
+    noise_seed,
+    prepare,
+    single,
+    swept,
+    with_provenance,
+)
+from biasprobe.analyses.span import NEIGHBOURS, jacobian_memorization
+from biasprobe.analyses.spectra import denoiser_trace, dimension_trend
+from biasprobe.analyses.support import with_support
 from biasprobe.autodiff import (
     OUTPUTS,
     PRECISIONS,
@@ -53,7 +68,19 @@ if TYPE_CHECKING:
     import xarray as xr
 
 
-@analysis("jacobian")
+@analysis(
+    "jacobian", public="jacobian", sweep=Sweep(needs_images=True),
+    figures=[
+        StoreFigure("jacobian", "Jacobian eigenvectors at the first image and σ, spectrum and GAHB metrics "
+                    "(An et al. Figs. 1 and 3)", "biasprobe.figures.jacobian:jacobian_figure", single),
+        StoreFigure("spectrum", "Jacobian eigenvalue spectra, one curve per checkpoint",
+                    "biasprobe.figures.jacobian:spectrum_figure", swept, per_checkpoint=True),
+    ],
+    together=StoreFigure("spectrum", "Jacobian eigenvalue spectra of every store at its first σ (An et al. Fig. 3)",
+                         "biasprobe.figures.jacobian:spectrum_figure"),
+    numbers="biasprobe.analyses.harmonic:jacobian_numbers",
+    summary="biasprobe.analyses.harmonic:jacobian_summary",
+)
 def jacobian(
     denoiser: Denoiser,
     images: torch.Tensor,
@@ -95,7 +122,7 @@ def jacobian(
     seed: seeds the noise (per image and σ, through :func:`~biasprobe.analyses.base.noise_seed`)
         and the random start blocks.
     support, training_images, held_out_images, neighbours: what the GAHB verdict needs besides the
-        eigenpairs (:func:`~biasprobe.analyses.harmonic.gahb_context`): the support Ω of each clean
+        eigenpairs (:func:`gahb_context`): the support Ω of each clean
         image (``object``, ``edges`` or ``frame``) and, given the training images and held-out
         images (the control), the memorization diagnostics.
 
@@ -106,10 +133,8 @@ def jacobian(
     ``eigen_residual``, ``jacobian_residual``, ``singular_value``, ``singular_cosine``,
     ``singular_residual``; per index (every computed value): ``spectrum`` and
     ``singular_spectrum``; ``support`` (image, y, x) and, with training images, the memorization
-    variables of :func:`~biasprobe.analyses.memorization.jacobian_memorization`.
+    variables of :func:`~biasprobe.analyses.span.jacobian_memorization`.
     """
-
-    from biasprobe.analyses.harmonic import gahb_context
     from biasprobe.progress import describe, task
 
     if output not in OUTPUTS:
@@ -198,6 +223,32 @@ def jacobian(
                         held_out_images=held_out_images, neighbours=neighbours)
 
 
+def gahb_context(
+    dataset: xr.Dataset,
+    *,
+    support: str = "object",
+    support_options: dict | None = None,
+    training_images=None,
+    held_out_images=None,
+    neighbours: int | None = None,
+) -> xr.Dataset:
+    """What the verdict needs beyond the eigenpairs, added to a jacobian Dataset: the support Ω
+    (:func:`~biasprobe.analyses.support.with_support`), the dimension trend per image (:func:`~biasprobe.analyses.spectra.dimension_trend`) and, given the
+    training images and held-out images, the memorization diagnostics of
+    :func:`~biasprobe.analyses.span.jacobian_memorization`."""
+    dataset = with_support(dataset, support, **(support_options or {}))
+    dataset = dataset.assign(dimension_trend=dimension_trend(denoiser_trace(dataset)))
+    if (training_images is None) != (held_out_images is None):
+        raise InputError("memorization diagnostics need both {training_images} and {held_out_images} (the control)",
+                         parameters=["training_images", "held_out_images"])
+    if training_images is not None:
+        found = jacobian_memorization(dataset, training_images, held_out_images,
+                                      neighbours=neighbours or NEIGHBOURS)
+        dataset = dataset.merge(found.drop_vars(["image", "sigma"]), combine_attrs="override")
+        dataset.attrs = {**dataset.attrs, **{f"memorization_{k}": v for k, v in found.attrs.items()}}
+    return dataset
+
+
 __all__ = [
     "DENSE_MAX_DIMENSION",
     "METHODS",
@@ -208,6 +259,7 @@ __all__ = [
     "JacobianOperator",
     "choose_method",
     "decompose",
+    "gahb_context",
     "jacobian",
     "jacobian_matrix",
     "krylov_limit",

@@ -11,14 +11,24 @@ docs/methods/locality.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import xarray as xr
 
-from biasprobe.analyses.base import analysis, base_dataset, noise_seed, prepare, with_provenance
+from biasprobe.analyses.base import (
+    StoreFigure,
+    Sweep,
+    analysis,
+    base_dataset,
+    noise_seed,
+    prepare,
+    single,
+    swept,
+    with_provenance,
+)
 from biasprobe.analyses.capture import LocalityObserver, TokenGeometry, capture_attention, locality_metrics
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
@@ -94,7 +104,35 @@ def distance_bin_edges(image_shape: Sequence[int], bin_width: float = 1.0) -> np
     return bin_width * np.arange(math.floor(longest / bin_width) + 2)
 
 
-@analysis("locality")
+def same_first_sigma(datasets: Mapping[str, xr.Dataset]) -> bool:
+    """Whether every store holds the first σ of the first (their profiles can be drawn together)."""
+    first = float(next(iter(datasets.values())).sigma[0])
+    return all(np.isclose(ds.sigma.values, first, rtol=1e-6).any() for ds in datasets.values())
+
+
+def locality_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
+    """A report's key numbers of locality stores: the mean attention distance per layer, per checkpoint and σ."""
+    rows = []
+    for name, part in parts.items():
+        for s in range(part.sizes["sigma"]):
+            at = part.isel(sigma=s).mean_distance.mean(("image", "head"))
+            rows.append((f"{name}, σ = {float(part.sigma[s]):.3g}",
+                         "mean attention distance per layer (px): " + ", ".join(f"{v:.1f}" for v in at.values)))
+    return rows
+
+
+@analysis(
+    "locality", public="locality", sweep=Sweep(needs_images=True),
+    figures=[
+        StoreFigure("locality", "Attention maps (An et al. Fig. 4, when stored) above the mean attention distance "
+                    "per layer and per head", "biasprobe.figures.locality:locality_figure", single),
+        StoreFigure("profile", "Mean attention distance per layer, one line per checkpoint",
+                    "biasprobe.figures.locality:locality_profile_figure", swept, per_checkpoint=True),
+    ],
+    together=StoreFigure("profile", "Mean attention distance per layer of every store, at the first σ of the first",
+                         "biasprobe.figures.locality:locality_profile_figure", same_first_sigma),
+    numbers="biasprobe.analyses.locality:locality_numbers",
+)
 def locality(
     denoiser: Denoiser,
     images: torch.Tensor,

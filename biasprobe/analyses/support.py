@@ -26,6 +26,7 @@ which is 0 for a constant on Ω and at most 8 eᵀe (a checkerboard).
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 from scipy import ndimage
 
 from biasprobe.errors import InputError
@@ -66,6 +67,17 @@ def support_mask(
 def support_masks(images: np.ndarray, method: str = "object", **options) -> np.ndarray:
     """Ω of each image of a (B, C, H, W) stack, (B, H, W) booleans."""
     return np.stack([support_mask(image, method, **options) for image in np.asarray(images)])
+
+
+def with_support(dataset: xr.Dataset, support: str = "object", **options) -> xr.Dataset:
+    """The Dataset with ``support`` (image, y, x): Ω of each clean image by ``support``
+    (``object``, ``edges`` or ``frame``; ``options``: threshold, dilation), recorded in its attrs."""
+    if support not in SUPPORTS:
+        raise InputError(f"{{support}} must be one of {SUPPORTS}, got {support!r}", parameters=["support"])
+    masks = support_masks(dataset.clean.values, support, **options)
+    return dataset.assign(support=(("image", "y", "x"), masks, {
+        "long_name": "support Ω of the clean image", "method": support,
+        **{key: float(value) for key, value in options.items() if value is not None}}))
 
 
 def grid_roughness(fields: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -59,6 +59,14 @@ def _label(dataset: xr.Dataset, index: int) -> str:
     return Path(checkpoint).stem if checkpoint else f"run {index + 1}"
 
 
+def checkpoint_label(path: str | os.PathLike | None, fallback: str = "denoiser") -> str:
+    """A short name for a checkpoint: its file stem (or folder name); ``fallback`` without one."""
+    if not path:
+        return fallback
+    path = Path(str(path))
+    return path.stem if path.suffix else path.name
+
+
 def new_canvas(figure: Figure | SubFigure | None, width: float, height: float) -> Figure | SubFigure:
     """``figure`` if given, else a new constrained-layout Figure (Agg, no global pyplot state)."""
     return Figure(figsize=(width, height), layout="constrained") if figure is None else figure

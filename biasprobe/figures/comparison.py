@@ -7,7 +7,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from biasprobe.figures.base import Source, as_dataset, label, log_ticks, new_canvas
+from biasprobe.figures.base import Source, as_dataset, checkpoint_label, label, log_ticks, new_canvas
 
 
 def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> Figure:
@@ -51,6 +51,13 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
     if bottom is not None:
         _samples(bottom, dataset, names)
     return fig
+
+
+def comparison_store_figure(source: Source) -> Figure:
+    """:func:`comparison_figure` of a compare store, A and B labelled by their checkpoints."""
+    dataset = as_dataset(source)
+    return comparison_figure(dataset, (checkpoint_label(dataset.attrs.get("checkpoint"), "A"),
+                                       checkpoint_label(dataset.attrs.get("checkpoint_b"), "B")))
 
 
 def _samples(figure, dataset, names) -> None:

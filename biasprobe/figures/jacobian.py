@@ -7,7 +7,7 @@
 - :func:`harmonic_figure`: frequency centroid and participation ratio against k, with the verdict.
 - :func:`jacobian_figure`: the three together (what ``biasprobe jacobian --figure`` draws).
 - :func:`span_fraction_figure`: from training-span Datasets
-  (:func:`~biasprobe.analyses.memorization.jacobian_memorization`): ‖P_T e_j‖² against the rank j
+  (:func:`~biasprobe.analyses.span.jacobian_memorization`): ‖P_T e_j‖² against the rank j
   of the denoiser's Jacobian, with the held-out control ‖P_H e_j‖² and chance dim/d.
 - :func:`side_by_side_figure`: An et al. Figs. 1 and 3 — one row per store (checkpoint) at the
   same image and σ: clean, noisy, D(y), eigenvectors at chosen ranks with λ, and the GAHB and
@@ -35,7 +35,16 @@ from matplotlib.figure import Figure, SubFigure
 
 from biasprobe.analyses.harmonic import gahb_summary, verdict_line
 from biasprobe.errors import InputError
-from biasprobe.figures.base import Source, as_dataset, as_datasets, at_sigma, label, new_canvas, root
+from biasprobe.figures.base import (
+    Source,
+    as_dataset,
+    as_datasets,
+    at_sigma,
+    checkpoint_label,
+    label,
+    new_canvas,
+    root,
+)
 
 
 def default_ranks(dataset: xr.Dataset) -> list[int]:
@@ -103,6 +112,19 @@ def eigenvector_figure(
         axis.set_yticks([])
     canvas.suptitle(f"{output_title(at)}, σ = {float(at.sigma):g}", fontsize=9)
     return root(canvas)
+
+
+def training_span_figure(source: Source) -> Figure:
+    """:func:`span_fraction_figure` of one training-span store, labelled by its checkpoint."""
+    dataset = as_dataset(source)
+    return span_fraction_figure({checkpoint_label(dataset.attrs.get("checkpoint"), "model"): dataset})
+
+
+def ideal_memorizer_figure(source: Source) -> Figure:
+    """:func:`span_fraction_figure` of an ideal-memorizer store, one curve per σ."""
+    dataset = as_dataset(source)
+    return span_fraction_figure({f"ideal memorizer, σ = {float(sigma):g}": dataset.sel(sigma=[sigma])
+                                 for sigma in dataset.sigma.values})
 
 
 def output_title(dataset: xr.Dataset) -> str:

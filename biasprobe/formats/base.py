@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
-from biasprobe.formats.weights import read_safetensors, read_torch, safetensors_metadata
+from biasprobe.weights import read_safetensors, read_torch, safetensors_metadata
 
 
 class Source:

@@ -26,8 +26,8 @@ from torch import nn
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
-from biasprobe.formats.weights import load_strictly, read_weights
 from biasprobe.schedules import Schedule
+from biasprobe.weights import load_strictly, read_weights
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 DENOISER_COMPONENTS = ("unet", "transformer")

@@ -23,9 +23,9 @@ from typing import Any
 from biasprobe.denoiser import CheckpointSource, NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
-from biasprobe.formats.weights import load_strictly
 from biasprobe.models.dit_reference import ClassConditionalDiT
 from biasprobe.schedules import Schedule
+from biasprobe.weights import load_strictly
 
 HEADS_BY_SIZE = {"S": 6, "B": 12, "L": 16, "XL": 16}
 """Heads of the released DiT-S, -B, -L and -XL."""

@@ -20,9 +20,9 @@ import torch
 from biasprobe.denoiser import NetworkDenoiser
 from biasprobe.errors import CheckpointError, InputError
 from biasprobe.formats.base import FormatEntrypoint, Source
-from biasprobe.formats.weights import load_strictly, tensors_only
 from biasprobe.models.bf_cnn import BiasFreeCNN
 from biasprobe.models.unet_bf import BiasFreeUNet
+from biasprobe.weights import load_strictly, tensors_only
 
 DEFAULT_IMAGE_SIZE = 80
 """The authors' CelebA images are 80×80; any size works (a multiple of 2^num_blocks for the UNet)."""

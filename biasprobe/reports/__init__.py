@@ -4,6 +4,14 @@
 - :mod:`biasprobe.reports.paper` is the recipe of An et al.'s figures over a checkpoint zoo.
 """
 
-from biasprobe.reports.stores import FIGURES, NUMBERS, TOGETHER, Report, StoreFigure, register, report
+from biasprobe.reports import stores
+from biasprobe.reports.stores import Report, StoreFigure, report
 
-__all__ = ["FIGURES", "NUMBERS", "TOGETHER", "Report", "StoreFigure", "register", "report"]
+
+def __getattr__(name: str):
+    if name in ("FIGURES", "NUMBERS", "TOGETHER"):  # views of the analysis registry, read when asked for
+        return getattr(stores, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["FIGURES", "NUMBERS", "TOGETHER", "Report", "StoreFigure", "report"]

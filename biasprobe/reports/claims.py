@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.paper import (
+from biasprobe.reports.zoo import (
     AT_MEMORIZER_SIGMA,
     FAMILY_NAMES,
     IDEAL,
@@ -319,7 +319,7 @@ def ideal_in_span(ideal: xr.Dataset, sigma: float) -> bool:
 def memorizer_sigma(ideals: Sequence[xr.Dataset], grid: Sequence[float]) -> float | None:
     """The memorizer σ: the smallest σ of ``grid`` at which, for every store of ``ideals`` (the ideal
     memorizer of each N = 10 model's training set,
-    :func:`~biasprobe.analyses.memorization.ideal_memorizer_span`), the weights have spread — mean
+    :func:`~biasprobe.analyses.ideal.ideal_memorizer_span`), the weights have spread — mean
     max_i w_i ≤ :data:`MAX_WEIGHT` — and the ideal memorizer's top eigenvectors pass the span rule
     (:func:`ideal_in_span`); None when no σ of the grid does (or there is no store). The rule was fixed
     before the trained models' stores at any σ but 0.1 were computed; it reads the ideal memorizers only."""

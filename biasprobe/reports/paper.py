@@ -8,23 +8,7 @@ draws each item from its stores alone. An item whose cells the zoo lacks says so
 an item with none of its models is not drawn at all. Nothing is faked: every number on the page
 comes from a store.
 
-The zoo is a folder with ``manifest.json`` = ``{"checkpoints": [entry, ...]}``. The fields read are
-
-- ``name`` (unique), ``file`` (what :func:`biasprobe.load` opens, relative to the zoo folder) and
-  ``sha256`` (of that file; checked against the store's provenance);
-- ``family``: ``dit``, ``unet-ddpm`` or ``unet-bf``;
-- ``config.windows`` (or a top-level ``windows``): the DiT's attention window per layer, null for a
-  global layer (a shorter list leaves the remaining layers global); it picks the variant in :data:`VARIANTS`;
-- ``data`` (a :func:`biasprobe.data.load` name), ``n_train``, ``subset`` (``s1``/``s2``) and ``seed``
-  (the seed of the subset; default 0): the model's training images are
-  ``data.load(data, "train", n_train, subset=subset, seed=seed)``.
-
-How far each model is trained is read for the page's "How far the zoo is trained" table
-(:func:`zoo_training`): ``steps_done`` and ``steps`` (the recipe's), and the plateau judgement
-``loss_change_last_20pct``, ``loss_change_se``, ``plateau`` (written by ``biasprobe sweep train``); an
-entry without it is judged from its record ``NAME.train.json``'s loss curve beside the manifest
-(:func:`biasprobe.training.plateau.loss_plateau`), and one with neither is listed as not judged.
-Other fields (batch, FLOPs, time, final loss, …) are kept but not needed.
+The zoo's models and manifest are read by :mod:`biasprobe.reports.zoo`.
 """
 
 from __future__ import annotations
@@ -40,159 +24,31 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from biasprobe.analyses.base import registered
 from biasprobe.errors import InputError
 from biasprobe.progress import track
+from biasprobe.reports.claims import SPAN_TOP, check_claims, ideal_in_span, memorizer_check, memorizer_sigma, top_mean
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
+from biasprobe.reports.zoo import (
+    AT_MEMORIZER_SIGMA,
+    FAMILY_NAMES,
+    IDEAL,
+    MEMORIZERS,
+    MID_N,
+    N_VALUES,
+    SEEDS,
+    Cell,
+    TrainedSoFar,
+    ZooModel,
+    read_zoo,
+    zoo_training,
+)
 from biasprobe.store import open as open_store
-from biasprobe.store import provenance, save
+from biasprobe.store import save
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-LOCAL = (3, 5, 7, 9, 11, 13)
-VARIANTS: dict[str, tuple[int | None, ...]] = {
-    "global": (),
-    "local": LOCAL,                                            # head: layers 1-6 (the paper's default)
-    "mix": (3, None, 5, None, 7, None, 9, None, 11, None, 13),  # interleaved: layers 1, 3, …, 11 (our choice)
-    "tail": (None,) * 6 + LOCAL,                               # layers 7-12
-    "local*": (3, 3, 3, 5, 5, 5, 7, 7, 7),                     # nine local layers, layers 1-9 (our order)
-    "windows 5×6": (5,) * 6,                                   # Fig. 8: the same budget, one size
-    "windows 3,3,5,5,7,7": (3, 3, 5, 5, 7, 7),                 # Fig. 8: the same budget, growing
-}
-"""Attention window per DiT layer of each variant the paper compares (trailing global layers left out).
-Where the paper does not say the placement (mix, local*), ours is written here; train the zoo with these."""
-
-FAMILY_NAMES = {"dit": "DiT", "unet-ddpm": "DDPM UNet", "unet-bf": "bias-free UNet"}
-N_VALUES = (10, 100, 1000, 10000, 30000)
-"""The zoo's training-set sizes; the paper's 10⁵ is 3·10⁴ here (Fashion-MNIST's S1 half has 30000)."""
-SEEDS = 3
-
-
-# ------------------------------------------------------------------------------------------ the zoo
-
-
-@dataclass(frozen=True)
-class ZooModel:
-    """One checkpoint of the zoo, as the recipe reads its manifest entry."""
-
-    name: str
-    path: Path
-    family: str
-    windows: tuple[int | None, ...]
-    data: str
-    n_train: int
-    subset: str
-    seed: int
-    sha256: str
-    steps_done: int | None = None
-
-    @property
-    def variant(self) -> str | None:
-        """The name of this model's attention variant in :data:`VARIANTS` (None: none of them)."""
-        if self.family != "dit":
-            return "global"
-        return next((name for name, windows in VARIANTS.items() if windows == self.windows), None)
-
-    def label(self) -> str:
-        variant = "" if self.variant in ("global", None) else f" {self.variant}"
-        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} N={self.n_train}"
-
-
-def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
-    """The models of the zoo at ``folder`` (its ``manifest.json``, see the module doc)."""
-    folder = Path(folder)
-    manifest = folder / "manifest.json"
-    if not manifest.exists():
-        raise InputError(f"no zoo manifest at {manifest}: the paper zoo ships in data/zoo of the repository (run from "
-                         "its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} data/checkpoints "
-                         "is the small shipped zoo", parameters=["zoo"])
-    try:
-        entries = json.loads(manifest.read_text())["checkpoints"]
-        return [_model(folder, entry) for entry in entries]
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{manifest} is not a zoo manifest ({err}); see docs/reports.md for its fields") from None
-
-
-def _model(folder: Path, entry: dict) -> ZooModel:
-    windows = (entry.get("config") or {}).get("windows", entry.get("windows")) or []
-    windows = list(windows)
-    while windows and windows[-1] is None:
-        windows.pop()
-    return ZooModel(
-        name=entry["name"], path=folder / entry["file"], family=entry["family"], windows=tuple(windows),
-        data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
-        seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
-        steps_done=int(entry["steps_done"]) if entry.get("steps_done") is not None else None,
-    )
-
-
-@dataclass(frozen=True)
-class TrainedSoFar:
-    """How far one zoo model is trained: steps done, the recipe's steps, and the plateau judgement
-    (``change``: the relative change of the mean loss over the last 20 % of the steps done against the
-    20 % before, ``change_se`` its standard error; ``plateau`` None: no loss curve to judge)."""
-
-    name: str
-    steps_done: int | None
-    steps: int | None
-    change: float | None
-    change_se: float | None
-    plateau: bool | None
-
-
-def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
-    """How far each model of the zoo at ``folder`` is trained, from its manifest entry or else from its
-    training record's loss curve (see the module doc)."""
-    from biasprobe.training.plateau import record_plateau
-
-    folder = Path(folder)
-    entries = json.loads((folder / "manifest.json").read_text())["checkpoints"]
-    states = []
-    for entry in entries:
-        judged = {key: entry.get(key) for key in ("loss_change_last_20pct", "loss_change_se", "plateau")}
-        record_path = folder / f"{entry['name']}.train.json"
-        if "plateau" not in entry and record_path.exists():
-            record = json.loads(record_path.read_text())
-            if record.get("loss_curve"):
-                judged = record_plateau(record, record_path).record()
-            entry = {**record, **entry}
-        change = judged["loss_change_last_20pct"]
-        plateau = judged["plateau"] if change is not None else None  # a curve too short to judge: not judged
-        states.append(TrainedSoFar(entry["name"], entry.get("steps_done"), entry.get("steps"),
-                                   change, judged["loss_change_se"], plateau))
-    return states
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A model an item needs: family, attention variant, N (None: the largest the zoo has) and subset;
-    ``analysis`` names the store the item reads for it when that is not the item's own."""
-
-    family: str
-    n: int | None = None
-    variant: str = "global"
-    subset: str = "s1"
-    seeds: int = 1
-    analysis: str | None = None
-
-    def describe(self) -> str:
-        variant = "" if self.variant == "global" else f" {self.variant}"
-        n = "largest N" if self.n is None else f"N={self.n}"
-        seeds = f", {self.seeds} seeds" if self.seeds > 1 else ""
-        store = f"; {self.analysis}" if self.analysis else ""
-        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} {n} ({self.subset}{seeds}{store})"
-
-    def find(self, zoo: Sequence[ZooModel]) -> list[ZooModel]:
-        """The zoo's models of this cell, one per seed (sorted by seed)."""
-        matches = [m for m in zoo if m.family == self.family and m.variant == self.variant and m.subset == self.subset]
-        if self.n is None and matches:
-            largest = max(m.n_train for m in matches)
-            matches = [m for m in matches if m.n_train == largest]
-        elif self.n is not None:
-            matches = [m for m in matches if m.n_train == self.n]
-        return sorted(matches, key=lambda m: m.seed)
-
 
 # ------------------------------------------------------------------------------------------ analyses
 
@@ -244,18 +100,39 @@ class Settings:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-IDEAL = "ideal-memorizer"
-"""The store of the ideal memorizer (the posterior mean of an N = 10 model's training images) at the report's σ
-and the memorizer-σ grid: the known answer of the span test, and what the memorizer σ is chosen from."""
-AT_MEMORIZER_SIGMA = "training-span at the memorizer σ"
-"""The training-span stores at the memorizer σ (ordinary training-span stores of ``Settings(sigma=σ)``, keyed
-so; the name the report's store table and its claims look them up by)."""
 DERIVED = {"training-span": "jacobian"}
 """Analyses computed from another analysis's store of the same model (and its images), not from the model."""
 DERIVED_OPTIONS = {"training-span": {"centred": True, "neighbours": 10}}
 """The options of each derived analysis (part of its stores' cache key)."""
-SPAN_PROVENANCE = ("checkpoint", "checkpoint_sha256", "architecture", "seed", "device", "output")
-"""What a derived store takes over from its source's provenance (its own command, version and time are its own)."""
+
+
+def _gap_inputs(settings, denoiser, train, test, held_out, source):
+    count = min(settings.k, len(train))
+    levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
+    return (denoiser, train[:count], test[:count]), {"seed": 0, **levels}
+
+
+def _jacobian_inputs(settings, denoiser, train, test, held_out, source):
+    output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
+    return (denoiser, test[:1], [settings.sigma]), {"output": output, "seed": 0}
+
+
+RECIPE_INPUTS: dict[str, Callable] = {
+    "gap": _gap_inputs,
+    "jacobian": _jacobian_inputs,
+    "locality": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, test[: settings.locality_images], [settings.sigma]), {"save_maps": True, "seed": 0}),
+    "memorization": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, settings.samples, train), {"steps": settings.sampler_steps, "seed": 0}),
+    "training-span": lambda settings, denoiser, train, test, held_out, source: (
+        (source, train, held_out), DERIVED_OPTIONS["training-span"]),
+    IDEAL: lambda settings, denoiser, train, test, held_out, source: (
+        (train, test[:1], held_out, sorted({settings.sigma, *settings.memorizer_sigmas})),
+        {"weight_images": test, "seed": 0, **DERIVED_OPTIONS["training-span"]}),
+}
+"""The recipe's inputs of each registered analysis it runs: (settings, denoiser, training images, test images,
+held-out images, source store) -> (positional inputs, keywords) of :func:`~biasprobe.analyses.base.registered`
+(kind)."""
 
 
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
@@ -263,51 +140,33 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
 
     ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
-    :func:`~biasprobe.analyses.memorization.jacobian_memorization` with centred spans of its training
+    :func:`~biasprobe.analyses.span.jacobian_memorization` with centred spans of its training
     images and of the ``settings.held_out`` first test images (the control). :data:`IDEAL` reads the
     model's training images only (the checkpoint gives the image shape):
-    :func:`~biasprobe.analyses.memorization.ideal_memorizer_span` at ``settings.sigma`` and every σ of
+    :func:`~biasprobe.analyses.ideal.ideal_memorizer_span` at ``settings.sigma`` and every σ of
     ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
     first test images."""
     from biasprobe import data
-    from biasprobe.analyses.generalization import gap
-    from biasprobe.analyses.jacobian import jacobian
-    from biasprobe.analyses.locality import locality
-    from biasprobe.analyses.memorization import ideal_memorizer_span, jacobian_memorization, memorization
     from biasprobe.formats import load
 
+    if kind not in RECIPE_INPUTS:
+        raise InputError(f"the paper recipe has no analysis {kind!r}")
     denoiser = load(model.path, device=device)
     channels, size, _ = denoiser.image_shape
     options = {"size": size, "channels": channels}
     train = data.load(model.data, "train", model.n_train, subset=model.subset, seed=model.seed, **options)
     test = data.load(model.data, "test", settings.k, subset="all", **options)
-    if kind == "gap":
-        count = min(settings.k, len(train))
-        levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
-        result = gap(denoiser, train[:count], test[:count], seed=0, **levels)
-    elif kind == "jacobian":
-        output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
-        result = jacobian(denoiser, test[:1], [settings.sigma], output=output, seed=0)
-    elif kind == "locality":
-        result = locality(denoiser, test[: settings.locality_images], [settings.sigma], save_maps=True, seed=0)
-    elif kind == "memorization":
-        result = memorization(denoiser, settings.samples, train, steps=settings.sampler_steps, seed=0)
-    elif kind == "training-span":
-        source = source if source is not None else compute("jacobian", model, settings, device)
-        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
-        result = jacobian_memorization(source, train, held_out, **DERIVED_OPTIONS[kind])
-        result.attrs.update({name: source.attrs[name] for name in SPAN_PROVENANCE if name in source.attrs},
-                            **provenance(), analysis="training-span", source_recipe_key=source.attrs.get("recipe_key", ""),
-                            source_command=source.attrs.get("command", ""))
+    if kind in DERIVED:
+        source = source if source is not None else compute(DERIVED[kind], model, settings, device)
+    held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
+        if kind in ("training-span", IDEAL) else None
+    inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
+    result = registered(kind)(*inputs, **keywords)
+    if kind == "training-span":
+        result.attrs.update(source_recipe_key=source.attrs.get("recipe_key", ""))
     elif kind == IDEAL:
-        held_out = data.load(model.data, "test", settings.held_out, subset="all", **options)
-        sigmas = sorted({settings.sigma, *settings.memorizer_sigmas})
-        result = ideal_memorizer_span(train, test[:1], held_out, sigmas, weight_images=test, seed=0,
-                                      **DERIVED_OPTIONS["training-span"])
-        result.attrs.update(**provenance(seed=0), analysis=IDEAL, data=model.data, subset=model.subset,
-                            training_seed=model.seed, grid=list(settings.memorizer_sigmas))
-    else:
-        raise InputError(f"the paper recipe has no analysis {kind!r}")
+        result.attrs.update(data=model.data, subset=model.subset, training_seed=model.seed,
+                            grid=list(settings.memorizer_sigmas))
     if kind != IDEAL and result.attrs.get("checkpoint_sha256") != model.sha256:  # the ideal reads no checkpoint
         raise InputError(f"{model.path} does not match the sha256 its zoo manifest gives for {model.name}; "
                          "retrain or fix the manifest")
@@ -442,10 +301,6 @@ def _draw_twins(found: dict[Cell, list[xr.Dataset]]) -> Figure | None:
     return figure
 
 
-MEMORIZERS = (("dit", "global", "s1"), ("dit", "local", "s1"), ("unet-ddpm", "global", "s1"),
-              ("unet-bf", "global", "s1"), ("unet-bf", "global", "s2"))
-"""(family, variant, subset) of the N = 10 models checked as memorizers; the contrast of each is the largest-N
-model of its family and variant on S1."""
 SPAN_DRAWN = 20
 """Ranks of the denoiser's Jacobian drawn in the memorizers figure."""
 
@@ -460,8 +315,6 @@ def _memorizer_cells() -> tuple[Cell, ...]:
 def _memorizer_checks(found: dict[Cell, list[xr.Dataset]], span_kind: str | None = None):
     """The :class:`~biasprobe.reports.claims.MemorizerCheck` of every N = 10 model the item has a store of, from
     the span stores of ``span_kind`` (None: the report's σ; :data:`AT_MEMORIZER_SIGMA`: the memorizer σ)."""
-    from biasprobe.reports.claims import memorizer_check
-
     checks = []
     for family, variant, subset in MEMORIZERS:
         share = found.get(Cell(family, 10, variant, subset, analysis="memorization"))
@@ -527,8 +380,6 @@ def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], l
     """Per N = 10 model a row at the report's σ and one at the memorizer σ; above them, the ideal memorizer of
     each training set at both σ (the known answer: its check is the span part of the rule against its held-out
     span, with the mean max posterior weight)."""
-    from biasprobe.reports.claims import SPAN_TOP, ideal_in_span, top_mean
-
     number = lambda value: "—" if value is None else f"{value:.3f}"
     first, second = _memorizer_checks(found), {c.cell: c for c in _memorizer_checks(found, AT_MEMORIZER_SIGMA)}
     level = lambda checks: next((float(c.span_store.sigma[0]) for c in checks if c.span_store is not None), None)
@@ -572,12 +423,6 @@ def _memorizers_table(found: dict[Cell, list[xr.Dataset]]) -> tuple[list[str], l
 
 def _cells(family: str, ns: Sequence[int | None], variant: str = "global", seeds: int = 1, subset: str = "s1"):
     return tuple(Cell(family, n, variant, subset, seeds) for n in ns)
-
-
-MID_N = 100
-"""The N where the zoo's gap is mid-range (the paper's 10³-10⁴): the N of the seeds and of Tables 2 and 3.
-The zoo's pilot and first round (docs/zoo.md) put it at 10²: its short-trained DiTs and UNets open a
-gap there and none at N ≥ 10³."""
 
 
 def _seeds(n: int | None) -> int:
@@ -740,8 +585,6 @@ def paper_report(
 
 def _memorizer_sigma(stores: dict[tuple[str, str], xr.Dataset], settings: Settings) -> float | None:
     """The memorizer σ (:func:`biasprobe.reports.claims.memorizer_sigma`) from this run's ideal-memorizer stores."""
-    from biasprobe.reports.claims import memorizer_sigma
-
     return memorizer_sigma([store for (kind, _), store in stores.items() if kind == IDEAL], settings.memorizer_sigmas)
 
 
@@ -801,8 +644,6 @@ def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
 
 def _claims_blocks(models: list[ZooModel], stores: dict[tuple[str, str], xr.Dataset]) -> list[Block]:
     """The claims table (:mod:`biasprobe.reports.claims`) and the rule behind each outcome."""
-    from biasprobe.reports.claims import check_claims
-
     claims = check_claims(models, stores)
     rows = [[c.source, c.statement, c.paper, c.ours, f"**{c.outcome}**"] for c in claims]
     rules = "\n".join(f"{number}. {c.statement}: held if {c.rule}." for number, c in enumerate(claims, start=1))

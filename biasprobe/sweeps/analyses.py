@@ -16,41 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 
-from biasprobe.analyses.base import registered
+from biasprobe.analyses.base import registered, sweepable
 from biasprobe.errors import InputError
 from biasprobe.sweeps import engine
 from biasprobe.sweeps import store as sweep_store
 from biasprobe.sweeps.engine import SweepError
 
 
-def _on_images(name: str) -> Callable[..., xr.Dataset]:
-    """The registered analysis ``name`` of noisy images (jacobian, locality) under the sweep's calling form."""
-
-    def run(denoiser, images, *, sigmas=None, timesteps=None, seed=0, **options) -> xr.Dataset:
-        return registered(name)(denoiser, images, sigmas, timesteps, seed=seed, **options)
-
-    return run
-
-
-def _gap(denoiser, images, *, seed=0, k=300, **options) -> xr.Dataset:
-    """The gap on min(K, N) images per split, its ``image`` axis NaN-padded to K so that models with
-    N < K fit the sweep's layout (``images_per_split`` keeps the counts)."""
-    from biasprobe.analyses.generalization import checkpoint_gap
-
-    if images is not None:
-        raise InputError("the gap sweep takes each checkpoint's own training images: give no images")
-    return checkpoint_gap(denoiser, seed=seed, k=k, **options).reindex(image=np.arange(k))
-
-
-SWEEPABLE: dict[str, tuple[Callable[..., xr.Dataset], bool]] = {
-    "jacobian": (_on_images("jacobian"), True),
-    "locality": (_on_images("locality"), True),
-    "gap": (_gap, False),
-}
-"""Analyses that sweep: name -> (runner(denoiser, images, seed=, **options), whether it needs images).
-The runners are module-level so that workers can unpickle a task by name."""
+def __getattr__(name: str):
+    """``SWEEPABLE``: {name: :class:`~biasprobe.analyses.base.Sweep`} of the registered analyses that sweep."""
+    if name == "SWEEPABLE":
+        return {key: registered(key).sweep for key in sweepable()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def checkpoint_names(checkpoints: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]) -> dict[str, Path]:
@@ -90,7 +68,8 @@ def sweep(
     on_dashboard: Callable[[str], None] | None = None,
     **options,
 ) -> Path:
-    """Run ``analysis`` (``jacobian``, ``locality`` or ``gap``) on every checkpoint into one store at
+    """Run ``analysis`` (any registered analysis that sweeps: ``jacobian``, ``locality``, ``gap``, and those
+    of plug-ins; see :class:`~biasprobe.analyses.base.Sweep`) on every checkpoint into one store at
     ``out`` with a ``checkpoint`` dimension, and return its path.
 
     ``images`` (B, C, H, W) in [0, 1] are the clean images of jacobian and locality (the gap takes each
@@ -105,9 +84,9 @@ def sweep(
     checkpoints fail, the others are still written and :class:`SweepError` names the failed ones;
     running the sweep again retries only those.
     """
-    if analysis not in SWEEPABLE:
-        raise InputError(f"cannot sweep {analysis!r}; sweepable analyses: {', '.join(SWEEPABLE)}")
-    needs_images = SWEEPABLE[analysis][1]
+    if analysis not in sweepable():
+        raise InputError(f"cannot sweep {analysis!r}; sweepable analyses: {', '.join(sweepable())}")
+    needs_images = registered(analysis).sweep.needs_images
     if needs_images and images is None:
         raise InputError(f"the {analysis} sweep needs clean images")
     pixels = None if images is None else np.ascontiguousarray(torch.as_tensor(images, dtype=torch.float32).numpy())
@@ -156,10 +135,9 @@ def _analyse(analysis: str, path: str, name: str, index: int, out: str, options:
     """One task: analyse checkpoint ``path`` and write region ``index`` of the sweep store ``out``."""
     from biasprobe.formats import load
 
-    runner, _ = SWEEPABLE[analysis]
     denoiser = load(path, device=engine.worker_device(device))
     images = None if pixels is None else torch.from_numpy(pixels)
-    result = runner(denoiser, images, seed=seed, **options)
+    result = registered(analysis).run_in_sweep(denoiser, images, seed=seed, **options)
     sweep_store.write_region(out, index, result, name, lock=engine.task_lock(lock_name, distributed))
     return name
 

@@ -1,0 +1,189 @@
+"""The zoo as the reports read it: its models (:class:`ZooModel`, from ``manifest.json``), how far
+each is trained (:class:`TrainedSoFar`), and the cells a report asks it for (:class:`Cell`: family,
+attention variant, N, subset), with the names the paper recipe (:mod:`biasprobe.reports.paper`) and
+its claims (:mod:`biasprobe.reports.claims`) share.
+
+The zoo is a folder with ``manifest.json`` = ``{"checkpoints": [entry, ...]}``. The fields read are
+
+- ``name`` (unique), ``file`` (what :func:`biasprobe.load` opens, relative to the zoo folder) and
+  ``sha256`` (of that file; checked against the store's provenance);
+- ``family``: ``dit``, ``unet-ddpm`` or ``unet-bf``;
+- ``config.windows`` (or a top-level ``windows``): the DiT's attention window per layer, null for a
+  global layer (a shorter list leaves the remaining layers global); it picks the variant in :data:`VARIANTS`;
+- ``data`` (a :func:`biasprobe.data.load` name), ``n_train``, ``subset`` (``s1``/``s2``) and ``seed``
+  (the seed of the subset; default 0): the model's training images are
+  ``data.load(data, "train", n_train, subset=subset, seed=seed)``.
+
+How far each model is trained is read for the page's "How far the zoo is trained" table
+(:func:`zoo_training`): ``steps_done`` and ``steps`` (the recipe's), and the plateau judgement
+``loss_change_last_20pct``, ``loss_change_se``, ``plateau`` (written by ``biasprobe sweep train``); an
+entry without it is judged from its record ``NAME.train.json``'s loss curve beside the manifest
+(:func:`biasprobe.training.plateau.loss_plateau`), and one with neither is listed as not judged.
+Other fields (batch, FLOPs, time, final loss, …) are kept but not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from biasprobe.errors import InputError
+
+LOCAL = (3, 5, 7, 9, 11, 13)
+VARIANTS: dict[str, tuple[int | None, ...]] = {
+    "global": (),
+    "local": LOCAL,                                            # head: layers 1-6 (the paper's default)
+    "mix": (3, None, 5, None, 7, None, 9, None, 11, None, 13),  # interleaved: layers 1, 3, …, 11 (our choice)
+    "tail": (None,) * 6 + LOCAL,                               # layers 7-12
+    "local*": (3, 3, 3, 5, 5, 5, 7, 7, 7),                     # nine local layers, layers 1-9 (our order)
+    "windows 5×6": (5,) * 6,                                   # Fig. 8: the same budget, one size
+    "windows 3,3,5,5,7,7": (3, 3, 5, 5, 7, 7),                 # Fig. 8: the same budget, growing
+}
+"""Attention window per DiT layer of each variant the paper compares (trailing global layers left out).
+Where the paper does not say the placement (mix, local*), ours is written here; train the zoo with these."""
+
+FAMILY_NAMES = {"dit": "DiT", "unet-ddpm": "DDPM UNet", "unet-bf": "bias-free UNet"}
+N_VALUES = (10, 100, 1000, 10000, 30000)
+"""The zoo's training-set sizes; the paper's 10⁵ is 3·10⁴ here (Fashion-MNIST's S1 half has 30000)."""
+SEEDS = 3
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One checkpoint of the zoo, as the recipe reads its manifest entry."""
+
+    name: str
+    path: Path
+    family: str
+    windows: tuple[int | None, ...]
+    data: str
+    n_train: int
+    subset: str
+    seed: int
+    sha256: str
+    steps_done: int | None = None
+
+    @property
+    def variant(self) -> str | None:
+        """The name of this model's attention variant in :data:`VARIANTS` (None: none of them)."""
+        if self.family != "dit":
+            return "global"
+        return next((name for name, windows in VARIANTS.items() if windows == self.windows), None)
+
+    def label(self) -> str:
+        variant = "" if self.variant in ("global", None) else f" {self.variant}"
+        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} N={self.n_train}"
+
+
+def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
+    """The models of the zoo at ``folder`` (its ``manifest.json``, see the module doc)."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        raise InputError(f"no zoo manifest at {manifest}: the paper zoo ships in data/zoo of the repository (run from "
+                         "its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} data/checkpoints "
+                         "is the small shipped zoo", parameters=["zoo"])
+    try:
+        entries = json.loads(manifest.read_text())["checkpoints"]
+        return [_model(folder, entry) for entry in entries]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{manifest} is not a zoo manifest ({err}); see docs/reports.md for its fields") from None
+
+
+def _model(folder: Path, entry: dict) -> ZooModel:
+    windows = (entry.get("config") or {}).get("windows", entry.get("windows")) or []
+    windows = list(windows)
+    while windows and windows[-1] is None:
+        windows.pop()
+    return ZooModel(
+        name=entry["name"], path=folder / entry["file"], family=entry["family"], windows=tuple(windows),
+        data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
+        seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
+        steps_done=int(entry["steps_done"]) if entry.get("steps_done") is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class TrainedSoFar:
+    """How far one zoo model is trained: steps done, the recipe's steps, and the plateau judgement
+    (``change``: the relative change of the mean loss over the last 20 % of the steps done against the
+    20 % before, ``change_se`` its standard error; ``plateau`` None: no loss curve to judge)."""
+
+    name: str
+    steps_done: int | None
+    steps: int | None
+    change: float | None
+    change_se: float | None
+    plateau: bool | None
+
+
+def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
+    """How far each model of the zoo at ``folder`` is trained, from its manifest entry or else from its
+    training record's loss curve (see the module doc)."""
+    from biasprobe.training.plateau import record_plateau
+
+    folder = Path(folder)
+    entries = json.loads((folder / "manifest.json").read_text())["checkpoints"]
+    states = []
+    for entry in entries:
+        judged = {key: entry.get(key) for key in ("loss_change_last_20pct", "loss_change_se", "plateau")}
+        record_path = folder / f"{entry['name']}.train.json"
+        if "plateau" not in entry and record_path.exists():
+            record = json.loads(record_path.read_text())
+            if record.get("loss_curve"):
+                judged = record_plateau(record, record_path).record()
+            entry = {**record, **entry}
+        change = judged["loss_change_last_20pct"]
+        plateau = judged["plateau"] if change is not None else None  # a curve too short to judge: not judged
+        states.append(TrainedSoFar(entry["name"], entry.get("steps_done"), entry.get("steps"),
+                                   change, judged["loss_change_se"], plateau))
+    return states
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A model an item needs: family, attention variant, N (None: the largest the zoo has) and subset;
+    ``analysis`` names the store the item reads for it when that is not the item's own."""
+
+    family: str
+    n: int | None = None
+    variant: str = "global"
+    subset: str = "s1"
+    seeds: int = 1
+    analysis: str | None = None
+
+    def describe(self) -> str:
+        variant = "" if self.variant == "global" else f" {self.variant}"
+        n = "largest N" if self.n is None else f"N={self.n}"
+        seeds = f", {self.seeds} seeds" if self.seeds > 1 else ""
+        store = f"; {self.analysis}" if self.analysis else ""
+        return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} {n} ({self.subset}{seeds}{store})"
+
+    def find(self, zoo: Sequence[ZooModel]) -> list[ZooModel]:
+        """The zoo's models of this cell, one per seed (sorted by seed)."""
+        matches = [m for m in zoo if m.family == self.family and m.variant == self.variant and m.subset == self.subset]
+        if self.n is None and matches:
+            largest = max(m.n_train for m in matches)
+            matches = [m for m in matches if m.n_train == largest]
+        elif self.n is not None:
+            matches = [m for m in matches if m.n_train == self.n]
+        return sorted(matches, key=lambda m: m.seed)
+
+
+MID_N = 100
+"""The N where the zoo's gap is mid-range (the paper's 10³-10⁴): the N of the seeds and of Tables 2 and 3.
+The zoo's pilot and first round (docs/zoo.md) put it at 10²: its short-trained DiTs and UNets open a
+gap there and none at N ≥ 10³."""
+MEMORIZERS = (("dit", "global", "s1"), ("dit", "local", "s1"), ("unet-ddpm", "global", "s1"),
+              ("unet-bf", "global", "s1"), ("unet-bf", "global", "s2"))
+"""(family, variant, subset) of the N = 10 models checked as memorizers; the contrast of each is the largest-N
+model of its family and variant on S1."""
+IDEAL = "ideal-memorizer"
+"""The store of the ideal memorizer (the posterior mean of an N = 10 model's training images) at the report's σ
+and the memorizer-σ grid: the known answer of the span test, and what the memorizer σ is chosen from."""
+AT_MEMORIZER_SIGMA = "training-span at the memorizer σ"
+"""The training-span stores at the memorizer σ (ordinary training-span stores of ``Settings(sigma=σ)``, keyed
+so; the name the report's store table and its claims look them up by)."""
