@@ -36,7 +36,7 @@ def test_preset_config_is_a_copy():
 def test_unknown_names_are_explained():
     with pytest.raises(ValueError, match="known families: unet-bf, unet-ddpm, dit"):
         build_model("vit")
-    with pytest.raises(ValueError, match="known presets: xs, zoo, zoo128, s, small, tiny"):
+    with pytest.raises(ValueError, match="known presets: xs, zoo, zoo128, zoo192, zoo256, s, small, tiny"):
         preset_config("dit", "huge")
     with pytest.raises(ValueError, match="unknown keywords for dit: depht"):
         build_model("dit", depht=3)
