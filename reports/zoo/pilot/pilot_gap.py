@@ -93,7 +93,7 @@ def main() -> None:
             seen[path] = steps
             with open(args.out, "a") as stream:
                 stream.write(json.dumps(row) + "\n")
-            print(f"{path.name} step {steps}: gap {row['average_gap']:.2f} ± {row['average_gap_sem']:.2f} dB "
+            print(f"{path.name} step {row['steps']}: gap {row['average_gap']:.2f} ± {row['average_gap_sem']:.2f} dB "
                   f"({row['seconds']:.1f} s)", flush=True)
         if not running:
             break

@@ -43,7 +43,7 @@ collect)
 import glob, json
 from biasprobe.checkpoints import read_checkpoint
 rows = {}
-for path in sorted(glob.glob("*.safetensors")):
+for path in sorted(p for p in glob.glob("*.safetensors") if ".shard-" not in p):
     t = read_checkpoint(path).training
     rows[path] = {k: v if not isinstance(v, list) or len(v) < 20 else v[-20:] for k, v in t.items()}
 print(json.dumps(rows, indent=1))
