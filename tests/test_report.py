@@ -105,6 +105,22 @@ def test_cli_prints_a_line_per_file_and_refuses_bad_input(stores, tmp_path):
     assert refused.returncode == 1 and "mystery" in refused.stderr and "gap" in refused.stderr
 
 
+def test_single_file_stores_render_as_their_folders_do(stores, tmp_path):
+    from biasprobe.store import pack
+
+    packed = [pack(stores[kind], tmp_path / f"a.{kind}.zarr.zip") for kind in ("gap", "jacobian")]
+    folders = run_cli("report", stores["gap"], stores["jacobian"], "--out", tmp_path / "from-folders")
+    files = run_cli("report", *packed, "--out", tmp_path / "from-files")
+    assert folders.returncode == 0 and files.returncode == 0, files.stderr
+    names = lambda folder: sorted(p.name for p in folder.iterdir())
+    assert names(tmp_path / "from-files") == names(tmp_path / "from-folders")  # a.gap.png, not a.gap.zarr.png
+    page = (tmp_path / "from-files" / "index.md").read_text()
+    for folder, file in zip((stores["gap"], stores["jacobian"]), packed):  # the page names each store
+        assert str(file) in page
+        page = page.replace(str(file), str(folder))
+    assert page == (tmp_path / "from-folders" / "index.md").read_text()
+
+
 def test_the_page_escapes_html_and_keeps_code_spans():
     from biasprobe.reports.page import Table, Text, html_page, markdown
 
