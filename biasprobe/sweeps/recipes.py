@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError, ParameterError
 
 if sys.version_info >= (3, 11):
@@ -256,9 +257,7 @@ RERUN_SETTINGS = ("steps", "max_minutes", "compile", "compile_scope", "channels_
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    replace_file(lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n"), path)
 
 
 def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:

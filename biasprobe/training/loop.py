@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biasprobe.atomic import replace_file
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.errors import InputError, ParameterError
 from biasprobe.validation import count, number
@@ -557,9 +558,7 @@ def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
     state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
              "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_file(lambda tmp: torch.save(state, tmp), path)
 
 
 def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float], dict]:
