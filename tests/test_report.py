@@ -130,6 +130,19 @@ def test_the_page_escapes_html_and_keeps_code_spans():
     assert "| a\\|b | `c` |" in markdown(blocks)
 
 
+def test_the_html_is_the_markdown_rendered_lists_links_and_tables_included():
+    from biasprobe.reports.page import Heading, Picture, Table, Text, html_page
+
+    blocks = [Heading("Claims"), Text('Rules:\n\n- **one** "q" [PDF](a.pdf)\n- two <script>'),
+              Table(["k"], [("`a|b`",)]), Picture("f.png", "f.pdf", "the **gap**")]
+    page = html_page(blocks, "t")
+    assert "<h2>Claims</h2>" in page and "<p>Rules:</p>" in page
+    assert '<li><strong>one</strong> &quot;q&quot; <a href="a.pdf">PDF</a></li>' in page
+    assert "<li>two &lt;script&gt;</li>" in page and "<script>" not in page
+    assert "<td><code>a|b</code></td>" in page
+    assert '<figcaption>the <strong>gap</strong> (<a href="f.pdf">PDF</a>)</figcaption>' in page
+
+
 def _visible_labels(axis):
     renderer = axis.figure.canvas.get_renderer()
     ticks = [*axis.xaxis.get_major_ticks(), *axis.xaxis.get_minor_ticks()]
