@@ -26,8 +26,9 @@ import functools
 import math
 import os
 import time
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,14 @@ def build_attention_masks(network: nn.Module, image_shape, images: torch.Tensor)
         network.train(was_training)
 
 
+def _setting(help: str, default=MISSING, *, name: str | None = None, flag: str | None = None, cli: bool = True,
+             user_default=MISSING, changeable: bool = False):
+    """A :class:`TrainingConfig` field with what users see of it (:class:`TrainingSetting`)."""
+    metadata = {"help": help, "name": name, "flag": flag, "cli": cli, "user_default": user_default,
+                "changeable": changeable}
+    return field(default=default, metadata={"setting": metadata})
+
+
 @dataclass
 class TrainingConfig:
     """Optimisation settings (all recorded in the checkpoint).
@@ -152,21 +161,30 @@ class TrainingConfig:
     resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
+
+    The fields are the one schema of the training settings (:data:`TRAINING_SETTINGS`): a recipe's keys
+    (:class:`biasprobe.sweeps.recipes.ModelRecipe`) and the flags of ``biasprobe train`` derive from them.
     """
 
-    steps: int
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    sigma_max: float = 1.0
-    checkpoint_every: int = 1000
-    seed: int = 0
-    max_minutes: float | None = None
-    compile: bool | str = False
-    weights: str = "float32"
-    channels_last: bool = False
-    compile_scope: str = "network"
+    steps: int = _setting("Optimisation steps.", user_default=10_000, changeable=True)
+    batch_size: int = _setting("Global batch size (split over torchrun processes).", 64, name="batch")
+    learning_rate: float = _setting("AdamW learning rate.", 1e-4, name="lr")
+    weight_decay: float = _setting("AdamW weight decay.", 0.0, cli=False)
+    ema_decay: float = _setting("EMA decay of the saved weights.", 0.999, name="ema")
+    sigma_max: float = _setting("Blind models: σ is drawn uniformly in [0, sigma_max].", 1.0)
+    checkpoint_every: int = _setting("Steps between checkpoints (resumable state).", 1000, changeable=True)
+    seed: int = _setting("Seed of initialisation, data subset, batches and noise.", 0)
+    max_minutes: float | None = _setting("Stop early after this many minutes (resumable).", None, changeable=True)
+    compile: bool | str = _setting("torch.compile mode (implies --compile): default, reduce-overhead (CUDA graphs), "
+                                   "max-autotune (CUDA graphs, tuned kernels) or max-autotune-no-cudagraphs.", False,
+                                   flag="--compile-mode", changeable=True)
+    weights: str = _setting("Precision of the saved weights: float32 or bfloat16 (half the size; files over 16 MiB "
+                            "are sharded either way).", "float32", changeable=True)
+    channels_last: bool = _setting("Keep convolution weights in NHWC order (UNets; same function and saved "
+                                   "weights).", False, changeable=True)
+    compile_scope: str = _setting("What torch.compile covers (implies --compile): network, or step = the loss and "
+                                  "the EMA update too (one process only; fewer launches: see docs/benchmarks.md).",
+                                  "network", changeable=True)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -186,6 +204,46 @@ class TrainingConfig:
             raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
         if self.weights not in SAVED_WEIGHTS:
             raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
+
+
+@dataclass(frozen=True)
+class TrainingSetting:
+    """One :class:`TrainingConfig` setting as users see it: a recipe's key and a flag of ``biasprobe train``.
+
+    ``parameter`` is the field's name (the library's); ``name`` the recipe key (``batch``, ``lr``, ``ema``
+    where the field's name is longer); ``flag`` the flag (``--NAME``, dashes for underscores, unless the
+    field says otherwise); ``default`` what a recipe or ``biasprobe train`` takes when not told (the
+    field's default, or, for ``steps``, which the library needs given, 10 000); ``changeable`` whether a
+    resumed or warm-restarted run may change it. Settings with ``cli`` False are the library's alone.
+    """
+
+    parameter: str
+    name: str
+    flag: str
+    default: object
+    annotation: object
+    help: str
+    cli: bool
+    changeable: bool
+
+
+def _training_settings() -> tuple[TrainingSetting, ...]:
+    hints = typing.get_type_hints(TrainingConfig)
+    settings = []
+    for f in fields(TrainingConfig):
+        meta = f.metadata["setting"]
+        name = meta["name"] or f.name
+        default = f.default if meta["user_default"] is MISSING else meta["user_default"]
+        settings.append(TrainingSetting(f.name, name, meta["flag"] or "--" + name.replace("_", "-"), default,
+                                        hints[f.name], meta["help"], meta["cli"], meta["changeable"]))
+    return tuple(settings)
+
+
+TRAINING_SETTINGS = _training_settings()
+"""The training settings users set, from :class:`TrainingConfig`'s fields: recipe keys and CLI flags derive from these."""
+
+USER_SETTINGS = tuple(s for s in TRAINING_SETTINGS if s.cli)
+"""The settings a recipe and ``biasprobe train`` take (all but the library's own, e.g. ``weight_decay``)."""
 
 
 @dataclass
@@ -405,7 +463,7 @@ class TrainingStep:
         return loss.detach().clone()  # a compiled loss lives in memory that the next CUDA-graph replay reuses
 
 
-CHANGEABLE = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",
+CHANGEABLE = (*(s.parameter for s in TRAINING_SETTINGS if s.changeable),
               "losses_from", "warm_restarts", "steps_done", "recipe_name")
 """Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
 
