@@ -39,7 +39,7 @@ import numpy as np
 
 from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError, ParameterError
-from biasprobe.training.loop import USER_SETTINGS, TrainingConfig
+from biasprobe.training.settings import USER_SETTINGS, TrainingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
