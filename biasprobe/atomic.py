@@ -53,7 +53,10 @@ def remove(leftover: Path) -> None:
 def replace_file(write, path: Path) -> Path:
     """Write a file atomically: ``write(tmp)`` into a hidden sibling, then rename it onto ``path``.
 
-    Leftovers of killed writers of ``path`` are removed first."""
+    Every atomic write of biasprobe goes through here (a folder store's two-rename swap aside:
+    :mod:`biasprobe.store`). ``write`` may also make a folder at ``tmp``, renamed onto a ``path``
+    where nothing is. Leftovers of killed writers of ``path`` are removed first; ``tmp`` never
+    outlives the call."""
     for leftover in leftovers(path, "tmp"):
         remove(leftover)
     tmp = sibling(path, "tmp")

@@ -1,6 +1,13 @@
 """Analysis results as xarray Datasets on zarr v3 stores, written atomically with provenance.
 
-:func:`save` writes into a hidden sibling folder ``.NAME.tmp-TOKEN``, marks it complete as the
+A store takes one of two forms, chosen by its name: a folder (``NAME.zarr``, zarr's directory
+layout: one file per chunk) or a single file (``NAME.zarr.zip``: the same layout packed, uncompressed,
+into a zip archive, which ``zarr.storage.ZipStore`` reads; :data:`SINGLE_FILE_SUFFIX`). Both hold
+the same arrays and attributes and carry the same :data:`STORE_VERSION`; :func:`open` reads either,
+:func:`pack` turns a folder into the single file. Plain xarray opens a folder with
+``xr.open_zarr(path)`` and a single file with ``xr.open_zarr(zarr.storage.ZipStore(path, mode="r"))``.
+
+A folder store: :func:`save` writes into a hidden sibling folder ``.NAME.tmp-TOKEN``, marks it complete as the
 very last write (the mark lists how many chunk files each variable has), consolidates its
 metadata, and only then swaps it in: the old store is renamed to ``.NAME.old-TOKEN``, the new one
 onto the target, and the old one removed. The swap holds a lock on the parent folder, so
@@ -10,8 +17,12 @@ A run killed at any step leaves either the old store or the new one: if it dies 
 renames, the next :func:`save` or :func:`open` of that path finishes the swap (the complete new
 store, else the old one), and leftovers of dead writers are removed.
 
-:func:`save` never replaces what it did not write: a folder at the target that is not a biasprobe
-store (and not empty) is refused unless ``overwrite=True``.
+A single-file store is written as a folder store in a hidden sibling, packed into a second hidden
+sibling file, and renamed onto the target (:func:`biasprobe.atomic.replace_file`): one rename, so a
+run killed at any step leaves the old file or the new one.
+
+:func:`save` never replaces what it did not write: a folder (or file) at the target that is not a
+biasprobe store (and not empty) is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import os
 import stat
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import xarray as xr
@@ -35,7 +47,23 @@ COMPLETE_MARK = "biasprobe_complete"
 """Root attribute written last: ``{array path: number of chunk files}``."""
 VERSION_KEY = "biasprobe_store_version"
 STORE_VERSION = 1
-"""The store layout this biasprobe writes and the newest it reads."""
+"""The store layout this biasprobe writes and the newest it reads (the arrays, attributes and marks
+inside a store: the same in the folder and the single-file form)."""
+SINGLE_FILE_SUFFIX = ".zip"
+"""The last suffix of a single-file store's name (``NAME.zarr.zip``); any other name is a folder store."""
+
+
+def is_single_file(path: str | os.PathLike) -> bool:
+    """Whether a store at ``path`` takes the single-file form (by its name: ``NAME.zarr.zip``)."""
+    return Path(path).suffix == SINGLE_FILE_SUFFIX
+
+
+def store_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a zarr store of either form (complete or not; :func:`check_store` says which)."""
+    path = Path(path)
+    if is_single_file(path):
+        return path.is_file()
+    return (path / "zarr.json").is_file()
 
 
 def provenance(
@@ -70,12 +98,36 @@ def provenance(
 # ------------------------------------------------------------------------------------------ checks
 
 
+def _files(path: Path) -> dict[str, callable] | None:
+    """The files of the store at ``path`` (a folder, or a single zip file), relative POSIX name -> a
+    function that reads it; None when ``path`` holds neither."""
+    if path.is_dir():
+        return {f.relative_to(path).as_posix(): f.read_bytes for f in path.rglob("*") if f.is_file()}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+    def reader(name: str):
+        def read() -> bytes:
+            with zipfile.ZipFile(path) as archive:
+                return archive.read(name)
+        return read
+
+    return {name: reader(name) for name in names}
+
+
 def _root_attributes(path: Path) -> dict | None:
     """The root attributes of the zarr store at ``path``, or None if it holds no readable zarr.json."""
     try:
-        with (path / "zarr.json").open("rb") as handle:
-            metadata = json.load(handle)
-    except (OSError, ValueError):
+        if path.is_dir():
+            raw = (path / "zarr.json").read_bytes()
+        else:
+            with zipfile.ZipFile(path) as archive:
+                raw = archive.read("zarr.json")
+        metadata = json.loads(raw)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
     attributes = metadata.get("attributes") if isinstance(metadata, dict) else None
     return attributes if isinstance(attributes, dict) else {}
@@ -99,13 +151,17 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: st
     except FileNotFoundError:
         mode = None
     if mode is not None:
-        if not stat.S_ISDIR(mode):
+        single = is_single_file(path)
+        if single and not stat.S_ISREG(mode):
+            raise ParameterError(parameter, f"{path} exists and is not a store file; choose another path")
+        if not single and not stat.S_ISDIR(mode):
             raise ParameterError(parameter, f"{path} exists and is not a store folder; choose another path")
         if not overwrite and _has_files(path) and not is_biasprobe_store(path):
+            what = "a file" if single else "files"
             raise ParameterError(
                 parameter,
-                f"{path} holds files biasprobe did not write; choose another path or set {{overwrite}} "
-                "to replace the folder",
+                f"{path} holds {what} biasprobe did not write; choose another path or set {{overwrite}} "
+                f"to replace the {'file' if single else 'folder'}",
             )
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise ParameterError(parameter, f"cannot be written: no permission to write in {path.parent}")
@@ -114,24 +170,28 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: st
 
 
 def _has_files(path: Path) -> bool:
+    """Whether the folder at ``path`` holds anything, or the file at ``path`` is not empty."""
     try:
-        return any(path.iterdir())
+        return any(path.iterdir()) if path.is_dir() else path.stat().st_size > 0
     except FileNotFoundError:  # swapped away by a concurrent writer: nothing of a user's is there
         return False
 
 
 def _chunk_counts(path: Path) -> dict[str, int]:
-    """For each array of the store at ``path``, the number of files besides its metadata."""
+    """For each array of the store at ``path`` (either form), the number of files besides its metadata."""
+    files = _files(path) or {}
     counts = {}
-    for metadata in path.rglob("zarr.json"):
+    for name, read in files.items():
+        if name.rsplit("/", 1)[-1] != "zarr.json":
+            continue
         try:
-            node = json.loads(metadata.read_text())
+            node = json.loads(read())
         except (OSError, ValueError):
             continue
-        if node.get("node_type") == "array":
-            folder = metadata.parent
-            name = folder.relative_to(path).as_posix()
-            counts[name] = sum(1 for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json")
+        if isinstance(node, dict) and node.get("node_type") == "array":
+            folder = name[: -len("zarr.json")]  # "" for an array at the root, else "NAME/"
+            counts[folder.rstrip("/")] = sum(1 for other in files if other.startswith(folder)
+                                             and other.rsplit("/", 1)[-1] != "zarr.json")
     return counts
 
 
@@ -139,11 +199,14 @@ def check_store(path: str | os.PathLike) -> dict:
     """The root attributes of a complete biasprobe store at ``path``; a one-line error for a missing,
     foreign, interrupted, newer or damaged store."""
     path = Path(path)
-    if not (path / "zarr.json").exists():
+    if is_single_file(path) and path.is_dir():
+        raise InputError(f"{path} is a folder; a store named .zip is a single file: rename the folder (.zarr)")
+    if not (path.is_file() if is_single_file(path) else (path / "zarr.json").exists()):
         raise InputError(f"no biasprobe store at {path}: run an analysis with --out {path} first")
     attributes = _root_attributes(path)
     if attributes is None:
-        raise InputError(f"{path}/zarr.json is unreadable; the store is damaged: run the analysis again")
+        where = f"{path}'s zarr.json" if is_single_file(path) else f"{path}/zarr.json"
+        raise InputError(f"{where} is unreadable; the store is damaged: run the analysis again")
     version = attributes.get(VERSION_KEY, STORE_VERSION if COMPLETE_MARK in attributes else None)
     if version is None:
         raise InputError(
@@ -196,8 +259,10 @@ def _recover(path: Path) -> None:
     Call with the parent's lock held."""
     dead = {kind: atomic.leftovers(path, kind) for kind in atomic.KINDS}
     if not path.exists():
-        complete = [p for p in dead["tmp"] if (_root_attributes(p) or {}).get(COMPLETE_MARK)]
-        previous = [p for p in dead["old"] if (_root_attributes(p) or {}).get(COMPLETE_MARK)]
+        # a complete leftover of the target's form (a folder, or a whole packed file) takes its place
+        whole = lambda p: p.is_dir() != is_single_file(path) and (_root_attributes(p) or {}).get(COMPLETE_MARK)
+        complete = [p for p in dead["tmp"] if whole(p)]
+        previous = [p for p in dead["old"] if whole(p)]
         chosen = max(complete or previous, key=lambda p: p.stat().st_mtime, default=None)
         if chosen is not None:
             os.replace(chosen, path)
@@ -224,17 +289,19 @@ def mark_complete(path: str | os.PathLike) -> None:
 def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``dataset`` to a zarr v3 store at ``path``, replacing any biasprobe store there atomically.
 
-    A folder at ``path`` that biasprobe did not write is replaced only with ``overwrite=True``.
+    The form follows the name: a single file for ``NAME.zarr.zip`` (:data:`SINGLE_FILE_SUFFIX`), else
+    a folder. A folder or file at ``path`` that biasprobe did not write is replaced only with
+    ``overwrite=True``.
     """
     path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = atomic.sibling(path, "tmp"), atomic.sibling(path, "old")
     dataset = dataset.copy()
     dataset.attrs.pop(COMPLETE_MARK, None)
     dataset.attrs[VERSION_KEY] = STORE_VERSION  # from the first write on, the folder is known as biasprobe's
     dataset.attrs.setdefault("created", provenance()["created"])
     with _locked(path.parent):
         _recover(path)
+    tmp, old = atomic.sibling(path, "tmp"), atomic.sibling(path, "old")
     try:
         with warnings.catch_warnings():  # text variables (verdicts, names) lack a settled zarr v3 dtype spec
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
@@ -244,13 +311,14 @@ def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
         _step("marked")
         with _locked(path.parent):
             _recover(path)
-            if path.exists():
-                if not overwrite and any(path.iterdir()) and not is_biasprobe_store(path):
-                    raise OutputError(f"{path} was filled by something else while this store was written; "
-                                      "nothing was replaced")
-                os.replace(path, old)
-            _step("moved-old")
-            os.replace(tmp, path)
+            _refuse_if_filled(path, overwrite)
+            if is_single_file(path):
+                atomic.replace_file(lambda packed: _pack_folder(tmp, packed), path)
+            else:
+                if path.exists():
+                    os.replace(path, old)
+                _step("moved-old")
+                os.replace(tmp, path)
         _step("moved-new")
     finally:
         atomic.remove(tmp)
@@ -259,8 +327,44 @@ def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
     return path
 
 
+def pack(path: str | os.PathLike, target: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
+    """Write the complete folder store at ``path`` as a single-file store at ``target`` (default: its name
+    plus ``.zip``), atomically; the folder stays. The arrays, attributes and provenance are copied byte
+    for byte: :func:`open` gives the same Dataset from either."""
+    path = Path(path)
+    if is_single_file(path) or not path.is_dir():
+        raise InputError(f"{path} is not a folder store; pack takes a NAME.zarr folder written by biasprobe")
+    check_store(path)
+    target = check_output(path.with_name(path.name + SINGLE_FILE_SUFFIX) if target is None else target,
+                          overwrite, "target")
+    if not is_single_file(target):
+        raise ParameterError("target", f"{target} does not end in {SINGLE_FILE_SUFFIX}, the single-file form's name")
+    with _locked(target.parent):
+        _recover(target)
+        _refuse_if_filled(target, overwrite)
+        atomic.replace_file(lambda packed: _pack_folder(path, packed), target)
+    return target
+
+
+def _refuse_if_filled(path: Path, overwrite: bool) -> None:
+    """Refuse to replace what something else put at ``path`` while a store was being written."""
+    if path.exists() and not overwrite and _has_files(path) and not is_biasprobe_store(path):
+        raise OutputError(f"{path} was filled by something else while this store was written; nothing was replaced")
+
+
+def _pack_folder(folder: Path, target: Path) -> None:
+    """The files of the folder store ``folder`` into the zip file ``target``: stored (chunks are compressed
+    already), in name order, with a fixed date, so that the same store gives the same bytes."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
+        for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+            info = zipfile.ZipInfo(file.relative_to(folder).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, file.read_bytes())
+    _step("packed")
+
+
 def open(path: str | os.PathLike) -> xr.Dataset:
-    """Open a complete store written by :func:`save`, fully loaded into memory."""
+    """Open a complete store written by :func:`save` (either form), fully loaded into memory."""
     path = Path(path)
     if path.parent.is_dir() and os.access(path.parent, os.W_OK):
         with _locked(path.parent):
@@ -269,8 +373,18 @@ def open(path: str | os.PathLike) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        with xr.open_zarr(path, zarr_format=3, consolidated=None) as dataset:
-            dataset = dataset.load()
+        if is_single_file(path):
+            from zarr.storage import ZipStore
+
+            archive = ZipStore(path, mode="r")
+            try:
+                with xr.open_zarr(archive, zarr_format=3, consolidated=None) as dataset:
+                    dataset = dataset.load()
+            finally:
+                archive.close()
+        else:
+            with xr.open_zarr(path, zarr_format=3, consolidated=None) as dataset:
+                dataset = dataset.load()
     for key in (COMPLETE_MARK, VERSION_KEY):
         dataset.attrs.pop(key, None)
     return dataset

@@ -239,10 +239,11 @@ def _stored_result(argument: Path):
     """The result a compare argument names if it is a store (STORE, or SWEEP:NAME); None for a checkpoint."""
     import biasprobe as bp
     from biasprobe.figures.base import as_dataset
+    from biasprobe.store import store_exists
     from biasprobe.sweeps import select
 
     location, name = _split_store_argument(argument)
-    if not (Path(location) / "zarr.json").is_file():  # not a zarr store: a checkpoint (file or folder)
+    if not store_exists(location):  # not a zarr store (folder or single file): a checkpoint (file or folder)
         return None
     dataset = bp.open(location)
     return select(dataset, name) if name else as_dataset(dataset)

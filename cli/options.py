@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from biasprobe.errors import InputError
+from biasprobe.training.settings import USER_SETTINGS
 
 if TYPE_CHECKING:  # torch loads when a command runs, not for --help
     import torch
@@ -43,6 +45,9 @@ Arch = Annotated[
     ),
 ]
 FLAGS = {
+    # the training settings' flags (from their schema); an entry below wins where a parameter of the same
+    # name has its own flag elsewhere (batch_size is --batch-size for the analyses; train checks --batch)
+    **{setting.parameter: setting.flag for setting in USER_SETTINGS},
     "arch": "--arch",
     "class_label": "--class-label",
     "data": "--data NAME",
@@ -62,15 +67,10 @@ FLAGS = {
     "vae": "--vae",
     "zoo": "--zoo",
     **{name: "--" + name.replace("_", "-") for name in (
-        "channels", "k", "n", "steps", "batch", "batch_size", "count", "threshold", "samples",
-        "sampler_steps", "sigma", "sigma_max", "checkpoint_every", "max_minutes", "overwrite",
-        "figure", "png", "windows", "seed", "device", "per_split", "weights", "method", "precision", "support",
+        "channels", "k", "n", "batch", "batch_size", "count", "threshold", "samples",
+        "sampler_steps", "sigma", "overwrite",
+        "figure", "png", "windows", "device", "per_split", "method", "precision", "support",
         "neighbours", "held_out")},
-    "compile": "--compile-mode",
-    "compile_scope": "--compile-scope",
-    "channels_last": "--channels-last",
-    "learning_rate": "--lr",
-    "ema_decay": "--ema",
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`) and so do warnings (:class:`~biasprobe.errors.BiasprobeWarning`);
@@ -91,6 +91,22 @@ Overwrite = Annotated[
     typer.Option(help="Replace a folder at --out that biasprobe did not write (a store biasprobe wrote is "
                  "always replaced, atomically)."),
 ]
+
+
+def training_flags(command: Callable, *, declared: Sequence[str] = ()) -> Callable:
+    """``command`` with one option per training setting (:data:`biasprobe.training.loop.USER_SETTINGS`: flag,
+    default and help from the schema), handed to its ``**settings`` by parameter name (``batch_size``,
+    ``learning_rate``, …). Settings in ``declared`` the command declares itself (their flags take several
+    values or imply others)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    derived = [
+        inspect.Parameter(setting.parameter, inspect.Parameter.KEYWORD_ONLY, default=setting.default,
+                          annotation=Annotated[setting.annotation, typer.Option(setting.flag, help=setting.help)])
+        for setting in USER_SETTINGS if setting.parameter not in declared
+    ]
+    command.__signature__ = signature.replace(parameters=own + derived)
+    return command
 
 
 def result_paths(checkpoint: Path, analysis: str, out: Path | None, overwrite: bool, figure: Path | None = None) -> Path:

@@ -35,7 +35,7 @@ def echo_file(path: Path) -> None:
 
 @app.command("stores")
 def stores(
-    paths: Annotated[list[Path], typer.Argument(help="Stores (.zarr) written by biasprobe analyses.")],
+    paths: Annotated[list[Path], typer.Argument(help="Stores (NAME.zarr folders or NAME.zarr.zip files) written by biasprobe analyses.")],
     out: Annotated[
         Path, typer.Option(help="Report folder: new, empty, or one an earlier report wrote (its other files stay).")
     ] = Path("report"),

@@ -9,6 +9,7 @@ import typer
 from biasprobe_cli.checkpoints import FAMILY_NAMES
 from biasprobe_cli.options import (
     OldOutput,
+    training_flags,
     checkpoint_option,
     checkpoint_to_write,
     parse_numbers,
@@ -18,6 +19,10 @@ from biasprobe_cli.options import (
 from biasprobe_cli.output import Report
 
 from biasprobe.errors import InputError
+from biasprobe.training.settings import USER_SETTINGS
+
+SETTINGS = {setting.parameter: setting for setting in USER_SETTINGS}
+"""The training settings by parameter name."""
 
 
 def train(
@@ -28,44 +33,30 @@ def train(
                                          "several, comma-separated, train several models.")],
     checkpoint: checkpoint_option("Checkpoint to write (.pt or .safetensors); for several models a pattern with "
                                   "{n} and/or {seed}, e.g. dit-n{n}-s{seed}.safetensors.") = None,
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 10_000,
     preset: Annotated[str | None, typer.Option(help="Size preset (see `biasprobe new --help`).")] = None,
     windows: Annotated[str | None, typer.Option(help="DiT only: k×k windows of the first layers, e.g. 3,5,7.")] = None,
     subset: Annotated[str, typer.Option(help="s1 or s2: disjoint halves of the training split (two-model test).")] = "s1",
     image_size: Annotated[int, typer.Option(help="Image height and width.")] = 32,
     channels: Annotated[int | None, typer.Option(help="Image channels; default: the data set's own.")] = None,
-    batch: Annotated[int, typer.Option(help="Global batch size (split over torchrun processes).")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    ema: Annotated[float, typer.Option(help="EMA decay of the saved weights.")] = 0.999,
-    sigma_max: Annotated[float, typer.Option(help="Blind models: σ is drawn uniformly in [0, sigma_max].")] = 1.0,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (resumable state).")] = 1000,
     data_dir: Annotated[Path | None, typer.Option(help="Where fashion-mnist's files are, if not installed by apt.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop early after this many minutes (resumable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on CUDA).")] = "auto",
     seed: Annotated[str, typer.Option(help="Seed of initialisation, data subset, batches and noise; several, "
                                       "comma-separated, train several models.")] = "0",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its saved state (CHECKPOINT.train-state.pt), "
                                          "to the --steps given now; --no-resume starts again from step 0 and "
                                          "replaces CHECKPOINT.")] = True,
-    weights: Annotated[str, typer.Option(help="Precision of the saved weights: float32 or bfloat16 (half the "
-                                         "size; files over 16 MiB are sharded either way).")] = "float32",
     init: Annotated[Path | None, typer.Option(help="Warm restart when no saved state remains: continue the run of "
                                               "this checkpoint (same family, config, data and settings; {n}/{seed} "
                                               "as in --checkpoint; may be --checkpoint itself) from its weights and step "
                                               "count, with a fresh optimizer, to --steps in all.")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: same function, faster "
                                           "GPU steps after a warm-up of tens of seconds.")] = False,
-    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (implies --compile): default, "
-                                                     "reduce-overhead (CUDA graphs), max-autotune (CUDA graphs, "
-                                                     "tuned kernels) or max-autotune-no-cudagraphs.")] = None,
-    compile_scope: Annotated[str | None, typer.Option(help="What torch.compile covers (implies --compile): network, "
-                                                      "or step = the loss and the EMA update too (one process "
-                                                      "only; fewer launches: see docs/benchmarks.md).")] = None,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Keep convolution weights in NHWC order "
-                                                "(UNets; same function and saved weights).")] = False,
+    compile_mode: Annotated[str | None, typer.Option(help=SETTINGS["compile"].help)] = None,
+    compile_scope: Annotated[str | None, typer.Option(help=SETTINGS["compile_scope"].help)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --checkpoint that no "
                                             "resumable state belongs to.")] = False,
     output: OldOutput = None,
+    **settings,
 ) -> None:
     """Train a denoiser with the DDPM ε-objective (unet-ddpm, dit) or the blind residual objective (unet-bf).
 
@@ -80,6 +71,9 @@ def train(
     vmapped step (each model's result equals training it alone), or one after another for networks
     with dropout. --compile, --compile-mode, --compile-scope and --channels-last apply to a single model.
     """
+    # --steps, --batch, --lr, --ema, --sigma-max, --checkpoint-every, --max-minutes, --weights and
+    # --channels-last come from the training settings' schema (training_flags, below) into ``settings``
+    steps = settings["steps"]
     import torch
 
     from biasprobe import data
@@ -92,7 +86,7 @@ def train(
     output = checkpoint_to_write(checkpoint, output)
     report = Report()
     main = process_rank() == 0  # under torchrun only rank 0 reports
-    count(batch, "batch")  # the flag is --batch; TrainingConfig names it batch_size
+    count(settings["batch_size"], "batch")  # the flag is --batch; FLAGS names batch_size --batch-size (analyses)
     count(image_size, "image_size")
     if channels is not None:
         count(channels, "channels")
@@ -128,11 +122,10 @@ def train(
     if compile_scope is not None and compile_scope not in COMPILE_SCOPES:
         raise InputError(f"--compile-scope takes {', '.join(COMPILE_SCOPES)}, not {compile_scope!r}")
     single = len(runs) == 1
-    config = TrainingConfig(steps=steps, batch_size=batch, learning_rate=lr, ema_decay=ema, sigma_max=sigma_max,
-                            checkpoint_every=checkpoint_every, seed=runs[0][1], max_minutes=max_minutes,
-                            compile=(compile_mode or compile or compile_scope is not None) if single else False,
-                            compile_scope=(compile_scope or "network") if single else "network",
-                            channels_last=channels_last and single, weights=weights)
+    config = TrainingConfig(**{**settings, "seed": runs[0][1],
+                               "compile": (compile_mode or compile or compile_scope is not None) if single else False,
+                               "compile_scope": (compile_scope or "network") if single else "network",
+                               "channels_last": settings["channels_last"] and single})
     target = resolve_device(device)
     networks, image_sets = [], []
     for n, s in runs:
@@ -173,3 +166,6 @@ def _finished(output: Path) -> str:
         return "not a checkpoint biasprobe reads"
     steps = training.get("steps_done", training.get("steps"))
     return f"a finished {steps}-step run" if steps else "an untrained checkpoint"
+
+
+training_flags(train, declared=("seed", "compile", "compile_scope"))  # several seeds; --compile and --compile-mode

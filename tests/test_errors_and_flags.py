@@ -121,3 +121,26 @@ def test_command_summaries_are_whole_sentences():
     for command in app.registered_commands:
         summary = (command.callback.__doc__ or "").strip().split("\n\n")[0]
         assert "\n" not in summary and summary.endswith("."), command.callback.__name__
+
+
+def test_recipe_keys_and_train_flags_derive_from_the_one_schema_of_training_settings(tmp_path):
+    """TrainingConfig's fields are the schema: each setting users set is a recipe key (its default the
+    schema's) and a flag of `biasprobe train`; a recipe's error names its key, the command's its flag."""
+    from dataclasses import MISSING, fields
+
+    from biasprobe.sweeps.recipes import ModelRecipe, read_recipe
+    from biasprobe.training.settings import TRAINING_SETTINGS, USER_SETTINGS
+
+    recipe = {f.name: f.default for f in fields(ModelRecipe)}
+    help_text = run_cli("train", "--help").stdout
+    for setting in USER_SETTINGS:
+        assert recipe[setting.name] == setting.default and setting.default is not MISSING, setting
+        assert setting.flag in help_text, setting
+    assert {s.parameter for s in TRAINING_SETTINGS} - {s.parameter for s in USER_SETTINGS} == {"weight_decay"}
+    assert [s.name for s in USER_SETTINGS if s.name != s.parameter] == ["batch", "lr", "ema"]
+    path = tmp_path / "r.toml"
+    path.write_text('[[model]]\nname = "m"\nfamily = "dit"\nn = 10\nema = 1.5\n')
+    with pytest.raises(InputError, match="model m: ema must lie in"):
+        read_recipe(path)
+    result = run_cli("train", "dit", "--data", "discs", "--n-train", "4", "-o", tmp_path / "m.pt", "--ema", "1.5")
+    assert result.returncode == 1 and "--ema must lie in" in result.stderr

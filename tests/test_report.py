@@ -105,6 +105,22 @@ def test_cli_prints_a_line_per_file_and_refuses_bad_input(stores, tmp_path):
     assert refused.returncode == 1 and "mystery" in refused.stderr and "gap" in refused.stderr
 
 
+def test_single_file_stores_render_as_their_folders_do(stores, tmp_path):
+    from biasprobe.store import pack
+
+    packed = [pack(stores[kind], tmp_path / f"a.{kind}.zarr.zip") for kind in ("gap", "jacobian")]
+    folders = run_cli("report", stores["gap"], stores["jacobian"], "--out", tmp_path / "from-folders")
+    files = run_cli("report", *packed, "--out", tmp_path / "from-files")
+    assert folders.returncode == 0 and files.returncode == 0, files.stderr
+    names = lambda folder: sorted(p.name for p in folder.iterdir())
+    assert names(tmp_path / "from-files") == names(tmp_path / "from-folders")  # a.gap.png, not a.gap.zarr.png
+    page = (tmp_path / "from-files" / "index.md").read_text()
+    for folder, file in zip((stores["gap"], stores["jacobian"]), packed):  # the page names each store
+        assert str(file) in page
+        page = page.replace(str(file), str(folder))
+    assert page == (tmp_path / "from-folders" / "index.md").read_text()
+
+
 def test_the_page_escapes_html_and_keeps_code_spans():
     from biasprobe.reports.page import Table, Text, html_page, markdown
 
@@ -112,6 +128,19 @@ def test_the_page_escapes_html_and_keeps_code_spans():
     page = html_page(blocks, "t")
     assert "a &lt;b&gt; &amp; <code>x|y</code>" in page and "<td><code>c</code></td>" in page
     assert "| a\\|b | `c` |" in markdown(blocks)
+
+
+def test_the_html_is_the_markdown_rendered_lists_links_and_tables_included():
+    from biasprobe.reports.page import Heading, Picture, Table, Text, html_page
+
+    blocks = [Heading("Claims"), Text('Rules:\n\n- **one** "q" [PDF](a.pdf)\n- two <script>'),
+              Table(["k"], [("`a|b`",)]), Picture("f.png", "f.pdf", "the **gap**")]
+    page = html_page(blocks, "t")
+    assert "<h2>Claims</h2>" in page and "<p>Rules:</p>" in page
+    assert '<li><strong>one</strong> &quot;q&quot; <a href="a.pdf">PDF</a></li>' in page
+    assert "<li>two &lt;script&gt;</li>" in page and "<script>" not in page
+    assert "<td><code>a|b</code></td>" in page
+    assert '<figcaption>the <strong>gap</strong> (<a href="f.pdf">PDF</a>)</figcaption>' in page
 
 
 def _visible_labels(axis):

@@ -74,7 +74,7 @@ def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
     assert "<strong>Partial: the zoo lacks</strong>" in result.html.read_text()
     claims = page[page.index("## Claims"):page.index(PAPER[0].title)]
     assert "**not tested**" in claims and "Rules:" in claims  # the tiny zoo has no DDPM UNet, no N = 10² …
-    stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr"))
+    stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr.zip"))
     assert stores == (["gap"] * 2 + ["ideal"] * 4 + ["jacobian"] * 8 + ["locality"] + ["memorization"] * 4
                       + ["training"] * 8)  # shared cells once; jacobian and training-span at two σ
     memorizers = page[page.index(PAPER[-1].title):]
@@ -90,14 +90,14 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_
     from biasprobe.reports.claims import memorizer_sigma
 
     zoo, out, result = rendered
-    ideals = [bp.open(path) for path in sorted((out / "stores").glob("ideal-memorizer-*.zarr"))]
+    ideals = [bp.open(path) for path in sorted((out / "stores").glob("ideal-memorizer-*.zarr.zip"))]
     assert len(ideals) == 4 and all(list(ideal.sigma.values) == [0.1, 0.3, 1.0] for ideal in ideals)
     sigma = memorizer_sigma(ideals, SETTINGS.memorizer_sigmas)
     assert sigma in SETTINGS.memorizer_sigmas
     for model in read_zoo(zoo):
         for settings in (SETTINGS, replace(SETTINGS, sigma=sigma)):
             for kind in ("jacobian", "training-span"):
-                store = bp.open(out / "stores" / f"{kind}-{model.name}-{settings.key(kind, model)}.zarr")
+                store = bp.open(out / "stores" / f"{kind}-{model.name}-{settings.key(kind, model)}.zarr.zip")
                 assert float(store.sigma[0]) == settings.sigma
     page = result.index.read_text()
     memorizers = page[page.index(PAPER[-1].title):]
@@ -113,7 +113,7 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_
     trained = lambda schedule: _trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
         {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
     assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
-    alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr"))], tmp_path / "alone")
+    alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr.zip"))], tmp_path / "alone")
     assert f"σ = {sigma:g}: mean max wᵢ; top 10 in training / held-out span" in alone.index.read_text()
 
 
@@ -148,13 +148,13 @@ def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbe
     fig4 = [i for i in PAPER if i.key == "fig4"]
     out = tmp_path / "fig4"
     paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)
-    store = next((out / "stores").glob("locality-dit-n10-*.zarr"))
-    stamp = (store / "zarr.json").stat().st_mtime_ns
+    store = next((out / "stores").glob("locality-dit-n10-*.zarr.zip"))
+    stamp = store.stat().st_mtime_ns
     before = bp.open(store)
     paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)  # the same items again: allowed
-    assert (store / "zarr.json").stat().st_mtime_ns == stamp
+    assert store.stat().st_mtime_ns == stamp
     paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4, recompute=True)
-    assert (store / "zarr.json").stat().st_mtime_ns != stamp
+    assert store.stat().st_mtime_ns != stamp
     xr.testing.assert_allclose(bp.open(store).mean_distance, before.mean_distance)
     paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key in ("fig4", "table3")])
     assert json.loads((out / ".biasprobe-report.json").read_text())["items"] == ["fig4", "table3"]
@@ -167,7 +167,7 @@ def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_p
 
     zoo, out, _ = rendered
     zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
-    old = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
+    old = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr.zip"))
     assert old
     retrained = tiny_checkpoint(zoo / "dit-n10.pt", "dit", seed=7, depth=6)  # same name, new weights
     manifest = json.loads((zoo / "manifest.json").read_text())
@@ -177,11 +177,38 @@ def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_p
     paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)  # elsewhere: nothing pruned here
     assert all((out / "stores" / name).exists() for name in old)
     paper_report(zoo, out, settings=SETTINGS, device="cpu")
-    new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr"))
+    new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr.zip"))
     assert len(new) == len(old) and not set(new) & set(old)
-    assert list((out / "stores").glob("jacobian-unet-bf-n10-s2-*.zarr"))  # only a training-span store reads it: kept
+    assert list((out / "stores").glob("jacobian-unet-bf-n10-s2-*.zarr.zip"))  # only a training-span store reads it: kept
     assert set(json.loads((out / ".biasprobe-report.json").read_text())["stores"]) == {
         f"stores/{path.name}" for path in (out / "stores").iterdir()}
+
+
+def test_a_cache_of_folder_stores_is_packed_into_single_files_and_gives_the_same_page(rendered, tmp_path,
+                                                                                   monkeypatch):
+    """A cache written before stores were single files (stores/NAME.zarr folders): a full run packs each store
+    it uses into stores/NAME.zarr.zip without computing it again, removes the folders, and writes the same page."""
+    import shutil
+
+    zoo, out, result = rendered
+    out = shutil.copytree(out, tmp_path / "out")
+    for packed in (out / "stores").glob("*.zarr.zip"):  # the same stores, in the folder form
+        bp.save(bp.open(packed), packed.with_name(packed.name.removesuffix(".zip")))
+        packed.unlink()
+    mark = json.loads((out / ".biasprobe-report.json").read_text())
+    mark["stores"] = [name.removesuffix(".zip") for name in mark["stores"]]
+    (out / ".biasprobe-report.json").write_text(json.dumps(mark))
+    folders = sorted(path.name for path in (out / "stores").iterdir())
+    assert folders and all(name.endswith(".zarr") and (out / "stores" / name).is_dir() for name in folders)
+
+    def computed(kind, *args, **kwargs):
+        raise AssertionError(f"{kind} was computed again")
+
+    monkeypatch.setattr("biasprobe.reports.paper.compute", computed)
+    again = paper_report(zoo, out, settings=SETTINGS, device="cpu")
+    assert sorted(path.name for path in (out / "stores").iterdir()) == [f"{name}.zip" for name in folders]
+    assert all((out / "stores" / f"{name}.zip").is_file() for name in folders)
+    assert again.index.read_text() == result.index.read_text()
 
 
 def test_memorizers_are_checked_against_a_larger_n_model_of_their_family(tmp_path):
@@ -197,11 +224,11 @@ def test_memorizers_are_checked_against_a_larger_n_model_of_their_family(tmp_pat
     assert (tmp_path / "out" / "memorizers.png").exists()
     row = next(line for line in page.splitlines() if line.startswith("| DiT N=10 | "))
     assert "(N=40)" in row and row.count("—") == 0  # every number of the check is there
-    assert {p.name.rsplit("-", 1)[0] for p in (tmp_path / "out" / "stores").glob("*-dit-n40-*.zarr")} == {
+    assert {p.name.rsplit("-", 1)[0] for p in (tmp_path / "out" / "stores").glob("*-dit-n40-*.zarr.zip")} == {
         "jacobian-dit-n40", "training-span-dit-n40"}
-    span = bp.open(next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr")))
+    span = bp.open(next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr.zip")))
     assert span.attrs["checkpoint_sha256"] == manifest["checkpoints"][-1]["sha256"] and span.attrs["centred"] == 1
-    alone = bp.report([next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr"))], tmp_path / "alone")
+    alone = bp.report([next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr.zip"))], tmp_path / "alone")
     assert (tmp_path / "alone" / f"training-span-dit-n40-{span.attrs['recipe_key']}.span.png").exists()
     assert "mean ‖P e_j‖² over the top 10 of ∂D/∂y, training / held-out span" in alone.index.read_text()
     claim = next(line for line in page.splitlines() if "Memorizers reproduce training images" in line and "|" in line)
@@ -240,7 +267,7 @@ def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
     root = Path(__file__).resolve().parents[1]
     model = next(m for m in read_zoo(root / "data" / "zoo") if m.name == "unet-bf-n10-s1")
     key = Settings().key("memorization", model)
-    committed = bp.open(root / "reports" / "paper" / "stores" / f"memorization-{model.name}-{key}.zarr")
+    committed = bp.open(root / "reports" / "paper" / "stores" / f"memorization-{model.name}-{key}.zarr.zip")
     recomputed = compute("memorization", model, Settings(), device="cpu")
     xr.testing.assert_allclose(recomputed.sample_image, committed.sample_image, atol=1e-4)
     xr.testing.assert_equal(recomputed.nearest_index, committed.nearest_index)

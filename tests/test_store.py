@@ -177,3 +177,82 @@ def test_concurrent_writers_never_fail(tmp_path):
     values = set(bp.open(target).eigenvalue.values.ravel())
     assert len(values) == 1 and values <= {1.0, 2.0, 3.0}
     assert [p.name for p in tmp_path.iterdir()] == ["r.zarr"]
+
+
+# ------------------------------------------------------------------------------ the single-file form
+
+
+def test_a_zip_named_store_is_one_file_that_opens_like_the_folder(tmp_path):
+    import zarr
+
+    ds = make_dataset(2.5)
+    bp.save(ds, tmp_path / "r.zarr")
+    bp.save(ds, tmp_path / "r.zarr.zip")
+    assert (tmp_path / "r.zarr.zip").is_file()
+    folder, single = bp.open(tmp_path / "r.zarr"), bp.open(tmp_path / "r.zarr.zip")
+    xr.testing.assert_identical(single, folder)
+    assert "biasprobe_complete" not in single.attrs and single.attrs["seed"] == 3
+    with xr.open_zarr(zarr.storage.ZipStore(tmp_path / "r.zarr.zip", mode="r")) as plain:  # plain xarray too
+        assert float(plain.eigenvalue.max()) == 2.5
+    bp.save(make_dataset(7.0), tmp_path / "r.zarr.zip")  # replaced in place
+    assert float(bp.open(tmp_path / "r.zarr.zip").eigenvalue.max()) == 7.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr", "r.zarr.zip"]
+
+
+def test_pack_turns_a_folder_store_into_the_same_store_in_one_file(tmp_path):
+    from biasprobe.store import pack
+
+    bp.save(make_dataset(4.0), tmp_path / "r.zarr")
+    packed = pack(tmp_path / "r.zarr")
+    assert packed == tmp_path / "r.zarr.zip" and (tmp_path / "r.zarr").is_dir()
+    xr.testing.assert_identical(bp.open(packed), bp.open(tmp_path / "r.zarr"))
+    first = packed.read_bytes()
+    pack(tmp_path / "r.zarr")  # the same store gives the same bytes
+    assert packed.read_bytes() == first
+    with pytest.raises(bp.InputError, match="not a folder store"):
+        pack(packed)
+
+
+def test_a_damaged_or_foreign_single_file_is_refused_and_kept(tmp_path):
+    import zipfile
+
+    (tmp_path / "mine.zarr.zip").write_text("precious")
+    with pytest.raises(bp.InputError, match="biasprobe did not write"):
+        bp.save(make_dataset(), tmp_path / "mine.zarr.zip")
+    assert (tmp_path / "mine.zarr.zip").read_text() == "precious"
+    with pytest.raises(bp.InputError, match="unreadable"):
+        bp.open(tmp_path / "mine.zarr.zip")
+    (tmp_path / "dir.zarr.zip").mkdir()
+    with pytest.raises(bp.InputError, match="not a store file"):
+        bp.save(make_dataset(), tmp_path / "dir.zarr.zip")
+    target = tmp_path / "r.zarr.zip"
+    bp.save(make_dataset(2.0), target)
+    with zipfile.ZipFile(target) as archive:  # a copy that lost one chunk file
+        kept = [(info, archive.read(info)) for info in archive.infolist()
+                if not (info.filename.startswith("eigenvalue/c") and info.filename.endswith("/0"))]
+    with zipfile.ZipFile(target, "w") as archive:
+        for info, data in kept:
+            archive.writestr(info, data)
+    with pytest.raises(bp.InputError, match="missing 1 chunk files"):
+        bp.open(target)
+
+
+@pytest.mark.parametrize("stage", ["during-write", "written", "marked", "packed", "moved-new"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_killed_writer_of_a_single_file_leaves_the_old_file_or_the_new(tmp_path, stage, existing):
+    target = tmp_path / "r.zarr.zip"
+    if existing:
+        bp.save(make_dataset(1.0), target)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(target), stage],
+                            check=False)
+    assert result.returncode == -9
+    # one rename: before it the old file stays; a whole packed file with none to replace is installed
+    finished = stage == "moved-new" or (stage == "packed" and not existing)
+    if existing or finished:
+        assert set(bp.open(target).eigenvalue.values.ravel()) == ({9.0} if finished else {1.0})
+    else:
+        with pytest.raises(bp.InputError, match="no biasprobe store"):
+            bp.open(target)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "r.zarr.zip"] == []
+    bp.save(make_dataset(3.0), target)
+    assert float(bp.open(target).eigenvalue.max()) == 3.0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from biasprobe.models.attention import ObservableAttention
+from biasprobe.models.attention import ObservableAttention, attention_switched
 
 NamedObserver = Callable[[str, ObservableAttention, torch.Tensor], None]
 """``observer(name, module, probs)`` with ``probs`` of shape (B, heads, N, N)."""
@@ -41,13 +41,9 @@ def capture_attention(modules: Mapping[str, ObservableAttention], observer: Name
     observed = [name for name, module in modules.items() if module.observer is not None]
     if observed:
         raise RuntimeError(f"attention layers {observed} are already observed; captures cannot be nested")
-    try:
-        for name, module in modules.items():
-            module.observer = functools.partial(observer, name)
+    observers = {module: functools.partial(observer, name) for name, module in modules.items()}
+    with attention_switched(modules.values(), observer=observers):
         yield
-    finally:
-        for module in modules.values():
-            module.observer = None
 
 
 @dataclass(frozen=True)

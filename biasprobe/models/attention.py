@@ -10,7 +10,11 @@ analyses find and use them uniformly, in two separate ways:
   softmax(QKᵀ/√d)V with ordinary differentiable, ``vmap``-able ops instead of a fused kernel
   (fused kernels have neither forward-mode derivatives nor batching rules), observed or not.
 
-Both paths compute the same function.
+Both paths compute the same function. Attention state is switched in one place, as captum sets and
+removes its hooks: :func:`attention_switched` sets the layers' settings (``observer``, ``explicit``,
+``kernel``, ``block_size``) and restores the previous ones in one ``try/finally``; the capture, the
+explicit math, the training's mask building and its stacked step all go through it, and
+:func:`set_attention_kernel`, the one lasting setting, through the same checks.
 
 A window of odd size k restricts query token (i, j) to the keys (i', j') with
 ``|i - i'| <= k // 2`` and ``|j - j'| <= k // 2``, clipped at the grid border
@@ -66,18 +70,52 @@ class ObservableAttention(Protocol):
     explicit: bool
 
 
+ATTENTION_SETTINGS = ("observer", "explicit", "kernel", "block_size")
+"""The switchable state of an attention layer (``kernel`` and ``block_size``: :class:`GridAttention` only)."""
+
+
 @contextlib.contextmanager
-def explicit_math(layers: Iterable[ObservableAttention]) -> Iterator[None]:
-    """Within the block, ``layers`` compute attention explicitly (differentiable in forward mode and
-    batchable by ``vmap``); their previous setting is restored on exit, also after an error."""
-    saved = [(layer, layer.explicit) for layer in layers]
+def attention_switched(layers: Iterable[ObservableAttention], **settings) -> Iterator[None]:
+    """Within the block, each of ``layers`` runs with ``settings`` (names from :data:`ATTENTION_SETTINGS`);
+    their previous values are restored on exit, also after an error.
+
+    A setting's value applies to every layer, or, given as a dict keyed by layer, to each its own
+    (the capture's observers, which know their layer's name)."""
+    layers = list(layers)
+    settings = _checked_settings(settings)
+    saved = [(layer, {name: getattr(layer, name) for name in settings}) for layer in layers]
     try:
-        for layer, _ in saved:
-            layer.explicit = True
+        for layer in layers:
+            _apply(layer, {name: value[layer] if isinstance(value, dict) else value
+                           for name, value in settings.items()})
         yield
     finally:
         for layer, previous in saved:
-            layer.explicit = previous
+            _apply(layer, previous)
+
+
+def explicit_math(layers: Iterable[ObservableAttention]):
+    """Within the block, ``layers`` compute attention explicitly (differentiable in forward mode and
+    batchable by ``vmap``): :func:`attention_switched` with ``explicit=True``."""
+    return attention_switched(layers, explicit=True)
+
+
+def _checked_settings(settings: dict) -> dict:
+    """``settings`` if every name is one of :data:`ATTENTION_SETTINGS` and every kernel and block size is known."""
+    unknown = sorted(set(settings) - set(ATTENTION_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown attention settings {unknown}; use {', '.join(ATTENTION_SETTINGS)}")
+    if "kernel" in settings and settings["kernel"] not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {settings['kernel']!r}; use one of {', '.join(ATTENTION_KERNELS)}")
+    if "block_size" in settings and settings["block_size"] not in FLEX_BLOCK_SIZES:
+        raise ValueError(f"FlexAttention block size {settings['block_size']!r} is not one of {FLEX_BLOCK_SIZES}")
+    return settings
+
+
+def _apply(layer: ObservableAttention, values: dict) -> None:
+    for name, value in values.items():
+        setattr(layer, name, value)
+
 
 ATTENTION_KERNELS = ("auto", "sdpa", "flex")
 """Kernels of the unobserved forward pass; all compute the same function."""
@@ -279,11 +317,7 @@ def set_attention_kernel(model: nn.Module, kernel: str, block_size: int | None =
     """Make every :class:`GridAttention` of ``model`` run ``kernel`` (one of :data:`ATTENTION_KERNELS`),
     and, if given, build its FlexAttention block masks with ``block_size`` (one of
     :data:`FLEX_BLOCK_SIZES`; the same function at every size)."""
-    if kernel not in ATTENTION_KERNELS:
-        raise ValueError(f"unknown attention kernel {kernel!r}; use one of {', '.join(ATTENTION_KERNELS)}")
-    if block_size is not None and block_size not in FLEX_BLOCK_SIZES:
-        raise ValueError(f"FlexAttention block size {block_size!r} is not one of {FLEX_BLOCK_SIZES}")
+    settings = _checked_settings({"kernel": kernel} if block_size is None else
+                                 {"kernel": kernel, "block_size": block_size})
     for module in attention_modules(model).values():
-        module.kernel = kernel
-        if block_size is not None:
-            module.block_size = block_size
+        _apply(module, settings)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError
 
 if TYPE_CHECKING:
@@ -85,13 +85,7 @@ class ReportFolder:
 
     def write_text(self, name: str, text: str) -> Path:
         """Write ``text`` to ``name`` atomically."""
-        target = self._target(name)
-        temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+        target = replace_file(lambda tmp: tmp.write_text(text, encoding="utf-8"), self._target(name))
         self.on_file(target)
         return target
 
@@ -100,13 +94,10 @@ class ReportFolder:
         names = {}
         for fmt in FIGURE_FORMATS:
             name = f"{stem}.{fmt}"
-            target = self._target(name)
-            temporary = target.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}.{fmt}")
-            try:
-                figure.savefig(temporary, dpi=DPI, format=fmt, metadata=_metadata(fmt), bbox_inches="tight")
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
+            target = replace_file(
+                lambda tmp, fmt=fmt: figure.savefig(tmp, dpi=DPI, format=fmt, metadata=_metadata(fmt),
+                                                    bbox_inches="tight"),
+                self._target(name))
             self.on_file(target)
             names[fmt] = name
         return names
@@ -152,9 +143,7 @@ class ReportFolder:
         earlier = [name for name in self.previous.get("files", []) if name not in self.files]
         mark = {"written_by": "biasprobe report", **self.notes, "files": [*self.files, *earlier],
                 "stores": sorted(self.stores)}
-        temporary = self.path / f"{MARK}.tmp-{uuid.uuid4().hex[:8]}"
-        temporary.write_text(json.dumps(mark, indent=1))
-        os.replace(temporary, self.path / MARK)
+        replace_file(lambda tmp: tmp.write_text(json.dumps(mark, indent=1)), self.path / MARK)
 
 
 def _metadata(fmt: str) -> dict:

@@ -1,16 +1,20 @@
 """A report page as a list of blocks, rendered to Markdown and to HTML from the same blocks.
 
 Blocks are plain data (:class:`Heading`, :class:`Text`, :class:`Table`, :class:`Picture`), so the
-store report and the paper recipe build pages the same way and the two formats never drift.
-Text may hold ``code spans`` in backticks, ``**bold**`` and ``[links](target)``; everything else is escaped.
+store report and the paper recipe build pages the same way. Text is Markdown (CommonMark with
+tables: ``code spans``, ``**bold**``, ``[links](target)``, lists); the HTML of a heading, text or
+table is its Markdown rendered by markdown-it-py, so the two formats never drift. Raw HTML in
+the text is escaped, never passed through.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from markdown_it import MarkdownIt
 
 
 @dataclass(frozen=True)
@@ -44,18 +48,18 @@ Block = Heading | Text | Table | Picture
 
 def markdown(blocks: Sequence[Block]) -> str:
     """The page in (GitHub-flavoured) Markdown."""
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {block.text}")
-        elif isinstance(block, Text):
-            parts.append(block.text)
-        elif isinstance(block, Table):
-            lines = [_md_row(block.header), _md_row(["---"] * len(block.header))]
-            parts.append("\n".join(lines + [_md_row(row) for row in block.rows]))
-        else:
-            parts.append(f"![{block.caption}]({block.png})\n\n{block.caption} ([PDF]({block.pdf}))")
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(_markdown_block(block) for block in blocks) + "\n"
+
+
+def _markdown_block(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"{'#' * block.level} {block.text}"
+    if isinstance(block, Text):
+        return block.text
+    if isinstance(block, Table):
+        lines = [_md_row(block.header), _md_row(["---"] * len(block.header))]
+        return "\n".join(lines + [_md_row(row) for row in block.rows])
+    return f"![{block.caption}]({block.png})\n\n{block.caption} ([PDF]({block.pdf}))"
 
 
 def _md_row(cells: Sequence[str]) -> str:
@@ -69,32 +73,25 @@ figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.9em;color:#444}"""
 
 
 def html_page(blocks: Sequence[Block], title: str) -> str:
-    """The page as one self-contained HTML document (figures by relative link)."""
+    """The page as one self-contained HTML document (figures by relative link): each heading, text and
+    table is its Markdown (:func:`markdown`) rendered by markdown-it-py; each picture a ``<figure>``."""
     body = []
     for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
-        elif isinstance(block, Text):
-            body.append(f"<p>{_inline(block.text)}</p>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{_inline(cell)}</th>" for cell in block.header)
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in block.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        else:
-            caption = _inline(block.caption)
+        if isinstance(block, Picture):
             body.append(
                 f'<figure><img src="{html.escape(block.png)}" alt="{html.escape(block.caption)}">'
-                f'<figcaption>{caption} (<a href="{html.escape(block.pdf)}">PDF</a>)</figcaption></figure>'
+                f"<figcaption>{_parser().renderInline(block.caption)} "
+                f'(<a href="{html.escape(block.pdf)}">PDF</a>)</figcaption></figure>'
             )
+        else:
+            body.append(_parser().render(_markdown_block(block)).rstrip("\n"))
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 
-def _inline(text: str) -> str:
-    """Escaped text with `code spans` as <code>, **bold** as <strong> and [label](target) as links."""
-    escaped = html.escape(text, quote=False)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', escaped)
+@functools.cache
+def _parser() -> MarkdownIt:
+    """CommonMark with GitHub's tables; raw HTML escaped (markdown-it-py)."""
+    return MarkdownIt("commonmark", {"html": False}).enable("table")

@@ -13,6 +13,7 @@ The zoo's models and manifest are read by :mod:`biasprobe.reports.zoo`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,8 +45,8 @@ from biasprobe.reports.zoo import (
     read_zoo,
     zoo_training,
 )
+from biasprobe.store import SINGLE_FILE_SUFFIX, pack, save, store_exists
 from biasprobe.store import open as open_store
-from biasprobe.store import save
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -664,13 +665,12 @@ def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder
     its cached source counts as used even when the derived store is reused (a full run keeps it)."""
     done = {} if done is None else done
     key = settings.key(kind, model)
-    name = f"stores/{kind}-{model.name}-{key}.zarr"
-    path = folder.store_path(name)
+    path = _cache_entry(folder, f"stores/{kind}-{model.name}-{key}.zarr{SINGLE_FILE_SUFFIX}")
     if kind in DERIVED:
         source_name = f"stores/{DERIVED[kind]}-{model.name}-{settings.key(DERIVED[kind], model)}.zarr"
-        if (folder.path / source_name / "zarr.json").exists():
-            folder.store_path(source_name)
-    if not recompute and (path / "zarr.json").exists():
+        if store_exists(folder.path / (source_name + SINGLE_FILE_SUFFIX)) or store_exists(folder.path / source_name):
+            _cache_entry(folder, source_name + SINGLE_FILE_SUFFIX)
+    if not recompute and store_exists(path):
         try:
             dataset = open_store(path)
         except InputError:  # an interrupted writer: compute again
@@ -685,3 +685,15 @@ def _cached(kind: str, model: ZooModel, settings: Settings, folder: ReportFolder
     dataset = compute(kind, model, settings, device, source)
     save(dataset, path)
     return dataset
+
+
+def _cache_entry(folder: ReportFolder, name: str) -> Path:
+    """Where the cached store ``name`` (a single file, ``stores/NAME.zarr.zip``) lives. A cache entry of the
+    folder form (``stores/NAME.zarr``, written before stores were single files) is packed into it on first
+    use; the folder is then unused, and a run of every item removes it."""
+    path = folder.store_path(name)
+    older = path.with_name(path.name.removesuffix(SINGLE_FILE_SUFFIX))
+    if not store_exists(path) and store_exists(older):
+        with contextlib.suppress(InputError):  # an interrupted older store: computed again
+            pack(older, path)
+    return path

@@ -25,6 +25,7 @@ from biasprobe.figures.base import checkpoint_label
 from biasprobe.progress import track
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
+from biasprobe.store import SINGLE_FILE_SUFFIX
 from biasprobe.store import open as open_store
 
 if TYPE_CHECKING:
@@ -197,10 +198,10 @@ def _groups(datasets: dict[Path, xr.Dataset], stems: dict[Path, str]) -> dict[st
 
 
 def _unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """File stems for each store (its name less ``.zarr``), made unique with -2, -3, …"""
+    """File stems for each store (its name less ``.zarr`` or ``.zarr.zip``), made unique with -2, -3, …"""
     stems, seen = {}, {}
     for path in paths:
-        stem = path.name.removesuffix(".zarr") or "store"
+        stem = path.name.removesuffix(SINGLE_FILE_SUFFIX).removesuffix(".zarr") or "store"
         seen[stem] = seen.get(stem, 0) + 1
         stems[path] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
     return stems

@@ -32,12 +32,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import numpy as np
 
+from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError, ParameterError
+from biasprobe.training.settings import USER_SETTINGS, TrainingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,8 +51,8 @@ EXPANDING = ("n", "seed", "subset")
 
 
 @dataclass
-class ModelRecipe:
-    """One model of a recipe: what to train, on what, for how long."""
+class _Model:
+    """What to train, on what: the model keys of a recipe entry."""
 
     name: str
     family: str
@@ -59,35 +61,29 @@ class ModelRecipe:
     preset: str | None = None
     windows: list[int] = field(default_factory=list)
     subset: str = "s1"
-    seed: int = 0
-    steps: int = 10_000
-    batch: int = 64
-    lr: float = 1e-4
-    ema: float = 0.999
-    sigma_max: float = 1.0
-    checkpoint_every: int = 1000
     image_size: int = 32
     channels: int | None = None
     data_dir: str | None = None
-    max_minutes: float | None = None
-    compile: bool | str = False
-    """False, true (torch.compile's default mode) or a mode name (:data:`biasprobe.training.loop.COMPILE_MODES`)."""
-    compile_scope: str = "network"
-    """What ``compile`` compiles: the network, or the step around it (:data:`biasprobe.training.loop.COMPILE_SCOPES`)."""
-    channels_last: bool = False
-    weights: str = "float32"
     gap_images: int = 0
     """K of the paper's gap measured at every checkpoint while training (0: not measured): the first min(K, N)
     training images against K test images at t = 0, 20, …, 980 (:func:`checkpoint_gap`), kept in the record's
     ``gaps``, so that models can be compared at common steps without keeping their weights (zoo v2: 300)."""
 
-    def config(self):
-        from biasprobe.training import TrainingConfig
+    def config(self) -> TrainingConfig:
+        """The entry's :class:`~biasprobe.training.TrainingConfig` (its training keys by their parameters)."""
+        return TrainingConfig(**{s.parameter: getattr(self, s.name) for s in USER_SETTINGS})
 
-        return TrainingConfig(steps=self.steps, batch_size=self.batch, learning_rate=self.lr, ema_decay=self.ema,
-                              sigma_max=self.sigma_max, checkpoint_every=self.checkpoint_every, seed=self.seed,
-                              max_minutes=self.max_minutes, compile=self.compile, compile_scope=self.compile_scope,
-                              channels_last=self.channels_last, weights=self.weights)
+
+ModelRecipe = make_dataclass(
+    "ModelRecipe", [(s.name, s.annotation, field(default=s.default)) for s in USER_SETTINGS], bases=(_Model,),
+    namespace={"__doc__": """One model of a recipe: what to train, on what (:class:`_Model`'s keys), and how: one key per
+    training setting (:data:`biasprobe.training.loop.USER_SETTINGS`, by its user's name: ``batch``, ``lr``,
+    ``ema``, ``steps``, ``compile``, …), derived from :class:`~biasprobe.training.TrainingConfig`."""},
+)
+ModelRecipe.__module__ = __name__  # pickled by name for the sweep's workers (make_dataclass's module= needs 3.12)
+
+RECIPE_KEYS = {s.parameter: s.name for s in USER_SETTINGS}
+"""Each training setting's recipe key by its parameter: errors of :class:`TrainingConfig` name the recipe's keys."""
 
 
 @dataclass
@@ -134,8 +130,7 @@ def read_recipe(path: str | os.PathLike, output: str | os.PathLike | None = None
         try:
             model.config()
         except ParameterError as err:
-            key = {"batch_size": "batch", "learning_rate": "lr", "ema_decay": "ema"}
-            raise InputError(f"{path}: model {model.name}: {err.render(key)}") from None
+            raise InputError(f"{path}: model {model.name}: {err.render(RECIPE_KEYS)}") from None
     for model in models:
         if isinstance(model.gap_images, bool) or not isinstance(model.gap_images, int) or model.gap_images < 0:
             raise InputError(f"{path}: model {model.name}: gap_images must be a whole number ≥ 0 (the K of the gap "
@@ -250,15 +245,12 @@ def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
             "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values)}
 
 
-RERUN_SETTINGS = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",
-                  "gap_images")
+RERUN_SETTINGS = (*(s.name for s in USER_SETTINGS if s.changeable), "gap_images")
 """Recipe keys a later round may change for a model already (partly) trained."""
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    replace_file(lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n"), path)
 
 
 def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError
 from biasprobe.store import COMPLETE_MARK, mark_complete
 
@@ -98,15 +97,13 @@ def create(path: str | os.PathLike, facts: list[dict], specification: dict, attr
         attrs={**(attrs or {}), SWEEP_ATTR: json.dumps(specification, sort_keys=True)},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+
+    def write(tmp: Path) -> None:
         with _quiet():
             layout.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
                            encoding={FLAG: {"chunks": (1,)}, ATTRS: {"chunks": (1,)}})
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return replace_file(write, path)
 
 
 def specification(path: str | os.PathLike) -> dict | None:

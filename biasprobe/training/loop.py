@@ -35,44 +35,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biasprobe.atomic import replace_file
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
 from biasprobe.errors import InputError, ParameterError
-from biasprobe.validation import count, number
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-"""Modes of :func:`torch.compile` a training run may choose; those with CUDA graphs are
-:data:`CUDA_GRAPH_MODES`."""
-
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-"""Compile modes that record each step's kernels once as CUDA graphs and replay them (on CUDA only;
-elsewhere they compile as ``"default"``/``"max-autotune-no-cudagraphs"`` do)."""
-
-
-COMPILE_SCOPES = ("network", "step")
-"""What ``compile`` compiles: the network alone, or the step around it (the loss and the EMA too; see
-:class:`TrainingStep`)."""
-
-
-def compile_mode(value) -> str | bool:
-    """The ``compile`` setting in its normal form: False (eager) or one of :data:`COMPILE_MODES`.
-
-    True is ``"default"`` (as recorded by checkpoints and recipes from before the modes); None and
-    ``"none"`` are False.
-    """
-    if value is None or value is False or value == "none":
-        return False
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return value
-    raise ParameterError("compile", f"must be true, false or one of {', '.join(COMPILE_MODES)}, not {value!r}")
-
-
-def checked_compile_scope(value) -> str:
-    """``value`` if it is one of :data:`COMPILE_SCOPES`; else a :class:`ParameterError` naming them."""
-    if value not in COMPILE_SCOPES:
-        raise ParameterError("compile_scope", f"must be one of {', '.join(COMPILE_SCOPES)}, not {value!r}")
-    return value
+from biasprobe.training.settings import (  # noqa: F401 - the settings' schema, also known by these names here
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    CUDA_GRAPH_MODES,
+    TRAINING_SETTINGS,
+    USER_SETTINGS,
+    WEIGHT_PRECISIONS,
+    TrainingConfig,
+    TrainingSetting,
+    checked_compile_scope,
+    compile_mode,
+)
 
 
 def has_dropout(network: nn.Module) -> bool:
@@ -132,59 +109,6 @@ def build_attention_masks(network: nn.Module, image_shape, images: torch.Tensor)
                 layer.block_mask(layer.grid, images.device)
     finally:
         network.train(was_training)
-
-
-@dataclass
-class TrainingConfig:
-    """Optimisation settings (all recorded in the checkpoint).
-
-    ``compile`` runs the network through :func:`torch.compile` (same function, faster steps on a
-    GPU after a warm-up of tens of seconds): False (eager), True (= ``"default"``) or one of
-    torch.compile's modes (:data:`COMPILE_MODES`); ``"reduce-overhead"`` and ``"max-autotune"``
-    replay each step as CUDA graphs (see :func:`compile_network`). ``compile_scope`` is what it
-    compiles (:data:`COMPILE_SCOPES`): ``"network"``, or ``"step"``, the loss around it and the EMA
-    too (:class:`TrainingStep`; fewer kernel launches, measured faster under CUDA graphs: see
-    docs/benchmarks.md). ``channels_last`` stores the
-    network's 4-D weights (the convolutions of the UNets) in NHWC order, the layout of cuDNN's
-    tensor-core convolutions (whether it is faster is measured by tests/benchmarks/bench_training.py);
-    the function and the saved weights are unchanged. All three may change between a run and its
-    resumption or warm restart.
-    ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
-    size; the resumable state always keeps float32).
-    """
-
-    steps: int
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    sigma_max: float = 1.0
-    checkpoint_every: int = 1000
-    seed: int = 0
-    max_minutes: float | None = None
-    compile: bool | str = False
-    weights: str = "float32"
-    channels_last: bool = False
-    compile_scope: str = "network"
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            setattr(self, name, count(getattr(self, name), name))
-        for name in ("learning_rate", "sigma_max"):
-            setattr(self, name, number(getattr(self, name), name, positive=True))
-        self.weight_decay = number(self.weight_decay, "weight_decay", minimum=0)
-        self.ema_decay = number(self.ema_decay, "ema_decay", minimum=0, maximum=1)
-        if self.ema_decay == 1:
-            raise ParameterError("ema_decay", "must be below 1 (at 1 the average never moves)")
-        self.seed = count(self.seed, "seed", minimum=0)
-        if self.max_minutes is not None:
-            self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
-        self.compile = compile_mode(self.compile)
-        self.compile_scope = checked_compile_scope(self.compile_scope)
-        if not isinstance(self.channels_last, bool):
-            raise ParameterError("channels_last", f"must be true or false, not {self.channels_last!r}")
-        if self.weights not in SAVED_WEIGHTS:
-            raise ParameterError("weights", f"must be one of {', '.join(SAVED_WEIGHTS)}, not {self.weights!r}")
 
 
 @dataclass
@@ -404,7 +328,7 @@ class TrainingStep:
         return loss.detach().clone()  # a compiled loss lives in memory that the next CUDA-graph replay reuses
 
 
-CHANGEABLE = ("steps", "max_minutes", "compile", "compile_scope", "channels_last", "weights", "checkpoint_every",
+CHANGEABLE = (*(s.parameter for s in TRAINING_SETTINGS if s.changeable),
               "losses_from", "warm_restarts", "steps_done", "recipe_name")
 """Settings a resumed or warm-restarted run may change (or that describe the run's history)."""
 
@@ -531,7 +455,7 @@ def _global_means(values: list[torch.Tensor], ranks: _Distributed) -> list[float
     return stacked.tolist()
 
 
-SAVED_WEIGHTS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+SAVED_WEIGHTS = {name: getattr(torch, name) for name in WEIGHT_PRECISIONS}
 
 
 def _save(output, ema: nn.Module, image_shape, training: dict) -> None:
@@ -557,9 +481,7 @@ def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
 def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
     state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
              "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_file(lambda tmp: torch.save(state, tmp), path)
 
 
 def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float], dict]:

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, network_denoiser
 from biasprobe.errors import InputError
-from biasprobe.models import attention_modules
+from biasprobe.models import attention_modules, attention_switched
 from biasprobe.progress import track
 from biasprobe.training.loop import (
     LOSS_READ_EVERY,
@@ -130,8 +130,6 @@ def train_stacked(
         sh.update(losses_from=losses_from, warm_restarts=restarts)
 
     base = copy.deepcopy(first).to(device)
-    for layer in attention_modules(base).values():
-        layer.explicit = True  # the fused kernels' vmap rules fail on some head dims (CUDA)
     names = [name for name, _ in base.named_parameters()]
     params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
               for name in names}
@@ -153,33 +151,35 @@ def train_stacked(
     stacked_loss = vmap(network_loss, in_dims=(0, 0, 0, 0, 0, 0 if with_timesteps else None))
     base.train()
     pending: list[torch.Tensor] = []
-    for step in track(range(start, config.steps), "training stacked", config.steps - start, progress):
-        batches = []
-        for c, x in zip(configs, data):
-            torch.manual_seed(_step_seed(c.seed, step))
-            batches.append(_draw_batch(sampler, x, c))
-        clean, noise, sigma, timesteps = (None if b[0] is None else torch.stack(b) for b in zip(*batches))
-        loss = stacked_loss(params, buffers, clean, noise, sigma, timesteps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema_params.values()), list(params.values()), 1 - decay)
-        pending.append(loss.detach())
-        last = step + 1 == config.steps
-        checkpoint = (step + 1) % config.checkpoint_every == 0 or last
-        if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
-            for history, values in zip(losses, torch.stack(pending).T.tolist()):
-                history += values
-            pending = []
-        if checkpoint:
-            _unstack(params, buffers, ema_params, optimizer, models, emas, optimizers)
-            for k in range(count):
-                _save(outputs[k], emas[k], image_shape, {**headers[k], "steps_done": step + 1})
-                if not last:
-                    _save_state(states[k], models[k], emas[k], optimizers[k], state_headers[k], step + 1,
-                                losses[k])
+    # the fused kernels' vmap rules fail on some head dims (CUDA): explicit attention while stacked
+    with attention_switched(attention_modules(base).values(), explicit=True):
+        for step in track(range(start, config.steps), "training stacked", config.steps - start, progress):
+            batches = []
+            for c, x in zip(configs, data):
+                torch.manual_seed(_step_seed(c.seed, step))
+                batches.append(_draw_batch(sampler, x, c))
+            clean, noise, sigma, timesteps = (None if b[0] is None else torch.stack(b) for b in zip(*batches))
+            loss = stacked_loss(params, buffers, clean, noise, sigma, timesteps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema_params.values()), list(params.values()), 1 - decay)
+            pending.append(loss.detach())
+            last = step + 1 == config.steps
+            checkpoint = (step + 1) % config.checkpoint_every == 0 or last
+            if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
+                for history, values in zip(losses, torch.stack(pending).T.tolist()):
+                    history += values
+                pending = []
+            if checkpoint:
+                _unstack(params, buffers, ema_params, optimizer, models, emas, optimizers)
+                for k in range(count):
+                    _save(outputs[k], emas[k], image_shape, {**headers[k], "steps_done": step + 1})
+                    if not last:
+                        _save_state(states[k], models[k], emas[k], optimizers[k], state_headers[k], step + 1,
+                                    losses[k])
     if start < config.steps or not all(os.path.exists(o) for o in outputs):
         _unstack(params, buffers, ema_params, optimizer, models, emas, optimizers)
     for s in states:

@@ -79,6 +79,7 @@ from common import import_biasprobe
 
 import_biasprobe()
 
+from biasprobe.atomic import replace_file
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, network_denoiser
 from biasprobe.models import attention, build_model, from_preset, set_attention_kernel
 from biasprobe.training import (
@@ -783,9 +784,8 @@ def main() -> None:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             path = args.out / f"training-{device.type}{'-' + args.tag if args.tag else ''}.json"
-            partial = path.with_name(f".{path.name}.tmp")
-            partial.write_text(json.dumps(report, indent=1) + "\n")
-            os.replace(partial, path)  # whole or not at all, also when the run is stopped mid-write
+            # whole or not at all, also when the run is stopped mid-write
+            replace_file(lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"), path)
 
     try:  # whatever stops the run (`timeout`'s SIGTERM, an error), the report keeps what was measured
         measure(args, device, peak, budget, report, write)

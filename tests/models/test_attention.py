@@ -79,3 +79,27 @@ def test_unknown_kernel_is_refused():
         set_attention_kernel(DiT(image_size=8, depth=1, width=8, heads=2), "fast")
     with pytest.raises(ValueError, match="block size 48"):
         set_attention_kernel(DiT(image_size=8, depth=1, width=8, heads=2), "flex", block_size=48)
+
+
+def test_attention_state_is_switched_in_one_place_and_restored_also_after_an_error():
+    from biasprobe.models import attention_switched
+
+    model = DiT(image_size=8, depth=2, width=8, heads=2)
+    first, second = attention_modules(model).values()
+    second.kernel, second.block_size = "sdpa", 64
+    seen = []
+    observers = {first: lambda *_: seen.append("first"), second: lambda *_: seen.append("second")}
+    with pytest.raises(KeyError):
+        with attention_switched([first, second], observer=observers, explicit=True, kernel="flex", block_size=32):
+            assert first.explicit and second.explicit and first.kernel == second.kernel == "flex"
+            assert first.block_size == second.block_size == 32
+            model(torch.rand(1, 3, 8, 8), torch.tensor([10]))
+            assert seen == ["first", "second"]  # each layer its own observer
+            raise KeyError("stop")
+    assert first.observer is None and second.observer is None and not first.explicit and not second.explicit
+    assert (first.kernel, first.block_size, second.kernel, second.block_size) == ("auto", 128, "sdpa", 64)
+    with pytest.raises(ValueError, match="unknown attention settings"):
+        attention_switched([first], windows=3).__enter__()
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        attention_switched([first], kernel="fast").__enter__()
+    assert first.kernel == "auto"
