@@ -275,3 +275,27 @@ def test_the_ideal_memorizer_is_in_its_training_span_where_its_weights_spread():
     y = noisy(images[2:3].double(), 3.0, noise_seed(0, 2, 0))  # the weights at the noise a one-σ run draws
     assert float(found.max_posterior_weight.sel(sigma=3.0, weight_image=2)) == pytest.approx(
         float(posterior_weights(y, train.double(), 3.0).max()))
+
+
+def test_a_few_overshoot_eigenvalues_above_one_do_not_decide_the_verdict():
+    """Science v3's selection: eigenvalues above 1 (a shrinking denoiser's overshoot directions, isolated pixels on
+    the zoo's DDPM UNet) are counted, never judged, and cannot shrink K: prepending three single-pixel
+    eigenvectors with λ = 1.2, 1.15, 1.1 to the Laplacian-eigenfunction reference leaves its verdict and K alone."""
+    case = next(c for c in references.cases() if c.name == "Laplacian eigenfunctions of Ω")
+    store = references.run(case)
+    before = gahb_summary(store)
+    count = 3
+    pixels = np.zeros((store.sizes["image"], store.sizes["sigma"], count, *store.eigenvector.shape[-3:]))
+    for k in range(count):
+        pixels[:, :, k, 0, 2 + 3 * k, 2 + 3 * k] = 1.0  # single pixels near a corner
+    values = np.broadcast_to([1.2, 1.15, 1.1], (store.sizes["image"], store.sizes["sigma"], count))
+    altered = store.copy()
+    altered["eigenvalue"] = (store.eigenvalue.dims,
+                             np.concatenate([values, store.eigenvalue.values[:, :, :-count]], axis=2))
+    altered["eigenvector"] = (store.eigenvector.dims,
+                              np.concatenate([pixels, store.eigenvector.values[:, :, :-count]], axis=2))
+    after = gahb_summary(altered)
+    assert (after.count_above_one == count).all() and (before.count_above_one == 0).all()
+    assert (after.category == "geometry-adaptive harmonic").all(), after.reason.values
+    np.testing.assert_array_equal(after.top.values, before.top.values)
+    np.testing.assert_allclose(after.harmonicity.values, before.harmonicity.values, atol=1e-12)

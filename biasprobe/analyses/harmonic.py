@@ -6,8 +6,11 @@ d = C·H·W, e_k the unit eigenvector of λ_k, Ω the support of the clean image
 (:mod:`biasprobe.analyses.support`), a = |Ω|/(H·W) its area fraction and L_Ω the grid Laplacian
 on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 
-- K, the eigenvectors judged, set by the spectrum: K = min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2}))
-  (and at most the stored ranks), per image and σ;
+- the eigenvectors judged, set by the spectrum (science v3, docs/methods/claims.md): only those with
+  λ_k ≤ 1 — an eigenvalue above 1 is an overshoot direction of a shrinking denoiser, counted
+  (#λ > 1) but never judged, so that a few outliers cannot decide the verdict; with λ̃ the largest
+  eigenvalue ≤ 1, the first K of them, K = min(⌊d/16⌋, max(8, #{k : λ̃/2 ≤ λ_k ≤ 1})) (and at most
+  the stored ranks), per image and σ (v2: K = min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2})) from rank 0);
 - support energy E_Ω(e) = Σ_{c, p∈Ω} e_{c,p}², confinement E_Ω/a (1: spread like a plane wave,
   1/a: all on Ω) and its normalised excess κ = (Ē_Ω − a)/(1 − a) over the top K (0: not
   confined, 1: entirely on Ω);
@@ -15,7 +18,7 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
   for one pixel);
 - roughness R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω (0 … 8) and the harmonicity ρ = Spearman(k, R_Ω(e_k))
   over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
-- spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
+- spectral spread (λ̃ − λ_last)/|λ̃| over the judged eigenvalues; effective dimensionality tr J and #{k : λ_k > ½};
 - the memorization score of :func:`biasprobe.analyses.span.jacobian_memorization`, when
   the training images are known;
 - the dimension trend β = d log tr J / d log σ per image (least squares over the σ of the store).
@@ -69,8 +72,10 @@ SPREAD_THRESHOLD = 1e-3
 COLLAPSE_LEVEL = 0.5
 """λ above which a direction counts as passed through (the count #{λ > ½})."""
 SPECTRUM_FRACTION = 0.5
-"""K counts the eigenvalues with λ ≥ SPECTRUM_FRACTION · λ₀."""
+"""K counts the eigenvalues with SPECTRUM_FRACTION · λ̃ ≤ λ ≤ JUDGED_MAX."""
 MIN_TOP = 8
+JUDGED_MAX = 1.0
+"""Eigenvalues above it (a shrinking denoiser's overshoot directions) are counted, never judged (science v3)."""
 
 CATEGORIES = (
     "collapsed",
@@ -132,14 +137,25 @@ def roughness(eigenvectors: xr.DataArray, support: xr.DataArray) -> xr.DataArray
 # --------------------------------------------------------------------------- choosing K
 
 
+def overshoot_count(dataset: xr.Dataset) -> xr.DataArray:
+    """#{k : λ_k > JUDGED_MAX} among the stored eigenvalues (descending, so these are the first ranks), per image
+    and σ: the ranks skipped before the judged ones."""
+    return (dataset.eigenvalue > JUDGED_MAX).sum("rank").assign_attrs(
+        long_name="#{k : λ_k > 1}, overshoot directions (not judged)")
+
+
 def spectral_top(dataset: xr.Dataset) -> xr.DataArray:
-    """K per image and σ: min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2})), at most the stored ranks."""
+    """K per image and σ: min(⌊d/16⌋, max(8, #{k : λ̃/2 ≤ λ_k ≤ 1})), λ̃ the largest eigenvalue ≤ 1, at most the
+    stored ranks after the skipped ones (:func:`overshoot_count`)."""
     d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
     spectrum = dataset.eigenvalue
-    count = (spectrum >= SPECTRUM_FRACTION * spectrum.isel(rank=0)).sum("rank")
-    limit = min(dataset.sizes["rank"], max(2, d // 16))
-    return count.clip(min(MIN_TOP, limit), limit).drop_vars("rank", errors="ignore").assign_attrs(
-        long_name="K: eigenvectors judged, λ ≥ λ₀/2 (at least 8, at most d/16)")
+    judged = spectrum.where(spectrum <= JUDGED_MAX)
+    first = judged.max("rank")
+    count = ((judged >= SPECTRUM_FRACTION * first) & judged.notnull()).sum("rank")
+    room = dataset.sizes["rank"] - overshoot_count(dataset)
+    limit = np.minimum(room, max(2, d // 16))
+    return np.minimum(np.maximum(count, np.minimum(MIN_TOP, limit)), limit).drop_vars(
+        "rank", errors="ignore").assign_attrs(long_name="K: eigenvectors judged, λ̃/2 ≤ λ ≤ 1 (at least 8, at most d/16)")
 
 
 def _fixed_top(dataset: xr.Dataset, top: int) -> xr.DataArray:
@@ -183,8 +199,9 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     (default: the store's ``support``, else ``object``). A raw-output store is first mapped to the
     denoiser's order (:func:`denoiser_order`), or refused.
 
-    Returns per (image, sigma, rank < K_max): ``frequency_centroid``, ``participation_ratio`` (on Ω),
-    ``support_energy``, ``roughness`` (NaN beyond each image's K); per (image, sigma): ``top``,
+    Returns per (image, sigma, rank): ``frequency_centroid``, ``participation_ratio`` (on Ω),
+    ``support_energy``, ``roughness`` (NaN outside each image's judged ranks); per (image, sigma): ``top`` (K),
+    ``count_above_one`` (#λ > 1, the ranks skipped before the judged ones),
     ``harmonicity``, ``participation``, ``confinement``, ``confinement_excess``, ``spectral_spread``,
     ``effective_dimension``, ``count_above_half``, ``category``, ``reason`` (the tests that decided
     it) (and ``memorization_score`` when known); per image: ``support_area`` and ``dimension_trend``
@@ -195,9 +212,12 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     if support is not None or "support" not in dataset:
         dataset = with_support(dataset, support or "object")
     mask = dataset.support.astype(bool)
+    skipped = overshoot_count(dataset)
     limit = _fixed_top(dataset, top) if top is not None else spectral_top(dataset)
-    largest = int(limit.max())
-    within = xr.DataArray(np.arange(largest), dims="rank") < limit
+    limit = np.minimum(limit, dataset.sizes["rank"] - skipped).assign_attrs(limit.attrs)
+    largest = int((skipped + limit).max())
+    ranks = xr.DataArray(np.arange(largest), dims="rank")
+    within = (ranks >= skipped) & (ranks < skipped + limit)
     vectors = dataset.eigenvector.isel(rank=slice(0, largest))
     vectors = vectors.assign_coords(rank=np.arange(largest))
 
@@ -219,8 +239,8 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     with np.errstate(invalid="ignore", divide="ignore"):
         excess = ((mean_energy - area) / (1 - area)).where(area < 1)
     eigenvalues = dataset.eigenvalue.isel(rank=slice(0, largest)).assign_coords(rank=np.arange(largest))
-    last = eigenvalues.where(within).min("rank")
-    spread = ((eigenvalues.isel(rank=0) - last) / np.abs(eigenvalues.isel(rank=0))).drop_vars("rank")
+    first, last = eigenvalues.where(within).max("rank"), eigenvalues.where(within).min("rank")
+    spread = (first - last) / np.abs(first)
     above = (dataset.spectrum > COLLAPSE_LEVEL).sum("index")
     mean_participation = participation.mean("rank")
 
@@ -255,11 +275,12 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
             "support_energy": energy,
             "roughness": rough,
             "top": limit,
+            "count_above_one": skipped,
             "harmonicity": rho,
             "participation": mean_participation.assign_attrs(long_name="participation ratio on Ω, mean over the top K"),
             "confinement": (mean_energy / area).assign_attrs(long_name="confinement Ē_Ω / a"),
             "confinement_excess": excess.assign_attrs(long_name="confinement κ = (Ē_Ω − a)/(1 − a)"),
-            "spectral_spread": spread.assign_attrs(long_name="spectral spread (λ₀ − λ_{K−1})/|λ₀|"),
+            "spectral_spread": spread.assign_attrs(long_name="spectral spread (λ̃ − λ_last)/|λ̃| of the judged eigenvalues"),
             "effective_dimension": dataset.effective_dimension,
             "count_above_half": above.assign_attrs(long_name="#{k : λ_k > ½}"),
             **scores,
