@@ -368,7 +368,7 @@ def jacobian_summary(parts: Mapping[str, xr.Dataset]) -> Summary:
 
     Three tables per checkpoint, each at most 80 columns wide. ``pairs``, one record per (image, σ):
     λ₀, the λ at d/8 and d/4 when computed, s₀, tr(J), #λ>½, asymmetry and the worst eigen-residual
-    (starred above the tolerance); ``gahb``, per (image, σ): K, ρ, PR_Ω, κ, the memorization
+    (starred above the tolerance); ``gahb``, per (image, σ): #λ>1 (skipped), K, ρ, PR_Ω, κ, the memorization
     diagnostics when known and the image's category; ``verdicts``, per σ: mean tr(J) and #λ>½ and the
     verdict with the images per category. Then the slope of log tr(J) against log σ per image."""
     summary: Summary = []
@@ -421,7 +421,8 @@ def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
     for i in range(summary.sizes["image"]):
         for s in range(summary.sizes["sigma"]):
             judged, at = summary.isel(image=i, sigma=s), dataset.isel(image=i, sigma=s)
-            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma), "top": int(judged.top),
+            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma),
+                      "count_above_one": int(judged.count_above_one), "top": int(judged.top),
                       "harmonicity": float(judged.harmonicity), "participation": float(judged.participation),
                       "confinement_excess": _value(judged.confinement_excess)}
             if memorized:
@@ -433,12 +434,13 @@ def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
                             Column("nearest_train_cosine", "cos tr", number(".3f")),
                             Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
     out.append(Table("gahb", images, [
-        Column("image", "image"), Column("sigma", "σ", number("g")), Column("top", "K"),
-        Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("count_above_one", "#λ>1"),
+        Column("top", "K"), Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
         Column("confinement_excess", "κ", number(".2f")), *memorization_columns,
         Column("category", "category", left=True),
     ], title=f"{name}: GAHB metrics on Ω ({summary.attrs['support']}) over the top K eigenvectors",
-       caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
+       caption="#λ>1: overshoot eigenvalues, skipped; K: eigenvectors judged after them; ρ: harmonicity; "
+               "PR_Ω: participation ratio; κ: confinement" + (
            "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
            "image" if memorized else "")))
     for record in images:
