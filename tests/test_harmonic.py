@@ -299,3 +299,25 @@ def test_a_few_overshoot_eigenvalues_above_one_do_not_decide_the_verdict():
     assert (after.category == "geometry-adaptive harmonic").all(), after.reason.values
     np.testing.assert_array_equal(after.top.values, before.top.values)
     np.testing.assert_allclose(after.harmonicity.values, before.harmonicity.values, atol=1e-12)
+
+
+def categories(rows: list[list[str]]) -> xr.Dataset:
+    """A summary-like Dataset with these categories per (image, σ)."""
+    return xr.Dataset({"category": (("image", "sigma"), np.array(rows, dtype=object))},
+                      coords={"image": np.arange(len(rows)), "sigma": np.arange(len(rows[0]))})
+
+
+def test_model_call_needs_the_bootstrap_interval_off_one_half():
+    from biasprobe.analyses.harmonic import image_categories, model_call
+
+    harmonic, other = CATEGORIES[3], CATEGORIES[6]
+    assert model_call([categories([[harmonic] * 3] * 8)])[0] == "geometry-adaptive harmonic"
+    assert model_call([categories([[other] * 3] * 8)])[0] == "not geometry-adaptive harmonic"
+    call, share, (low, high) = model_call([categories([[harmonic] * 3, [other] * 3] * 4)])
+    assert call == "undecided" and share == 0.5 and low < 0.5 < high
+    # six of eight images: the interval still reaches one half
+    assert model_call([categories([[harmonic] * 3] * 6 + [[other] * 3] * 2)])[0] == "undecided"
+    # an image's category is its most frequent over σ and draws: two draws, 2 of 3 σ harmonic in each
+    first, second = categories([[harmonic, harmonic, other]] * 8), categories([[other, harmonic, harmonic]] * 8)
+    assert (image_categories([first, second]) == harmonic).all()
+    assert model_call([first, second], seed=1)[0] == "geometry-adaptive harmonic"

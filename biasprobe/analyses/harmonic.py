@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -48,6 +48,7 @@ from biasprobe.analyses.reference import radial_frequency
 from biasprobe.analyses.spectra import FIELD, denoiser_order, denoiser_trace, dimension_trend, raw_scale
 from biasprobe.analyses.support import grid_roughness, with_support
 from biasprobe.errors import InputError
+from biasprobe.statistics import bootstrap_interval
 from biasprobe.summary import Column, Line, Records, Summary, Table, number, records
 
 HARMONICITY_THRESHOLD = 0.7
@@ -344,6 +345,35 @@ def most_frequent(counts: np.ndarray) -> str:
     """The category with the most images, or ``split: A / B`` when several share the largest count."""
     leaders = [name for name, count in zip(CATEGORIES, counts) if count == counts.max()]
     return leaders[0] if len(leaders) == 1 else "split: " + " / ".join(leaders)
+
+
+GAHB_SHARE = 0.5
+"""A model's eigenvectors are called geometry-adaptive harmonic when the bootstrap interval of the share of its
+images judged so lies above this share, and not when it lies below (science v3)."""
+MODEL_CALLS = ("geometry-adaptive harmonic", "not geometry-adaptive harmonic", "undecided")
+
+
+def image_categories(summaries: Sequence[xr.Dataset]) -> xr.DataArray:
+    """Per image, its most frequent category over the σ of every summary (one summary per noise draw of the same
+    images: :func:`gahb_summary` of stores computed with different seeds); ties go to the first in
+    :data:`CATEGORIES`'s order."""
+    stacked = xr.concat([summary.category for summary in summaries], dim="draw")
+    counts = np.stack([(stacked == name).sum(("draw", "sigma")).values for name in CATEGORIES], axis=-1)
+    return xr.DataArray([CATEGORIES[int(np.argmax(row))] for row in counts], dims="image",
+                        coords={"image": stacked.image}, attrs={"long_name": "most frequent category over σ and draws"})
+
+
+def model_call(summaries: Sequence[xr.Dataset], *, seed: int = 0) -> tuple[str, float, tuple[float, float]]:
+    """A model's GAHB call from its images (science v3, docs/methods/claims.md): the share of images whose most
+    frequent category over σ and noise draws (:func:`image_categories`) is geometry-adaptive harmonic, its
+    bootstrap interval over images (:func:`biasprobe.statistics.bootstrap_interval`), and the call:
+    "geometry-adaptive harmonic" when the interval lies above :data:`GAHB_SHARE`, "not geometry-adaptive
+    harmonic" when below, else "undecided"."""
+    flags = (image_categories(summaries) == CATEGORIES[3]).values.astype(float)
+    share = float(flags.mean()) if len(flags) else float("nan")
+    low, high = bootstrap_interval(flags, seed=seed)
+    call = MODEL_CALLS[0] if low > GAHB_SHARE else MODEL_CALLS[1] if high < GAHB_SHARE else MODEL_CALLS[2]
+    return call, share, (low, high)
 
 
 def verdict_line(summary: xr.Dataset, sigma: int) -> str:
