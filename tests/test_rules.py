@@ -53,3 +53,32 @@ def test_span_score_weights_the_significant_ranks():
     assert rules.significant_ranks(np.linspace(1, 0.5, 20)).sum() == rules.SPAN_RANKS
     assert math.isnan(rules.span_score([0.0, 0.0], [1.0, 1.0]))
 
+
+
+def test_the_decisions_on_known_cases():
+    e = lambda v, s=0.1: Estimate(v, s)  # noqa: E731
+    ladder = {10: e(20), 100: e(15), 1000: e(0.9), 10000: e(0.05)}
+    assert rules.falls_with_n(ladder) == rules.HELD
+    assert rules.falls_with_n({**ladder, 10000: e(0.3, 0.2), 30000: e(0.8)}) == rules.FAILED  # rises beyond noise
+    assert rules.falls_with_n({10: e(20), 100: e(15), 1000: e(0.9)}) == rules.FAILED  # largest N still transition
+    assert rules.falls_with_n({10: e(20), 100: e(15)}) == rules.NOT_TESTED
+    assert rules.larger(e(15), e(2)) == rules.HELD and rules.larger(e(2), e(15)) == rules.FAILED
+    assert rules.larger(e(2.0), e(2.1)) == rules.UNRESOLVED and rules.larger(None, e(1)) == rules.NOT_TESTED
+    assert rules.smaller(e(1.0), e(1.5)) == rules.HELD
+    assert rules.same(e(0.01), e(0.02)) == rules.HELD and rules.same(e(1.0), e(2.0)) == rules.FAILED
+    assert rules.smallest(e(1.0), [e(1.6), e(1.5)]) == rules.HELD
+    assert rules.smallest(e(1.0), [e(1.6), e(1.1)]) == rules.UNRESOLVED
+    assert rules.smallest(e(1.0), [e(1.6), e(0.5)]) == rules.FAILED
+    t = np.arange(0, 1000, 20)
+    early = np.where(t <= 100, 10.0, np.maximum(0, 5 - t / 100))
+    assert rules.peaks_early_and_fades([(early, np.full(50, 0.2), t)]) == rules.HELD
+    late_bump = early + np.where(t >= 700, 1.0, 0.0)
+    assert rules.peaks_early_and_fades([(late_bump, np.full(50, 0.2), t)]) == rules.FAILED
+    assert rules.peaks_early_and_fades([(np.full(50, 0.1), np.full(50, 0.2), t)]) == rules.NOT_TESTED
+    gahb, other = "geometry-adaptive harmonic", "not geometry-adaptive harmonic"
+    assert rules.all_and_none([gahb, gahb], other, gahb, other) == rules.HELD
+    assert rules.all_and_none([gahb, "undecided"], other, gahb, other) == rules.UNRESOLVED
+    assert rules.all_and_none([gahb, other], other, gahb, other) == rules.FAILED
+    assert rules.all_and_none([gahb, gahb], gahb, gahb, other) == rules.FAILED
+    assert rules.interval_above_zero(0.2, 1.0) == rules.HELD and rules.interval_above_zero(-1, -0.1) == rules.FAILED
+    assert rules.interval_above_zero(-0.1, 0.3) == rules.UNRESOLVED

@@ -128,3 +128,74 @@ def span_score(eigenvalues: Sequence[float], energies: Sequence[float]) -> float
     if not mask.any():
         return float("nan")
     return float((values[mask] * energies[mask]).sum() / values[mask].sum())
+
+
+# ------------------------------------------------------------------------------------------ the decisions
+# Each takes the estimates a claim compares and returns one of OUTCOMES (docs/methods/claims.md, "The rules").
+
+
+def falls_with_n(ladder: Mapping[int, Estimate]) -> str:
+    """Fig. 2: no step up the N ladder raises the gap beyond noise, and the largest N generalizes; at least three N."""
+    if len(ladder) < 3:
+        return NOT_TESTED
+    gaps = [ladder[n] for n in sorted(ladder)]
+    rises = any(compare(later, earlier) == 1 for earlier, later in zip(gaps, gaps[1:]))
+    return FAILED if rises or regime(gaps[-1]) != "generalizing" else HELD
+
+
+def larger(a: Estimate | None, b: Estimate | None) -> str:
+    """a exceeds b beyond noise: held; b exceeds a: did not hold; within noise: unresolved."""
+    if a is None or b is None:
+        return NOT_TESTED
+    return {1: HELD, -1: FAILED, 0: UNRESOLVED}[compare(a, b)]
+
+
+def smaller(a: Estimate | None, b: Estimate | None) -> str:
+    """a is below b beyond noise: held; above: did not hold; within noise: unresolved."""
+    return larger(b, a)
+
+
+def same(a: Estimate | None, b: Estimate | None) -> str:
+    """a and b within noise of each other: held; apart: did not hold."""
+    if a is None or b is None:
+        return NOT_TESTED
+    return HELD if within_noise(a, b) else FAILED
+
+
+def smallest(first: Estimate | None, others: Sequence[Estimate | None]) -> str:
+    """Fig. 7: ``first`` below each of ``others`` beyond noise → held; any of them below it beyond noise → did not
+    hold; otherwise unresolved."""
+    if first is None or not others or any(other is None for other in others):
+        return NOT_TESTED
+    signs = [compare(first, other) for other in others]
+    return HELD if all(s == -1 for s in signs) else FAILED if any(s == 1 for s in signs) else UNRESOLVED
+
+
+def peaks_early_and_fades(models: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> str:
+    """Fig. 2: every model given as (gap per t, its s.e. per t, t) with an average gap ≥ 1 dB peaks at t ≤ PEAK_T and
+    its mean gap over t ≥ LATE_T is within Z s.e. of 0."""
+    judged = [(g, s, t) for g, s, t in models if float(np.mean(g)) >= 1.0]
+    if not judged:
+        return NOT_TESTED
+    for gap, se, t in judged:
+        late = late_gap(gap, se, t)
+        if peak_step(gap, t) > PEAK_T or not within_noise(late, Estimate(0.0, 0.0)):
+            return FAILED
+    return HELD
+
+
+def all_and_none(unets: Sequence[str], dit: str | None, positive: str, negative: str) -> str:
+    """Fig. 1: every UNet's call is ``positive`` and the DiT's ``negative`` → held; a UNet ``negative`` or the DiT
+    ``positive`` → did not hold; otherwise (an undecided call) unresolved."""
+    if not unets or dit is None:
+        return NOT_TESTED
+    if any(call == negative for call in unets) or dit == positive:
+        return FAILED
+    return HELD if all(call == positive for call in unets) and dit == negative else UNRESOLVED
+
+
+def interval_above_zero(low: float, high: float) -> str:
+    """Fig. 3: a bootstrap interval of a log-ratio above 0 → held, below → did not hold, across → unresolved."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_TESTED
+    return HELD if low > 0 else FAILED if high < 0 else UNRESOLVED
