@@ -275,3 +275,49 @@ def test_the_ideal_memorizer_is_in_its_training_span_where_its_weights_spread():
     y = noisy(images[2:3].double(), 3.0, noise_seed(0, 2, 0))  # the weights at the noise a one-σ run draws
     assert float(found.max_posterior_weight.sel(sigma=3.0, weight_image=2)) == pytest.approx(
         float(posterior_weights(y, train.double(), 3.0).max()))
+
+
+def test_a_few_overshoot_eigenvalues_above_one_do_not_decide_the_verdict():
+    """Science v3's selection: eigenvalues above 1 (a shrinking denoiser's overshoot directions, isolated pixels on
+    the zoo's DDPM UNet) are counted, never judged, and cannot shrink K: prepending three single-pixel
+    eigenvectors with λ = 1.2, 1.15, 1.1 to the Laplacian-eigenfunction reference leaves its verdict and K alone."""
+    case = next(c for c in references.cases() if c.name == "Laplacian eigenfunctions of Ω")
+    store = references.run(case)
+    before = gahb_summary(store)
+    count = 3
+    pixels = np.zeros((store.sizes["image"], store.sizes["sigma"], count, *store.eigenvector.shape[-3:]))
+    for k in range(count):
+        pixels[:, :, k, 0, 2 + 3 * k, 2 + 3 * k] = 1.0  # single pixels near a corner
+    values = np.broadcast_to([1.2, 1.15, 1.1], (store.sizes["image"], store.sizes["sigma"], count))
+    altered = store.copy()
+    altered["eigenvalue"] = (store.eigenvalue.dims,
+                             np.concatenate([values, store.eigenvalue.values[:, :, :-count]], axis=2))
+    altered["eigenvector"] = (store.eigenvector.dims,
+                              np.concatenate([pixels, store.eigenvector.values[:, :, :-count]], axis=2))
+    after = gahb_summary(altered)
+    assert (after.count_above_one == count).all() and (before.count_above_one == 0).all()
+    assert (after.category == "geometry-adaptive harmonic").all(), after.reason.values
+    np.testing.assert_array_equal(after.top.values, before.top.values)
+    np.testing.assert_allclose(after.harmonicity.values, before.harmonicity.values, atol=1e-12)
+
+
+def categories(rows: list[list[str]]) -> xr.Dataset:
+    """A summary-like Dataset with these categories per (image, σ)."""
+    return xr.Dataset({"category": (("image", "sigma"), np.array(rows, dtype=object))},
+                      coords={"image": np.arange(len(rows)), "sigma": np.arange(len(rows[0]))})
+
+
+def test_model_call_needs_the_bootstrap_interval_off_one_half():
+    from biasprobe.analyses.harmonic import image_categories, model_call
+
+    harmonic, other = CATEGORIES[3], CATEGORIES[6]
+    assert model_call([categories([[harmonic] * 3] * 8)])[0] == "geometry-adaptive harmonic"
+    assert model_call([categories([[other] * 3] * 8)])[0] == "not geometry-adaptive harmonic"
+    call, share, (low, high) = model_call([categories([[harmonic] * 3, [other] * 3] * 4)])
+    assert call == "undecided" and share == 0.5 and low < 0.5 < high
+    # six of eight images: the interval still reaches one half
+    assert model_call([categories([[harmonic] * 3] * 6 + [[other] * 3] * 2)])[0] == "undecided"
+    # an image's category is its most frequent over σ and draws: two draws, 2 of 3 σ harmonic in each
+    first, second = categories([[harmonic, harmonic, other]] * 8), categories([[other, harmonic, harmonic]] * 8)
+    assert (image_categories([first, second]) == harmonic).all()
+    assert model_call([first, second], seed=1)[0] == "geometry-adaptive harmonic"

@@ -9,22 +9,6 @@ from biasprobe.reports import rules
 from biasprobe.reports.rules import Estimate
 
 
-def test_one_seed_keeps_its_image_error_and_is_said():
-    estimate = rules.combine_seeds([2.0], [0.1], steps=16000)
-    assert (estimate.value, estimate.se, estimate.seeds) == (2.0, 0.1, 1)
-    assert estimate.text() == "2.00 ± 0.10 (1 seed, 16.0k steps)"
-
-
-def test_seed_scatter_or_image_noise_whichever_is_larger():
-    scattered = rules.combine_seeds([1.0, 2.0, 3.0], [0.01, 0.01, 0.01])
-    assert scattered.value == pytest.approx(2.0)
-    assert scattered.se == pytest.approx(1.0 / math.sqrt(3))  # sd 1 over √3 seeds
-    noisy = rules.combine_seeds([2.0, 2.0, 2.0], [0.3, 0.3, 0.3])
-    assert noisy.se == pytest.approx(math.sqrt(3 * 0.09) / 3)  # identical seeds: the image noise remains
-    with pytest.raises(ValueError):
-        rules.combine_seeds([1.0, 2.0], [0.1])
-
-
 def test_compare_tells_apart_only_beyond_two_standard_errors():
     a, b = Estimate(1.0, 0.1), Estimate(1.5, 0.1)
     band = rules.Z * math.hypot(0.1, 0.1)  # 0.283
@@ -51,23 +35,6 @@ def test_common_step_is_the_largest_shared():
     assert rules.common_step({}) is None
 
 
-def test_bootstrap_interval_covers_a_known_mean_at_its_width():
-    values = np.random.default_rng(1).normal(3.0, 1.0, size=400)
-    low, high = rules.bootstrap_interval(values)
-    assert low < 3.0 < high
-    assert high - low == pytest.approx(2 * 1.96 / math.sqrt(400), rel=0.2)
-    assert rules.bootstrap_interval(values) == (low, high)  # seeded
-    assert all(math.isnan(v) for v in rules.bootstrap_interval([1.0]))
-
-
-def test_gahb_call_needs_the_interval_off_one_half():
-    assert rules.gahb_call([True] * 8)[0] == "geometry-adaptive harmonic"
-    assert rules.gahb_call([False] * 8)[0] == "not geometry-adaptive harmonic"
-    call, share, (low, high) = rules.gahb_call([True, False] * 4)
-    assert call == "undecided" and share == 0.5 and low < 0.5 < high
-    assert rules.gahb_call([True] * 6 + [False] * 2)[0] == "undecided"  # 6 of 8: the interval reaches 0.5
-
-
 def test_late_gap_and_peak_on_the_paper_grid():
     t = np.arange(0, 1000, 20)
     gap = np.where(t <= 100, 10.0 - t / 20, np.maximum(0, 5 - (t - 100) / 100))
@@ -85,3 +52,33 @@ def test_span_score_weights_the_significant_ranks():
     assert rules.span_score([3.0, 1.0, 0.01], [0.0, 1.0, 1.0]) == pytest.approx(1.0 / 4.0)
     assert rules.significant_ranks(np.linspace(1, 0.5, 20)).sum() == rules.SPAN_RANKS
     assert math.isnan(rules.span_score([0.0, 0.0], [1.0, 1.0]))
+
+
+
+def test_the_decisions_on_known_cases():
+    e = lambda v, s=0.1: Estimate(v, s)  # noqa: E731
+    ladder = {10: e(20), 100: e(15), 1000: e(0.9), 10000: e(0.05)}
+    assert rules.falls_with_n(ladder) == rules.HELD
+    assert rules.falls_with_n({**ladder, 10000: e(0.3, 0.2), 30000: e(0.8)}) == rules.FAILED  # rises beyond noise
+    assert rules.falls_with_n({10: e(20), 100: e(15), 1000: e(0.9)}) == rules.FAILED  # largest N still transition
+    assert rules.falls_with_n({10: e(20), 100: e(15)}) == rules.NOT_TESTED
+    assert rules.larger(e(15), e(2)) == rules.HELD and rules.larger(e(2), e(15)) == rules.FAILED
+    assert rules.larger(e(2.0), e(2.1)) == rules.UNRESOLVED and rules.larger(None, e(1)) == rules.NOT_TESTED
+    assert rules.smaller(e(1.0), e(1.5)) == rules.HELD
+    assert rules.same(e(0.01), e(0.02)) == rules.HELD and rules.same(e(1.0), e(2.0)) == rules.FAILED
+    assert rules.smallest(e(1.0), [e(1.6), e(1.5)]) == rules.HELD
+    assert rules.smallest(e(1.0), [e(1.6), e(1.1)]) == rules.UNRESOLVED
+    assert rules.smallest(e(1.0), [e(1.6), e(0.5)]) == rules.FAILED
+    t = np.arange(0, 1000, 20)
+    early = np.where(t <= 100, 10.0, np.maximum(0, 5 - t / 100))
+    assert rules.peaks_early_and_fades([(early, np.full(50, 0.2), t)]) == rules.HELD
+    late_bump = early + np.where(t >= 700, 1.0, 0.0)
+    assert rules.peaks_early_and_fades([(late_bump, np.full(50, 0.2), t)]) == rules.FAILED
+    assert rules.peaks_early_and_fades([(np.full(50, 0.1), np.full(50, 0.2), t)]) == rules.NOT_TESTED
+    gahb, other = "geometry-adaptive harmonic", "not geometry-adaptive harmonic"
+    assert rules.all_and_none([gahb, gahb], other, gahb, other) == rules.HELD
+    assert rules.all_and_none([gahb, "undecided"], other, gahb, other) == rules.UNRESOLVED
+    assert rules.all_and_none([gahb, other], other, gahb, other) == rules.FAILED
+    assert rules.all_and_none([gahb, gahb], gahb, gahb, other) == rules.FAILED
+    assert rules.interval_above_zero(0.2, 1.0) == rules.HELD and rules.interval_above_zero(-1, -0.1) == rules.FAILED
+    assert rules.interval_above_zero(-0.1, 0.3) == rules.UNRESOLVED

@@ -6,8 +6,11 @@ d = C·H·W, e_k the unit eigenvector of λ_k, Ω the support of the clean image
 (:mod:`biasprobe.analyses.support`), a = |Ω|/(H·W) its area fraction and L_Ω the grid Laplacian
 on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
 
-- K, the eigenvectors judged, set by the spectrum: K = min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2}))
-  (and at most the stored ranks), per image and σ;
+- the eigenvectors judged, set by the spectrum (science v3, docs/methods/claims.md): only those with
+  λ_k ≤ 1 — an eigenvalue above 1 is an overshoot direction of a shrinking denoiser, counted
+  (#λ > 1) but never judged, so that a few outliers cannot decide the verdict; with λ̃ the largest
+  eigenvalue ≤ 1, the first K of them, K = min(⌊d/16⌋, max(8, #{k : λ̃/2 ≤ λ_k ≤ 1})) (and at most
+  the stored ranks), per image and σ (v2: K = min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2})) from rank 0);
 - support energy E_Ω(e) = Σ_{c, p∈Ω} e_{c,p}², confinement E_Ω/a (1: spread like a plane wave,
   1/a: all on Ω) and its normalised excess κ = (Ē_Ω − a)/(1 − a) over the top K (0: not
   confined, 1: entirely on Ω);
@@ -15,7 +18,7 @@ on Ω (full formulas and the calibration in ``docs/methods/jacobian.md``):
   for one pixel);
 - roughness R_Ω(e) = e_Ωᵀ L_Ω e_Ω / e_Ωᵀ e_Ω (0 … 8) and the harmonicity ρ = Spearman(k, R_Ω(e_k))
   over k < K: +1 when the oscillation on Ω rises steadily as λ falls;
-- spectral spread (λ₀ − λ_{K−1})/|λ₀|; effective dimensionality tr J and #{k : λ_k > ½};
+- spectral spread (λ̃ − λ_last)/|λ̃| over the judged eigenvalues; effective dimensionality tr J and #{k : λ_k > ½};
 - the memorization score of :func:`biasprobe.analyses.span.jacobian_memorization`, when
   the training images are known;
 - the dimension trend β = d log tr J / d log σ per image (least squares over the σ of the store).
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -45,6 +48,7 @@ from biasprobe.analyses.reference import radial_frequency
 from biasprobe.analyses.spectra import FIELD, denoiser_order, denoiser_trace, dimension_trend, raw_scale
 from biasprobe.analyses.support import grid_roughness, with_support
 from biasprobe.errors import InputError
+from biasprobe.statistics import bootstrap_interval
 from biasprobe.summary import Column, Line, Records, Summary, Table, number, records
 
 HARMONICITY_THRESHOLD = 0.7
@@ -69,8 +73,10 @@ SPREAD_THRESHOLD = 1e-3
 COLLAPSE_LEVEL = 0.5
 """λ above which a direction counts as passed through (the count #{λ > ½})."""
 SPECTRUM_FRACTION = 0.5
-"""K counts the eigenvalues with λ ≥ SPECTRUM_FRACTION · λ₀."""
+"""K counts the eigenvalues with SPECTRUM_FRACTION · λ̃ ≤ λ ≤ JUDGED_MAX."""
 MIN_TOP = 8
+JUDGED_MAX = 1.0
+"""Eigenvalues above it (a shrinking denoiser's overshoot directions) are counted, never judged (science v3)."""
 
 CATEGORIES = (
     "collapsed",
@@ -132,14 +138,25 @@ def roughness(eigenvectors: xr.DataArray, support: xr.DataArray) -> xr.DataArray
 # --------------------------------------------------------------------------- choosing K
 
 
+def overshoot_count(dataset: xr.Dataset) -> xr.DataArray:
+    """#{k : λ_k > JUDGED_MAX} among the stored eigenvalues (descending, so these are the first ranks), per image
+    and σ: the ranks skipped before the judged ones."""
+    return (dataset.eigenvalue > JUDGED_MAX).sum("rank").assign_attrs(
+        long_name="#{k : λ_k > 1}, overshoot directions (not judged)")
+
+
 def spectral_top(dataset: xr.Dataset) -> xr.DataArray:
-    """K per image and σ: min(⌊d/16⌋, max(8, #{k : λ_k ≥ λ₀/2})), at most the stored ranks."""
+    """K per image and σ: min(⌊d/16⌋, max(8, #{k : λ̃/2 ≤ λ_k ≤ 1})), λ̃ the largest eigenvalue ≤ 1, at most the
+    stored ranks after the skipped ones (:func:`overshoot_count`)."""
     d = int(np.prod([dataset.sizes[dim] for dim in FIELD]))
     spectrum = dataset.eigenvalue
-    count = (spectrum >= SPECTRUM_FRACTION * spectrum.isel(rank=0)).sum("rank")
-    limit = min(dataset.sizes["rank"], max(2, d // 16))
-    return count.clip(min(MIN_TOP, limit), limit).drop_vars("rank", errors="ignore").assign_attrs(
-        long_name="K: eigenvectors judged, λ ≥ λ₀/2 (at least 8, at most d/16)")
+    judged = spectrum.where(spectrum <= JUDGED_MAX)
+    first = judged.max("rank")
+    count = ((judged >= SPECTRUM_FRACTION * first) & judged.notnull()).sum("rank")
+    room = dataset.sizes["rank"] - overshoot_count(dataset)
+    limit = np.minimum(room, max(2, d // 16))
+    return np.minimum(np.maximum(count, np.minimum(MIN_TOP, limit)), limit).drop_vars(
+        "rank", errors="ignore").assign_attrs(long_name="K: eigenvectors judged, λ̃/2 ≤ λ ≤ 1 (at least 8, at most d/16)")
 
 
 def _fixed_top(dataset: xr.Dataset, top: int) -> xr.DataArray:
@@ -183,8 +200,9 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     (default: the store's ``support``, else ``object``). A raw-output store is first mapped to the
     denoiser's order (:func:`denoiser_order`), or refused.
 
-    Returns per (image, sigma, rank < K_max): ``frequency_centroid``, ``participation_ratio`` (on Ω),
-    ``support_energy``, ``roughness`` (NaN beyond each image's K); per (image, sigma): ``top``,
+    Returns per (image, sigma, rank): ``frequency_centroid``, ``participation_ratio`` (on Ω),
+    ``support_energy``, ``roughness`` (NaN outside each image's judged ranks); per (image, sigma): ``top`` (K),
+    ``count_above_one`` (#λ > 1, the ranks skipped before the judged ones),
     ``harmonicity``, ``participation``, ``confinement``, ``confinement_excess``, ``spectral_spread``,
     ``effective_dimension``, ``count_above_half``, ``category``, ``reason`` (the tests that decided
     it) (and ``memorization_score`` when known); per image: ``support_area`` and ``dimension_trend``
@@ -195,9 +213,12 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     if support is not None or "support" not in dataset:
         dataset = with_support(dataset, support or "object")
     mask = dataset.support.astype(bool)
+    skipped = overshoot_count(dataset)
     limit = _fixed_top(dataset, top) if top is not None else spectral_top(dataset)
-    largest = int(limit.max())
-    within = xr.DataArray(np.arange(largest), dims="rank") < limit
+    limit = np.minimum(limit, dataset.sizes["rank"] - skipped).assign_attrs(limit.attrs)
+    largest = int((skipped + limit).max())
+    ranks = xr.DataArray(np.arange(largest), dims="rank")
+    within = (ranks >= skipped) & (ranks < skipped + limit)
     vectors = dataset.eigenvector.isel(rank=slice(0, largest))
     vectors = vectors.assign_coords(rank=np.arange(largest))
 
@@ -219,8 +240,8 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
     with np.errstate(invalid="ignore", divide="ignore"):
         excess = ((mean_energy - area) / (1 - area)).where(area < 1)
     eigenvalues = dataset.eigenvalue.isel(rank=slice(0, largest)).assign_coords(rank=np.arange(largest))
-    last = eigenvalues.where(within).min("rank")
-    spread = ((eigenvalues.isel(rank=0) - last) / np.abs(eigenvalues.isel(rank=0))).drop_vars("rank")
+    first, last = eigenvalues.where(within).max("rank"), eigenvalues.where(within).min("rank")
+    spread = (first - last) / np.abs(first)
     above = (dataset.spectrum > COLLAPSE_LEVEL).sum("index")
     mean_participation = participation.mean("rank")
 
@@ -255,11 +276,12 @@ def gahb_summary(dataset: xr.Dataset, top: int | None = None, *, support: str | 
             "support_energy": energy,
             "roughness": rough,
             "top": limit,
+            "count_above_one": skipped,
             "harmonicity": rho,
             "participation": mean_participation.assign_attrs(long_name="participation ratio on Ω, mean over the top K"),
             "confinement": (mean_energy / area).assign_attrs(long_name="confinement Ē_Ω / a"),
             "confinement_excess": excess.assign_attrs(long_name="confinement κ = (Ē_Ω − a)/(1 − a)"),
-            "spectral_spread": spread.assign_attrs(long_name="spectral spread (λ₀ − λ_{K−1})/|λ₀|"),
+            "spectral_spread": spread.assign_attrs(long_name="spectral spread (λ̃ − λ_last)/|λ̃| of the judged eigenvalues"),
             "effective_dimension": dataset.effective_dimension,
             "count_above_half": above.assign_attrs(long_name="#{k : λ_k > ½}"),
             **scores,
@@ -325,6 +347,35 @@ def most_frequent(counts: np.ndarray) -> str:
     return leaders[0] if len(leaders) == 1 else "split: " + " / ".join(leaders)
 
 
+GAHB_SHARE = 0.5
+"""A model's eigenvectors are called geometry-adaptive harmonic when the bootstrap interval of the share of its
+images judged so lies above this share, and not when it lies below (science v3)."""
+MODEL_CALLS = ("geometry-adaptive harmonic", "not geometry-adaptive harmonic", "undecided")
+
+
+def image_categories(summaries: Sequence[xr.Dataset]) -> xr.DataArray:
+    """Per image, its most frequent category over the σ of every summary (one summary per noise draw of the same
+    images: :func:`gahb_summary` of stores computed with different seeds); ties go to the first in
+    :data:`CATEGORIES`'s order."""
+    stacked = xr.concat([summary.category for summary in summaries], dim="draw")
+    counts = np.stack([(stacked == name).sum(("draw", "sigma")).values for name in CATEGORIES], axis=-1)
+    return xr.DataArray([CATEGORIES[int(np.argmax(row))] for row in counts], dims="image",
+                        coords={"image": stacked.image}, attrs={"long_name": "most frequent category over σ and draws"})
+
+
+def model_call(summaries: Sequence[xr.Dataset], *, seed: int = 0) -> tuple[str, float, tuple[float, float]]:
+    """A model's GAHB call from its images (science v3, docs/methods/claims.md): the share of images whose most
+    frequent category over σ and noise draws (:func:`image_categories`) is geometry-adaptive harmonic, its
+    bootstrap interval over images (:func:`biasprobe.statistics.bootstrap_interval`), and the call:
+    "geometry-adaptive harmonic" when the interval lies above :data:`GAHB_SHARE`, "not geometry-adaptive
+    harmonic" when below, else "undecided"."""
+    flags = (image_categories(summaries) == CATEGORIES[3]).values.astype(float)
+    share = float(flags.mean()) if len(flags) else float("nan")
+    low, high = bootstrap_interval(flags, seed=seed)
+    call = MODEL_CALLS[0] if low > GAHB_SHARE else MODEL_CALLS[1] if high < GAHB_SHARE else MODEL_CALLS[2]
+    return call, share, (low, high)
+
+
 def verdict_line(summary: xr.Dataset, sigma: int) -> str:
     """'verdict (n₁ category₁, n₂ category₂ …)' for one σ, counting only non-empty categories."""
     at = summary.isel(sigma=sigma)
@@ -347,7 +398,7 @@ def jacobian_summary(parts: Mapping[str, xr.Dataset]) -> Summary:
 
     Three tables per checkpoint, each at most 80 columns wide. ``pairs``, one record per (image, σ):
     λ₀, the λ at d/8 and d/4 when computed, s₀, tr(J), #λ>½, asymmetry and the worst eigen-residual
-    (starred above the tolerance); ``gahb``, per (image, σ): K, ρ, PR_Ω, κ, the memorization
+    (starred above the tolerance); ``gahb``, per (image, σ): #λ>1 (skipped), K, ρ, PR_Ω, κ, the memorization
     diagnostics when known and the image's category; ``verdicts``, per σ: mean tr(J) and #λ>½ and the
     verdict with the images per category. Then the slope of log tr(J) against log σ per image."""
     summary: Summary = []
@@ -400,7 +451,8 @@ def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
     for i in range(summary.sizes["image"]):
         for s in range(summary.sizes["sigma"]):
             judged, at = summary.isel(image=i, sigma=s), dataset.isel(image=i, sigma=s)
-            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma), "top": int(judged.top),
+            record = {"checkpoint": name, "image": i, "sigma": float(judged.sigma),
+                      "count_above_one": int(judged.count_above_one), "top": int(judged.top),
                       "harmonicity": float(judged.harmonicity), "participation": float(judged.participation),
                       "confinement_excess": _value(judged.confinement_excess)}
             if memorized:
@@ -412,12 +464,13 @@ def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
                             Column("nearest_train_cosine", "cos tr", number(".3f")),
                             Column("nearest_held_out_cosine", "cos ho", number(".3f"))] if memorized else []
     out.append(Table("gahb", images, [
-        Column("image", "image"), Column("sigma", "σ", number("g")), Column("top", "K"),
-        Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
+        Column("image", "image"), Column("sigma", "σ", number("g")), Column("count_above_one", "#λ>1"),
+        Column("top", "K"), Column("harmonicity", "ρ", number(".2f")), Column("participation", "PR_Ω", number(".3f")),
         Column("confinement_excess", "κ", number(".2f")), *memorization_columns,
         Column("category", "category", left=True),
     ], title=f"{name}: GAHB metrics on Ω ({summary.attrs['support']}) over the top K eigenvectors",
-       caption="ρ: harmonicity; PR_Ω: participation ratio; κ: confinement" + (
+       caption="#λ>1: overshoot eigenvalues, skipped; K: eigenvectors judged after them; ρ: harmonicity; "
+               "PR_Ω: participation ratio; κ: confinement" + (
            "; mem: memorization score; cos tr / cos ho: cosine of D(y) to its nearest training / held-out "
            "image" if memorized else "")))
     for record in images:

@@ -4,19 +4,14 @@ docs/methods/claims.md sets each rule beside the one it replaces and says why it
 rules were committed (code and docs) before any store they judge was computed; a rule is never
 changed after its result is seen.
 
-Every compared number is an :class:`Estimate`: a value, its standard error (images and seeds), the
-seeds behind it and the training steps it was measured at. Two estimates a and b are told apart when
+Every compared number is an :class:`~biasprobe.statistics.Estimate` (value, standard error over
+images and seeds, seeds, training steps; :func:`~biasprobe.statistics.combine_seeds`). Two
+estimates a and b are told apart when
 
     |a − b| > Z · √(se_a² + se_b²),    Z = 2                                  (:func:`compare`)
 
 and a claim decided by a comparison inside that band is **unresolved**: the zoo cannot tell at its
-noise, which is neither "held" nor "did not hold". A cell of k seeds with values gᵢ and image
-standard errors sᵢ is
-
-    ḡ = mean gᵢ,   se = max(sd(g)/√k, √(Σ sᵢ²)/k)     (k ≥ 2; se = s₁ for one seed)  (:func:`combine_seeds`)
-
-— the seeds' scatter, but never less than the image noise it contains (two or three seeds give a
-rough s.d.). One-seed cells are marked so wherever they are printed.
+noise, which is neither "held" nor "did not hold". One-seed cells are marked so wherever printed.
 
 Regimes come from the gap itself, not from hard-coded N (:func:`regime`): *memorizing* at an
 average gap (the paper's: t = 0, 20, …, 980 uniform, K = 300) of at least :data:`MEMORIZING_DB`,
@@ -28,10 +23,12 @@ measurement; a model without one there is not compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from biasprobe import statistics
+from biasprobe.statistics import Estimate
 
 Z = 2.0
 """Standard errors two numbers must differ by to count as different (and within which they count as equal)."""
@@ -45,13 +42,6 @@ PEAK_T = 200
 """The gap "peaks at small t": its largest value lies at t ≤ 200 of 1000 (σ ≲ 0.7 on the [0, 1] scale)."""
 LATE_T = 700
 """The gap is "gone by t ≈ 600-700": its mean over the grid's steps t ≥ 700 is within Z s.e. of 0."""
-GAHB_SHARE = 0.5
-"""A model's eigenvectors are geometry-adaptive harmonic when the bootstrap interval of the share of its images
-judged so lies above this share, and are not when it lies below."""
-CONFIDENCE = 0.95
-"""Coverage of every bootstrap interval."""
-RESAMPLES = 2000
-"""Bootstrap resamples (over images), drawn from a generator seeded with 0."""
 SPAN_SIGNIFICANT = 0.1
 """Ranks entering the memorizer-span score: λ_k ≥ SPAN_SIGNIFICANT · λ₀ (at most :data:`SPAN_RANKS`)."""
 SPAN_RANKS = 10
@@ -62,43 +52,9 @@ HELD, FAILED, UNRESOLVED, NOT_TESTED = "held", "did not hold", "unresolved (with
 OUTCOMES = (HELD, FAILED, UNRESOLVED, NOT_TESTED)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A number with its standard error, the seeds behind it and the training steps it was measured at."""
-
-    value: float
-    se: float
-    seeds: int = 1
-    steps: int | None = None
-
-    def text(self, digits: int = 2) -> str:
-        """``2.14 ± 0.12 (3 seeds, 16.0k steps)``; one seed is said."""
-        seeds = f"{self.seeds} seeds" if self.seeds > 1 else "1 seed"
-        steps = "" if self.steps is None else f", {_thousands(self.steps)} steps"
-        return f"{self.value:.{digits}f} ± {self.se:.{digits}f} ({seeds}{steps})"
-
-
-def _thousands(steps: int) -> str:
-    return f"{steps / 1000:.1f}k" if steps >= 1000 else str(steps)
-
-
-def combine_seeds(values: Sequence[float], ses: Sequence[float], steps: int | None = None) -> Estimate:
-    """One cell's estimate from its seeds' values and image standard errors (module doc)."""
-    values, ses = np.asarray(values, float), np.asarray(ses, float)
-    if len(values) == 0 or len(values) != len(ses):
-        raise ValueError("combine_seeds needs one standard error per value, and at least one value")
-    k = len(values)
-    if k == 1:
-        return Estimate(float(values[0]), float(ses[0]), 1, steps)
-    se = max(float(values.std(ddof=1)) / math.sqrt(k), float(np.sqrt((ses**2).sum())) / k)
-    return Estimate(float(values.mean()), se, k, steps)
-
-
 def compare(a: Estimate, b: Estimate) -> int:
     """+1 when a > b beyond Z·√(se_a² + se_b²), −1 when a < b beyond it, 0 within it."""
-    band = Z * math.hypot(a.se, b.se)
-    difference = a.value - b.value
-    return 1 if difference > band else -1 if difference < -band else 0
+    return statistics.compare(a, b, Z)
 
 
 def within_noise(a: Estimate, b: Estimate) -> bool:
@@ -138,33 +94,6 @@ def common_step(steps: Mapping[str, Sequence[int]]) -> int | None:
     return max(shared) if shared else None
 
 
-def bootstrap_interval(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,
-                       *, seed: int = 0) -> tuple[float, float]:
-    """The percentile interval (coverage :data:`CONFIDENCE`) of ``statistic`` over :data:`RESAMPLES` resamples of
-    ``values`` (one per image; rows of a 2-D array are resampled together)."""
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return (float("nan"), float("nan"))
-    generator = np.random.default_rng(seed)
-    picks = generator.integers(0, len(values), size=(RESAMPLES, len(values)))
-    draws = np.array([statistic(values[p]) for p in picks])
-    tail = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def gahb_call(harmonic: Sequence[bool], *, seed: int = 0) -> tuple[str, float, tuple[float, float]]:
-    """A model's GAHB call from one flag per image (its majority category over σ and noise draws is
-    geometry-adaptive harmonic): the share, its bootstrap interval, and "geometry-adaptive harmonic" when the
-    interval lies above :data:`GAHB_SHARE`, "not geometry-adaptive harmonic" when below, else "undecided"."""
-    flags = np.asarray(harmonic, float)
-    share = float(flags.mean()) if len(flags) else float("nan")
-    low, high = bootstrap_interval(flags, seed=seed)
-    call = ("geometry-adaptive harmonic" if low > GAHB_SHARE else "not geometry-adaptive harmonic"
-            if high < GAHB_SHARE else "undecided")
-    return call, share, (low, high)
-
-
 def late_gap(gap: Sequence[float], se: Sequence[float], t: Sequence[float]) -> Estimate:
     """The gap's mean over the steps t ≥ :data:`LATE_T`, with the mean of their standard errors as its own
     (the images are the same at every t, so their errors are correlated; the mean is the fully correlated bound)."""
@@ -199,3 +128,74 @@ def span_score(eigenvalues: Sequence[float], energies: Sequence[float]) -> float
     if not mask.any():
         return float("nan")
     return float((values[mask] * energies[mask]).sum() / values[mask].sum())
+
+
+# ------------------------------------------------------------------------------------------ the decisions
+# Each takes the estimates a claim compares and returns one of OUTCOMES (docs/methods/claims.md, "The rules").
+
+
+def falls_with_n(ladder: Mapping[int, Estimate]) -> str:
+    """Fig. 2: no step up the N ladder raises the gap beyond noise, and the largest N generalizes; at least three N."""
+    if len(ladder) < 3:
+        return NOT_TESTED
+    gaps = [ladder[n] for n in sorted(ladder)]
+    rises = any(compare(later, earlier) == 1 for earlier, later in zip(gaps, gaps[1:]))
+    return FAILED if rises or regime(gaps[-1]) != "generalizing" else HELD
+
+
+def larger(a: Estimate | None, b: Estimate | None) -> str:
+    """a exceeds b beyond noise: held; b exceeds a: did not hold; within noise: unresolved."""
+    if a is None or b is None:
+        return NOT_TESTED
+    return {1: HELD, -1: FAILED, 0: UNRESOLVED}[compare(a, b)]
+
+
+def smaller(a: Estimate | None, b: Estimate | None) -> str:
+    """a is below b beyond noise: held; above: did not hold; within noise: unresolved."""
+    return larger(b, a)
+
+
+def same(a: Estimate | None, b: Estimate | None) -> str:
+    """a and b within noise of each other: held; apart: did not hold."""
+    if a is None or b is None:
+        return NOT_TESTED
+    return HELD if within_noise(a, b) else FAILED
+
+
+def smallest(first: Estimate | None, others: Sequence[Estimate | None]) -> str:
+    """Fig. 7: ``first`` below each of ``others`` beyond noise → held; any of them below it beyond noise → did not
+    hold; otherwise unresolved."""
+    if first is None or not others or any(other is None for other in others):
+        return NOT_TESTED
+    signs = [compare(first, other) for other in others]
+    return HELD if all(s == -1 for s in signs) else FAILED if any(s == 1 for s in signs) else UNRESOLVED
+
+
+def peaks_early_and_fades(models: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> str:
+    """Fig. 2: every model given as (gap per t, its s.e. per t, t) with an average gap ≥ 1 dB peaks at t ≤ PEAK_T and
+    its mean gap over t ≥ LATE_T is within Z s.e. of 0."""
+    judged = [(g, s, t) for g, s, t in models if float(np.mean(g)) >= 1.0]
+    if not judged:
+        return NOT_TESTED
+    for gap, se, t in judged:
+        late = late_gap(gap, se, t)
+        if peak_step(gap, t) > PEAK_T or not within_noise(late, Estimate(0.0, 0.0)):
+            return FAILED
+    return HELD
+
+
+def all_and_none(unets: Sequence[str], dit: str | None, positive: str, negative: str) -> str:
+    """Fig. 1: every UNet's call is ``positive`` and the DiT's ``negative`` → held; a UNet ``negative`` or the DiT
+    ``positive`` → did not hold; otherwise (an undecided call) unresolved."""
+    if not unets or dit is None:
+        return NOT_TESTED
+    if any(call == negative for call in unets) or dit == positive:
+        return FAILED
+    return HELD if all(call == positive for call in unets) and dit == negative else UNRESOLVED
+
+
+def interval_above_zero(low: float, high: float) -> str:
+    """Fig. 3: a bootstrap interval of a log-ratio above 0 → held, below → did not hold, across → unresolved."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_TESTED
+    return HELD if low > 0 else FAILED if high < 0 else UNRESOLVED
