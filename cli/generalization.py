@@ -62,12 +62,12 @@ def gap(
     as_json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Generalization gap: denoising PSNR on K training vs K test images (--per-split K) at each noise level (Fig. 2).
+    """Generalization gap: denoising PSNR on min(K, N) training vs K test images (--per-split K) per noise level (Fig. 2).
 
     Without --sigma/--t, scheduled models use the steps t = 0, 20, ..., 980 and blind ones 20 σ from 0.01 to 1.
     """
     import biasprobe as bp
-    from biasprobe.analyses.generalization import gap as measure_gap
+    from biasprobe.analyses.generalization import checkpoint_gap
     from biasprobe.validation import count as positive_count
 
     out = result_paths(checkpoint, "gap", out, overwrite, figure)
@@ -76,24 +76,23 @@ def gap(
         positive_count(n_train, "n_train")
     report = Report(as_json)
     denoiser = load_model(checkpoint, device, arch=arch)
-    name, train_images = training_data(denoiser, data_name, n_train, data_dir)
-    count = min(per_split, len(train_images))
-    dataset = measure_gap(denoiser, train_images[:count], held_out_data(denoiser, name, count, data_dir),
-                          parse_numbers(sigma, "sigma"), parse_numbers(t, "t"), seed=seed, progress=True)
-    dataset.attrs.update(data=name, n_train=len(train_images))
+    dataset = checkpoint_gap(denoiser, data=data_name, n_train=n_train, k=per_split, sigmas=parse_numbers(sigma, "sigma"),
+                             timesteps=parse_numbers(t, "t"), data_dir=data_dir, seed=seed, progress=True)
+    name, n = dataset.attrs["data"], int(dataset.attrs["n_train"])
+    counts = [int(c) for c in dataset.images_per_split.values]
     path = bp.save(dataset, out, overwrite=overwrite)
     records = [{
         "sigma": float(row.sigma), "t": float(row.t), "train_psnr": float(row.mean_psnr.sel(split="train")),
         "test_psnr": float(row.mean_psnr.sel(split="test")), "gap": float(row.gap), "gap_sem": float(row.gap_sem),
     } for row in (dataset.isel(sigma=i) for i in range(dataset.sizes["sigma"]))]
-    report.set(checkpoint=str(checkpoint), data=name, n_train=len(train_images), images_per_split=count,
-               average_gap=float(dataset.average_gap))
+    report.set(checkpoint=str(checkpoint), data=name, n_train=n, images_per_split=counts,
+               average_gap=float(dataset.average_gap), average_gap_sem=float(dataset.average_gap_sem))
     report.table("levels", records, [
         Column("sigma", "σ", number(".4g")), Column("t", "t", number(".0f")),
         Column("train_psnr", "train PSNR", number(".2f")), Column("test_psnr", "test PSNR", number(".2f")),
         Column("gap", "gap (dB)", number(".2f")), Column("gap_sem", "± s.e.", number(".2f")),
-    ], title=f"{checkpoint.name}: N = {len(train_images)} {name}, {count} images per split")
-    report.say(f"average gap {float(dataset.average_gap):.2f} dB")
+    ], title=f"{checkpoint.name}: N = {n} {name}, {counts[0]} training and {counts[1]} test images")
+    report.say(f"average gap {float(dataset.average_gap):.2f} ± {float(dataset.average_gap_sem):.2f} dB")
     report.wrote(path, "zarr store")
     if figure:
         from biasprobe.figures.generalization import gap_figure

@@ -110,7 +110,7 @@ def test_memorizer_samples_copy_training_images():
 
 def test_gap_cli_reads_the_training_data_from_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default stores land in the current folder
-    images = (np.random.default_rng(0).random((40, 8, 8)) * 255).astype(np.uint8)
+    images = (np.random.default_rng(0).random((55, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "set.npz", train=images[:30], test=images[30:])
     ckpt = tmp_path / "m.pt"
     result = run_cli("train", "unet-bf", "--preset", "tiny", "--data", f"npz:{tmp_path / 'set.npz'}",
@@ -120,10 +120,12 @@ def test_gap_cli_reads_the_training_data_from_the_checkpoint(tmp_path, monkeypat
     assert result.returncode == 0, result.stderr
     stored = bp.open(tmp_path / "m.gap.zarr")
     assert stored.attrs["n_train"] == 10 and list(stored.images_per_split.values) == [5, 5]
-    # K above N: the N images the model saw, never images of the nested subset it did not see
+    # K above N: the N images the model saw, never images of the nested subset it did not see, against K test
+    # images (the paper's K per split where N allows: a small N does not shrink the test split)
     result = run_cli("gap", ckpt, "--per-split", "20", "--sigma", "0.1", "--out", tmp_path / "k20.zarr")
     assert result.returncode == 0, result.stderr
-    assert list(bp.open(tmp_path / "k20.zarr").images_per_split.values) == [10, 10]
+    assert list(bp.open(tmp_path / "k20.zarr").images_per_split.values) == [10, 20]
+    assert "10 training and 20 test images" in " ".join(result.stdout.split())
     assert (tmp_path / "gap.png").stat().st_size > 0
     result = run_cli("sample", ckpt, "-n", "2", "--png", tmp_path / "s.png")
     assert result.returncode == 0, result.stderr

@@ -113,21 +113,21 @@ def checkpoint_gap(
     seed: int = 0,
     progress: bool = False,
 ) -> xr.Dataset:
-    """:func:`gap` on the first K of the checkpoint's own training images (data set, N, subset and seed
-    from its metadata unless ``data`` / ``n_train`` are given) against the first K test images;
-    the Dataset's attrs add ``data`` and ``n_train``."""
+    """:func:`gap` on the first min(K, N) of the checkpoint's own training images (data set, N, subset and seed
+    from its metadata unless ``data`` / ``n_train`` are given) against the first K test images (the paper's K = 300
+    per split where N allows: a small N does not shrink the test split); the Dataset's attrs add ``data`` and
+    ``n_train``."""
     from biasprobe.data import held_out_set, training_set
 
     name, train_images = training_set(denoiser.source.training, denoiser.image_shape, data, n_train, data_dir)
-    count = min(k, len(train_images))
-    dataset = gap(denoiser, train_images[:count], held_out_set(name, denoiser.image_shape, count, data_dir),
+    dataset = gap(denoiser, train_images[:k], held_out_set(name, denoiser.image_shape, k, data_dir),
                   sigmas, timesteps, seed=seed, progress=progress)
     dataset.attrs.update(data=name, n_train=len(train_images))
     return dataset
 
 
 def sweep_gap(denoiser: Denoiser, images, *, seed: int = 0, k: int = 300, **options) -> xr.Dataset:
-    """One checkpoint's gap in a sweep: :func:`checkpoint_gap` on min(K, N) images per split, its ``image``
+    """One checkpoint's gap in a sweep: :func:`checkpoint_gap` on min(K, N) training and K test images, its ``image``
     axis NaN-padded to K so that models with N < K fit the sweep's layout (``images_per_split`` keeps the
     counts)."""
     if images is not None:
