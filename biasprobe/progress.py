@@ -9,7 +9,9 @@ One module reports the progress of every long job (analyses, samplers, training,
   Jacobian) shows below the outer one (the images and σ) and disappears when done.
 - :func:`note` prints a message (``wrote FILE``) without breaking the bars.
 
-On a terminal the tasks are rich bars on stderr; finished outer bars stay on screen. Elsewhere (a
+On a terminal the tasks are rich bars on stderr; finished outer bars stay on screen. Each bar's
+numbers (count, unit, percentage, elapsed and time left) are always shown whole: where the terminal
+is too narrow for the whole line, the description is cut (``…``), then the bar. Elsewhere (a
 pipe, a batch job's log) each task writes plain lines on stderr: one when it starts, then at most
 one every :data:`LOG_INTERVAL` seconds while it advances, and one when it ends::
 
@@ -75,6 +77,71 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+def counts(done: float, total: int | None, unit: str, elapsed: float, left: float | None = None,
+           status: str = "", *, short: bool = False) -> str:
+    """The numbers of a task, as both bars and lines show them: ``384/1024 products (37%, 0:12
+    elapsed, ~0:21 left), STATUS`` (no total: ``384 products (0:12 elapsed)``); ``short``, for
+    narrow terminals, keeps the count and the time left alone: ``384/1024 ~0:21 left``."""
+    count = f"{done:g}/{total}" if total else f"{done:g}"
+    if short:
+        return f"{count} ~{_clock(left)} left" if left is not None and total and done < total else f"{count} {_clock(elapsed)}"
+    detail = _clock(elapsed) + " elapsed"
+    if total:
+        detail = f"{done / total:.0%}, {detail}"
+        if left is not None and done < total:
+            detail += f", ~{_clock(left)} left"
+    unit = f" {unit}" if unit else ""
+    status = f", {status}" if status else ""
+    return f"{count}{unit} ({detail}){status}"
+
+
+BAR_WIDTH = 20
+"""Characters of a bar on a terminal wide enough; narrower terminals shorten it, then drop it."""
+
+MIN_DESCRIPTION = 12
+"""Characters of description kept before the numbers shorten to the count and the time left."""
+
+
+def _display(console):
+    """The one live display of the bars: each row is ``DESCRIPTION BAR NUMBERS`` in the console's width
+    at the time it is drawn, the numbers (:func:`counts`) whole and aligned, the description cut to what
+    is left (``…``), the bar shortened, then dropped, and the numbers shortened to the count and the
+    time left where even so fewer than :data:`MIN_DESCRIPTION` characters of description would fit."""
+    from rich.progress import Progress, ProgressBar
+    from rich.table import Column, Table
+
+    class Rows:
+        def __init__(self, rows) -> None:
+            self.rows = rows
+
+        def __rich_console__(self, console, options):
+            index = 1 if max((len(full) for _, full, _ in self.rows), default=0) + 1 + MIN_DESCRIPTION > options.max_width else 0
+            texts = [row[1 + index] for row in self.rows]
+            numbers = max((len(text) for text in texts), default=0)
+            room = max(options.max_width - numbers - 1, 1)  # what the description and the bar share
+            bar = BAR_WIDTH if room >= 3 * BAR_WIDTH else BAR_WIDTH // 2 if room >= 3 * BAR_WIDTH // 2 else 0
+            columns = [Column(width=max(room - (bar + 1 if bar else 0), 1), no_wrap=True, overflow="ellipsis")]
+            columns += [Column(width=bar, no_wrap=True)] if bar else []
+            table = Table.grid(*columns, Column(width=numbers, no_wrap=True), padding=(0, 1))
+            for (shown, *_), text in zip(self.rows, texts):
+                drawn = [ProgressBar(total=shown.total, completed=shown.completed, width=bar)] if bar else []
+                table.add_row(shown.description, *drawn, text)
+            yield table
+
+    class Display(Progress):
+        def make_tasks_table(self, tasks):
+            rows = []
+            for shown in tasks:
+                if shown.visible:
+                    started = shown.total is not None and shown.completed > shown.fields["first"]
+                    numbers = (shown.completed, shown.total, shown.fields["unit"], shown.elapsed or 0.0,
+                               shown.time_remaining if started else None, shown.fields["status"])
+                    rows.append((shown, counts(*numbers), counts(*numbers, short=True)))
+            return Rows(rows)
+
+    return Display(console=console)
+
+
 class _Lines:
     """A task written as plain timestamped lines: at the start, every LOG_INTERVAL seconds, at the end."""
 
@@ -87,16 +154,11 @@ class _Lines:
 
     def _write(self) -> None:
         self.written = self.done
-        count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
         elapsed = time.monotonic() - self.began
-        detail = _clock(elapsed) + " elapsed"
-        if self.total:
-            detail = f"{self.done / self.total:.0%}, {detail}"
-            if self.first < self.done < self.total:
-                detail += f", ~{_clock(elapsed * (self.total - self.done) / (self.done - self.first))} left"
-        unit = f" {self.unit}" if self.unit else ""
-        status = f", {self.status}" if self.status else ""
-        print(f"{time.strftime('%H:%M:%S')} {self.description} — {count}{unit} ({detail}){status}",
+        left = None
+        if self.total and self.first < self.done < self.total:
+            left = elapsed * (self.total - self.done) / (self.done - self.first)
+        print(f"{time.strftime('%H:%M:%S')} {self.description} — {counts(self.done, self.total, self.unit, elapsed, left, self.status)}",
               file=sys.stderr, flush=True)
 
     def advance(self, amount: float = 1, status: str | None = None) -> None:
@@ -118,28 +180,18 @@ class _Bar:
     def __init__(self, description: str, total: int | None, unit: str, completed: float) -> None:
         global _live
         if _live is None:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn())
-            _live = Progress(*columns, console=_stderr_console())
+            _live = _display(_stderr_console())
             _live.start()
         self.outer = _open_tasks == 0
         self.description = description
-        self.task = _live.add_task(description, total=total, completed=completed, unit=unit)
+        self.task = _live.add_task(description, total=total, completed=completed, unit=unit, first=completed,
+                                   status="")
 
     def advance(self, amount: float = 1, status: str | None = None) -> None:
         if status is None:
             _live.advance(self.task, amount)
         else:
-            _live.update(self.task, advance=amount, description=f"{self.description} ({status})")
+            _live.update(self.task, advance=amount, status=status)
 
     def close(self) -> None:
         global _live

@@ -300,6 +300,33 @@ def test_terminal_bars_nest_and_close(monkeypatch, capsys):
     assert "wrote x.zarr" in err and "[1/1] demo: outer" in err
 
 
+@pytest.mark.parametrize("width", [40, 80, 120, 200])
+def test_terminal_bars_keep_their_numbers_whole_at_any_width(monkeypatch, width):
+    """A long description is cut, never the count, the percentage or the time left (issue 27)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Task
+
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    monkeypatch.setattr(Task, "time_remaining", property(lambda task: 83.0))
+    long = "denoising 100 train and 100 test images at 5 noise levels of the training set"
+    with progress.stage("[1/4] gap unet-bf-n10000-s1 (2/6)"), progress.task(long, 1000, unit="batches") as outer:
+        outer(37)
+        with progress.task("image 1/2, σ = 0.1", 1024, unit="products") as inner:
+            inner(384, status="resid 1e-3")
+            screen = io.StringIO()
+            Console(file=screen, width=width, color_system=None).print(progress._live.make_tasks_table(progress._live.tasks))
+    lines = screen.getvalue().splitlines()
+    assert len(lines) == 2 and max(len(line) for line in lines) <= width, lines
+    if width >= 80:
+        assert lines[0].rstrip().endswith("37/1000 batches (4%, 0:00 elapsed, ~1:23 left)"), lines
+        assert lines[1].rstrip().endswith("384/1024 products (38%, 0:00 elapsed, ~1:23 left), resid 1e-3"), lines
+    else:  # too narrow for every number: the count and the time left stay
+        assert lines[0].rstrip().endswith(" 37/1000 ~1:23 left") and lines[1].rstrip().endswith(" 384/1024 ~1:23 left"), lines
+    assert lines[0].startswith("[1/4]") and ("…" in lines[0]) == (width < 200)
+
+
 def test_messages_print_numbers_as_numbers_and_top_k_zero_says_its_range(tmp_path):
     from biasprobe.errors import InputError
 
