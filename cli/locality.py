@@ -210,12 +210,17 @@ def _report_summary(report: Report, dataset) -> None:
                 "entropy": float(mean.entropy[at]), "entropy_uniform": float(dataset.entropy_uniform[position]),
             })
         level = f"σ = {float(dataset.sigma[s]):g}" + ("" if math.isnan(t) else f", t = {t:.1f}")
+        bounds = dict.fromkeys((record["grid"], record["entropy_uniform"]) for record in records)
+        shared = len(bounds) == 1  # one token grid for every layer (DiTs): said once, in the caption
+        grids = "; ".join(f"{grid} tokens: log N = {uniform:.2f}" for grid, uniform in bounds)
         report.table("layers", records, [
-            Column("layer", "layer"), Column("module", "module", left=True), Column("grid", "grid", left=True),
+            Column("layer", "layer"), Column("module", "module", left=True, no_wrap=True),
+            *(() if shared else (Column("grid", "grid", left=True),)),
             Column("window", "window", lambda k: f"{k}×{k}" if k else "global", left=True),
             Column("mean_distance", "dist", number(".2f")), Column("mean_distance_sd", "±sd", number(".2f")),
             *(Column(f"mass_{k}", f"{k}×{k}", number(".3f")) for k in windows),
-            Column("entropy", "H", number(".2f")), Column("entropy_uniform", "log N", number(".2f")),
+            Column("entropy", "H", number(".2f")),
         ], title=f"attention locality at {level}, {dataset.sizes['image']} images",
-            caption="grid: token grid; window: attention window; dist: mean attention distance (px) ± s.d. "
-            "over images; k×k: attention mass in the query's k×k neighbourhood; H: entropy, at most log N")
+            caption=("" if shared else "grid: token grid; ") + "window: attention window; dist: mean attention distance "
+            "(px) ± s.d. over images; k×k: attention mass in the query's k×k neighbourhood; H: entropy, at most "
+            f"log N ({grids})")

@@ -151,6 +151,24 @@ def test_locality_table_fits_80_columns_and_json(tmp_path):
                                float(stored.mean_distance.isel(sigma=0, layer=0).mean("head").mean("image")))
 
 
+@pytest.mark.parametrize("family, overrides", [("dit", {"depth": 12, "windows": [3] * 6 + [None] * 6}),
+                                               ("unet-ddpm", {"attention_resolutions": [16, 8]})])
+def test_locality_table_keeps_module_names_on_one_row_at_80_columns(tmp_path, family, overrides):
+    """Every module name whole on its layer's row (a 12-layer DiT's ``blocks.11.attn``, a UNet's
+    ``decoder.1.1.attention`` beside grids that differ), the bound log N said in the caption (issue 27)."""
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt", family, image_size=16, **overrides)
+    shown = run_cli("locality", checkpoint, "--data", "discs", "--n", "2", "--sigma", "0.1", "--out", tmp_path / "l.zarr")
+    assert shown.returncode == 0, shown.stderr
+    stored = bp.open(tmp_path / "l.zarr")
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines if not line.startswith("wrote ")) <= 80
+    for layer, module in zip(stored.layer.values, stored.layer_name.values):
+        assert any(line.split()[:2] == [str(layer), str(module)] for line in lines if line.strip()), (module, lines)
+    caption = " ".join(lines[lines.index(next(line for line in lines if line.startswith("window:") or line.startswith("grid:"))):])
+    for rows, cols, bound in zip(stored.grid_rows.values, stored.grid_cols.values, stored.entropy_uniform.values):
+        assert f"{rows}×{cols} tokens: log N = {bound:.2f}" in caption, caption
+
+
 def test_info_json(tmp_path):
     path = tiny_checkpoint(tmp_path / "m.pt", "dit")
     data = json.loads(run_cli("info", path, "--json").stdout)
