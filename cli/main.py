@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from biasprobe_cli import checkpoints, demo, generalization, jacobian, locality, report, sweep
 from biasprobe_cli import train as training
+from biasprobe_cli.help import CONTEXT, MARKUP, CommandGroup
 from biasprobe_cli.options import FLAGS
-from typer.core import TyperGroup
 
 from biasprobe import __version__
 from biasprobe.errors import BiasprobeError
@@ -26,7 +26,7 @@ class Interrupted(Exception):
     """Ctrl-C inside a command (Typer would turn KeyboardInterrupt into a silent exit 130)."""
 
 
-class Commands(TyperGroup):
+class Commands(CommandGroup):
     """The command group, with Ctrl-C passed on as :class:`Interrupted`."""
 
     def invoke(self, ctx):
@@ -42,7 +42,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=MARKUP,
+    context_settings=CONTEXT,
 )
 
 

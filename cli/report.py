@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from biasprobe_cli.help import CONTEXT, MARKUP, CommandGroup
 from biasprobe_cli.options import OldK
-from typer.core import TyperGroup
 
 
-class StoresByDefault(TyperGroup):
+class StoresByDefault(CommandGroup):
     """``biasprobe report A.zarr B.zarr`` is short for ``biasprobe report stores A.zarr B.zarr``."""
 
     def parse_args(self, ctx, args):
@@ -20,7 +20,8 @@ class StoresByDefault(TyperGroup):
 
 
 app = typer.Typer(
-    rich_markup_mode="markdown",
+    rich_markup_mode=MARKUP,
+    context_settings=CONTEXT,
     cls=StoresByDefault,
     no_args_is_help=True,
     help="Render stores into figures (PNG and PDF) and an index page (Markdown and HTML): "

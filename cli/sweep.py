@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from biasprobe_cli.help import CONTEXT, MARKUP, CommandGroup
 from biasprobe_cli.options import deprecated_flag, parse_numbers, parse_windows
 from biasprobe_cli.output import Column, Report, number
 
 from biasprobe.errors import InputError
 
 app = typer.Typer(
-    rich_markup_mode="markdown",
+    rich_markup_mode=MARKUP,
+    context_settings=CONTEXT,
+    cls=CommandGroup,
     help="Run an analysis over many checkpoints into one store (a `checkpoint` dimension), or train the models "
     "of a recipe, on dask.distributed: a local cluster (one worker per GPU, else per core) or --scheduler "
     "ADDRESS. An interrupted sweep resumes where it stopped when run again.",

@@ -1,6 +1,7 @@
 """The command line as a researcher meets it: progress that says where it is, quick start-up, tables
 that fit 80 columns, JSON for scripts, the interrupt message, no file replaced silently."""
 
+import inspect
 import json
 import re
 import subprocess
@@ -56,6 +57,34 @@ def test_help_starts_quickly_without_torch_and_version_prints():
     assert elapsed < 10.0, f"biasprobe --help took {elapsed:.2f} s"
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"biasprobe {bp.__version__}"
+
+
+def test_help_reads_at_80_columns_without_type_placeholders(monkeypatch):
+    """At 80 columns every command's help fits, flags carry no ``<bool>`` placeholder, the help column
+    of ``jacobian`` is about half the width (it was 20 characters over 191 lines), and a group lists its
+    commands whole (issue 27)."""
+    from biasprobe_cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    top = run_cli("--help").stdout
+    assert re.search(r"^  --version +Print the version and exit\.$", top, re.M), top
+    commands = [[command.name] for command in app.registered_commands]
+    commands += [[group.name, command.name] for group in app.registered_groups
+                 for command in group.typer_instance.registered_commands]
+    for command in [[], *commands]:
+        shown = run_cli(*command, "--help")
+        assert shown.returncode == 0, command
+        assert "<bool>" not in shown.stdout and max(len(line) for line in shown.stdout.splitlines()) <= 80, command
+    for group, commands in (([], app.registered_commands),
+                            *(([group.name], group.typer_instance.registered_commands) for group in app.registered_groups)):
+        listed = " ".join(run_cli(*group, "--help").stdout.split())
+        for command in commands:
+            summary = " ".join(inspect.cleandoc(command.callback.__doc__ or "").split("\n\n")[0].split())
+            assert summary in listed, (group, summary)
+    lines = run_cli("jacobian", "--help").stdout.splitlines()
+    assert len(lines) < 110
+    starts = {len(line) - len(line.lstrip()) for line in lines if line.startswith("   ") and line.strip()}
+    assert max(starts) <= 34, starts  # the help column: at least 46 of the 80 columns
 
 
 def test_help_names_every_choice_of_the_library():
