@@ -69,6 +69,11 @@ class CheckpointError(BiasprobeError):
     """A file that is not a checkpoint biasprobe can read safely."""
 
 
+class UnrecognisedFileError(CheckpointError):
+    """A file that no checkpoint format recognises (not a zip archive, pickle or safetensors file);
+    :func:`biasprobe.load` adds the list of supported formats to its message."""
+
+
 class InputError(BiasprobeError, ValueError):
     """An argument, image or data set that does not fit the request."""
 

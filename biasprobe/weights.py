@@ -18,20 +18,36 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from biasprobe.errors import CheckpointError
+from biasprobe.errors import CheckpointError, UnrecognisedFileError
 
 ALLOWED_GLOBALS = [argparse.Namespace]
 """Classes beyond plain data and tensors that may be rebuilt from a PyTorch file."""
 
 
+PICKLE_START = b"\x80"
+"""The first byte of a pickle of protocol 2 or later: every PyTorch file that is not a zip archive
+(``torch.save(..., _use_new_zipfile_serialization=False)``) starts with it."""
+
+ZIP_START = b"PK\x03\x04"
+"""The first bytes of a zip archive, PyTorch's own format (also of one cut short, which is no zip file)."""
+
+
 def read_torch(path: Path) -> dict:
-    """The dictionary in a PyTorch file, loaded weights-only on the CPU (memory-mapped when possible)."""
+    """The dictionary in a PyTorch file, loaded weights-only on the CPU (memory-mapped when possible);
+    a file that is neither a zip archive nor a pickle (a text file, an image) is
+    :class:`~biasprobe.errors.UnrecognisedFileError`."""
+    archive = zipfile.is_zipfile(path)
+    with open(path, "rb") as handle:
+        start = handle.read(len(ZIP_START))
+    if start and not start.startswith((PICKLE_START, ZIP_START)):  # empty or cut short: torch says so below
+        raise UnrecognisedFileError(f"{path} is not a readable PyTorch checkpoint: it is neither a zip archive "
+                                    "nor a pickle (a text file or an image?)")
     # torch < 2.5 has no allow-list context: such files are then refused like any other object
     allow = getattr(torch.serialization, "safe_globals", None)
     try:
         with allow(ALLOWED_GLOBALS) if allow else contextlib.nullcontext(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # no news to the user
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=archive)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found is None:
@@ -44,7 +60,7 @@ def read_torch(path: Path) -> dict:
             "biasprobe refuses; re-save only its state dict and config as plain data"
         ) from None
     except Exception as err:  # noqa: BLE001 - an untrusted file can fail the reader in any way
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        reason = str(err).splitlines()[0].split(". ")[0][:120] if str(err) else type(err).__name__
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}"
         ) from None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from biasprobe.denoiser import Denoiser
-from biasprobe.errors import BiasprobeError, CheckpointError, InputError
+from biasprobe.errors import BiasprobeError, CheckpointError, InputError, UnrecognisedFileError
 from biasprobe.formats.base import FormatEntrypoint, Source
 from biasprobe.validation import check_weights
 
@@ -69,11 +69,14 @@ def _identify(path: Path) -> tuple[FormatEntrypoint, Source]:
     if not (path.is_dir() or path.is_file()):  # a named pipe or device would block or never end
         raise CheckpointError(f"{path} is not a regular file nor a folder (a pipe or device?); give a checkpoint file")
     source = Source(path)
-    for entry in registry().values():
-        if entry.guess_can_open(source):
-            return entry, source
     listing = "; ".join(supported().values())
-    raise CheckpointError(
+    try:
+        for entry in registry().values():
+            if entry.guess_can_open(source):
+                return entry, source
+    except UnrecognisedFileError as err:
+        raise UnrecognisedFileError(f"{err}. Supported: {listing}") from None
+    raise UnrecognisedFileError(
         f"{path} is not a biasprobe checkpoint nor another format biasprobe recognises. Supported: {listing}"
     )
 
