@@ -97,8 +97,9 @@ def gap(
     if figure:
         from biasprobe.figures.generalization import gap_figure
 
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        gap_figure(dataset).savefig(figure, dpi=150)
+        from biasprobe.reports.folder import save_figure
+
+        save_figure(gap_figure(dataset), figure)
         report.wrote(figure, "figure")
     report.finish()
 
@@ -290,8 +291,9 @@ def _report_comparison(dataset, first: Path, second: Path, store: Path, figure: 
         report.say(f"paired sample similarity {similarity:.3f} (mean over {dataset.sizes['sample']})")
     report.wrote(path, "zarr store")
     if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        comparison_figure(dataset, (_label(first), _label(second))).savefig(figure, dpi=130)
+        from biasprobe.reports.folder import save_figure
+
+        save_figure(comparison_figure(dataset, (_label(first), _label(second))), figure, dpi=130)
         report.wrote(figure, "figure")
     report.finish()
 

@@ -154,9 +154,10 @@ def jacobian(
     if figure:  # matplotlib is imported only when a figure is asked for
         from biasprobe.figures.jacobian import jacobian_figure, side_by_side_figure
 
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        drawn = side_by_side_figure(stores) if len(stores) > 1 else jacobian_figure(next(iter(stores.values())))
-        drawn.savefig(figure, dpi=150)
+        from biasprobe.reports.folder import save_figure
+
+        save_figure(side_by_side_figure(stores) if len(stores) > 1 else jacobian_figure(next(iter(stores.values()))),
+                    figure)
         report.wrote(figure, "figure")
     report.finish()
 

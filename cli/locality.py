@@ -133,8 +133,9 @@ def locality(
     out = bp.save(dataset, out, overwrite=overwrite)
     report.wrote(out, "zarr store")
     if figure:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        locality_figure(dataset).savefig(figure, dpi=150)
+        from biasprobe.reports.folder import save_figure
+
+        save_figure(locality_figure(dataset), figure)
         report.wrote(figure, "figure")
     report.finish()
 

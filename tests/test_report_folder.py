@@ -29,3 +29,33 @@ def test_pruning_removes_unused_stores_only_inside_stores_and_never_follows_link
     assert not (folder / "stores" / "stale.zarr").exists() and not (folder / "stores" / "linked.zarr").exists()
     assert (shared / "zarr.json").exists() and outside.is_dir() and (folder / "gap-demo.zarr").is_dir()
     assert "gap-demo.zarr" in json.loads((folder / MARK).read_text())["stores"]
+
+
+def test_figures_are_saved_byte_for_byte_the_same_whatever_the_date_and_matplotlib(tmp_path, monkeypatch):
+    """No creation date, no matplotlib version: redrawing unchanged stores leaves `git status` clean (issue 27)."""
+    import re
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    from biasprobe import __version__
+    from biasprobe.reports.folder import save_figure
+
+    def drawn() -> Figure:
+        figure = Figure(figsize=(2, 2))
+        figure.subplots().plot([0, 1], [1, 0], label="a")
+        return figure
+
+    for fmt in ("pdf", "png", "svg"):
+        saved = []
+        for epoch in ("0", "1700000000"):  # matplotlib dates its files by SOURCE_DATE_EPOCH when it dates them
+            monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+            saved.append(save_figure(drawn(), tmp_path / epoch / f"f.{fmt}").read_bytes())
+        assert saved[0] == saved[1], fmt
+        assert b"atplotlib v" not in saved[0] and b"matplotlib version" not in saved[0]
+        assert f"biasprobe {__version__}".encode() in saved[0]
+        assert not re.search(rb"CreationDate|ModDate|<dc:date>", saved[0]), fmt
+    root = Path(__file__).resolve().parents[1]
+    callers = [path.relative_to(root).as_posix() for folder in ("biasprobe", "cli") for path in (root / folder).rglob("*.py")
+               if ".savefig(" in path.read_text()]
+    assert callers == ["biasprobe/reports/folder.py"], callers  # the one place figures are written

@@ -94,10 +94,8 @@ class ReportFolder:
         names = {}
         for fmt in FIGURE_FORMATS:
             name = f"{stem}.{fmt}"
-            target = replace_file(
-                lambda tmp, fmt=fmt: figure.savefig(tmp, dpi=DPI, format=fmt, metadata=_metadata(fmt),
-                                                    bbox_inches="tight"),
-                self._target(name))
+            target = replace_file(lambda tmp, fmt=fmt: save_figure(figure, tmp, format=fmt, bbox_inches="tight"),
+                                  self._target(name))
             self.on_file(target)
             names[fmt] = name
         return names
@@ -146,10 +144,27 @@ class ReportFolder:
         replace_file(lambda tmp: tmp.write_text(json.dumps(mark, indent=1)), self.path / MARK)
 
 
-def _metadata(fmt: str) -> dict:
-    """Reproducible files: no creation date in the PDF, the software named in both."""
+def figure_metadata(fmt: str) -> dict:
+    """The metadata every saved figure carries: the software named as biasprobe's version alone (not
+    matplotlib's), no creation or modification date, so that redrawing unchanged stores rewrites the
+    same bytes (PDF, PNG, SVG)."""
     from biasprobe import __version__
 
     creator = f"biasprobe {__version__}"
-    return {"Creator": creator, "CreationDate": None} if fmt == "pdf" else {"Software": creator}
+    return {"pdf": {"Creator": creator, "Producer": creator, "CreationDate": None, "ModDate": None},
+            "png": {"Software": creator},
+            "svg": {"Creator": creator, "Date": None}}.get(fmt, {})
 
+
+def save_figure(figure: Figure, path: str | os.PathLike, *, dpi: int = DPI, format: str | None = None,
+                **options) -> Path:
+    """Save ``figure`` to ``path`` (its folder made if missing) with :func:`figure_metadata`: the one
+    place biasprobe writes a figure file (reports, the demo, the commands' ``--figure``)."""
+    path = Path(path)
+    fmt = (format or path.suffix.lstrip(".") or "png").lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "biasprobe"}):  # SVG element ids from a fixed salt, not at random
+        figure.savefig(path, dpi=dpi, format=fmt, metadata=figure_metadata(fmt), **options)
+    return path

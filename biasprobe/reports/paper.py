@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,6 +136,21 @@ held-out images, source store) -> (positional inputs, keywords) of :func:`~biasp
 (kind)."""
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one CPU thread. The locality stores are not committed (their attention maps are large):
+    a fresh clone recomputes them, and their sums must not depend on the machine's thread count for
+    Fig. 4 to be drawn byte for byte as committed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
             source: xr.Dataset | None = None) -> xr.Dataset:
     """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
@@ -162,7 +177,8 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
         if kind in ("training-span", IDEAL) else None
     inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
-    result = registered(kind)(*inputs, **keywords)
+    with _one_thread() if kind == "locality" else contextlib.nullcontext():
+        result = registered(kind)(*inputs, **keywords)
     if kind == "training-span":
         result.attrs.update(source_recipe_key=source.attrs.get("recipe_key", ""))
     elif kind == IDEAL:
