@@ -201,6 +201,9 @@ def check_store(path: str | os.PathLike) -> dict:
     path = Path(path)
     if is_single_file(path) and path.is_dir():
         raise InputError(f"{path} is a folder; a store named .zip is a single file: rename the folder (.zarr)")
+    if path.is_file() and not is_single_file(path):
+        raise InputError(f"{path} is a file, not a biasprobe store: give a store that an analysis wrote (a .zarr "
+                         "folder or a .zarr.zip file: jacobian, locality, gap, ...)")
     if not (path.is_file() if is_single_file(path) else (path / "zarr.json").exists()):
         raise InputError(f"no biasprobe store at {path}: run an analysis with --out {path} first")
     attributes = _root_attributes(path)

@@ -22,3 +22,34 @@ def test_a_file_of_another_kind_is_refused_with_the_supported_formats(tmp_path, 
     assert not line.rstrip(")").endswith(": 101") and all(what in line for what in supported().values())
     with pytest.raises(CheckpointError, match="Supported: "):
         bp.load(tmp_path / name)
+
+
+@pytest.fixture
+def gap_store():
+    """A real store the paper report committed (a DiT's generalization gap)."""
+    from pathlib import Path
+
+    return next((Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores").glob("gap-dit-n10-*.zarr"))
+
+
+def test_report_into_a_folder_it_cannot_write_is_one_line_naming_the_flag(tmp_path, monkeypatch, gap_store):
+    import os
+
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).startswith(str(locked))
+                        and mode & os.W_OK else access(path, mode, **kw))  # a read-only file system, even for root
+    for out in (locked / "report", locked):
+        shown = run_cli("report", gap_store, "--out", out)
+        assert_one_line_error(shown, f"--out cannot be written: no permission to write in {locked}")
+        assert "OSError" not in shown.stderr and not (locked / "report").exists()
+
+
+def test_a_picture_given_to_report_is_told_to_give_a_store(tmp_path):
+    from pathlib import Path
+
+    picture = Path(__file__).resolve().parents[1] / "data" / "images" / "camera-32.png"
+    shown = run_cli("report", picture, "--out", tmp_path / "r")
+    assert_one_line_error(shown, "is a file, not a biasprobe store: give a .zarr folder that an analysis wrote")
+    assert "--out" not in shown.stderr  # not: "run an analysis with --out camera-32.png first"

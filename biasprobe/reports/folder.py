@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasprobe.atomic import replace_file
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
+from biasprobe.validation import writable_parent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,6 +49,8 @@ class ReportFolder:
         if path.exists() and not path.is_dir():
             raise InputError(f"{path} is a file, not a folder; choose another " + "{out} folder", parameters=["out"])
         if (path / MARK).exists():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ParameterError("out", f"cannot be written: no permission to write in {path}")
             try:
                 return json.loads((path / MARK).read_text())
             except (OSError, ValueError):
@@ -57,6 +60,11 @@ class ReportFolder:
             raise InputError(
                 f"{path} holds files that biasprobe report or demo did not write; choose another " + "{out} folder (or an "
                 "empty one)", parameters=["out"])
+        if path.is_dir():  # empty: it must take files (a read-only file system, another user's folder)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ParameterError("out", f"cannot be written: no permission to write in {path}")
+        else:
+            writable_parent(path, "out")
         path.mkdir(parents=True, exist_ok=True)
         return {}
 
