@@ -26,13 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biasprobe.errors import InputError
+from biasprobe.errors import BiasprobeWarning, InputError
 
 MAX_PIXELS = 64 * 2**20
 """Pictures larger than this (64 Mpixel) are refused before decoding: a decompression bomb's guard."""
 
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R 601 luma weights, for colour pictures read by grey models."""
+
+
+class ColourConversionWarning(BiasprobeWarning):
+    """A colour picture was read as grey (ITU-R 601 luma) for a model that takes one channel: the analysis
+    runs on the luma, not on the colours of the file."""
 
 _WHITE = {"1": 1, "L": 255, "LA": 255, "RGB": 255, "RGBA": 255, "RGBX": 255, "I;16": 65535, "I;16L": 65535,
           "I;16B": 65535, "I;16N": 65535}
@@ -155,7 +160,7 @@ def read_image(
 
     Pictures are scaled to [0, 1] exactly (see the module's table). Colour is converted to the
     requested channel count only when that loses nothing ambiguous: grey → C copies, and RGB →
-    grey (ITU-R 601 luma). A size other than (H, W) is an error unless ``resize`` is set (then
+    grey (ITU-R 601 luma), said by a :class:`ColourConversionWarning` where the picture has colour. A size other than (H, W) is an error unless ``resize`` is set (then
     bicubic resampling in floating point, clipped to [0, 1]).
 
     ``.npy`` arrays (real floats only, see :func:`read_array`) are taken as they are, with any
@@ -181,7 +186,11 @@ def read_image(
         if not torch.isfinite(tensor).all():
             raise InputError(f"{path} contains NaN or infinite values")
         return tensor
-    array = with_channels(picture_values(path), channels, f"{path} has {{}} channels; {target} takes {channels}")
+    array = picture_values(path)
+    if array.shape[-1] == 3 and channels == 1 and np.ptp(array, axis=-1).any():  # grey saved as RGB loses nothing
+        warnings.warn(ColourConversionWarning(f"{path} is a colour picture; {target} takes grey images: "
+                                              "converted to grey (ITU-R 601 luma)"), stacklevel=2)
+    array = with_channels(array, channels, f"{path} has {{}} channels; {target} takes {channels}")
     if array.shape[:2] != (height, width):
         if not resize:
             raise InputError(

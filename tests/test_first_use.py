@@ -53,3 +53,39 @@ def test_a_picture_given_to_report_is_told_to_give_a_store(tmp_path):
     shown = run_cli("report", picture, "--out", tmp_path / "r")
     assert_one_line_error(shown, "is a file, not a biasprobe store: give a .zarr folder that an analysis wrote")
     assert "--out" not in shown.stderr  # not: "run an analysis with --out camera-32.png first"
+
+
+def test_a_data_dir_without_the_data_set_is_an_error_not_a_silent_fall_back(tmp_path):
+    from biasprobe import data
+    from biasprobe.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"data_dir .*nowhere holds no Fashion-MNIST"):
+        data.load("fashion-mnist", "test", 2, data_dir=tmp_path / "nowhere")
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt", "unet-bf")
+    shown = run_cli("gap", checkpoint, "--data", "fashion-mnist", "--n-train", "10", "--per-split", "2",
+                    "--data-dir", tmp_path / "nowhere",
+                    "--out", tmp_path / "g.zarr")
+    assert_one_line_error(shown, f"--data-dir {tmp_path / 'nowhere'} holds no Fashion-MNIST")
+    assert data.load("fashion-mnist", "test", 2).shape == (2, 1, 32, 32)  # without one: the installed copy
+
+
+def test_a_colour_picture_read_by_a_grey_model_is_said_to_be_converted(tmp_path):
+    from pathlib import Path
+
+    from biasprobe.images import ColourConversionWarning, read_image
+
+    pictures = Path(__file__).resolve().parents[1] / "data" / "images"
+    with pytest.warns(ColourConversionWarning, match="chelsea-32.png is a colour picture; .* converted to grey"):
+        read_image(pictures / "chelsea-32.png", (1, 32, 32))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ColourConversionWarning)
+        read_image(pictures / "chelsea-grey-32.png", (1, 32, 32))  # grey stays silent
+        read_image(pictures / "chelsea-32.png", (3, 32, 32))  # colour for a colour model too
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt", "unet-bf", image_size=32)
+    shown = run_cli("jacobian", checkpoint, "--image", pictures / "chelsea-32.png", "--top-k", "2", "--method",
+                    "randomized", "--no-memorization", "--out", tmp_path / "j.zarr")
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.startswith("Warning: ") and "converted to grey (ITU-R 601 luma)" in line
+               for line in shown.stderr.splitlines()), shown.stderr

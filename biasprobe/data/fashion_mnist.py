@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from biasprobe.data.base import Info, Request, as_images, resize
-from biasprobe.errors import InputError
+from biasprobe.errors import InputError, ParameterError
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 """Where Debian's dataset-* packages install, this one in its ``fashion-mnist/`` folder."""
@@ -25,8 +25,15 @@ PADDING = 2
 
 def find_directory(data_dir: Path | None) -> Path:
     """The first of ``data_dir``, ``$BIASPROBE_DATA_DIR`` and the Debian location holding the IDX files,
-    each tried as is and with a ``fashion-mnist/`` subfolder."""
-    roots = [data_dir] if data_dir is not None else []
+    each tried as is and with a ``fashion-mnist/`` subfolder. A ``data_dir`` given that holds none is
+    an error (no fall-back to another copy the user did not ask for)."""
+    if data_dir is not None:
+        for directory in (Path(data_dir), Path(data_dir) / "fashion-mnist"):
+            if find_file(directory, "train-images-idx3-ubyte") is not None:
+                return directory
+        raise ParameterError("data_dir", f"{data_dir} holds no Fashion-MNIST: give the folder holding "
+                             "train-images-idx3-ubyte.gz and its siblings (or its parent)")
+    roots = []
     if os.environ.get(ENVIRONMENT_VARIABLE):
         roots.append(Path(os.environ[ENVIRONMENT_VARIABLE]))
     roots.append(DEBIAN_ROOT)
