@@ -148,7 +148,7 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, parameter: st
     check_path_length(path, parameter)
     try:  # one lstat, not exists() then is_dir(): a concurrent writer may swap the store in between
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the latter: a file on the way (writable_parent says so)
         mode = None
     if mode is not None:
         single = is_single_file(path)
@@ -366,6 +366,26 @@ def _pack_folder(folder: Path, target: Path) -> None:
     _step("packed")
 
 
+def _loaded(dataset: xr.Dataset, path: Path) -> xr.Dataset:
+    """``dataset`` read into memory; a chunk that its codec cannot decode (a truncated or altered file)
+    is an :class:`~biasprobe.errors.InputError` naming the variable, not the codec's own exception."""
+    try:
+        return dataset.load()
+    except Exception as err:  # noqa: BLE001 - a damaged chunk fails its decompressor in any way
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+
+        def fails(name: str) -> bool:
+            try:
+                dataset[name].load()
+            except Exception:  # noqa: BLE001 - as above
+                return True
+            return False
+
+        broken = next((str(name) for name in dataset.variables if fails(name)), "a variable")
+        raise InputError(f"{path} is damaged: the data of {broken} cannot be read ({reason}); run the analysis "
+                         "again") from None
+
+
 def open(path: str | os.PathLike) -> xr.Dataset:
     """Open a complete store written by :func:`save` (either form), fully loaded into memory."""
     path = Path(path)
@@ -382,12 +402,12 @@ def open(path: str | os.PathLike) -> xr.Dataset:
             archive = ZipStore(path, mode="r")
             try:
                 with xr.open_zarr(archive, zarr_format=3, consolidated=None) as dataset:
-                    dataset = dataset.load()
+                    dataset = _loaded(dataset, path)
             finally:
                 archive.close()
         else:
             with xr.open_zarr(path, zarr_format=3, consolidated=None) as dataset:
-                dataset = dataset.load()
+                dataset = _loaded(dataset, path)
     for key in (COMPLETE_MARK, VERSION_KEY):
         dataset.attrs.pop(key, None)
     return dataset

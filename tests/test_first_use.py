@@ -89,3 +89,47 @@ def test_a_colour_picture_read_by_a_grey_model_is_said_to_be_converted(tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert any(line.startswith("Warning: ") and "converted to grey (ITU-R 601 luma)" in line
                for line in shown.stderr.splitlines()), shown.stderr
+
+
+def test_a_store_with_a_truncated_chunk_is_the_library_error_naming_the_variable(tmp_path, gap_store):
+    import shutil
+
+    from biasprobe.errors import InputError
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(gap_store, damaged)
+    chunk = next(path for path in sorted((damaged / "gap").rglob("*")) if path.is_file() and path.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"damaged\.zarr is damaged: the data of gap cannot be read \(.*\); run the "
+                                         r"analysis again"):
+        bp.open(damaged)
+
+
+def test_figures_given_another_analysis_store_name_what_they_draw(gap_store):
+    from biasprobe.errors import InputError
+    from biasprobe.figures.comparison import comparison_figure
+    from biasprobe.figures.generalization import gap_figure, nearest_figure
+    from biasprobe.figures.jacobian import harmonic_figure, jacobian_figure, side_by_side_figure, spectrum_figure
+    from biasprobe.figures.locality import attention_maps_figure, locality_figure, locality_profile_figure
+
+    gap = bp.open(gap_store)
+    for draw, wanted in ((jacobian_figure, "jacobian"), (spectrum_figure, "jacobian"), (harmonic_figure, "jacobian"),
+                         (lambda s: side_by_side_figure({"a": s, "b": s}), "jacobian"),
+                         (locality_figure, "locality"), (attention_maps_figure, "locality"),
+                         (locality_profile_figure, "locality"), (nearest_figure, "memorization"),
+                         (comparison_figure, "compare")):
+        with pytest.raises(InputError, match=f"this store holds the gap analysis; this figure draws stores of {wanted}"):
+            draw(gap)
+    gap_figure(gap_store)  # its own figure draws it
+    with pytest.raises(InputError, match="holds the gap analysis"):
+        jacobian_figure(gap_store)  # a path too
+
+
+def test_saving_under_a_file_is_the_library_error(tmp_path, gap_store):
+    from biasprobe.errors import InputError
+
+    (tmp_path / "afile").write_text("mine")
+    for path in (tmp_path / "afile" / "x.zarr", tmp_path / "afile" / "deeper" / "x.zarr"):
+        with pytest.raises(InputError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
+            bp.save(bp.open(gap_store), path)
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -25,12 +25,23 @@ Source = xr.Dataset | str | os.PathLike
 """A figure's input: a Dataset, or the path of a store written by :func:`biasprobe.save`."""
 
 
-def as_dataset(source: Source) -> xr.Dataset:
+def of_analysis(dataset: xr.Dataset, analysis: str | tuple[str, ...] | None) -> xr.Dataset:
+    """``dataset`` itself, refused when its ``analysis`` attr names another analysis than ``analysis`` (one
+    name or several; None accepts any): a figure drawn from another analysis's store."""
+    wanted = (analysis,) if isinstance(analysis, str) else tuple(analysis or ())
+    found = dataset.attrs.get("analysis")
+    if wanted and found is not None and found not in wanted:
+        raise InputError(f"this store holds the {found} analysis; this figure draws stores of {' or '.join(wanted)}")
+    return dataset
+
+
+def as_dataset(source: Source, analysis: str | tuple[str, ...] | None = None) -> xr.Dataset:
     """The Dataset itself, or the store at that path; a sweep of one checkpoint gives that checkpoint's
-    result (a sweep of several: pick one with :func:`biasprobe.sweeps.select`)."""
+    result (a sweep of several: pick one with :func:`biasprobe.sweeps.select`). With ``analysis``, a
+    store of another analysis is refused (:func:`of_analysis`)."""
     from biasprobe.sweeps.store import is_sweep, select
 
-    dataset = source if isinstance(source, xr.Dataset) else open_store(source)
+    dataset = of_analysis(source if isinstance(source, xr.Dataset) else open_store(source), analysis)
     if not is_sweep(dataset):
         return dataset
     if dataset.sizes["checkpoint"] != 1:
@@ -40,17 +51,19 @@ def as_dataset(source: Source) -> xr.Dataset:
     return select(dataset, 0)
 
 
-def as_datasets(sources: Source | Mapping[str, Source] | Sequence[Source]) -> dict[str, xr.Dataset]:
+def as_datasets(sources: Source | Mapping[str, Source] | Sequence[Source],
+                analysis: str | tuple[str, ...] | None = None) -> dict[str, xr.Dataset]:
     """Labelled Datasets for figures that compare runs: a mapping as given, a sequence labelled by
-    checkpoint file stem, a sweep split by checkpoint name, a single Dataset or store as itself."""
+    checkpoint file stem, a sweep split by checkpoint name, a single Dataset or store as itself; with
+    ``analysis``, stores of other analyses are refused (:func:`of_analysis`)."""
     from biasprobe.sweeps.store import is_sweep, split
 
     if isinstance(sources, xr.Dataset | str | os.PathLike):  # a Dataset is a Mapping too: test it first
-        dataset = sources if isinstance(sources, xr.Dataset) else open_store(sources)
+        dataset = of_analysis(sources if isinstance(sources, xr.Dataset) else open_store(sources), analysis)
         return split(dataset) if is_sweep(dataset) else {_label(dataset, 0): dataset}
     if isinstance(sources, Mapping):
-        return {str(label): as_dataset(source) for label, source in sources.items()}
-    datasets = [as_dataset(source) for source in sources]
+        return {str(label): as_dataset(source, analysis) for label, source in sources.items()}
+    datasets = [as_dataset(source, analysis) for source in sources]
     return {_label(dataset, index): dataset for index, dataset in enumerate(datasets)}
 
 

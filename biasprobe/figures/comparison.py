@@ -14,7 +14,7 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
     """Gap against σ, Jacobian spectra, attention distance per layer and paired samples, A beside B;
     panels the Dataset has nothing for (no attention in UNets, no training data, a comparison of
     stored results of one analysis) are left out."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "compare")
     colours = dict(zip(dataset.checkpoint.values, sns.color_palette("colorblind", 2)))
     names = dict(zip(dataset.checkpoint.values, labels))
     panels = (["gap"] * ("gap" in dataset) + ["spectrum"] * ("eigenvalue" in dataset)

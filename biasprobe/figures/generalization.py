@@ -29,7 +29,7 @@ def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigur
     ``sources`` is one gap Dataset/store, a mapping from a label (a checkpoint, an N) to one each, or a
     sweep store (one curve per checkpoint).
     """
-    datasets = as_datasets(sources)
+    datasets = as_datasets(sources, "gap")
     fig = new_canvas(figure, 10, 4.2)
     psnr_axis, gap_axis = fig.subplots(1, 2)
     colours = sns.color_palette("colorblind", len(datasets))
@@ -59,7 +59,7 @@ def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigur
 
 def nearest_figure(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:
     """Samples (top row) above their nearest training images (bottom row), with the similarity."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "memorization")
     count = min(count, dataset.sizes["sample"])
     rows = 2 if "nearest_image" in dataset else 1
     fig = new_canvas(figure, 1.3 * count, 1.5 * rows)
@@ -91,7 +91,7 @@ def sample_grid(source: Source, gap: int = 2) -> np.ndarray:
     """The samples of a memorization store as one image (C, H', W') in [0, 1]: the samples in the top
     row and, when the store has them, each one's nearest training image below it; ``gap`` pixels of
     white between rows and columns. (For :func:`biasprobe.images.write_image`; no matplotlib.)"""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "memorization")
     rows = [dataset.sample_image.values]
     if "nearest_image" in dataset:
         rows.append(dataset.nearest_image.values)

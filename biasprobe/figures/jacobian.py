@@ -79,7 +79,7 @@ def eigenvector_figure(
 
     Each eigenvector is drawn on a symmetric colour scale ±max|e_k|; colour images get one row
     per channel."""
-    at = _at(as_dataset(source), sigma, "eigenvector_figure").isel(image=image)
+    at = _at(as_dataset(source, "jacobian"), sigma, "eigenvector_figure").isel(image=image)
     ranks = list(ranks) if ranks is not None else default_ranks(at)
     missing = [k for k in ranks if k >= at.sizes["rank"]]
     if missing:
@@ -146,7 +146,7 @@ def spectrum_figure(
     or per checkpoint of a sweep, at the noise level ``sigma`` (the nearest stored; default the first)."""
     canvas = new_canvas(figure, 4.0, 3.0)
     axis = canvas.subplots()
-    runs = as_datasets(source)
+    runs = as_datasets(source, "jacobian")
     if len(runs) > 1 or (isinstance(source, Mapping) and not isinstance(source, xr.Dataset)):
         curves = {name: at_sigma(run, sigma).isel(image=image).spectrum for name, run in runs.items()}
     else:
@@ -177,8 +177,8 @@ def span_fraction_figure(
     drawn beside them, such as a large-N model against the memorizers."""
     canvas = new_canvas(figure, 4.0, 3.2)
     axis = canvas.subplots()
-    runs = {name: at_sigma(as_dataset(run), sigma).isel(image=image) for name, run in datasets.items()}
-    others = {name: at_sigma(as_dataset(run), sigma).isel(image=image) for name, run in (contrasts or {}).items()}
+    runs = {name: at_sigma(as_dataset(run, ("training-span", "ideal-memorizer")), sigma).isel(image=image) for name, run in datasets.items()}
+    others = {name: at_sigma(as_dataset(run, ("training-span", "ideal-memorizer")), sigma).isel(image=image) for name, run in (contrasts or {}).items()}
     for number, (name, at) in enumerate(runs.items()):
         shown = np.arange(min(ranks, at.sizes["denoiser_rank"]))
         axis.plot(shown, at.train_span_fraction.values[shown], "o-", color=f"C{number}", markersize=3,
@@ -210,7 +210,7 @@ def harmonic_figure(
 ) -> Figure:
     """Roughness on Ω and participation ratio on Ω of e_k against k < K (mean over images, one line
     per σ), titled with harmonicity ρ, confinement κ and the verdict with its counts per σ."""
-    summary = gahb_summary(as_dataset(source), top)
+    summary = gahb_summary(as_dataset(source, "jacobian"), top)
     canvas = new_canvas(figure, 7.0, 3.0)
     roughness_axis, participation_axis = canvas.subplots(1, 2)
     lines = []
@@ -231,7 +231,7 @@ def harmonic_figure(
 def jacobian_figure(source: Source, *, image: int = 0, sigma: float | None = None) -> Figure:
     """Eigenvectors at the noise level ``sigma`` (the nearest stored; default the first) on top,
     spectrum and GAHB metrics of every σ below, in one figure."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "jacobian")
     sigma = float(_at(dataset, sigma, "jacobian_figure").sigma)
     ranks = default_ranks(dataset)
     canvas = Figure(figsize=(max(8.0, 1.6 * (2 + len(ranks))), 4.2 + 1.7 * dataset.sizes["channel"]), layout="constrained")
@@ -281,9 +281,9 @@ def side_by_side_figure(
     and the row's metrics (category, tr J, #λ > ½, ρ, PR_Ω, κ, memorization). Colour
     eigenvectors are drawn as their channel mean."""
     if not isinstance(sources, Mapping):
-        sources = {Path(str(as_dataset(item).attrs.get("checkpoint", f"store {n}"))).stem: item
+        sources = {Path(str(as_dataset(item, "jacobian").attrs.get("checkpoint", f"store {n}"))).stem: item
                    for n, item in enumerate(sources)}
-    datasets = {label: as_dataset(item) for label, item in sources.items()}
+    datasets = {label: as_dataset(item, "jacobian") for label, item in sources.items()}
     if not datasets:
         raise InputError("side_by_side_figure needs at least one store")
     first = next(iter(datasets.values()))

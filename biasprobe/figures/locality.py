@@ -73,7 +73,7 @@ def attention_maps_figure(
     grid, normalised and clipped the same way; the query is marked with a cross.
     Needs maps in the store (``save_maps``); ``layers`` defaults to every other layer among them.
     """
-    dataset = at_sigma(as_dataset(source), sigma)
+    dataset = at_sigma(as_dataset(source, "locality"), sigma)
     if "attention_map" not in dataset:
         raise InputError("this store has no attention maps: run locality with {save_maps}",
                          parameters={"save_maps": "save_maps=True"})
@@ -141,7 +141,7 @@ def locality_profile_figure(
     store): one line per checkpoint, at ``sigma`` (default: the first σ of the first store). The dashed line is
     the value uniform attention over all tokens would give.
     """
-    runs = as_datasets(sources)
+    runs = as_datasets(sources, "locality")
     first = next(iter(runs.values()))
     if len(runs) == 1:
         lines = (
@@ -180,7 +180,7 @@ def heads_figure(
     figure: Figure | SubFigure | None = None,
 ) -> Figure:
     """A locality metric per layer (rows) and head (columns), mean over images; one panel per σ."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "locality")
     values, _ = _metric(dataset, metric, window)
     table = values.mean("image").transpose("sigma", "layer", "head")
     canvas = new_canvas(
@@ -207,7 +207,7 @@ def locality_figure(
     vmax: float = 0.1,
 ) -> Figure:
     """Overview: the Fig. 4 maps (when the store has them) above the profile and the head heat map."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "locality")
     has_maps = "attention_map" in dataset
     figure = Figure(
         figsize=(
