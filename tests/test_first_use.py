@@ -133,3 +133,13 @@ def test_saving_under_a_file_is_the_library_error(tmp_path, gap_store):
         with pytest.raises(InputError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
             bp.save(bp.open(gap_store), path)
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_report_of_a_one_image_jacobian_says_adaptivity_is_undefined_not_nan(tmp_path):
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "unet-bf"))
+    store = bp.save(bp.jacobian(denoiser, torch.rand(1, 1, 8, 8), [0.1]), tmp_path / "j.zarr")
+    page = bp.report([store], tmp_path / "report").index.read_text()
+    row = next(line for line in page.splitlines() if "harmonicity" in line)
+    assert "adaptivity undefined (one image)" in row and "nan" not in row.lower(), row
+    two = bp.save(bp.jacobian(denoiser, torch.rand(2, 1, 8, 8), [0.1]), tmp_path / "j2.zarr")
+    assert "adaptivity 0." in bp.report([two], tmp_path / "report2").index.read_text()

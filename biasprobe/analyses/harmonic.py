@@ -516,8 +516,10 @@ def jacobian_numbers(parts: Mapping[str, xr.Dataset]) -> list[tuple[str, str]]:
             value = f"tr J {np.mean([r['trace'] for r in pairs if r['sigma'] == sigma]):.1f}"
             if sigma in verdicts:
                 verdict = verdicts[sigma]
-                value += (f"; harmonicity {verdict['mean_harmonicity']:.2f}, adaptivity "
-                          f"{verdict['adaptivity']:.2f}: {verdict['verdict']}")
+                adapted = verdict["adaptivity"]  # NaN (None in records) with one image: no pair to compare
+                shown = (f"adaptivity {adapted:.2f}" if adapted is not None and np.isfinite(adapted)
+                         else "adaptivity undefined (one image)")
+                value += f"; harmonicity {verdict['mean_harmonicity']:.2f}, {shown}: {verdict['verdict']}"
             rows.append((f"{name}, σ = {sigma:.3g}", value))
     return rows
 
