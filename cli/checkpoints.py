@@ -55,11 +55,19 @@ def info(
         "windows per layer": ", ".join("global" if w is None else f"{w}×{w}" for w in windows) or "-",
         "config": json.dumps(summary.get("config", {})),
     }
-    for key, value in (summary.get("training") or {}).items():
+    training = summary.get("training") or {}
+    for key, value in training.items():
         rows[f"training.{key}"] = str(value)
+    done, planned = training.get("steps_done"), training.get("steps")
+    if isinstance(done, int) and isinstance(planned, int) and 0 <= done < planned:
+        rows["trained"] = (f"UNFINISHED: {done:,} of its {planned:,} planned steps ({done / planned:.0%}); its results "
+                           "describe a model still in training")
+    elif isinstance(done, int) and isinstance(planned, int):
+        rows["trained"] = f"finished: all {planned:,} planned steps"
     if as_json:
         report = Report(as_json=True)
-        report.set(**{key: rows[key] for key in ("file", "format", "sha256")}, description=summary)
+        report.set(**{key: rows[key] for key in ("file", "format", "sha256")}, description=summary,
+                   **({"unfinished": rows["trained"].startswith("UNFINISHED")} if "trained" in rows else {}))
         report.finish()
         return
     width = max(map(len, rows))

@@ -143,3 +143,22 @@ def test_report_of_a_one_image_jacobian_says_adaptivity_is_undefined_not_nan(tmp
     assert "adaptivity undefined (one image)" in row and "nan" not in row.lower(), row
     two = bp.save(bp.jacobian(denoiser, torch.rand(2, 1, 8, 8), [0.1]), tmp_path / "j2.zarr")
     assert "adaptivity 0." in bp.report([two], tmp_path / "report2").index.read_text()
+
+
+@pytest.mark.parametrize("done, unfinished", [(8867, True), (10000, False)])
+def test_info_says_plainly_when_a_model_is_unfinished(tmp_path, done, unfinished):
+    import json
+
+    from biasprobe.checkpoints import Checkpoint, save_checkpoint
+    from biasprobe.models import build_model, preset_config
+
+    network = build_model("unet-bf", **preset_config("unet-bf", "tiny"))
+    path = save_checkpoint(Checkpoint.from_network(network, (1, 8, 8), {"steps": 10000, "steps_done": done}),
+                           tmp_path / "m.pt") or tmp_path / "m.pt"
+    shown = run_cli("info", path).stdout
+    trained = " ".join(shown[shown.index("trained "):].split())
+    if unfinished:
+        assert trained.startswith("trained UNFINISHED: 8,867 of its 10,000 planned steps (89%)"), shown
+    else:
+        assert trained.startswith("trained finished: all 10,000 planned steps"), shown
+    assert json.loads(run_cli("info", path, "--json").stdout)["unfinished"] is unfinished
