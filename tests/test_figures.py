@@ -87,3 +87,54 @@ def test_every_figure_function_returns_its_root_figure(stores):
     for whole in (jacobian.jacobian_figure(j), locality.locality_figure(loc), jacobian.side_by_side_figure([j])):
         assert type(whole) is Figure
     assert np.isfinite(j.eigenvalue.values).all()
+
+
+def _extents(figure):
+    """Every visible text and legend of ``figure`` with its drawn extent (pixels), after a draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    texts = [t for t in figure.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+             if t.get_visible() and t.get_text()]
+    legends = [a.get_legend() for a in figure.findobj(lambda a: hasattr(a, "get_legend")) if a.get_legend()]
+    return renderer, texts, legends
+
+
+@pytest.fixture
+def four_levels(tmp_path):
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "unet-bf"))
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return bp.jacobian(denoiser, images, [0.05, 0.1, 0.2, 0.4])
+
+
+def test_jacobian_figure_shows_the_clean_image_a_colour_scale_and_says_what_s_is(four_levels):
+    """Issue 27: the clean image is shown, the eigenvectors have a colour scale, the spectrum's axes say
+    what S is."""
+    figure = jacobian.jacobian_figure(four_levels)
+    titles = [axis.get_title() for axis in figure.axes]
+    clean = next((axis for axis in figure.axes if axis.get_title() == "clean x"), None)
+    assert clean is not None, titles
+    np.testing.assert_allclose(clean.images[0].get_array(), four_levels.clean.isel(image=0, channel=0).values)
+    assert any(title.startswith("e0, λ0 = ") for title in titles), titles
+    bars = [axis for axis in figure.axes if axis.get_ylabel() == "e_k / max|e_k|"]
+    assert len(bars) == 1 and tuple(bars[0].get_ylim()) == (-1.0, 1.0)
+    labels = " ".join(axis.get_xlabel() + " " + axis.get_ylabel() for axis in figure.axes)
+    assert "S = (J + Jᵀ)/2" in labels and "every computed" not in labels, labels
+
+
+def test_jacobian_figure_verdict_stays_inside_and_off_the_legends(four_levels, monkeypatch):
+    """Issue 27: the verdict lines (four σ, the longest verdict: images split between two categories)
+    neither run past the figure's edges nor cover a legend."""
+    monkeypatch.setattr(jacobian, "verdict_line", lambda summary, s: "geometry-adaptive harmonic (1 geometry-adaptive "
+                        "harmonic, 1 not harmonic)")
+    figure = jacobian.jacobian_figure(four_levels)
+    renderer, texts, legends = _extents(figure)
+    verdicts = [t for t in texts if "ρ " in t.get_text() and "σ = " in t.get_text()]
+    assert verdicts and legends
+    whole = figure.bbox
+    for text in verdicts:
+        box = text.get_window_extent(renderer)
+        assert whole.x0 - 1 <= box.x0 and box.x1 <= whole.x1 + 1 and box.y1 <= whole.y1 + 1, (box, whole)
+        for legend in legends:
+            assert not box.overlaps(legend.get_window_extent(renderer)), text.get_text()

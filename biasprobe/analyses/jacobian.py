@@ -183,7 +183,7 @@ def jacobian(
     dataset = dataset.assign(
         noisy=(field, noisy_images, {"long_name": "noisy image y = x + σz", "units": "[0, 1]"}),
         denoised=(field, denoised, {"long_name": "denoised image D(y)", "units": "[0, 1]"}),
-        eigenvalue=(per_rank, stack("spectrum")[..., :ranks], {"long_name": "eigenvalue λ of S = (J + Jᵀ)/2"}),
+        eigenvalue=(per_rank, stack("spectrum")[..., :ranks], {"long_name": "eigenvalue λ of S = (J + Jᵀ)/2, the symmetric part of the Jacobian"}),
         eigenvector=(
             ("image", "sigma", "rank", "channel", "y", "x"),
             stack("eigenvectors").reshape(len(images), len(sigma), ranks, *images.shape[1:]).astype(np.float32),
@@ -196,8 +196,8 @@ def jacobian(
         singular_residual=(
             per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
         ),
-        spectrum=(per_index, stack("spectrum"), {"long_name": "every computed eigenvalue of S"}),
-        singular_spectrum=(per_index, stack("singular_spectrum"), {"long_name": "every computed singular value of J"}),
+        spectrum=(per_index, stack("spectrum"), {"long_name": "eigenvalue λ_k of S = (J + Jᵀ)/2"}),
+        singular_spectrum=(per_index, stack("singular_spectrum"), {"long_name": "singular value s_k of the Jacobian J"}),
         effective_dimension=(
             ("image", "sigma"), stack("trace"),
             {"long_name": "effective dimensionality tr(J)", "estimator": "exact" if resolved == "dense"
@@ -212,7 +212,7 @@ def jacobian(
     )
     dataset = dataset.assign_coords(
         rank=("rank", np.arange(ranks), {"long_name": "eigenpair index k, λ_0 largest"}),
-        index=("index", np.arange(count), {"long_name": "index k of every computed value"}),
+        index=("index", np.arange(count), {"long_name": "k (values in decreasing order)"}),
     )
     dataset = with_provenance(
         dataset, denoiser, "jacobian", seed,

@@ -25,6 +25,7 @@ state.
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,11 +75,11 @@ def eigenvector_figure(
     ranks: Sequence[int] | None = None,
     figure: Figure | SubFigure | None = None,
 ) -> Figure:
-    """Noisy and denoised image, then the eigenvectors e_k at ``ranks`` (by position) titled with λ_k,
-    at the noise level ``sigma`` (the nearest stored; default the first).
+    """Clean, noisy and denoised image, then the eigenvectors e_k at ``ranks`` (by position) titled
+    with λ_k, at the noise level ``sigma`` (the nearest stored; default the first).
 
-    Each eigenvector is drawn on a symmetric colour scale ±max|e_k|; colour images get one row
-    per channel."""
+    Each eigenvector is drawn divided by its largest |entry|, on one symmetric colour scale [−1, 1]
+    with its colour bar; colour images get one row per channel."""
     at = _at(as_dataset(source, "jacobian"), sigma, "eigenvector_figure").isel(image=image)
     ranks = list(ranks) if ranks is not None else default_ranks(at)
     missing = [k for k in ranks if k >= at.sizes["rank"]]
@@ -86,10 +87,12 @@ def eigenvector_figure(
         raise InputError(f"eigenvectors {missing} are not stored (only the first {at.sizes['rank']}); rerun with a larger "
                          "{top_k}", parameters=["top_k"])
     channels = at.sizes["channel"]
-    canvas = new_canvas(figure, 1.6 * (2 + len(ranks)), 1.7 * channels + 0.4)
-    axes = canvas.subplots(channels, 2 + len(ranks), squeeze=False)
+    pictures = [(name, at[variable]) for name, variable in (("clean x", "clean"), ("noisy y", "noisy"),
+                                                             ("denoised D(y)", "denoised")) if variable in at]
+    canvas = new_canvas(figure, 1.6 * (len(pictures) + len(ranks)) + 0.9, 1.7 * channels + 0.4)
+    axes = canvas.subplots(channels, len(pictures) + len(ranks), squeeze=False)
     for c in range(channels):
-        for column, (name, picture) in enumerate((("noisy", at.noisy), ("denoised", at.denoised))):
+        for column, (name, picture) in enumerate(pictures):
             axis = axes[c, column]
             if channels == 3 and c == 0:
                 axis.imshow(np.clip(picture.transpose("y", "x", "channel").values, 0, 1))
@@ -98,18 +101,22 @@ def eigenvector_figure(
             else:
                 axis.set_visible(False)
             axis.set_title(name if c == 0 else "", fontsize=8)
-        for column, k in enumerate(ranks, start=2):
+        for column, k in enumerate(ranks, start=len(pictures)):
             vector = at.eigenvector.isel(rank=k)
-            limit = float(np.abs(vector).max())
+            scale = float(np.abs(vector).max()) or 1.0
             axis = axes[c, column]
-            axis.imshow(vector.isel(channel=c).values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            drawn = axis.imshow(vector.isel(channel=c).values / scale, cmap="RdBu_r", vmin=-1, vmax=1)
             if c == 0:
-                axis.set_title(f"λ{k} = {float(at.eigenvalue[k]):.3g}", fontsize=8)
-            if column == 2 and channels > 1:
+                axis.set_title(f"e{k}, λ{k} = {float(at.eigenvalue[k]):.3g}", fontsize=8)
+            if column == len(pictures) and channels > 1:
                 axis.set_ylabel("RGB"[c] if channels == 3 else f"channel {c}", fontsize=8)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
+    if ranks:
+        bar = canvas.colorbar(drawn, ax=axes[:, len(pictures):].ravel().tolist(), shrink=0.8, ticks=[-1, 0, 1])
+        bar.set_label("e_k / max|e_k|", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     canvas.suptitle(f"{output_title(at)}, σ = {float(at.sigma):g}", fontsize=9)
     return root(canvas)
 
@@ -224,8 +231,15 @@ def harmonic_figure(
     roughness_axis.set(xlabel=label(summary["rank"]), ylabel=label(summary.roughness))
     participation_axis.set(xlabel=label(summary["rank"]), ylabel=label(summary.participation_ratio), yscale="log")
     roughness_axis.legend(fontsize=7)
-    canvas.suptitle("\n".join(lines), fontsize=8)
+    width = canvas.get_window_extent().width / canvas.figure.dpi  # inches: the verdict wraps inside its canvas
+    columns = max(int(width * 72 / (VERDICT_FONTSIZE * 0.6)), 20)
+    canvas.suptitle("\n".join(textwrap.fill(line, columns, subsequent_indent="  ") for line in lines),
+                    fontsize=VERDICT_FONTSIZE)
     return root(canvas)
+
+
+VERDICT_FONTSIZE = 8
+"""Points of the verdict lines above the GAHB metrics; they wrap at the width of their canvas."""
 
 
 def jacobian_figure(source: Source, *, image: int = 0, sigma: float | None = None) -> Figure:
