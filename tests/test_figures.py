@@ -138,3 +138,27 @@ def test_jacobian_figure_verdict_stays_inside_and_off_the_legends(four_levels, m
         assert whole.x0 - 1 <= box.x0 and box.x1 <= whole.x1 + 1 and box.y1 <= whole.y1 + 1, (box, whole)
         for legend in legends:
             assert not box.overlaps(legend.get_window_extent(renderer)), text.get_text()
+
+
+def test_comparison_figure_has_units_the_shared_sigma_label_a_clear_legend_and_a_true_caption(tmp_path):
+    """Issue 27: the gap axis in dB, σ labelled as in the other figures, the legend off every title, and a
+    UNet comparison's caption that does not mention attention."""
+    from biasprobe.figures.comparison import comparison_figure
+
+    first = bp.load(tiny_checkpoint(tmp_path / "a.pt", "unet-bf"))
+    second = bp.load(tiny_checkpoint(tmp_path / "b.pt", "unet-bf", seed=1))
+    pictures = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    dataset = bp.compare(first, second, pictures[:3], (pictures[3:], pictures[3:]), top_k=4, samples=2,
+                         sampler_steps=2, gap_sigmas=[0.1, 0.2])
+    figure = comparison_figure(dataset)
+    gap_axis = next(axis for axis in figure.axes if axis.get_title() == "generalization gap")
+    assert gap_axis.get_ylabel().endswith("(dB)") and gap_axis.get_xlabel() == "noise level σ ([0, 1] scale)"
+    assert gap_axis.get_xlabel() == label(bp.gap(first, pictures[3:], pictures[:3], [0.1]).sigma)  # as the gap figure
+    renderer, texts, legends = _extents(figure)
+    titles = [axis.title for axis in figure.axes if axis.get_title()]
+    for legend in legends:
+        for title in titles:
+            assert not legend.get_window_extent(renderer).overlaps(title.get_window_extent(renderer)), title.get_text()
+    report = bp.report([bp.save(dataset, tmp_path / "c.zarr")], tmp_path / "report").index.read_text()
+    caption = next(line for line in report.splitlines() if line.startswith("Two checkpoints side by side"))
+    assert "attention" not in caption and "gap" in caption and "samples" in caption, caption

@@ -87,13 +87,19 @@ class StoreFigure:
     checkpoint name (one entry per checkpoint of a sweep store), and returns a Figure; ``applies`` says
     whether the store has what the figure needs (the figure is skipped when it does not). As an
     analysis's ``together`` figure, ``draw`` and ``applies`` take {label: Dataset} of several stores.
+    ``caption`` is text, or a function of the store's Dataset giving it (a caption naming only the panels
+    drawn).
     """
 
     name: str
-    caption: str
+    caption: str | Callable[[xr.Dataset], str]
     draw: Reference
     applies: Callable[[xr.Dataset], bool] = always
     per_checkpoint: bool = False
+
+    def caption_of(self, dataset) -> str:
+        """The caption under the figure drawn from ``dataset``."""
+        return self.caption(dataset) if callable(self.caption) else self.caption
 
 
 @dataclass(frozen=True)

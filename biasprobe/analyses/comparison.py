@@ -34,10 +34,19 @@ GAP_SIGMAS = np.geomspace(0.02, 0.5, 10).tolist()
 """Default noise levels of the gap part: ten σ ([0, 1] scale) inside every schedule's range."""
 
 
+def compare_caption(dataset: xr.Dataset) -> str:
+    """The panels the comparison figure draws for this store (UNets have no attention, a comparison
+    without training data no gap nor samples)."""
+    panels = [words for words, variable in (("gap", "gap"), ("Jacobian spectra", "eigenvalue"),
+                                            ("attention locality", "mean_distance"),
+                                            ("samples from the same seeds", "sample_image")) if variable in dataset]
+    listed = ", ".join(panels[:-1]) + " and " + panels[-1] if len(panels) > 1 else "".join(panels)
+    return f"Two checkpoints side by side: {listed}"
+
+
 @analysis(
     "compare", public="compare",
-    figures=[StoreFigure("compare", "Two checkpoints side by side: gap, Jacobian spectra, attention locality and "
-                         "samples from the same seeds", "biasprobe.figures.comparison:comparison_store_figure")],
+    figures=[StoreFigure("compare", compare_caption, "biasprobe.figures.comparison:comparison_store_figure")],
     numbers="biasprobe.analyses.comparison:compare_numbers",
 )
 def compare(
@@ -108,7 +117,8 @@ def compare(
             "sample_similarity": ("sample", paired_similarity(*(torch.from_numpy(m.sample_image.values) for m in drawn)),
                                   {"long_name": "mean-removed cosine of sample i of A and sample i of B"}),
         }))
-    dataset = xr.merge(parts, compat="override", combine_attrs="drop").drop_vars(["image", "t"], errors="ignore")
+    dataset = xr.merge(parts, compat="override", combine_attrs="override").drop_vars(["image", "t"], errors="ignore")
+    dataset.attrs = {}  # the parts' own attrs; each variable keeps its long_name and units (axis labels)
     dataset = with_provenance(dataset, first, "compare", seed, sigma=float(sigma), eigenspace_top=count)
     if second.source.path is not None:
         dataset.attrs.update(checkpoint_b=second.source.path, checkpoint_b_sha256=second.source.sha256)
@@ -189,4 +199,5 @@ def _staged(label: str, analysis, *args, **options):
 
 
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
-    return xr.concat(arrays, dim="checkpoint", coords="minimal", compat="override").assign_coords(checkpoint=list(LABELS))
+    return xr.concat(arrays, dim="checkpoint", coords="minimal", compat="override",
+                     combine_attrs="override").assign_coords(checkpoint=list(LABELS))

@@ -183,7 +183,7 @@ def jacobian(
     dataset = dataset.assign(
         noisy=(field, noisy_images, {"long_name": "noisy image y = x + σz", "units": "[0, 1]"}),
         denoised=(field, denoised, {"long_name": "denoised image D(y)", "units": "[0, 1]"}),
-        eigenvalue=(per_rank, stack("spectrum")[..., :ranks], {"long_name": "eigenvalue λ of S = (J + Jᵀ)/2, the symmetric part of the Jacobian"}),
+        eigenvalue=(per_rank, stack("spectrum")[..., :ranks], {"long_name": "eigenvalue λ of S = (J + Jᵀ)/2"}),
         eigenvector=(
             ("image", "sigma", "rank", "channel", "y", "x"),
             stack("eigenvectors").reshape(len(images), len(sigma), ranks, *images.shape[1:]).astype(np.float32),

@@ -47,7 +47,7 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
                              title="attention locality")
         axes["locality"].set_xticks(dataset.layer.values)
     handles = [Line2D([], [], color=colours[c], label=names[c]) for c in dataset.checkpoint.values]
-    top.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)  # off the curves
+    top.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False)  # off curves and titles
     if bottom is not None:
         _samples(bottom, dataset, names)
     return fig

@@ -161,7 +161,7 @@ def store_section(path: Path, dataset: xr.Dataset, stem: str, folder: ReportFold
             continue
         figure = draw(item, dataset)
         names = folder.write_figure(figure, _figure_stem(stem, item.name))
-        blocks.append(Picture(names["png"], names["pdf"], item.caption))
+        blocks.append(Picture(names["png"], names["pdf"], item.caption_of(dataset)))
     return blocks
 
 
