@@ -162,3 +162,24 @@ def test_comparison_figure_has_units_the_shared_sigma_label_a_clear_legend_and_a
     report = bp.report([bp.save(dataset, tmp_path / "c.zarr")], tmp_path / "report").index.read_text()
     caption = next(line for line in report.splitlines() if line.startswith("Two checkpoints side by side"))
     assert "attention" not in caption and "gap" in caption and "samples" in caption, caption
+
+
+def test_attention_maps_offer_the_papers_clip_and_unclipped_scales_and_say_which(tmp_path):
+    from biasprobe.errors import InputError
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "d.pt", "dit", windows=[3, None, None, None]))
+    dataset = bp.locality(denoiser, torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), [0.1],
+                          save_maps=True)
+    expected = {"clip": ((0, 0.1), "clipped at 0.1 (An et al.)"), "full": ((0, 1), "/ max, unclipped"),
+                "log": ((-3, 0), "log₁₀(")}
+    for scale, (limits, words) in expected.items():
+        figure = locality.attention_maps_figure(dataset, scale=scale)
+        maps = [axis for axis in figure.axes if axis.images]
+        assert all(axis.images[0].get_clim() == limits for axis in maps), scale
+        bar = next(axis for axis in figure.axes if not axis.images and axis.get_ylabel())
+        assert words in bar.get_ylabel(), bar.get_ylabel()
+        assert locality.SCALES[scale] in figure._suptitle.get_text()
+    top = next(axis for axis in locality.attention_maps_figure(dataset, scale="full").axes if axis.images)
+    assert float(np.nanmax(top.images[0].get_array())) == 1.0  # the whole range: nothing above it, nothing clipped
+    with pytest.raises(InputError, match="scale must be one of clip, full, log"):
+        locality.attention_maps_figure(dataset, scale="linear")

@@ -64,15 +64,21 @@ def attention_maps_figure(
     query: int | None = None,
     cmap: str = "viridis",
     figure: Figure | SubFigure | None = None,
+    scale: str = "clip",
 ) -> Figure:
     """An et al. Fig. 4: attention maps of layers 2, 4, … side by side, token attention below.
 
     Top row: each layer's (query × key) map, averaged over images and heads, divided by its
-    maximum and drawn with the colour scale clipped to [0, ``vmax``]. Bottom row: the row of
-    ``query`` (row-major token index; default the centre token) reshaped to the layer's token
-    grid, normalised and clipped the same way; the query is marked with a cross.
-    Needs maps in the store (``save_maps``); ``layers`` defaults to every other layer among them.
+    maximum a = A / max A, and coloured by ``scale``: ``"clip"`` (the paper's) on [0, ``vmax``], every
+    value above ``vmax`` one colour, which shows the local bands but leaves global layers solid;
+    ``"full"`` on [0, 1], unclipped; ``"log"`` as log₁₀ a on [−3, 0]. Bottom row: the row of ``query``
+    (row-major token index; default the centre token) reshaped to the layer's token grid, divided by
+    its maximum and coloured the same way; the query is marked with a cross. The colour bar and the
+    title say which scale is drawn. Needs maps in the store (``save_maps``); ``layers`` defaults to
+    every other layer among them.
     """
+    if scale not in SCALES:
+        raise InputError(f"{{scale}} must be one of {', '.join(SCALES)}, got {scale!r}", parameters=["scale"])
     dataset = at_sigma(as_dataset(source, "locality"), sigma)
     if "attention_map" not in dataset:
         raise InputError("this store has no attention maps: run locality with {save_maps}",
@@ -98,13 +104,9 @@ def attention_maps_figure(
         attention = layer.attention_map.isel(
             query=np.flatnonzero(layer["query"].values < tokens), key=slice(0, tokens)
         )
-        image = axes[0, column].imshow(
-            attention.values / np.nanmax(attention.values),
-            vmin=0,
-            vmax=vmax,
-            cmap=cmap,
-            interpolation="nearest",
-        )
+        limits = {"clip": (0, vmax), "full": (0, 1), "log": (LOG_FLOOR, 0)}[scale]
+        image = axes[0, column].imshow(_scaled(attention.values / np.nanmax(attention.values), scale),
+                                       vmin=limits[0], vmax=limits[1], cmap=cmap, interpolation="nearest")
         axes[0, column].set_title(_layer_title(layer), fontsize=9)
         chosen = (rows // 2) * cols + cols // 2 if query is None else query
         saved = list(attention["query"].values)
@@ -113,7 +115,8 @@ def attention_maps_figure(
                 raise InputError(f"query {query} is not among the saved map rows of layer {layer_index}")
             chosen = saved[0]
         row = attention.sel(query=chosen).values.reshape(rows, cols)
-        axes[1, column].imshow(row / row.max(), vmin=0, vmax=vmax, cmap=cmap, interpolation="nearest")
+        axes[1, column].imshow(_scaled(row / row.max(), scale), vmin=limits[0], vmax=limits[1], cmap=cmap,
+                               interpolation="nearest")
         axes[1, column].plot(chosen % cols, chosen // cols, "+", color="red", markersize=8)
         axes[1, column].set_title(f"query {chosen} ({chosen // cols}, {chosen % cols})", fontsize=8)
     for ax in axes.flat:
@@ -121,10 +124,27 @@ def attention_maps_figure(
         ax.set_yticks([])
     axes[0, 0].set_ylabel("query token")
     axes[1, 0].set_ylabel("token attention")
-    scale = f"{label(dataset.attention_map)} / max (clipped at {vmax:g})"
-    canvas.colorbar(image, ax=axes[:, -1], shrink=0.8, label=scale)
-    canvas.suptitle(f"attention maps, σ = {float(dataset.sigma):g}", fontsize=10)
+    named = label(dataset.attention_map)
+    drawn = {"clip": f"{named} / max, clipped at {vmax:g} (An et al.)", "full": f"{named} / max, unclipped",
+             "log": f"log₁₀({named} / max), from {LOG_FLOOR:g}"}[scale]
+    canvas.colorbar(image, ax=axes[:, -1], shrink=0.8, label=drawn)
+    canvas.suptitle(f"attention maps, σ = {float(dataset.sigma):g}; colour: {SCALES[scale]}", fontsize=10)
     return root(canvas)
+
+
+SCALES = {"clip": "clipped at a fraction of the maximum (the paper's)", "full": "whole range, unclipped",
+          "log": "log scale"}
+"""The colour scales of :func:`attention_maps_figure` (``scale``), with the words its title uses."""
+LOG_FLOOR = -3.0
+"""The lower end of the ``"log"`` scale: log₁₀ of a thousandth of the maximum."""
+
+
+def _scaled(values: np.ndarray, scale: str) -> np.ndarray:
+    """Values divided by their maximum, as the ``scale`` colours them (log₁₀, floored, for ``"log"``)."""
+    if scale != "log":
+        return values
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log10(values), LOG_FLOOR)
 
 
 def locality_profile_figure(
@@ -205,8 +225,10 @@ def locality_figure(
     metric: str = "mean_distance",
     window: int = 3,
     vmax: float = 0.1,
+    scale: str = "clip",
 ) -> Figure:
-    """Overview: the Fig. 4 maps (when the store has them) above the profile and the head heat map."""
+    """Overview: the Fig. 4 maps (when the store has them, coloured by ``scale``, see
+    :func:`attention_maps_figure`) above the profile and the head heat map."""
     dataset = as_dataset(source, "locality")
     has_maps = "attention_map" in dataset
     figure = Figure(
@@ -218,7 +240,7 @@ def locality_figure(
     )
     if has_maps:
         top, bottom = figure.subfigures(2, 1, height_ratios=[4.4, 3.8])
-        attention_maps_figure(dataset, vmax=vmax, figure=top)
+        attention_maps_figure(dataset, vmax=vmax, figure=top, scale=scale)
     else:
         bottom = figure
     left, right = bottom.subfigures(1, 2, width_ratios=[1.3, 1])
