@@ -90,12 +90,22 @@ def run_demo(out: str | Path = "biasprobe-demo", *, k: int = 100, device: str = 
         entry = entries[name]
         return train[entry["subset"]][: min(k, entry["n_train"])]
 
+    def named(dataset: xr.Dataset, train_part: str | None = None) -> xr.Dataset:
+        """``dataset`` with the coordinate ``image_source`` saying which shipped images it used (per split
+        for the gap: the model's training half, then the test images)."""
+        count = dataset.sizes["image"]
+        if train_part is None:
+            return dataset.assign_coords(image_source=("image", zoo.evaluation_names("test", count), SOURCE_ATTRS))
+        names = [[*zoo.evaluation_names(part, int(used)), *[""] * (count - int(used))]  # "": no image there
+                 for part, used in zip((train_part, "test"), dataset.images_per_split.values)]
+        return dataset.assign_coords(image_source=(("split", "image"), names, SOURCE_ATTRS))
+
     # 1. generalization gap
     gaps = {}
     for position, name in enumerate(entries, 1):
         with at_stage(1, name, position, len(entries)):
             gaps[name] = gap(load(name), own_training(name), test, GAP_SIGMAS, progress=progress)
-        store(gaps[name], f"gap-{name}.zarr")
+        store(named(gaps[name], f"train_{entries[name]['subset']}"), f"gap-{name}.zarr")
     blocks: list[Block] = [
         Heading("Generalization gap (An et al. Fig. 2)"),
         picture(gap_figure(gaps), "gap", f"PSNR of D(y) on training and test images, {k} test images per σ."),
@@ -108,7 +118,7 @@ def run_demo(out: str | Path = "biasprobe-demo", *, k: int = 100, device: str = 
         with at_stage(2, name, position, len(JACOBIAN_MODELS)):
             result = jacobian(load(name), test[:2], [SIGMA], seed=0, progress=progress)
         summary = gahb_summary(result)
-        store(xr.merge([result, summary], compat="override", join="outer"), f"jacobian-{name}.zarr")
+        store(named(xr.merge([result, summary], compat="override", join="outer")), f"jacobian-{name}.zarr")
         pictures.append(picture(jacobian_figure(result), f"jacobian-{name}", f"{name}: test image 0 at σ = {SIGMA}."))
         rows.append((name, f"{float(result.effective_dimension.mean()):.1f}",
                      f"{float(summary.mean_harmonicity[0]):.2f}", f"{float(summary.mean_participation[0]):.3f}",
@@ -124,7 +134,7 @@ def run_demo(out: str | Path = "biasprobe-demo", *, k: int = 100, device: str = 
         with at_stage(3, name, position, len(LOCALITY_MODELS)):
             maps[name] = locality(load(name), test[:8], list(LOCALITY_SIGMAS), save_maps=True, seed=0,
                                   progress=progress)
-        store(maps[name], f"locality-{name}.zarr")
+        store(named(maps[name]), f"locality-{name}.zarr")
         pictures.append(picture(attention_maps_figure(maps[name]), f"attention-{name}",
                                 f"{name}: attention maps of the centre query, per layer."))
     rows = []
@@ -164,6 +174,10 @@ def run_demo(out: str | Path = "biasprobe-demo", *, k: int = 100, device: str = 
     folder.write_text("index.html", html_page(blocks, TITLE))
     folder.finish()
     return index
+
+
+SOURCE_ATTRS = {"long_name": "which shipped image (biasprobe.zoo.evaluation_images: the first 300 Fashion-MNIST "
+                             "images of S1, S2 and the test split, seed 0)"}
 
 
 def _number(value, spec: str = ".3f") -> str:

@@ -84,7 +84,8 @@ def provenance(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if checkpoint is not None:
-        attrs["checkpoint"] = str(checkpoint)
+        attrs["checkpoint"] = str(checkpoint)  # as given (relative to where the command ran) ...
+        attrs["checkpoint_resolved"] = str(Path(checkpoint).resolve())  # ... and wherever that was
         attrs["checkpoint_sha256"] = file_sha256(checkpoint)
     if denoiser is not None:
         attrs["architecture"] = json.dumps(denoiser.describe(), default=str)

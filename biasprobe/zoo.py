@@ -76,6 +76,12 @@ def example_images(shape: tuple[int, int, int] | None = None) -> list[Path]:
     return [path for path in chosen if candidates[path][1] == size]
 
 
+def evaluation_names(part: str, count: int) -> list[str]:
+    """Names of the first ``count`` images of :func:`evaluation_images` ``(part)``, as a store records which
+    images it used: ``fashion-mnist-eval.npz:test[7]``."""
+    return [f"fashion-mnist-eval.npz:{part}[{i}]" for i in range(count)]
+
+
 def evaluation_images(part: str) -> torch.Tensor:
     """300 Fashion-MNIST images as (300, 1, 32, 32) in [0, 1]: ``train_s1``, ``train_s2`` or ``test``."""
     with np.load(_require(DATA_DIR / "fashion-mnist-eval.npz"), allow_pickle=False) as arrays:

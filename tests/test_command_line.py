@@ -457,3 +457,22 @@ def test_help_reflows_paragraphs_and_keeps_bracketed_words(monkeypatch):
     assert "reuses the cached store of each analysis (same checkpoint sha256 and parameters)" in paper
     assert any("(same checkpoint sha256" in line for line in lines)  # one line at 200 columns
     assert "[defaults]" in run_cli("sweep", "train", "--help").stdout
+
+
+@pytest.mark.slow
+def test_demo_stores_name_their_images_and_checkpoints_resolve_from_anywhere(tiny_zoo, tmp_path, monkeypatch):
+    """Issue 27: which shipped images each demo store used (not only 0, 1), and the checkpoint path as
+    given plus resolved, so that a store read elsewhere still finds its checkpoint."""
+    from biasprobe.demo import run_demo
+
+    run_demo(tmp_path / "demo", k=2, progress=False)
+    jacobian_store = bp.open(tmp_path / "demo" / "jacobian-unet-bf-n10.zarr")
+    assert list(jacobian_store.image_source.values) == ["fashion-mnist-eval.npz:test[0]", "fashion-mnist-eval.npz:test[1]"]
+    gap_store = bp.open(tmp_path / "demo" / "gap-unet-bf-n10000-s2.zarr")
+    assert gap_store.image_source.sel(split="train").values.tolist() == [
+        "fashion-mnist-eval.npz:train_s2[0]", "fashion-mnist-eval.npz:train_s2[1]"]
+    assert bp.open(tmp_path / "demo" / "locality-dit-n10.zarr").image_source.values[0] == "fashion-mnist-eval.npz:test[0]"
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path / "m.pt", "unet-bf")
+    relative = bp.jacobian(bp.load("m.pt"), torch.rand(1, 1, 8, 8), [0.1], top_k=2, method="randomized")
+    assert relative.attrs["checkpoint"] == "m.pt" and relative.attrs["checkpoint_resolved"] == str(checkpoint.resolve())
