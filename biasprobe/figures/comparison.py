@@ -55,7 +55,7 @@ def comparison_figure(source: Source, labels: tuple[str, str] = ("A", "B")) -> F
 
 def comparison_store_figure(source: Source) -> Figure:
     """:func:`comparison_figure` of a compare store, A and B labelled by their checkpoints."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "compare")
     return comparison_figure(dataset, (checkpoint_label(dataset.attrs.get("checkpoint"), "A"),
                                        checkpoint_label(dataset.attrs.get("checkpoint_b"), "B")))
 

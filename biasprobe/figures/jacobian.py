@@ -123,13 +123,13 @@ def eigenvector_figure(
 
 def training_span_figure(source: Source) -> Figure:
     """:func:`span_fraction_figure` of one training-span store, labelled by its checkpoint."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "training-span")
     return span_fraction_figure({checkpoint_label(dataset.attrs.get("checkpoint"), "model"): dataset})
 
 
 def ideal_memorizer_figure(source: Source) -> Figure:
     """:func:`span_fraction_figure` of an ideal-memorizer store, one curve per σ."""
-    dataset = as_dataset(source)
+    dataset = as_dataset(source, "ideal-memorizer")
     return span_fraction_figure({f"ideal memorizer, σ = {float(sigma):g}": dataset.sel(sigma=[sigma])
                                  for sigma in dataset.sigma.values})
 
