@@ -59,3 +59,29 @@ def test_figures_are_saved_byte_for_byte_the_same_whatever_the_date_and_matplotl
     callers = [path.relative_to(root).as_posix() for folder in ("biasprobe", "cli") for path in (root / folder).rglob("*.py")
                if ".savefig(" in path.read_text()]
     assert callers == ["biasprobe/reports/folder.py"], callers  # the one place figures are written
+
+
+def test_a_constrained_layout_is_saved_to_the_same_bytes_every_time(tmp_path):
+    """Constrained layout lands a millionth of a point apart from one process to the next (its solver's
+    constraints come in an order set by memory addresses), which Fig. 4's PDF showed on every other run
+    (issue 27): a saved figure's positions are rounded to LAYOUT_DIGITS decimals, and stay there."""
+    import glob
+    from pathlib import Path
+
+    import numpy as np
+
+    import biasprobe as bp
+    from biasprobe.figures.jacobian import jacobian_figure
+    from biasprobe.reports.folder import LAYOUT_DIGITS, save_figure
+
+    stores = Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores"
+    dataset = bp.open(sorted(glob.glob(str(stores / "jacobian-unet-bf-n10-s1-*.zarr")))[0])
+    saved = set()
+    for n in range(3):
+        figure = jacobian_figure(dataset)  # subfigures, colour bar, constrained layout
+        saved.add(save_figure(figure, tmp_path / f"{n}.pdf", bbox_inches="tight").read_bytes())
+        assert figure.get_layout_engine() is None or type(figure.get_layout_engine()).__name__ == "PlaceHolderLayoutEngine"
+        for sub in figure.subfigs:
+            points = sub.bbox_relative.get_points()
+            np.testing.assert_allclose(points, np.round(points, LAYOUT_DIGITS), rtol=0, atol=1e-12)
+    assert len(saved) == 1

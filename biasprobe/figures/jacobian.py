@@ -107,7 +107,7 @@ def eigenvector_figure(
             axis = axes[c, column]
             drawn = axis.imshow(vector.isel(channel=c).values / scale, cmap="RdBu_r", vmin=-1, vmax=1)
             if c == 0:
-                axis.set_title(f"e{k}, λ{k} = {float(at.eigenvalue[k]):.3g}", fontsize=8)
+                axis.set_title(f"λ{k} = {float(at.eigenvalue[k]):.3g}", fontsize=8)
             if column == len(pictures) and channels > 1:
                 axis.set_ylabel("RGB"[c] if channels == 3 else f"channel {c}", fontsize=8)
     for axis in axes.flat:

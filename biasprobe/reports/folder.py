@@ -174,5 +174,33 @@ def save_figure(figure: Figure, path: str | os.PathLike, *, dpi: int = DPI, form
     import matplotlib
 
     with matplotlib.rc_context({"svg.hashsalt": "biasprobe"}):  # SVG element ids from a fixed salt, not at random
+        _freeze_layout(figure)
         figure.savefig(path, dpi=dpi, format=fmt, metadata=figure_metadata(fmt), **options)
     return path
+
+
+LAYOUT_DIGITS = 5
+"""Decimals of the figure fraction to which :func:`_freeze_layout` rounds every position (1e-5 of a
+figure is far below a pixel)."""
+
+
+def _freeze_layout(figure: Figure) -> None:
+    """Run ``figure``'s layout engine once, round every subfigure's and axes' position to
+    :data:`LAYOUT_DIGITS` and turn the engine off. Constrained layout's solver lands a millionth of a
+    point apart from one process to the next (its constraints come in an order that depends on memory
+    addresses), which a PDF's coordinates show; rounded positions are the same in every run."""
+    import numpy as np
+
+    if figure.get_layout_engine() is None:
+        return
+    figure.draw_without_rendering()
+
+    def rounded(canvas) -> None:
+        for sub in canvas.subfigs:
+            sub.bbox_relative.set_points(np.round(sub.bbox_relative.get_points(), LAYOUT_DIGITS))
+            rounded(sub)
+        for axis in canvas.axes:
+            axis.set_position(np.round(axis.get_position(original=False).bounds, LAYOUT_DIGITS), which="both")
+
+    rounded(figure)
+    figure.set_layout_engine("none")
