@@ -57,15 +57,16 @@ def test_a_picture_given_to_report_is_told_to_give_a_store(tmp_path):
 
 def test_a_data_dir_without_the_data_set_is_an_error_not_a_silent_fall_back(tmp_path):
     from biasprobe import data
-    from biasprobe.errors import ParameterError
+    from biasprobe.errors import InputError
 
-    with pytest.raises(ParameterError, match=r"data_dir .*nowhere holds no Fashion-MNIST"):
+    with pytest.raises(InputError, match=r"Fashion-MNIST not found in .*nowhere .*: pass as data_dir= the folder"):
         data.load("fashion-mnist", "test", 2, data_dir=tmp_path / "nowhere")
     checkpoint = tiny_checkpoint(tmp_path / "m.pt", "unet-bf")
     shown = run_cli("gap", checkpoint, "--data", "fashion-mnist", "--n-train", "10", "--per-split", "2",
                     "--data-dir", tmp_path / "nowhere",
                     "--out", tmp_path / "g.zarr")
-    assert_one_line_error(shown, f"--data-dir {tmp_path / 'nowhere'} holds no Fashion-MNIST")
+    assert_one_line_error(shown, f"Fashion-MNIST not found in {tmp_path / 'nowhere'}")
+    assert "pass as --data-dir the folder" in shown.stderr and "leave out --data-dir" in shown.stderr
     assert data.load("fashion-mnist", "test", 2).shape == (2, 1, 32, 32)  # without one: the installed copy
 
 

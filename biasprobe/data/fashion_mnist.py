@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from biasprobe.data.base import Info, Request, as_images, resize
-from biasprobe.errors import InputError, ParameterError
+from biasprobe.errors import InputError
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 """Where Debian's dataset-* packages install, this one in its ``fashion-mnist/`` folder."""
@@ -31,8 +31,12 @@ def find_directory(data_dir: Path | None) -> Path:
         for directory in (Path(data_dir), Path(data_dir) / "fashion-mnist"):
             if find_file(directory, "train-images-idx3-ubyte") is not None:
                 return directory
-        raise ParameterError("data_dir", f"{data_dir} holds no Fashion-MNIST: give the folder holding "
-                             "train-images-idx3-ubyte.gz and its siblings (or its parent)")
+        raise InputError(
+            f"Fashion-MNIST not found in {data_dir} (nor in its fashion-mnist/ subfolder): pass as " + "{data_dir} the "
+            "folder holding train-images-idx3-ubyte.gz and its siblings, or run `apt-get install "
+            "dataset-fashion-mnist` and leave out {data_dir}",
+            parameters={"data_dir": "data_dir="},
+        )
     roots = []
     if os.environ.get(ENVIRONMENT_VARIABLE):
         roots.append(Path(os.environ[ENVIRONMENT_VARIABLE]))
