@@ -29,7 +29,7 @@ def gap_store():
     """A real store the paper report committed (a DiT's generalization gap)."""
     from pathlib import Path
 
-    return next((Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores").glob("gap-dit-n10-*.zarr"))
+    return next((Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores").glob("gap-dit-n10-*.zarr.zip"))
 
 
 def test_report_into_a_folder_it_cannot_write_is_one_line_naming_the_flag(tmp_path, monkeypatch, gap_store):
@@ -51,7 +51,7 @@ def test_a_picture_given_to_report_is_told_to_give_a_store(tmp_path):
 
     picture = Path(__file__).resolve().parents[1] / "data" / "images" / "camera-32.png"
     shown = run_cli("report", picture, "--out", tmp_path / "r")
-    assert_one_line_error(shown, "is a file, not a biasprobe store: give a .zarr folder that an analysis wrote")
+    assert_one_line_error(shown, "is a file, not a biasprobe store: give a store that an analysis wrote")
     assert "--out" not in shown.stderr  # not: "run an analysis with --out camera-32.png first"
 
 
@@ -93,12 +93,13 @@ def test_a_colour_picture_read_by_a_grey_model_is_said_to_be_converted(tmp_path)
 
 
 def test_a_store_with_a_truncated_chunk_is_the_library_error_naming_the_variable(tmp_path, gap_store):
-    import shutil
+    import zipfile
 
     from biasprobe.errors import InputError
 
     damaged = tmp_path / "damaged.zarr"
-    shutil.copytree(gap_store, damaged)
+    with zipfile.ZipFile(gap_store) as archive:  # the committed single-file store, as a folder
+        archive.extractall(damaged)
     chunk = next(path for path in sorted((damaged / "gap").rglob("*")) if path.is_file() and path.name != "zarr.json")
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     with pytest.raises(InputError, match=r"damaged\.zarr is damaged: the data of gap cannot be read \(.*\); run the "

@@ -75,7 +75,7 @@ def test_a_constrained_layout_is_saved_to_the_same_bytes_every_time(tmp_path):
     from biasprobe.reports.folder import LAYOUT_DIGITS, save_figure
 
     stores = Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores"
-    dataset = bp.open(sorted(glob.glob(str(stores / "jacobian-unet-bf-n10-s1-*.zarr")))[0])
+    dataset = bp.open(sorted(glob.glob(str(stores / "jacobian-unet-bf-n10-s1-*.zarr.zip")))[0])
     saved = set()
     for n in range(3):
         figure = jacobian_figure(dataset)  # subfigures, colour bar, constrained layout
