@@ -108,9 +108,9 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_
         assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
     claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
     assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
-    from biasprobe.reports.paper import _trained_sigma_max
+    from biasprobe.reports.paper.tables import trained_sigma_max
 
-    trained = lambda schedule: _trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
+    trained = lambda schedule: trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
         {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
     assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
     alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr.zip"))], tmp_path / "alone")
@@ -204,7 +204,7 @@ def test_a_cache_of_folder_stores_is_packed_into_single_files_and_gives_the_same
     def computed(kind, *args, **kwargs):
         raise AssertionError(f"{kind} was computed again")
 
-    monkeypatch.setattr("biasprobe.reports.paper.compute", computed)
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
     again = paper_report(zoo, out, settings=SETTINGS, device="cpu")
     assert sorted(path.name for path in (out / "stores").iterdir()) == [f"{name}.zip" for name in folders]
     assert all((out / "stores" / f"{name}.zip").is_file() for name in folders)
