@@ -31,14 +31,19 @@ class Item:
 
 
 def _cells(family: str, ns: Sequence[int | None], variant: str = "global", seeds: int = 1, subset: str = "s1"):
+    """One cell per N of ``ns``, the rest alike."""
     return tuple(Cell(family, n, variant, subset, seeds) for n in ns)
 
 
 def _seeds(n: int | None) -> int:
+    """Seeds a gap cell needs: several at the mid-range N, one elsewhere."""
     return SEEDS if n == MID_N else 1
 
 
 def memorizer_cells() -> tuple[Cell, ...]:
+    """The memorizers item's cells: each N = 10 model of :data:`~biasprobe.reports.zoo.MEMORIZERS` with its
+    memorization, training-span (at the report's σ and at the memorizer σ) and ideal-memorizer stores, and the
+    largest-N model of each family and variant (the contrast) with its training-span stores at both σ."""
     cells = [Cell(family, 10, variant, subset, analysis=kind) for family, variant, subset in MEMORIZERS
              for kind in ("memorization", None, IDEAL, AT_MEMORIZER_SIGMA)]
     return (*cells, *(Cell(family, None, variant, analysis=kind)

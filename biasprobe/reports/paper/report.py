@@ -127,7 +127,8 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
         return dataset is not None
 
     missing = [(kind, model) for kind, model in work if not look_up(kind, model)]
-    missing = [(kind, model) for kind, model in missing if not look_up(kind, model)]  # the memorizer σ now known
+    missing = [(kind, model) for kind, model in missing  # the memorizer σ, known once every ideal store is found
+               if kind != AT_MEMORIZER_SIGMA or not look_up(kind, model)]
     if progress:
         shipped = f" ({cache.found_read_only} in the read-only cache {', '.join(map(str, cache.read_only))})" \
             if cache.found_read_only else ""
@@ -142,6 +143,10 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
             analysis, at = chosen
             if progress:
                 shown = analysis if kind == analysis else f"{analysis} at σ = {at.sigma:g}"
+                source_here = at == settings and (DERIVED.get(analysis), model.name) in got
+                if analysis in DERIVED and not source_here and cache.where(
+                        DERIVED[analysis], model.name, at.key(DERIVED[analysis], model)) is None:
+                    shown += f" (and the {DERIVED[analysis]} store it is derived from)"
                 note(f"computing store {number}/{len(missing)}: {shown} of {model.name}")
                 advance(0, status=f"{shown} of {model.name}")
             got[kind, model.name] = _compute_store(analysis, model, at, cache, device,
