@@ -58,7 +58,8 @@ def stores(
 @app.command("paper")
 def paper(
     zoo: Annotated[Path, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md).")] = Path("data/zoo"),
-    out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses.")] = Path(
+    out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses (the "
+                                      "repository's reports/paper/stores is read too, never written).")] = Path(
         "reports/paper"),
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
     per_split: Annotated[int | None, typer.Option(help="Images per split for the gap (default 50; the paper's K is "
@@ -74,7 +75,9 @@ def paper(
     checks of the N = 10 models, from a zoo.
 
     Finds the zoo's model for every cell each figure needs, reuses the cached store of each analysis (same
-    checkpoint sha256 and parameters) or computes it, and draws from the stores. What the zoo lacks is
+    checkpoint sha256 and parameters) or computes it, and draws from the stores. The cache is the report
+    folder's stores/ and, read-only, the stores committed in reports/paper/stores, whatever `--out` is; the
+    first line says how many stores are cached and how many will be computed. What the zoo lacks is
     listed by name on the page; nothing is drawn without its models. The page opens with how far each model
     is trained (steps, loss change over the last 20 %, plateau or not). `--zoo data/checkpoints` runs it on
     the small shipped zoo.

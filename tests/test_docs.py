@@ -36,3 +36,15 @@ def test_every_example_that_needs_fashion_mnist_names_its_apt_package():
         for block in blocks:
             if "--data fashion-mnist" in block or "biasprobe gap " in block:
                 assert "dataset-fashion-mnist" in block, f"{page}: name the apt package beside\n{block}"
+
+
+def test_the_zoo_manifest_fields_are_documented():
+    """docs/reports.md's table of the manifest lists every field of the one schema (biasprobe.sweeps.manifest)."""
+    from dataclasses import fields
+
+    from biasprobe.sweeps.manifest import ManifestEntry
+
+    text = (ROOT / "docs" / "reports.md").read_text()
+    table = text[text.index("### The zoo manifest"):text.index("How far each model is trained is read")]
+    documented = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
+    assert documented == {spec.name for spec in fields(ManifestEntry) if spec.name != "written"}

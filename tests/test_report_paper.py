@@ -108,9 +108,9 @@ def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_
         assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
     claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
     assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
-    from biasprobe.reports.paper import _trained_sigma_max
+    from biasprobe.reports.paper.tables import trained_sigma_max
 
-    trained = lambda schedule: _trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
+    trained = lambda schedule: trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
         {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
     assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
     alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr.zip"))], tmp_path / "alone")
@@ -204,7 +204,7 @@ def test_a_cache_of_folder_stores_is_packed_into_single_files_and_gives_the_same
     def computed(kind, *args, **kwargs):
         raise AssertionError(f"{kind} was computed again")
 
-    monkeypatch.setattr("biasprobe.reports.paper.compute", computed)
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
     again = paper_report(zoo, out, settings=SETTINGS, device="cpu")
     assert sorted(path.name for path in (out / "stores").iterdir()) == [f"{name}.zip" for name in folders]
     assert all((out / "stores" / f"{name}.zip").is_file() for name in folders)
@@ -283,3 +283,53 @@ def test_the_page_does_not_depend_on_what_was_cached(tmp_path):
     first = (tmp_path / "out" / "index.md").read_text()
     paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=memorizers)
     assert (tmp_path / "out" / "index.md").read_text() == first
+
+
+def test_out_elsewhere_reuses_the_read_only_cache_computes_nothing_and_writes_nothing_there(rendered, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """The committed stores are a read-only cache of every report folder: a report into another folder finds
+    every store there by its key (the first line says so), computes none, and leaves the cache untouched."""
+    import re
+
+    zoo, out, result = rendered
+    shipped = out / "stores"
+    before = {path.name: path.stat().st_mtime_ns for path in shipped.iterdir()}
+    mark = (out / ".biasprobe-report.json").read_text()
+
+    def computed(kind, *args, **kwargs):
+        raise AssertionError(f"{kind} was computed again")
+
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
+    monkeypatch.setattr("biasprobe.reports.paper.report.SHIPPED_CACHE", shipped)  # the default read-only cache
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    again = paper_report(zoo, elsewhere, settings=SETTINGS, device="cpu", progress=True)
+    first = capsys.readouterr().err.splitlines()[0]
+    count = re.fullmatch(rf"paper stores: (\d+) of (\d+) cached \((\d+) in the read-only cache {re.escape(str(shipped))}\), "
+                         r"0 to compute", first)
+    assert count and count[1] == count[2] == count[3] and int(count[1]) > 20
+    assert not (elsewhere / "stores").exists()
+    assert {path.name: path.stat().st_mtime_ns for path in shipped.iterdir()} == before
+    assert (out / ".biasprobe-report.json").read_text() == mark
+    said = f"drawn from the stores in `stores/` and in the read-only cache `{shipped}`,"
+    assert said in again.index.read_text()
+    assert again.index.read_text().replace(said, "drawn from the stores in `stores/`,") == result.index.read_text()
+
+
+def test_a_store_missing_from_the_caches_is_computed_into_the_report_folder_and_named(rendered, tmp_path, capsys):
+    import shutil
+
+    zoo, out, _ = rendered
+    cache = shutil.copytree(out / "stores", tmp_path / "cache")
+    missing = next(cache.glob("locality-dit-n10-*.zarr.zip"))
+    missing.unlink()
+    kept = sorted(path.name for path in cache.iterdir())
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    capsys.readouterr()
+    paper_report(zoo, tmp_path / "elsewhere", settings=SETTINGS, device="cpu", items=fig4, caches=[cache],
+                 progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "paper stores: 0 of 1 cached, 1 to compute"
+    assert "computing store 1/1: locality of dit-n10" in lines
+    assert (tmp_path / "elsewhere" / "stores" / missing.name).is_file()
+    assert sorted(path.name for path in cache.iterdir()) == kept

@@ -408,3 +408,34 @@ def test_records_manifest_and_list_say_whether_each_model_is_on_a_plateau(tmp_pa
     assert rows["unet-n4-s1"][-1] == "yes" and rows["dit-local"][-1] == "no"
     assert rows["dit-local"][-2] == f"{expected:+.1%}" and rows["unet-n4-s2"][-2:] == ["-", "-"]  # never trained
     assert "flat" in rows["name"] and "Δ20%" in rows["name"]
+
+
+def test_a_manifest_written_by_sweep_train_is_read_back_by_the_report(tmp_path):
+    """One schema (biasprobe.sweeps.manifest): what `sweep train` writes, the report's zoo reader reads — the
+    models with their files, sha256, family, variant, training images and how far they are trained."""
+    from biasprobe.reports.zoo import read_zoo, zoo_training
+    from biasprobe.sweeps.manifest import REQUIRED_FIELDS, ManifestEntry, read_manifest
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    result = run_cli("sweep", "train", recipe, "--only", "unet-n4-s2,dit-local", "--workers", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    written = {e["name"]: e for e in json.loads((tmp_path / "zoo" / "manifest.json").read_text())["checkpoints"]}
+    assert all(set(REQUIRED_FIELDS) <= set(entry) for entry in written.values())
+    models = {model.name: model for model in read_zoo(tmp_path / "zoo")}
+    assert set(models) == {"unet-n4-s2", "dit-local"}
+    unet, dit = models["unet-n4-s2"], models["dit-local"]
+    assert unet.path == tmp_path / "zoo" / "unet-n4-s2.safetensors" and unet.sha256 == file_sha256(unet.path)
+    assert (unet.family, unet.n_train, unet.subset, unet.variant) == ("unet-bf", 4, "s2", "global")
+    assert (dit.family, dit.n_train, dit.windows, dit.variant) == ("dit", 6, (3,), None)  # trailing global layers dropped
+    assert dit.data == f"npz:{tmp_path / 'set.npz'}" and dit.steps_done == 3
+    bp.load(dit.path)  # the file the report opens
+    trained = {state.name: state for state in zoo_training(tmp_path / "zoo")}
+    assert trained["dit-local"].steps_done == trained["dit-local"].steps == 3
+    judged = written["dit-local"]
+    assert trained["dit-local"].change == judged["loss_change_last_20pct"]  # 3 steps: too short to judge, None
+    assert trained["dit-local"].plateau is (None if judged["loss_change_last_20pct"] is None else judged["plateau"])
+    for entry in read_manifest(tmp_path / "zoo"):  # every field the writer wrote is kept for other readers
+        assert entry.written == written[entry.name] and isinstance(entry, ManifestEntry)

@@ -1,9 +1,17 @@
-"""Figures of the generalization gap (An et al. Fig. 2) and of memorization, drawn from stores alone."""
+"""Figures of the generalization gap (An et al. Figs. 2 and 6, Tables 2 and 3) and of memorization, drawn
+from stores alone.
+
+- :func:`gap_figure`: PSNR on training and test images and the gap against noise, one curve per store;
+- :func:`seeds_gap_figure`: the same with each model the mean over its seeds (:func:`seed_mean`);
+- :func:`average_gap_bars_figure`: the average gap per model, a bar at the mean over seeds and a dot
+  per seed;
+- :func:`nearest_figure`: samples above their nearest training images.
+"""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import seaborn as sns
@@ -55,6 +63,38 @@ def gap_figure(sources: Source | Mapping[str, Source], figure: Figure | SubFigur
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize="small",
                frameon=False)
     return root(fig)
+
+
+def seed_mean(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
+    """The gap of one model over its seeds: the mean of ``gap``, ``gap_sem``, ``mean_psnr`` and
+    ``average_gap`` over the gap Datasets of its seeds (the one Dataset itself for one seed)."""
+    if len(datasets) == 1:
+        return datasets[0]
+    keep = ["gap", "gap_sem", "mean_psnr", "average_gap"]
+    return xr.concat([ds[keep] for ds in datasets], dim="seed", coords="minimal", compat="override").mean("seed")
+
+
+def seeds_gap_figure(runs: Mapping[str, Sequence[xr.Dataset]], figure: Figure | SubFigure | None = None) -> Figure:
+    """:func:`gap_figure` of several models, each given as the gap Datasets of its seeds and drawn as their
+    mean (:func:`seed_mean`); ``runs`` maps a model's label to its Datasets."""
+    return gap_figure({name: seed_mean(list(datasets)) for name, datasets in runs.items()}, figure=figure)
+
+
+def average_gap_bars_figure(runs: Mapping[str, Sequence[xr.Dataset]], reference: Collection[str] = (),
+                            figure: Figure | SubFigure | None = None) -> Figure:
+    """The average gap of each model (``runs``: label -> the gap Datasets of its seeds): a bar at the mean
+    over seeds, a dot per seed; the ``reference`` labels (the models the others are compared with, e.g.
+    global attention) in grey, the others in colour. A label's " N=" starts a second line."""
+    canvas = new_canvas(figure, max(4.0, 1.1 * len(runs) + 1.5), 3.4)
+    axis = canvas.subplots()
+    for position, (name, datasets) in enumerate(runs.items()):
+        gaps = np.array([float(ds.average_gap) for ds in datasets])
+        axis.bar(position, gaps.mean(), color="0.6" if name in reference else "C0")
+        axis.plot(np.full(len(gaps), position), gaps, "o", color="k", markersize=3)
+    axis.set_xticks(range(len(runs)), [name.replace(" N=", "\nN=") for name in runs], fontsize=8)
+    axis.set_ylabel("average gap (dB)")
+    axis.axhline(0, color="0.5", linewidth=0.8)
+    return root(canvas)
 
 
 def nearest_figure(source: Source, count: int = 8, figure: Figure | SubFigure | None = None) -> Figure:

@@ -9,6 +9,8 @@
 - :func:`span_fraction_figure`: from training-span Datasets
   (:func:`~biasprobe.analyses.span.jacobian_memorization`): ‖P_T e_j‖² against the rank j
   of the denoiser's Jacobian, with the held-out control ‖P_H e_j‖² and chance dim/d.
+- :func:`spectra_and_eigenvectors_figure`: An et al. Figs. 1 and 3 as ``report paper`` draws them — the
+  spectra of several labelled stores in one panel, then each store's eigenvectors in a row.
 - :func:`side_by_side_figure`: An et al. Figs. 1 and 3 — one row per store (checkpoint) at the
   same image and σ: clean, noisy, D(y), eigenvectors at chosen ranks with λ, and the GAHB and
   memorization metrics (what ``biasprobe jacobian A.pt B.pt … --figure`` draws).
@@ -205,6 +207,19 @@ def span_fraction_figure(
     axis.set_ylim(-0.02, 1.02)
     axis.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return root(canvas)
+
+
+def spectra_and_eigenvectors_figure(stores: Mapping[str, xr.Dataset]) -> Figure:
+    """The spectra of the labelled jacobian Datasets ``stores`` together (:func:`spectrum_figure`), then one
+    row per store with its eigenvectors (:func:`eigenvector_figure`), titled by label, output and σ."""
+    figure = Figure(figsize=(9, 2.0 * len(stores) + 3.2), layout="constrained")
+    rows = figure.subfigures(len(stores) + 1, 1, height_ratios=[3.2] + [2.0] * len(stores))
+    spectrum_figure(stores, figure=rows[0])
+    for row, (name, dataset) in zip(rows[1:], stores.items()):
+        eigenvector_figure(dataset, figure=row)
+        row.suptitle(f"{name}: eigenvectors of the {dataset.attrs.get('output', 'denoised')} output, "
+                     f"σ = {float(dataset.sigma[0]):g}", fontsize=9)
+    return figure
 
 
 def _shown(value: float, template: str, undefined: str) -> str:

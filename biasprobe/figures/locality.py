@@ -2,6 +2,7 @@
 
 - :func:`attention_maps_figure`: An et al. Fig. 4 — every other layer's HW×HW attention map and
   one query's token attention.
+- :func:`attention_rows_figure`: Fig. 4 as ``report paper`` draws it, one row of maps per labelled store.
 - :func:`locality_profile_figure`: a locality metric against layer, one line per σ or per checkpoint.
 - :func:`heads_figure`: a locality metric per layer and head as a heat map.
 - :func:`locality_figure`: the three together (what ``biasprobe locality --figure`` draws).
@@ -145,6 +146,17 @@ def _scaled(values: np.ndarray, scale: str) -> np.ndarray:
         return values
     with np.errstate(divide="ignore"):
         return np.maximum(np.log10(values), LOG_FLOOR)
+
+
+def attention_rows_figure(stores: Mapping[str, xr.Dataset]) -> Figure:
+    """One row of :func:`attention_maps_figure` per labelled locality Dataset (saved with maps), titled by
+    label and σ."""
+    figure = Figure(figsize=(13, 4.4 * len(stores)), layout="constrained")
+    rows = figure.subfigures(len(stores), 1, squeeze=False)[:, 0]
+    for row, (name, dataset) in zip(rows, stores.items()):
+        attention_maps_figure(dataset, figure=row)
+        row.suptitle(f"{name}: attention maps, σ = {float(dataset.sigma[0]):g}", fontsize=10)
+    return figure
 
 
 def locality_profile_figure(

@@ -3,23 +3,16 @@ each is trained (:class:`TrainedSoFar`), and the cells a report asks it for (:cl
 attention variant, N, subset), with the names the paper recipe (:mod:`biasprobe.reports.paper`) and
 its claims (:mod:`biasprobe.reports.claims`) share.
 
-The zoo is a folder with ``manifest.json`` = ``{"checkpoints": [entry, ...]}``. The fields read are
-
-- ``name`` (unique), ``file`` (what :func:`biasprobe.load` opens, relative to the zoo folder) and
-  ``sha256`` (of that file; checked against the store's provenance);
-- ``family``: ``dit``, ``unet-ddpm`` or ``unet-bf``;
-- ``config.windows`` (or a top-level ``windows``): the DiT's attention window per layer, null for a
-  global layer (a shorter list leaves the remaining layers global); it picks the variant in :data:`VARIANTS`;
-- ``data`` (a :func:`biasprobe.data.load` name), ``n_train``, ``subset`` (``s1``/``s2``) and ``seed``
-  (the seed of the subset; default 0): the model's training images are
-  ``data.load(data, "train", n_train, subset=subset, seed=seed)``.
+The zoo is a folder with ``manifest.json``, read through the one schema that ``biasprobe sweep train``
+writes it with (:mod:`biasprobe.sweeps.manifest`, :class:`~biasprobe.sweeps.manifest.ManifestEntry`):
+a model's name, file, sha256, family, training images (``data``, ``n_train``, ``subset``, ``seed``) and
+attention windows (which pick its variant in :data:`VARIANTS`).
 
 How far each model is trained is read for the page's "How far the zoo is trained" table
 (:func:`zoo_training`): ``steps_done`` and ``steps`` (the recipe's), and the plateau judgement
-``loss_change_last_20pct``, ``loss_change_se``, ``plateau`` (written by ``biasprobe sweep train``); an
-entry without it is judged from its record ``NAME.train.json``'s loss curve beside the manifest
+``loss_change_last_20pct``, ``loss_change_se``, ``plateau``; an entry without it is judged from its
+record ``NAME.train.json``'s loss curve beside the manifest
 (:func:`biasprobe.training.plateau.loss_plateau`), and one with neither is listed as not judged.
-Other fields (batch, FLOPs, time, final loss, …) are kept but not needed.
 """
 
 from __future__ import annotations
@@ -31,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biasprobe.errors import InputError
+from biasprobe.sweeps.manifest import MANIFEST, read_manifest
 
 LOCAL = (3, 5, 7, 9, 11, 13)
 VARIANTS: dict[str, tuple[int | None, ...]] = {
@@ -81,29 +75,14 @@ class ZooModel:
 def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
     """The models of the zoo at ``folder`` (its ``manifest.json``, see the module doc)."""
     folder = Path(folder)
-    manifest = folder / "manifest.json"
-    if not manifest.exists():
-        raise InputError(f"no zoo manifest at {manifest}: the paper zoo ships in data/zoo of the repository (run from "
-                         "its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} data/checkpoints "
-                         "is the small shipped zoo", parameters=["zoo"])
-    try:
-        entries = json.loads(manifest.read_text())["checkpoints"]
-        return [_model(folder, entry) for entry in entries]
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{manifest} is not a zoo manifest ({err}); see docs/reports.md for its fields") from None
-
-
-def _model(folder: Path, entry: dict) -> ZooModel:
-    windows = (entry.get("config") or {}).get("windows", entry.get("windows")) or []
-    windows = list(windows)
-    while windows and windows[-1] is None:
-        windows.pop()
-    return ZooModel(
-        name=entry["name"], path=folder / entry["file"], family=entry["family"], windows=tuple(windows),
-        data=entry.get("data", "fashion-mnist"), n_train=int(entry["n_train"]), subset=entry.get("subset", "s1"),
-        seed=int(entry.get("seed", 0)), sha256=entry["sha256"],
-        steps_done=int(entry["steps_done"]) if entry.get("steps_done") is not None else None,
-    )
+    if not (folder / MANIFEST).exists():
+        raise InputError(f"no zoo manifest at {folder / MANIFEST}: the paper zoo ships in data/zoo of the repository "
+                         "(run from its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} "
+                         "data/checkpoints is the small shipped zoo", parameters=["zoo"])
+    return [ZooModel(name=entry.name, path=folder / entry.file, family=entry.family, windows=entry.windows,
+                     data=entry.data, n_train=entry.n_train, subset=entry.subset, seed=entry.seed,
+                     sha256=entry.sha256, steps_done=entry.steps_done)
+            for entry in read_manifest(folder)]
 
 
 @dataclass(frozen=True)
@@ -126,20 +105,21 @@ def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
     from biasprobe.training.plateau import record_plateau
 
     folder = Path(folder)
-    entries = json.loads((folder / "manifest.json").read_text())["checkpoints"]
     states = []
-    for entry in entries:
-        judged = {key: entry.get(key) for key in ("loss_change_last_20pct", "loss_change_se", "plateau")}
-        record_path = folder / f"{entry['name']}.train.json"
-        if "plateau" not in entry and record_path.exists():
+    for entry in read_manifest(folder):
+        judged = {"loss_change_last_20pct": entry.loss_change_last_20pct, "loss_change_se": entry.loss_change_se,
+                  "plateau": entry.plateau}
+        steps_done, steps = entry.steps_done, entry.steps
+        record_path = folder / f"{entry.name}.train.json"
+        if not entry.judged and record_path.exists():
             record = json.loads(record_path.read_text())
             if record.get("loss_curve"):
                 judged = record_plateau(record, record_path).record()
-            entry = {**record, **entry}
+            steps_done = entry.steps_done if "steps_done" in entry.written else record.get("steps_done")
+            steps = entry.steps if "steps" in entry.written else record.get("steps")
         change = judged["loss_change_last_20pct"]
         plateau = judged["plateau"] if change is not None else None  # a curve too short to judge: not judged
-        states.append(TrainedSoFar(entry["name"], entry.get("steps_done"), entry.get("steps"),
-                                   change, judged["loss_change_se"], plateau))
+        states.append(TrainedSoFar(entry.name, steps_done, steps, change, judged["loss_change_se"], plateau))
     return states
 
 

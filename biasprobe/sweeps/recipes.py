@@ -39,6 +39,7 @@ import numpy as np
 
 from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError, ParameterError
+from biasprobe.sweeps.manifest import manifest_entry, save_manifest
 from biasprobe.training.settings import USER_SETTINGS, TrainingConfig
 
 if sys.version_info >= (3, 11):
@@ -280,11 +281,12 @@ def complete_record(record: dict, model: ModelRecipe) -> dict:
 
 
 def write_manifest(recipe: Recipe) -> Path:
-    """``manifest.json`` in the output folder: the record of every model of the recipe trained so far
-    (without the loss curves, which stay in each ``NAME.train.json``), each with its plateau judgement
-    and, as ``steps`` and ``complete``, the recipe's steps now and whether they are done (a record keeps
-    the steps it was trained towards, which a recipe raised since does not change). Records of older versions are completed first
-    (:func:`complete_record`) and rewritten."""
+    """``manifest.json`` in the output folder (:mod:`biasprobe.sweeps.manifest`, the schema the reports read):
+    the record of every model of the recipe trained so far (without the loss curves, which stay in each
+    ``NAME.train.json``), each with its plateau judgement and, as ``steps`` and ``complete``, the recipe's
+    steps now and whether they are done (a record keeps the steps it was trained towards, which a recipe
+    raised since does not change). Records of older versions are completed first (:func:`complete_record`)
+    and rewritten."""
     entries = []
     for model in recipe.models:
         path = record_file(recipe.output, model)
@@ -293,14 +295,9 @@ def write_manifest(recipe: Recipe) -> Path:
             record = complete_record(earlier, model)
             if record != earlier:
                 _write_json(path, record)
-            entry = {key: value for key, value in record.items() if key not in ("loss_curve", "recipe")}
-            done = entry.get("steps_done")
-            entries.append({**entry, "steps": model.steps,
-                            "complete": bool(done is not None and done >= model.steps)})
-    manifest = recipe.output / "manifest.json"
+            entries.append(manifest_entry(record, model.steps))
     recipe.output.mkdir(parents=True, exist_ok=True)  # also when no model got as far as its first save
-    _write_json(manifest, {"recipe": str(recipe.path), "checkpoints": entries})
-    return manifest
+    return save_manifest(recipe.output, recipe.path, entries)
 
 
 def train_recipe(

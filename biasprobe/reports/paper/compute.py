@@ -1,0 +1,100 @@
+"""How the paper recipe runs an analysis on a zoo model: the inputs it gives each registered analysis
+(:data:`RECIPE_INPUTS`) and :func:`compute`, which loads the model and its images and calls it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+
+import xarray as xr
+
+from biasprobe.analyses.base import registered
+from biasprobe.errors import InputError
+from biasprobe.reports.paper.settings import DERIVED, DERIVED_OPTIONS, Settings
+from biasprobe.reports.zoo import IDEAL, ZooModel
+
+
+def _gap_inputs(settings, denoiser, train, test, held_out, source):
+    count = min(settings.k, len(train))
+    levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
+    return (denoiser, train[:count], test[:count]), {"seed": 0, **levels}
+
+
+def _jacobian_inputs(settings, denoiser, train, test, held_out, source):
+    output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
+    return (denoiser, test[:1], [settings.sigma]), {"output": output, "seed": 0}
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one CPU thread. The locality stores are not committed (their attention maps are large):
+    a fresh clone recomputes them, and their sums must not depend on the machine's thread count for
+    Fig. 4 to be drawn byte for byte as committed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+RECIPE_INPUTS: dict[str, Callable] = {
+    "gap": _gap_inputs,
+    "jacobian": _jacobian_inputs,
+    "locality": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, test[: settings.locality_images], [settings.sigma]), {"save_maps": True, "seed": 0}),
+    "memorization": lambda settings, denoiser, train, test, held_out, source: (
+        (denoiser, settings.samples, train), {"steps": settings.sampler_steps, "seed": 0}),
+    "training-span": lambda settings, denoiser, train, test, held_out, source: (
+        (source, train, held_out), DERIVED_OPTIONS["training-span"]),
+    IDEAL: lambda settings, denoiser, train, test, held_out, source: (
+        (train, test[:1], held_out, sorted({settings.sigma, *settings.memorizer_sigmas})),
+        {"weight_images": test, "seed": 0, **DERIVED_OPTIONS["training-span"]}),
+}
+"""The recipe's inputs of each registered analysis it runs: (settings, denoiser, training images, test images,
+held-out images, source store) -> (positional inputs, keywords) of :func:`~biasprobe.analyses.base.registered`
+(kind)."""
+
+
+def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
+            source: xr.Dataset | None = None) -> xr.Dataset:
+    """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
+
+    ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
+    :func:`~biasprobe.analyses.span.jacobian_memorization` with centred spans of its training
+    images and of the ``settings.held_out`` first test images (the control). :data:`IDEAL` reads the
+    model's training images only (the checkpoint gives the image shape):
+    :func:`~biasprobe.analyses.ideal.ideal_memorizer_span` at ``settings.sigma`` and every σ of
+    ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
+    first test images."""
+    from biasprobe import data
+    from biasprobe.formats import load
+
+    if kind not in RECIPE_INPUTS:
+        raise InputError(f"the paper recipe has no analysis {kind!r}")
+    denoiser = load(model.path, device=device)
+    channels, size, _ = denoiser.image_shape
+    options = {"size": size, "channels": channels}
+    train = data.load(model.data, "train", model.n_train, subset=model.subset, seed=model.seed, **options)
+    test = data.load(model.data, "test", settings.k, subset="all", **options)
+    if kind in DERIVED:
+        source = source if source is not None else compute(DERIVED[kind], model, settings, device)
+    held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
+        if kind in ("training-span", IDEAL) else None
+    inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
+    with _one_thread() if kind == "locality" else contextlib.nullcontext():
+        result = registered(kind)(*inputs, **keywords)
+    if kind == "training-span":
+        result.attrs.update(source_recipe_key=source.attrs.get("recipe_key", ""))
+    elif kind == IDEAL:
+        result.attrs.update(data=model.data, subset=model.subset, training_seed=model.seed,
+                            grid=list(settings.memorizer_sigmas))
+    if kind != IDEAL and result.attrs.get("checkpoint_sha256") != model.sha256:  # the ideal reads no checkpoint
+        raise InputError(f"{model.path} does not match the sha256 its zoo manifest gives for {model.name}; "
+                         "retrain or fix the manifest")
+    result.attrs.update(zoo_model=model.name, n_train=model.n_train, recipe_key=settings.key(kind, model),
+                        recipe_settings=json.dumps(settings.used_by(kind)))
+    return result

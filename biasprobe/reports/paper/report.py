@@ -1,0 +1,271 @@
+"""``biasprobe report paper``: the page of the paper's items over a zoo, assembled from their stores.
+
+:func:`paper_report` finds the zoo's models for every cell of every item
+(:mod:`~biasprobe.reports.paper.catalogue`), finds their stores in the store cache
+(:class:`~biasprobe.reports.cache.StoreCache`: the report folder's ``stores/``, then the stores shipped
+in the repository's ``reports/paper/stores``, read-only) or computes the missing ones
+(:func:`~biasprobe.reports.paper.compute.compute`), and writes the page: how far the zoo is trained,
+the claims (:func:`~biasprobe.reports.claims.check_claims`), then each item drawn and tabulated from its
+stores alone (:mod:`~biasprobe.reports.paper.draw`), with the cells the zoo lacks named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import xarray as xr
+
+from biasprobe.errors import InputError
+from biasprobe.progress import note, task
+from biasprobe.reports.cache import STORES, StoreCache
+from biasprobe.reports.claims import check_claims, memorizer_sigma
+from biasprobe.reports.folder import ReportFolder
+from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
+from biasprobe.reports.paper.catalogue import PAPER, Item
+from biasprobe.reports.paper.compute import compute
+from biasprobe.reports.paper.draw import DRAWINGS, TABLES
+from biasprobe.reports.paper.settings import DERIVED, Settings
+from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL, TrainedSoFar, ZooModel, read_zoo, zoo_training
+
+SHIPPED_CACHE = Path(__file__).resolve().parents[3] / "reports" / "paper" / STORES
+"""The stores committed with the repository's paper report: a read-only cache of every report folder."""
+
+Stores = dict[tuple[str, str], xr.Dataset]
+"""A run's stores by (kind, model name); kind :data:`~biasprobe.reports.zoo.AT_MEMORIZER_SIGMA` for the
+training-span stores at the memorizer σ."""
+
+
+def paper_report(
+    zoo: str | os.PathLike = "data/zoo",
+    out: str | os.PathLike = "reports/paper",
+    *,
+    recompute: bool = False,
+    device: str | None = None,
+    settings: Settings | None = None,
+    items: Sequence[Item] = PAPER,
+    caches: Sequence[str | os.PathLike] | None = None,
+    progress: bool = False,
+    on_file: Callable[[Path], None] | None = None,
+):
+    """Render the paper's items from the zoo at ``zoo`` into ``out`` (figures, index.md, index.html).
+
+    Stores are found by checkpoint sha256 and :class:`Settings` in ``out/stores`` and then in the read-only
+    ``caches`` (default: the repository's committed ``reports/paper/stores``, when there is one), which are
+    never written; missing ones are computed into ``out/stores``. ``recompute`` recomputes every store from
+    its checkpoint. With ``progress``, the first line says how many stores are cached and how many will be
+    computed, and each computed store is named. A run of every item removes the stores of ``out/stores`` it
+    did not use (of checkpoints since retrained, or of other settings); a run of some items keeps them.
+    Returns the :class:`~biasprobe.reports.stores.Report`.
+    """
+    from biasprobe import __version__
+    from biasprobe.reports.stores import Report
+
+    settings = settings or Settings()
+    models = read_zoo(zoo)
+    folder = ReportFolder(out, on_file)
+    folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
+    _refuse_dropping_items(folder, items)
+    folder.note(items=[item.key for item in items])
+    found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
+    if caches is None:
+        caches = [SHIPPED_CACHE] if SHIPPED_CACHE.is_dir() else []
+    cache = StoreCache(folder, caches, recompute=recompute)
+    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3}  # what each kind needs comes first
+    work = sorted({(cell.analysis or item.analysis, model) for item in items for cell, models_ in found[item.key].items()
+                   for model in models_}, key=lambda pair: (stage.get(pair[0], 0), pair[0], pair[1].name))
+    stores = _fill_stores(work, cache, settings, device, progress)
+    blocks: list[Block] = [
+        Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
+        Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
+             f"({len(models)} models); every figure is drawn from the stores in `stores/`"
+             + (f" and in the read-only cache `{', '.join(map(str, cache.read_only))}`" if cache.found_read_only else "")
+             + f", cached by checkpoint sha256 and parameters ({json.dumps(asdict(settings))}). FID is not measured "
+             "(no Inception weights offline); the generalization gap and the memorized share stand in for it."),
+    ]
+    blocks += _training_blocks(zoo_training(zoo))
+    blocks += _claims_blocks(models, stores)
+    for item in items:
+        blocks += _item_blocks(item, found[item.key], stores, folder)
+    index = folder.write_text("index.md", markdown(blocks))
+    html = folder.write_text("index.html", html_page(blocks, "biasprobe report paper"))
+    if {item.key for item in items} >= {item.key for item in PAPER}:  # every store a full page needs was used
+        folder.prune_stores()
+    folder.finish()
+    return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: Settings, device: str | None,
+                 progress: bool) -> Stores:
+    """The store of every (kind, model) of ``work`` (in its order: what a kind needs comes first): the cached
+    ones first, then the others computed one by one, each named. The stores at the memorizer σ are looked up
+    once the ideal-memorizer stores give the σ (:func:`~biasprobe.reports.claims.memorizer_sigma`)."""
+    got: Stores = {}
+
+    def settings_of(kind: str) -> tuple[str, Settings] | None:  # the analysis and settings; None: σ not known yet
+        if kind != AT_MEMORIZER_SIGMA:
+            return kind, settings
+        ideals = [(IDEAL, m.name) for k, m in work if k == IDEAL]
+        if not all(pair in got for pair in ideals):
+            return None
+        sigma = _memorizer_sigma(got, settings)
+        return None if sigma is None else ("training-span", replace(settings, sigma=sigma))
+
+    def look_up(kind: str, model: ZooModel) -> bool:
+        chosen = settings_of(kind)
+        if chosen is None:
+            return False
+        analysis, at = chosen
+        if analysis in DERIVED:  # its source counts as used even when the derived store is reused
+            cache.keep(DERIVED[analysis], model.name, at.key(DERIVED[analysis], model))
+        dataset = cache.find(analysis, model.name, at.key(analysis, model))
+        if dataset is not None:
+            got[kind, model.name] = dataset
+        return dataset is not None
+
+    missing = [(kind, model) for kind, model in work if not look_up(kind, model)]
+    missing = [(kind, model) for kind, model in missing  # the memorizer σ, known once every ideal store is found
+               if kind != AT_MEMORIZER_SIGMA or not look_up(kind, model)]
+    if progress:
+        shipped = f" ({cache.found_read_only} in the read-only cache {', '.join(map(str, cache.read_only))})" \
+            if cache.found_read_only else ""
+        note(f"paper stores: {len(work) - len(missing)} of {len(work)} cached{shipped}, {len(missing)} to compute"
+             + (" (recompute)" if cache.recompute else ""))
+    with task("paper stores", len(missing), unit="stores", enabled=progress and bool(missing)) as advance:
+        for number, (kind, model) in enumerate(missing, start=1):
+            chosen = settings_of(kind)
+            if chosen is None:  # none of the grid passes: nothing to measure (the page says so)
+                advance()
+                continue
+            analysis, at = chosen
+            if progress:
+                shown = analysis if kind == analysis else f"{analysis} at σ = {at.sigma:g}"
+                source_here = at == settings and (DERIVED.get(analysis), model.name) in got
+                if analysis in DERIVED and not source_here and cache.where(
+                        DERIVED[analysis], model.name, at.key(DERIVED[analysis], model)) is None:
+                    shown += f" (and the {DERIVED[analysis]} store it is derived from)"
+                note(f"computing store {number}/{len(missing)}: {shown} of {model.name}")
+                advance(0, status=f"{shown} of {model.name}")
+            got[kind, model.name] = _compute_store(analysis, model, at, cache, device,
+                                                   got if at == settings else {})
+            advance()
+    return {pair: got[pair] for pair in ((kind, model.name) for kind, model in work) if pair in got}
+
+
+def _compute_store(kind: str, model: ZooModel, settings: Settings, cache: StoreCache, device: str | None,
+                   done: Stores) -> xr.Dataset:
+    """Compute the store of ``kind`` for ``model`` into the cache. A derived kind takes its source store from
+    ``done`` (this run's), else from the cache, else computes it (not added to this run's stores: what the
+    claims see must not depend on the cache)."""
+    source = None
+    if kind in DERIVED:
+        origin = DERIVED[kind]
+        source = done.get((origin, model.name))
+        if source is None:
+            source = cache.compute(origin, model.name, settings.key(origin, model),
+                                   lambda: compute(origin, model, settings, device))
+    return cache.compute(kind, model.name, settings.key(kind, model),
+                         lambda: compute(kind, model, settings, device, source))
+
+
+def _item_blocks(item: Item, cells: dict, stores: Stores, folder: ReportFolder) -> list[Block]:
+    """An item's heading, the paper's statement, its figure and table from the stores it found, and the cells
+    the zoo lacks."""
+    have, drawn = {}, set()
+    for cell, ms in cells.items():  # a model two cells name (N=10 is the largest) is drawn once
+        kind = cell.analysis or item.analysis
+        runs = [stores[kind, m.name] for m in ms if (kind, m.name) in stores]
+        if runs and (kind, *(m.name for m in ms)) not in drawn:
+            drawn.add((kind, *(m.name for m in ms)))
+            have[cell] = runs
+    missing = [cell for cell, ms in cells.items() if len(ms) < cell.seeds]
+    blocks: list[Block] = [Heading(item.title), Text(f"Paper: {item.paper}")]
+    figure = DRAWINGS[item.figure](have) if have else None
+    if figure is not None:
+        names = folder.write_figure(figure, item.key)
+        blocks.append(Picture(names["png"], names["pdf"], item.title))
+    if have and item.table is not None:
+        header, rows = TABLES[item.table](have)
+        blocks.append(Table(header, rows))
+    if missing:
+        status = "Not drawn" if figure is None else "Partial"
+        blocks.append(Text(f"**{status}: the zoo lacks** " + "; ".join(
+            cell.describe() + (f" (has {len(cells[cell])})" if cells[cell] else "") for cell in missing) + "."))
+    return blocks
+
+
+def _memorizer_sigma(stores: Stores, settings: Settings) -> float | None:
+    """The memorizer σ (:func:`biasprobe.reports.claims.memorizer_sigma`) from this run's ideal-memorizer stores."""
+    return memorizer_sigma([store for (kind, _), store in stores.items() if kind == IDEAL], settings.memorizer_sigmas)
+
+
+def _refuse_dropping_items(folder: ReportFolder, items: Sequence[Item]) -> None:
+    """Refuse to render a subset of the items into a folder holding others (the page and files of those
+    would be replaced by the subset's), before anything is written."""
+    earlier = set(folder.previous.get("items", []))
+    earlier |= {item.key for item in PAPER if f"{item.key}.png" in folder.previous.get("files", [])}
+    dropped = [item.key for item in PAPER if item.key in earlier - {item.key for item in items}]
+    if dropped:
+        keys = ",".join(item.key for item in items)
+        raise InputError(f"{folder.path} holds a paper report with {', '.join(dropped)} too, which rendering only "
+                         f"{keys} there would remove; choose another " + "{out} folder for " + keys + ", or render "
+                         "every item there (leave out {only})", parameters=["out", "only"])
+
+
+def _percent(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:+.1f} %" + ("" if se is None else f" ± {100 * se:.1f} %")
+
+
+def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
+    """The table of how far every zoo model is trained, and which are not on a plateau."""
+    from biasprobe.training.plateau import LAST, TOLERANCE, Z
+
+    rows = [[s.name, f"{s.steps_done if s.steps_done is not None else '—'} / {s.steps if s.steps is not None else '—'}",
+             _percent(s.change, s.change_se), {True: "yes", False: "**no**", None: "not judged"}[s.plateau]]
+            for s in states]
+    flat = [s.name for s in states if s.plateau]
+    not_flat = [s.name for s in states if s.plateau is False]
+    unjudged = [s.name for s in states if s.plateau is None]
+    short = [s.name for s in states if s.steps_done is not None and s.steps is not None and s.steps_done < s.steps]
+    if not_flat and not flat and not unjudged:
+        verdict = f"**None of the zoo's {len(states)} models is on a plateau.**"
+    elif not_flat:
+        verdict = f"**Not on a plateau: {len(not_flat)} of the zoo's {len(states)} models** ({', '.join(not_flat)})."
+    elif flat:
+        verdict = f"All {len(flat)} judged models of the zoo are on a plateau."
+    else:
+        verdict = "No model of the zoo has a loss curve long enough to judge whether it is on a plateau."
+    if unjudged and (flat or not_flat):
+        verdict += f" Not judged (no loss curve, or one too short): {', '.join(unjudged)}."
+    if short:
+        verdict += f" {len(short)} of the {len(states)} models have not done their recipe's steps yet."
+    if not_flat:
+        verdict += (" Their losses still fall (or their curves are too noisy to call flat), so every number below is "
+                    "that of models trained this far, not of converged ones.")
+    last, tolerance = f"{100 * LAST:g} %", f"{100 * TOLERANCE:g} %"
+    rule = (f"Loss change: the mean training loss over the last {last} of the steps done against the {last} "
+            f"before, ± its standard error from the curve's scatter; a model is on a plateau when |change| + {Z:g} "
+            f"s.e. ≤ {tolerance} (`biasprobe.training.plateau`, docs/zoo.md).")
+    return [Heading("How far the zoo is trained"), Text(verdict),
+            Table(["model", "steps done / recipe steps", f"loss change over the last {last}", "plateau"], rows),
+            Text(rule)]
+
+
+def _claims_blocks(models: list[ZooModel], stores: Stores) -> list[Block]:
+    """The claims table (:mod:`biasprobe.reports.claims`) and the rule behind each outcome."""
+    claims = check_claims(models, stores)
+    rows = [[c.source, c.statement, c.paper, c.ours, f"**{c.outcome}**"] for c in claims]
+    rules = "\n".join(f"{number}. {c.statement}: held if {c.rule}." for number, c in enumerate(claims, start=1))
+    return [Heading("Claims"),
+            Text("Each claim of the papers, the paper's number, ours (mean ± s.d. over seeds where the zoo has "
+                 "several; with the training steps of the models compared, since models trained for different numbers "
+                 "of steps are not like for like) and whether it held by the rule listed below the table. The rules "
+                 "were fixed before the zoo's numbers were read; a claim without the models or stores it needs is not "
+                 "tested."),
+            Table(["source", "claim", "paper", "ours", "outcome"], rows),
+            Text("Rules:\n\n" + rules)]
