@@ -78,8 +78,8 @@ if TYPE_CHECKING:
     ],
     together=StoreFigure("spectrum", "Jacobian eigenvalue spectra of every store at its first σ (An et al. Fig. 3)",
                          "biasprobe.figures.jacobian:spectrum_figure"),
-    numbers="biasprobe.analyses.harmonic:jacobian_numbers",
-    summary="biasprobe.analyses.harmonic:jacobian_summary",
+    numbers="biasprobe.analyses.gahb_tables:jacobian_numbers",
+    summary="biasprobe.analyses.gahb_tables:jacobian_summary",
 )
 def jacobian(
     denoiser: Denoiser,

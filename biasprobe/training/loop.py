@@ -16,6 +16,9 @@ network and EMA start from the saved (EMA) weights, the optimizer starts fresh, 
 goes on from the checkpoint's ``steps_done``; the checkpoint lists its warm restarts. Under
 ``torchrun`` each of the W processes draws the same global batch and trains on its 1/W slice;
 DistributedDataParallel averages the gradients, which equals the single-process gradient.
+
+(Over 400 lines on purpose: the loop, its step, its saved state and its warm restart are one
+contract — a resumed run must equal an uninterrupted one — and are read and tested together.)
 """
 
 from __future__ import annotations

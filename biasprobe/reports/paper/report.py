@@ -22,7 +22,8 @@ import xarray as xr
 from biasprobe.errors import InputError
 from biasprobe.progress import note, task
 from biasprobe.reports.cache import STORES, StoreCache
-from biasprobe.reports.claims import check_claims, memorizer_sigma
+from biasprobe.reports.claims import check_claims
+from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
 from biasprobe.reports.paper.catalogue import PAPER, Item
@@ -102,7 +103,7 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
                  progress: bool) -> Stores:
     """The store of every (kind, model) of ``work`` (in its order: what a kind needs comes first): the cached
     ones first, then the others computed one by one, each named. The stores at the memorizer σ are looked up
-    once the ideal-memorizer stores give the σ (:func:`~biasprobe.reports.claims.memorizer_sigma`)."""
+    once the ideal-memorizer stores give the σ (:func:`~biasprobe.reports.memorizers.memorizer_sigma`)."""
     got: Stores = {}
 
     def settings_of(kind: str) -> tuple[str, Settings] | None:  # the analysis and settings; None: σ not known yet
@@ -198,7 +199,7 @@ def _item_blocks(item: Item, cells: dict, stores: Stores, folder: ReportFolder) 
 
 
 def _memorizer_sigma(stores: Stores, settings: Settings) -> float | None:
-    """The memorizer σ (:func:`biasprobe.reports.claims.memorizer_sigma`) from this run's ideal-memorizer stores."""
+    """The memorizer σ (:func:`biasprobe.reports.memorizers.memorizer_sigma`) from this run's ideal-memorizer stores."""
     return memorizer_sigma([store for (kind, _), store in stores.items() if kind == IDEAL], settings.memorizer_sigmas)
 
 

@@ -21,7 +21,7 @@ class Settings:
     Jacobians and attention at one noise level ``sigma`` ([0, 1] scale) on the first test image(s)
     (``locality_images`` for attention); ``samples`` samples of ``sampler_steps`` steps for memorization;
     the training-span control is the span of the ``held_out`` first test images; the memorizer σ is the
-    smallest of ``memorizer_sigmas`` that passes :func:`biasprobe.reports.claims.memorizer_sigma`."""
+    smallest of ``memorizer_sigmas`` that passes :func:`biasprobe.reports.memorizers.memorizer_sigma`."""
 
     k: int = 50
     gap_timesteps: tuple[int, ...] = (0, 10, 20, 40, 60, 100, 200, 400, 980)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from biasprobe.reports.claims import SPAN_TOP, ideal_in_span, memorizer_check, top_mean
+from biasprobe.reports.memorizers import SPAN_TOP, ideal_in_span, memorizer_check, top_mean
 from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, FAMILY_NAMES, IDEAL, MEMORIZERS, Cell
 
 Found = dict[Cell, list[xr.Dataset]]
@@ -38,7 +38,7 @@ def gap_table(found: Found) -> Table:
 
 
 def memorizer_checks(found: Found, span_kind: str | None = None):
-    """The :class:`~biasprobe.reports.claims.MemorizerCheck` of every N = 10 model the item has a store of, from
+    """The :class:`~biasprobe.reports.memorizers.MemorizerCheck` of every N = 10 model the item has a store of, from
     the span stores of ``span_kind`` (None: the report's σ; :data:`AT_MEMORIZER_SIGMA`: the memorizer σ)."""
     checks = []
     for family, variant, subset in MEMORIZERS:
