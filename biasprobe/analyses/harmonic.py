@@ -380,3 +380,32 @@ def verdict_line(summary: xr.Dataset, sigma: int) -> str:
     counts = at.category_count
     counts = ", ".join(f"{int(n)} {name}" for name, n in zip(counts["label"].values, counts.values) if n)
     return f"{at.verdict.item()} ({counts})"
+
+
+__all__ = [
+    "CATEGORIES",
+    "CONFINEMENT_THRESHOLD",
+    "HARMONICITY_THRESHOLD",
+    "MEMORIZATION_THRESHOLD",
+    "PARTICIPATION_THRESHOLD",
+    "SPREAD_THRESHOLD",
+    "TREND_MIN_SIGMAS",
+    "TREND_THRESHOLD",
+    "adaptivity",
+    "denoiser_order",
+    "denoiser_trace",
+    "dimension_trend",
+    "eigenspace_overlap",
+    "frequency_centroid",
+    "gahb_summary",
+    "image_categories",
+    "model_call",
+    "most_frequent",
+    "participation_ratio",
+    "raw_scale",
+    "roughness",
+    "spectral_top",
+    "support_energy",
+    "verdict_line",
+    "with_support",
+]

@@ -203,13 +203,11 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     device = worker_device(device)
     began = time.perf_counter()
     gaps = [row for row in earlier.get("gaps", []) if init is not None or state_path(target).exists()]
-    measure = None
-    if model.gap_images:
-        def measure(steps_done: int) -> None:
-            gaps[:] = [row for row in gaps if row["steps"] < steps_done] + [checkpoint_gap_row(
-                target, model, device)]
+
+    def measure(steps_done: int) -> None:
+        gaps[:] = [row for row in gaps if row["steps"] < steps_done] + [checkpoint_gap_row(target, model, device)]
     result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False,
-                   init=init, on_checkpoint=measure)
+                   init=init, on_checkpoint=measure if model.gap_images else None)
     losses = np.asarray(result.losses, dtype=float)
     earlier_curve = [point for point in earlier.get("loss_curve", []) if point[0] <= result.losses_from]
     record = {

@@ -122,15 +122,3 @@ def paper_items(keys: Sequence[str] | None = None) -> tuple[Item, ...]:
         raise InputError(f"no paper item {unknown[0]!r}; " + "{only} takes " + ", ".join(item.key for item in PAPER),
                          parameters=["only"])
     return tuple(item for item in PAPER if item.key in {key.strip() for key in keys})
-
-
-def paper_items(keys: Sequence[str] | None = None) -> tuple[Item, ...]:
-    """The items of :data:`PAPER` with these keys (all of them for None), in the paper's order."""
-    if keys is None:
-        return PAPER
-    known = {item.key for item in PAPER}
-    unknown = [key for key in keys if key.strip() not in known]
-    if unknown:
-        raise InputError(f"no paper item {unknown[0]!r}; " + "{only} takes " + ", ".join(item.key for item in PAPER),
-                         parameters=["only"])
-    return tuple(item for item in PAPER if item.key in {key.strip() for key in keys})
