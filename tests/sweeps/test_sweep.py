@@ -20,7 +20,7 @@ from biasprobe.sweeps import SweepError, select
 from biasprobe.sweeps import store as sweep_store
 from biasprobe.sweeps.recipes import read_recipe
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 SIGMAS = [0.1, 0.3]
 

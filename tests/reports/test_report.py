@@ -11,7 +11,7 @@ import xarray as xr
 import biasprobe as bp
 from biasprobe.reports.folder import MARK
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from biasprobe.formats import FormatEntrypoint, detect_format, registry
 from biasprobe.models.bf_cnn import BiasFreeCNN
 from biasprobe.models.dit_reference import ClassConditionalDiT
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 def test_registry_holds_every_builtin_format_once_in_priority_order():

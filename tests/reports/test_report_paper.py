@@ -11,7 +11,7 @@ from biasprobe.denoiser import file_sha256
 from biasprobe.reports.paper import PAPER, Settings, paper_report
 from biasprobe.reports.zoo import VARIANTS, read_zoo
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3, memorizer_sigmas=(0.3, 1.0))
 
@@ -264,7 +264,7 @@ def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
 
     from biasprobe.reports.paper import compute
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     model = next(m for m in read_zoo(root / "data" / "zoo") if m.name == "unet-bf-n10-s1")
     key = Settings().key("memorization", model)
     committed = bp.open(root / "reports" / "paper" / "stores" / f"memorization-{model.name}-{key}.zarr.zip")

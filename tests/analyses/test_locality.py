@@ -21,11 +21,11 @@ from biasprobe.figures.locality import (
 )
 from biasprobe.models import GridAttention
 
-from .conftest import run_cli, tiny_checkpoint
-from .test_cli import assert_one_line_error
+from tests.conftest import run_cli, tiny_checkpoint
+from tests.cli.test_command_line import assert_one_line_error
 
 WINDOWS = (3, 5, 7)
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 class TokenMixer(nn.Module):

@@ -8,7 +8,7 @@ import torch
 
 import biasprobe as bp
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 
 def test_a_model_compared_with_itself(tmp_path):

@@ -14,7 +14,7 @@ import torch
 import biasprobe as bp
 from biasprobe.analyses import base
 
-from .conftest import tiny_checkpoint
+from tests.conftest import tiny_checkpoint
 
 TOY = '''
 """A toy analysis: the mean squared error of the denoiser at each image and noise level."""

@@ -10,7 +10,7 @@ import torch
 
 from biasprobe.checkpoints import read_checkpoint
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ import biasprobe as bp
 from biasprobe.figures import generalization, jacobian, locality
 from biasprobe.figures.base import at_sigma, label
 
-from .conftest import tiny_checkpoint
+from tests.conftest import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from biasprobe.analyses.reference import GaussianImageModel
 from biasprobe.errors import InputError
 from biasprobe.images import write_image
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 SHAPE = (1, 8, 8)
 

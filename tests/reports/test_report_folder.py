@@ -55,7 +55,7 @@ def test_figures_are_saved_byte_for_byte_the_same_whatever_the_date_and_matplotl
         assert b"atplotlib v" not in saved[0] and b"matplotlib version" not in saved[0]
         assert f"biasprobe {__version__}".encode() in saved[0]
         assert not re.search(rb"CreationDate|ModDate|<dc:date>", saved[0]), fmt
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     callers = [path.relative_to(root).as_posix() for folder in ("biasprobe", "cli") for path in (root / folder).rglob("*.py")
                if ".savefig(" in path.read_text()]
     assert callers == ["biasprobe/reports/folder.py"], callers  # the one place figures are written
@@ -74,7 +74,7 @@ def test_a_constrained_layout_is_saved_to_the_same_bytes_every_time(tmp_path):
     from biasprobe.figures.jacobian import jacobian_figure
     from biasprobe.reports.folder import LAYOUT_DIGITS, save_figure
 
-    stores = Path(__file__).resolve().parents[1] / "reports" / "paper" / "stores"
+    stores = Path(__file__).resolve().parents[2] / "reports" / "paper" / "stores"
     dataset = bp.open(sorted(glob.glob(str(stores / "jacobian-unet-bf-n10-s1-*.zarr.zip")))[0])
     saved = set()
     for n in range(3):

@@ -9,7 +9,7 @@ from biasprobe.analyses.generalization import gap, psnr
 from biasprobe.analyses.memorization import centred_unit, memorization, nearest_training, paired_similarity
 from biasprobe.training.samplers import sample
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 SHAPE = (1, 8, 8)
 

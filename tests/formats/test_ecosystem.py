@@ -27,7 +27,7 @@ import biasprobe as bp
 from biasprobe.analyses.jacobian import JacobianOperator, jacobian_matrix
 from biasprobe.formats import SUPPORTED, detect_format
 
-from .conftest import run_cli, tiny_checkpoint
+from tests.conftest import run_cli, tiny_checkpoint
 
 TOLERANCE = {"rtol": 1e-4, "atol": 5e-5}  # float32, and t recovered from σ to ~1e-5 steps
 
@@ -564,7 +564,7 @@ def test_latent_npy_is_read_unclamped(latent_setup):
 
 
 def test_vae_and_class_label_errors_are_one_line(latent_setup):
-    from .conftest import tiny_checkpoint
+    from tests.conftest import tiny_checkpoint
 
     tmp, _ = latent_setup
     pixel = tiny_checkpoint(tmp / "pixel.pt", "unet-bf", image_size=8, channels=3)

@@ -7,7 +7,7 @@ from biasprobe.checkpoints import read_checkpoint
 from biasprobe.errors import InputError
 from biasprobe.models import from_preset
 from biasprobe.training import TrainingConfig, state_path, train, train_stacked
-from tests.test_training import discs
+from tests.training.test_training import discs
 
 
 def fresh(family: str, seed: int):
