@@ -20,7 +20,7 @@ from biasprobe_cli.output import Json, Report
 
 FAMILY_NAMES = "unet-bf, unet-ddpm, dit"
 """The names of ``biasprobe.models.FAMILIES``, written out so that --help need not load torch
-(tests/test_cli.py keeps them in step)."""
+(tests/cli/test_command_line.py keeps them in step)."""
 
 
 def info(

@@ -16,7 +16,7 @@ def demo(
     out: Annotated[
         Path,
         typer.Option(help="Folder for the stores, figures and index.md/.html: new, empty, or one an earlier demo "
-                     "or report wrote (the gallery in the repository was made with --out reports/demo)."),
+                     "or report wrote."),
     ] = DEFAULT_FOLDER,
     per_split: Annotated[int, typer.Option(help="Test images per gap measurement.")] = 100,
     k: OldK = None,

@@ -26,7 +26,7 @@ GapStore = store_option("gap")
 SamplesStore = store_option("samples")
 SAMPLER_NAMES = ("ddim", "ddpm", "ascent")
 """``biasprobe.training.samplers.METHODS``, written out so that --help need not load torch
-(tests/test_cli.py keeps them in step)."""
+(tests/cli/test_command_line.py keeps them in step)."""
 
 
 def training_data(denoiser, name: str | None, n_train: int | None, data_dir: Path | None) -> tuple[str, torch.Tensor]:

@@ -36,7 +36,7 @@ SUPPORT_NAMES = ("object", "edges", "frame")
 DEFAULT_NEIGHBOURS = 10
 """The choices and defaults of the library (``biasprobe.analyses.jacobian``: METHODS, OUTPUTS, PRECISIONS;
 ``biasprobe.analyses.support.SUPPORTS``; ``biasprobe.analyses.span.NEIGHBOURS``), written out
-so that --help need not load torch (tests/test_command_line.py keeps them in step)."""
+so that --help need not load torch (tests/cli/test_command_line.py keeps them in step)."""
 
 
 def jacobian(

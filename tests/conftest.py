@@ -46,7 +46,7 @@ def family(request):
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     """Run ``biasprobe ARGS`` through the real entry point (errors become one line and exit 1), in this
-    process to spare the interpreter start-up; ``tests/test_cli.py`` also checks a fresh interpreter."""
+    process to spare the interpreter start-up; ``tests/cli/test_command_line.py`` also checks a fresh interpreter."""
     out, err = io.StringIO(), io.StringIO()
     argv = ["biasprobe", *map(str, args)]
     code = 0

@@ -1,5 +1,5 @@
 """The denoisers with known GAHB answers (issue 10), on 16×16 images (d = 256), shared by
-tests/test_harmonic.py and tests/benchmarks/calibrate_harmonic.py. Two of them are judged without
+tests/analyses/test_harmonic.py and tests/benchmarks/calibrate_harmonic.py. Two of them are judged without
 their training images, so that only the σ-trend of tr J can tell that they memorize.
 
 Training set: the first 10 images of the shipped Fashion-MNIST S1 evaluation set, 2×2-averaged;

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import tomllib
 
+from tests.import_graph import parts_table, with_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,6 +18,13 @@ def test_cli_reference_is_current_and_free_of_html_entities():
     written = (ROOT / "docs" / "cli.md").read_text()
     assert generated == written, "docs/cli.md is stale: run `python -m biasprobe_cli.reference docs/cli.md`"
     assert "&#" not in written and "&quot;" not in written and "the model's image size" in written
+
+
+def test_architecture_parts_table_is_the_code_s_imports():
+    written = (ROOT / "docs" / "architecture.md").read_text()
+    assert with_table(written) == written, (
+        "docs/architecture.md's parts table is stale: run `python -m tests.import_graph docs/architecture.md`")
+    assert "| `analyses/` |" in parts_table() and "| `cli/` |" in parts_table()
 
 
 def test_every_package_is_installed():

@@ -9,7 +9,7 @@ from biasprobe.errors import CheckpointError
 from biasprobe.formats import supported
 
 from .conftest import run_cli, tiny_checkpoint
-from .test_cli import assert_one_line_error
+from tests.cli.test_command_line import assert_one_line_error
 
 
 @pytest.mark.parametrize("name, contents", [("notes.txt", b"hello, this is no checkpoint\n"),

@@ -1,0 +1,335 @@
+"""The paper recipe on a tiny zoo: it draws what the zoo has, names what it lacks, and caches its stores."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import xarray as xr
+
+import biasprobe as bp
+from biasprobe.denoiser import file_sha256
+from biasprobe.reports.paper import PAPER, Settings, paper_report
+from biasprobe.reports.zoo import VARIANTS, read_zoo
+
+from tests.conftest import run_cli, tiny_checkpoint
+
+SETTINGS = Settings(k=4, locality_images=2, samples=2, sampler_steps=3, memorizer_sigmas=(0.3, 1.0))
+
+
+def make_zoo(folder):
+    """Tiny 8×8 models on the synthetic c-alpha set: DiTs global and local at N = 10, bias-free UNet twins.
+
+    How far each is trained: dit-n10 half-way and still falling (judged in the manifest), dit-local-n10
+    finished and flat (judged from its record's loss curve), unet-bf-n10-s1 flat (manifest), unet-bf-n10-s2
+    without a curve."""
+    folder.mkdir()
+    local = list(VARIANTS["local"])
+    specs = [("dit-n10", "dit", {"depth": 6}, "s1"), ("dit-local-n10", "dit", {"depth": 6, "windows": local}, "s1"),
+             ("unet-bf-n10-s1", "unet-bf", {}, "s1"), ("unet-bf-n10-s2", "unet-bf", {}, "s2")]
+    trained = {"dit-n10": {"steps": 6000, "steps_done": 3000, "loss_change_last_20pct": -0.05,
+                           "loss_change_se": 0.01, "plateau": False},
+               "unet-bf-n10-s1": {"steps": 6000, "steps_done": 6000, "loss_change_last_20pct": 0.001,
+                                  "loss_change_se": 0.002, "plateau": True}}
+    steps = range(30, 6001, 30)
+    record = {"name": "dit-local-n10", "steps": 6000, "steps_done": 6000, "warm_restarts": [],
+              "loss_curve": [[s, 0.03 * (1 + 0.002 * (-1) ** (s // 30))] for s in steps]}  # flat
+    (folder / "dit-local-n10.train.json").write_text(json.dumps(record))
+    entries = []
+    for seed, (name, family, config, subset) in enumerate(specs):
+        path = tiny_checkpoint(folder / f"{name}.pt", family, seed=seed, **config)
+        entries.append({"name": name, "file": path.name, "family": family, "config": config, "data": "c-alpha",
+                        "n_train": 10, "subset": subset, "seed": 0, "sha256": file_sha256(path),
+                        **trained.get(name, {})})
+    (folder / "manifest.json").write_text(json.dumps({"checkpoints": entries}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper")
+    zoo = make_zoo(root / "zoo")
+    result = paper_report(zoo, root / "out", settings=SETTINGS, device="cpu")
+    return zoo, root / "out", result
+
+
+def test_the_zoo_variants_are_read_from_the_manifest(rendered):
+    zoo, _, _ = rendered
+    variants = {model.name: model.variant for model in read_zoo(zoo)}
+    assert variants == {"dit-n10": "global", "dit-local-n10": "local", "unet-bf-n10-s1": "global",
+                        "unet-bf-n10-s2": "global"}
+
+
+def test_it_draws_what_the_zoo_has_and_names_what_it_lacks(rendered):
+    _, out, result = rendered
+    page = result.index.read_text()
+    for item in PAPER:
+        assert item.title in page
+    for key in ("fig1", "fig2", "fig3", "fig4", "fig6", "twins"):  # the zoo has some of their models
+        assert (out / f"{key}.png").exists() and (out / f"{key}.pdf").exists()
+    for key in ("table2", "table3"):  # no model at the mid-range N = 10²
+        assert not (out / f"{key}.png").exists()
+    assert "**Not drawn: the zoo lacks** DiT N=100 (s1, 3 seeds)" in page
+    assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1)" in page  # fig2 without DDPM UNets
+    assert "**Partial: the zoo lacks** DDPM UNet largest N (s1)" in page  # fig1 without a DDPM UNet
+    assert "<strong>Partial: the zoo lacks</strong>" in result.html.read_text()
+    claims = page[page.index("## Claims"):page.index(PAPER[0].title)]
+    assert "**not tested**" in claims and "Rules:" in claims  # the tiny zoo has no DDPM UNet, no N = 10² …
+    stores = sorted(p.name.split("-")[0] for p in (out / "stores").glob("*.zarr.zip"))
+    assert stores == (["gap"] * 2 + ["ideal"] * 4 + ["jacobian"] * 8 + ["locality"] + ["memorization"] * 4
+                      + ["training"] * 8)  # shared cells once; jacobian and training-span at two σ
+    memorizers = page[page.index(PAPER[-1].title):]
+    assert "| DiT local N=10 | " in memorizers and "| bias-free UNet N=10 S2 | " in memorizers
+    assert "in span: not tested" in memorizers  # every model is N = 10: no larger-N contrast
+    assert "**Partial: the zoo lacks** DDPM UNet N=10 (s1; memorization); DDPM UNet N=10 (s1)" in memorizers
+
+
+def test_the_memorizers_are_measured_again_at_the_memorizer_sigma(rendered, tmp_path):
+    """The memorizer σ is chosen from the ideal-memorizer stores by the rule; every N = 10 model gets a second
+    training-span store there (keyed as a report at that σ would key it, the σ = 0.1 stores' keys unchanged), a
+    second row, the ideal memorizer a reference row at each σ, and the claims a line with both outcomes."""
+    from biasprobe.reports.claims import memorizer_sigma
+
+    zoo, out, result = rendered
+    ideals = [bp.open(path) for path in sorted((out / "stores").glob("ideal-memorizer-*.zarr.zip"))]
+    assert len(ideals) == 4 and all(list(ideal.sigma.values) == [0.1, 0.3, 1.0] for ideal in ideals)
+    sigma = memorizer_sigma(ideals, SETTINGS.memorizer_sigmas)
+    assert sigma in SETTINGS.memorizer_sigmas
+    for model in read_zoo(zoo):
+        for settings in (SETTINGS, replace(SETTINGS, sigma=sigma)):
+            for kind in ("jacobian", "training-span"):
+                store = bp.open(out / "stores" / f"{kind}-{model.name}-{settings.key(kind, model)}.zarr.zip")
+                assert float(store.sigma[0]) == settings.sigma
+    page = result.index.read_text()
+    memorizers = page[page.index(PAPER[-1].title):]
+    for training in ("S1", "S2"):
+        for level in (0.1, sigma):
+            assert f"| ideal memorizer ({training}'s 10 images) | {level:g} | — |" in memorizers
+    for label in ("DiT N=10", "DiT local N=10", "bias-free UNet N=10 S1", "bias-free UNet N=10 S2"):
+        assert f"| {label} | 0.1 | " in memorizers and f"| {label} | {sigma:g} | " in memorizers
+    claim = next(line for line in page.splitlines() if "… and at the memorizer σ" in line and "|" in line)
+    assert f"σ = 0.1: not tested (the line above); σ = {sigma:g}: not tested (DiT N=10: share" in claim
+    from biasprobe.reports.paper.tables import trained_sigma_max
+
+    trained = lambda schedule: trained_sigma_max(xr.Dataset(attrs={"architecture": json.dumps(
+        {"schedule": schedule, "training": {"sigma_max": 0.5}})}))
+    assert trained(None) == 0.5 and trained({"kind": "linear"}) is None  # a scheduled model: trained at every step
+    alone = bp.report([next((out / "stores").glob("ideal-memorizer-dit-n10-*.zarr.zip"))], tmp_path / "alone")
+    assert f"σ = {sigma:g}: mean max wᵢ; top 10 in training / held-out span" in alone.index.read_text()
+
+
+def test_the_page_says_how_far_each_model_is_trained_and_which_are_not_on_a_plateau(rendered):
+    _, _, result = rendered
+    page = result.index.read_text()
+    section = page[page.index("## How far the zoo is trained"):page.index("## Claims")]
+    assert "**Not on a plateau: 1 of the zoo's 4 models** (dit-n10)." in section
+    assert "Not judged (no loss curve, or one too short): unet-bf-n10-s2." in section and "1 of the 4 models have not done their recipe's steps yet" in section
+    assert "| dit-n10 | 3000 / 6000 | -5.0 % ± 1.0 % | **no** |" in section
+    assert "| unet-bf-n10-s1 | 6000 / 6000 | +0.1 % ± 0.2 % | yes |" in section
+    assert "| unet-bf-n10-s2 | — / — | — | not judged |" in section
+    flat = next(line for line in section.splitlines() if line.startswith("| dit-local-n10 "))
+    assert flat.startswith("| dit-local-n10 | 6000 / 6000 | +0.0 %") and flat.endswith("| yes |")  # from its record
+    html = result.html.read_text()
+    assert "<h2>How far the zoo is trained</h2>" in html and "<strong>Not on a plateau: 1 of the zoo" in html
+
+
+def test_only_into_a_folder_holding_the_full_report_is_refused_and_nothing_is_touched(rendered):
+    zoo, out, _ = rendered
+    before = {path: path.stat().st_mtime_ns for path in out.iterdir()}
+    with pytest.raises(bp.InputError, match="holds a paper report with fig1, fig2, fig3, fig6, table2, table3, twins, memorizers too"):
+        paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+    result = run_cli("report", "paper", "--zoo", zoo, "--out", out, "--only", "fig4")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "choose another --out folder for fig4, or render every item there (leave out --only)" in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_stores_are_reused_unless_recompute_and_recomputing_gives_the_same_numbers(rendered, tmp_path):
+    zoo, _, _ = rendered
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    out = tmp_path / "fig4"
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)
+    store = next((out / "stores").glob("locality-dit-n10-*.zarr.zip"))
+    stamp = store.stat().st_mtime_ns
+    before = bp.open(store)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4)  # the same items again: allowed
+    assert store.stat().st_mtime_ns == stamp
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=fig4, recompute=True)
+    assert store.stat().st_mtime_ns != stamp
+    xr.testing.assert_allclose(bp.open(store).mean_distance, before.mean_distance)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key in ("fig4", "table3")])
+    assert json.loads((out / ".biasprobe-report.json").read_text())["items"] == ["fig4", "table3"]
+    with pytest.raises(bp.InputError, match="with fig4 too"):  # a subset that leaves fig4 out
+        paper_report(zoo, out, settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "table3"])
+
+
+def test_a_full_run_removes_the_stores_of_a_retrained_checkpoint(rendered, tmp_path):
+    import shutil
+
+    zoo, out, _ = rendered
+    zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
+    old = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr.zip"))
+    assert old
+    retrained = tiny_checkpoint(zoo / "dit-n10.pt", "dit", seed=7, depth=6)  # same name, new weights
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["checkpoints"][0]["sha256"] = file_sha256(retrained)
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)  # elsewhere: nothing pruned here
+    assert all((out / "stores" / name).exists() for name in old)
+    paper_report(zoo, out, settings=SETTINGS, device="cpu")
+    new = sorted(path.name for path in (out / "stores").glob("*-dit-n10-*.zarr.zip"))
+    assert len(new) == len(old) and not set(new) & set(old)
+    assert list((out / "stores").glob("jacobian-unet-bf-n10-s2-*.zarr.zip"))  # only a training-span store reads it: kept
+    assert set(json.loads((out / ".biasprobe-report.json").read_text())["stores"]) == {
+        f"stores/{path.name}" for path in (out / "stores").iterdir()}
+
+
+def test_a_cache_of_folder_stores_is_packed_into_single_files_and_gives_the_same_page(rendered, tmp_path,
+                                                                                   monkeypatch):
+    """A cache written before stores were single files (stores/NAME.zarr folders): a full run packs each store
+    it uses into stores/NAME.zarr.zip without computing it again, removes the folders, and writes the same page."""
+    import shutil
+
+    zoo, out, result = rendered
+    out = shutil.copytree(out, tmp_path / "out")
+    for packed in (out / "stores").glob("*.zarr.zip"):  # the same stores, in the folder form
+        bp.save(bp.open(packed), packed.with_name(packed.name.removesuffix(".zip")))
+        packed.unlink()
+    mark = json.loads((out / ".biasprobe-report.json").read_text())
+    mark["stores"] = [name.removesuffix(".zip") for name in mark["stores"]]
+    (out / ".biasprobe-report.json").write_text(json.dumps(mark))
+    folders = sorted(path.name for path in (out / "stores").iterdir())
+    assert folders and all(name.endswith(".zarr") and (out / "stores" / name).is_dir() for name in folders)
+
+    def computed(kind, *args, **kwargs):
+        raise AssertionError(f"{kind} was computed again")
+
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
+    again = paper_report(zoo, out, settings=SETTINGS, device="cpu")
+    assert sorted(path.name for path in (out / "stores").iterdir()) == [f"{name}.zip" for name in folders]
+    assert all((out / "stores" / f"{name}.zip").is_file() for name in folders)
+    assert again.index.read_text() == result.index.read_text()
+
+
+def test_memorizers_are_checked_against_a_larger_n_model_of_their_family(tmp_path):
+    """A DiT on 40 images is the N = 10 DiTs' contrast; its training-span store is derived from its Jacobian."""
+    zoo = make_zoo(tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    path = tiny_checkpoint(zoo / "dit-n40.pt", "dit", seed=7, depth=6)
+    manifest["checkpoints"].append({"name": "dit-n40", "file": path.name, "family": "dit", "config": {"depth": 6},
+                                    "data": "c-alpha", "n_train": 40, "subset": "s1", "sha256": file_sha256(path)})
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    item = [i for i in PAPER if i.key == "memorizers"]
+    page = paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=item).index.read_text()
+    assert (tmp_path / "out" / "memorizers.png").exists()
+    row = next(line for line in page.splitlines() if line.startswith("| DiT N=10 | "))
+    assert "(N=40)" in row and row.count("—") == 0  # every number of the check is there
+    assert {p.name.rsplit("-", 1)[0] for p in (tmp_path / "out" / "stores").glob("*-dit-n40-*.zarr.zip")} == {
+        "jacobian-dit-n40", "training-span-dit-n40"}
+    span = bp.open(next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr.zip")))
+    assert span.attrs["checkpoint_sha256"] == manifest["checkpoints"][-1]["sha256"] and span.attrs["centred"] == 1
+    alone = bp.report([next((tmp_path / "out" / "stores").glob("training-span-dit-n40-*.zarr.zip"))], tmp_path / "alone")
+    assert (tmp_path / "alone" / f"training-span-dit-n40-{span.attrs['recipe_key']}.span.png").exists()
+    assert "mean ‖P e_j‖² over the top 10 of ∂D/∂y, training / held-out span" in alone.index.read_text()
+    claim = next(line for line in page.splitlines() if "Memorizers reproduce training images" in line and "|" in line)
+    assert "**not tested**" not in claim and "DiT N=10: share" in claim
+
+
+def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):
+    zoo = make_zoo(tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["checkpoints"][0]["sha256"] = "0" * 64
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bp.InputError, match="does not match the sha256"):
+        paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
+
+
+def test_cli_without_a_zoo_says_what_to_do(tmp_path):
+    result = run_cli("report", "paper", "--zoo", tmp_path / "nothing", "--out", tmp_path / "out")
+    assert result.returncode == 1 and "no zoo manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_picks_items_by_key_and_refuses_unknown_ones(tmp_path):
+    from biasprobe.reports.paper import paper_items
+
+    assert [item.key for item in paper_items(["fig6", "fig2"])] == ["fig2", "fig6"]
+    result = run_cli("report", "paper", "--zoo", tmp_path, "--only", "fig5")
+    assert result.returncode == 1 and "--only takes fig1, fig2" in result.stderr
+
+
+
+def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
+    """The committed reports/paper stores are current: one small cell recomputed here matches its store."""
+    from pathlib import Path
+
+    from biasprobe.reports.paper import compute
+
+    root = Path(__file__).resolve().parents[2]
+    model = next(m for m in read_zoo(root / "data" / "zoo") if m.name == "unet-bf-n10-s1")
+    key = Settings().key("memorization", model)
+    committed = bp.open(root / "reports" / "paper" / "stores" / f"memorization-{model.name}-{key}.zarr.zip")
+    recomputed = compute("memorization", model, Settings(), device="cpu")
+    xr.testing.assert_allclose(recomputed.sample_image, committed.sample_image, atol=1e-4)
+    xr.testing.assert_equal(recomputed.nearest_index, committed.nearest_index)
+    assert committed.attrs["checkpoint_sha256"] == model.sha256
+
+
+def test_the_page_does_not_depend_on_what_was_cached(tmp_path):
+    """A derived store's source (the jacobian store a training-span store reads) is not among the stores the
+    claims see: a run that computes it and a run that finds everything cached write the same page."""
+    zoo = make_zoo(tmp_path / "zoo")
+    memorizers = [i for i in PAPER if i.key == "memorizers"]
+    paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=memorizers)
+    first = (tmp_path / "out" / "index.md").read_text()
+    paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=memorizers)
+    assert (tmp_path / "out" / "index.md").read_text() == first
+
+
+def test_out_elsewhere_reuses_the_read_only_cache_computes_nothing_and_writes_nothing_there(rendered, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """The committed stores are a read-only cache of every report folder: a report into another folder finds
+    every store there by its key (the first line says so), computes none, and leaves the cache untouched."""
+    import re
+
+    zoo, out, result = rendered
+    shipped = out / "stores"
+    before = {path.name: path.stat().st_mtime_ns for path in shipped.iterdir()}
+    mark = (out / ".biasprobe-report.json").read_text()
+
+    def computed(kind, *args, **kwargs):
+        raise AssertionError(f"{kind} was computed again")
+
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
+    monkeypatch.setattr("biasprobe.reports.paper.report.SHIPPED_CACHE", shipped)  # the default read-only cache
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    again = paper_report(zoo, elsewhere, settings=SETTINGS, device="cpu", progress=True)
+    first = capsys.readouterr().err.splitlines()[0]
+    count = re.fullmatch(rf"paper stores: (\d+) of (\d+) cached \((\d+) in the read-only cache {re.escape(str(shipped))}\), "
+                         r"0 to compute", first)
+    assert count and count[1] == count[2] == count[3] and int(count[1]) > 20
+    assert not (elsewhere / "stores").exists()
+    assert {path.name: path.stat().st_mtime_ns for path in shipped.iterdir()} == before
+    assert (out / ".biasprobe-report.json").read_text() == mark
+    said = f"drawn from the stores in `stores/` and in the read-only cache `{shipped}`,"
+    assert said in again.index.read_text()
+    assert again.index.read_text().replace(said, "drawn from the stores in `stores/`,") == result.index.read_text()
+
+
+def test_a_store_missing_from_the_caches_is_computed_into_the_report_folder_and_named(rendered, tmp_path, capsys):
+    import shutil
+
+    zoo, out, _ = rendered
+    cache = shutil.copytree(out / "stores", tmp_path / "cache")
+    missing = next(cache.glob("locality-dit-n10-*.zarr.zip"))
+    missing.unlink()
+    kept = sorted(path.name for path in cache.iterdir())
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    capsys.readouterr()
+    paper_report(zoo, tmp_path / "elsewhere", settings=SETTINGS, device="cpu", items=fig4, caches=[cache],
+                 progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "paper stores: 0 of 1 cached, 1 to compute"
+    assert "computing store 1/1: locality of dit-n10" in lines
+    assert (tmp_path / "elsewhere" / "stores" / missing.name).is_file()
+    assert sorted(path.name for path in cache.iterdir()) == kept
