@@ -18,21 +18,32 @@ def demo(
         typer.Option(help="Folder for the stores, figures and index.md/.html: new, empty, or one an earlier demo "
                      "or report wrote."),
     ] = DEFAULT_FOLDER,
-    per_split: Annotated[int, typer.Option(help="Test images per gap measurement.")] = 100,
+    full: Annotated[
+        bool, typer.Option(help="The long version: more images and noise levels, every Jacobian dense (an hour or "
+                           "more on 2 cores).")
+    ] = False,
+    per_split: Annotated[
+        int | None, typer.Option(help="Test images per gap measurement (default 20, 100 with --full).")
+    ] = None,
     k: OldK = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB metrics, locality, two-model test.
+    """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB verdicts, locality, two-model test.
 
-    Needs nothing beyond the repository (no downloads, no data packages). CPU-heavy: about an hour on a
-    busy 2-core CPU (README gives the measured times); --device cuda on a GPU. Each of the four stages
-    reports which checkpoint it is on, every file written gets a line, and the page records the wall time.
+    Needs nothing beyond the repository (no downloads, no data packages). The quick version (the default)
+    takes about three minutes on an idle 2-core CPU (README and docs/benchmarks.md give the measured
+    times); --full runs the long one; --device cuda uses a GPU. The Jacobian verdicts are those of
+    `biasprobe jacobian` (memorization diagnostics from each checkpoint's training set, three σ). One
+    line follows the whole demo with the time left, each of the four stages reports which checkpoint
+    it is on, every file written gets a line, and the page says what was run and how long it took.
     """
-    from biasprobe.demo import run_demo
+    from biasprobe.demo import FULL, QUICK, run_demo
     from biasprobe.validation import count, output_folder
 
     output_folder(out, "out")
-    k = count(deprecated_flag("--k", "--per-split", k, per_split, 100), "per_split")
+    plan = FULL if full else QUICK
+    per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
+    k = plan.gap_images if per_split is None else count(per_split, "per_split")
 
-    index = run_demo(out, k=k, device=str(resolve_device(device)))
+    index = run_demo(out, plan=plan, k=k, device=str(resolve_device(device)))
     Report().say(f"done: open {index}; the figures and stores are beside it")

@@ -2,6 +2,7 @@
 meets it: progress that says where it is, quick start-up, tables that fit 80 columns, JSON for scripts,
 the interrupt message, no file replaced silently."""
 
+import dataclasses
 import inspect
 import json
 import re
@@ -472,7 +473,8 @@ def tiny_zoo(tmp_path, monkeypatch):
                                                   for name, (family, n, subset, _) in specs.items()])
     monkeypatch.setattr(zoo, "load_checkpoint", lambda name, device=None: bp.load(paths[name], device=device))
     monkeypatch.setattr(zoo, "evaluation_images", lambda part: images[{"train_s1": 0, "train_s2": 4, "test": 8}[part]:][:4])
-    monkeypatch.setattr(demo, "GAP_SIGMAS", [0.05, 0.2])
+    for plan in ("QUICK", "FULL"):
+        monkeypatch.setattr(demo, plan, dataclasses.replace(getattr(demo, plan), gap_sigmas=(0.05, 0.2)))
     from biasprobe.reports import folder
     from biasprobe.training import samplers
 
@@ -493,7 +495,7 @@ def test_demo_runs_end_to_end_into_its_own_folder_and_refuses_a_users(tiny_zoo, 
     assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
 
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", out, "--per-split", "2", "--device", "cpu")
+    result = run_cli("demo", "--out", out, "--full", "--per-split", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for stage_number, stage_name in enumerate(("gap", "Jacobian", "attention", "two-model test"), 1):
         assert f"[{stage_number}/4] {stage_name} " in result.stderr
@@ -521,9 +523,9 @@ def test_help_reflows_paragraphs_and_keeps_bracketed_words(monkeypatch):
 def test_demo_stores_name_their_images_and_checkpoints_resolve_from_anywhere(tiny_zoo, tmp_path, monkeypatch):
     """Issue 27: which shipped images each demo store used (not only 0, 1), and the checkpoint path as
     given plus resolved, so that a store read elsewhere still finds its checkpoint."""
-    from biasprobe.demo import run_demo
+    from biasprobe.demo import FULL, run_demo
 
-    run_demo(tmp_path / "demo", k=2, progress=False)
+    run_demo(tmp_path / "demo", plan=FULL, k=2, progress=False)
     jacobian_store = bp.open(tmp_path / "demo" / "jacobian-unet-bf-n10.zarr")
     assert list(jacobian_store.image_source.values) == ["fashion-mnist-eval.npz:test[0]", "fashion-mnist-eval.npz:test[1]"]
     gap_store = bp.open(tmp_path / "demo" / "gap-unet-bf-n10000-s2.zarr")
@@ -534,3 +536,36 @@ def test_demo_stores_name_their_images_and_checkpoints_resolve_from_anywhere(tin
     checkpoint = tiny_checkpoint(tmp_path / "m.pt", "unet-bf")
     relative = bp.jacobian(bp.load("m.pt"), torch.rand(1, 1, 8, 8), [0.1], top_k=2, method="randomized")
     assert relative.attrs["checkpoint"] == "m.pt" and relative.attrs["checkpoint_resolved"] == str(checkpoint.resolve())
+
+
+@pytest.mark.slow
+def test_quick_demo_judges_the_shipped_memorizer_as_the_jacobian_command_does(tmp_path, monkeypatch, capsys):
+    """Issue 27: the quick demo's Jacobian verdicts come from the stores `biasprobe jacobian` writes (the
+    memorization diagnostics from the checkpoint's training set, three σ), so the shipped memorizer
+    unet-bf-n10 is called memorizing at every σ; the page says what was run and that --full runs the
+    long version; one progress line follows the whole demo with the time left. (Real checkpoints, the
+    demo cut to the memorizer's Jacobian, one DiT's attention and a few images.)"""
+    from biasprobe import demo, zoo
+    from biasprobe.analyses.harmonic import CATEGORIES, gahb_summary
+
+    kept = {"unet-bf-n10", *demo.TWO_MODELS, "dit-n10"}
+    entries = [entry for entry in zoo.manifest() if entry["name"] in kept]
+    monkeypatch.setattr(zoo, "manifest", lambda: entries)
+    monkeypatch.setattr(demo, "LOCALITY_MODELS", ("dit-n10",))
+    plan = dataclasses.replace(demo.QUICK, jacobian_models=("unet-bf-n10",), locality_images=2, compare_samples=2)
+    monkeypatch.setattr(demo, "QUICK", plan)
+
+    index = demo.run_demo(tmp_path / "demo", plan=plan, k=4)
+    store = bp.open(tmp_path / "demo" / "jacobian-unet-bf-n10.zarr")
+    assert store.sizes["sigma"] >= 3 and "memorization_score" in store
+    assert list(gahb_summary(store).verdict.values) == [CATEGORIES[1]] * store.sizes["sigma"]
+
+    page = index.read_text()
+    table = page[page.index("| unet-bf-n10 | dense |"):].splitlines()[: store.sizes["sigma"]]
+    assert all(row.rstrip(" |").split("|")[-1].strip().startswith("memorizing") for row in table), table
+    assert "split:" not in "".join(table) and "not harmonic" not in "".join(table)
+    for words in ("quick demo", "σ = 0.05, 0.1, 0.2", "unet-bf dense", "dit randomized top-96", "one test image",
+                  "4 test images", "`biasprobe demo --full` runs the long version", "recorded training set"):
+        assert words in page, words
+    overall = [line for line in capsys.readouterr().err.splitlines() if "biasprobe demo (quick), all 4 stages" in line]
+    assert any(" left)" in line for line in overall) and "(100%" in overall[-1]
