@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from biasprobe import zoo
+from biasprobe import validation, zoo
 from biasprobe.analyses.comparison import compare
 from biasprobe.analyses.generalization import gap
 from biasprobe.analyses.harmonic import gahb_summary
@@ -90,16 +90,44 @@ FULL = DemoPlan(
 """``biasprobe demo --full``: every Jacobian dense, more images and noise levels (an hour or more on 2 cores)."""
 
 
+def idle_cores() -> int:
+    """The CPU cores other jobs leave idle: the core count less the 1-minute load average, rounded, at
+    least 1. On a shared 2-core CPU at load 2.5-4, torch's default of one thread per core made the
+    quick demo more than twice as slow as one thread (docs/benchmarks.md): its threads wait on each
+    other while the other jobs hold the cores."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
 def run_demo(out: str | Path = "biasprobe-demo", *, plan: DemoPlan = QUICK, k: int | None = None,
-             device: str = "cpu", progress: bool = True,
+             device: str = "cpu", threads: int | None = None, progress: bool = True,
              on_file: Callable[[Path], None] | None = None) -> Path:
     """Run the demo into folder ``out`` as ``plan`` says and return the path of its ``index.md``.
 
+    ``threads`` sets torch's CPU threads for the run (default: as they are; ``biasprobe demo`` passes
+    :func:`idle_cores`), restored afterwards.
     ``k`` overrides the plan's test images per gap measurement. With ``progress``, one line follows
     the whole demo (its share done and the time left, from the plan's estimated costs: :func:`work`),
     and every stage reports as ``[k/4] STAGE CHECKPOINT (i/n)``; ``on_file`` hears of every file and
     store written (by default, with ``progress``, a ``wrote FILE`` line). Every name the demo writes is
     checked against ``out`` before any work starts."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(validation.count(threads, "threads"))
+    try:
+        return _run(out, plan, k, device, progress, on_file)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out: str | Path, plan: DemoPlan, k: int | None, device: str, progress: bool,
+         on_file: Callable[[Path], None] | None) -> Path:
+    """:func:`run_demo` once torch's threads are set."""
+    import torch
+
     from biasprobe.figures.comparison import comparison_figure
     from biasprobe.figures.generalization import gap_figure
     from biasprobe.figures.jacobian import jacobian_figure
@@ -234,11 +262,12 @@ def run_demo(out: str | Path = "biasprobe-demo", *, plan: DemoPlan = QUICK, k: i
 
     made = provenance(device=device)
     minutes = (time.perf_counter() - started) / 60
+    using = f", {torch.get_num_threads()} torch thread(s)" if device == "cpu" else ""
     load_average = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
     blocks = [Heading(TITLE, 1),
               Text(f"Made by `biasprobe demo{' --full' if plan.name == FULL.name else ''}` (biasprobe "
                    f"{made['biasprobe_version']}, device {device}, {made['created']}) in {minutes:.1f} minutes on a "
-                   f"machine with {os.cpu_count()} CPU cores{load_average}. The stores beside this page hold every "
+                   f"machine with {os.cpu_count()} CPU cores{using}{load_average}. The stores beside this page hold every "
                    "number; figures are drawn from them."),
               Text(plan_text(plan)),
               Text("Checkpoint zoo: `data/checkpoints/manifest.json` (Fashion-MNIST, 32×32 grey)."), *blocks]

@@ -27,6 +27,10 @@ def demo(
     ] = None,
     k: OldK = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads; default: the cores other jobs leave idle (cores − load "
+                                 "average, at least 1).")
+    ] = None,
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB verdicts, locality, two-model test.
 
@@ -37,7 +41,7 @@ def demo(
     line follows the whole demo with the time left, each of the four stages reports which checkpoint
     it is on, every file written gets a line, and the page says what was run and how long it took.
     """
-    from biasprobe.demo import FULL, QUICK, run_demo
+    from biasprobe.demo import FULL, QUICK, idle_cores, run_demo
     from biasprobe.validation import count, output_folder
 
     output_folder(out, "out")
@@ -45,5 +49,6 @@ def demo(
     per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
     k = plan.gap_images if per_split is None else count(per_split, "per_split")
 
-    index = run_demo(out, plan=plan, k=k, device=str(resolve_device(device)))
+    threads = idle_cores() if threads is None else count(threads, "threads")
+    index = run_demo(out, plan=plan, k=k, device=str(resolve_device(device)), threads=threads)
     Report().say(f"done: open {index}; the figures and stores are beside it")
