@@ -19,6 +19,7 @@ wrote; a user's files in it are never replaced.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -87,17 +88,17 @@ FULL = DemoPlan(
     solvers={"unet-bf": ("dense", None), "dit": ("dense", None)},
     locality_images=8, compare_samples=8,
 )
-"""``biasprobe demo --full``: every Jacobian dense, more images and noise levels (an hour or more on 2 cores)."""
+"""``biasprobe demo --full``: every Jacobian dense, more images and noise levels (tens of minutes on 2 cores)."""
 
 
 def idle_cores() -> int:
-    """The CPU cores other jobs leave idle: the core count less the 1-minute load average, rounded, at
-    least 1. On a shared 2-core CPU at load 2.5-4, torch's default of one thread per core made the
-    quick demo more than twice as slow as one thread (docs/benchmarks.md): its threads wait on each
-    other while the other jobs hold the cores."""
+    """The CPU cores other jobs leave idle: the core count less the whole cores the 1-minute load
+    average says are busy, at least 1. On the shared 2-core CPU of docs/benchmarks.md, two threads
+    ran the quick demo in 2:02 at load 0.7 (one thread: 2:48 at load 1.0), but more than twice as
+    slowly as one thread at load 2.5-4, where they wait on each other while other jobs hold the cores."""
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load)))
+    return max(1, min(cores, cores - math.floor(load)))
 
 
 def run_demo(out: str | Path = "biasprobe-demo", *, plan: DemoPlan = QUICK, k: int | None = None,

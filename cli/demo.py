@@ -19,8 +19,8 @@ def demo(
                      "or report wrote."),
     ] = DEFAULT_FOLDER,
     full: Annotated[
-        bool, typer.Option(help="The long version: more images and noise levels, every Jacobian dense (an hour or "
-                           "more on 2 cores).")
+        bool, typer.Option(help="The long version: more images and noise levels, every Jacobian dense (tens of "
+                           "minutes on 2 cores).")
     ] = False,
     per_split: Annotated[
         int | None, typer.Option(help="Test images per gap measurement (default 20, 100 with --full).")
@@ -28,8 +28,8 @@ def demo(
     k: OldK = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads; default: the cores other jobs leave idle (cores − load "
-                                 "average, at least 1).")
+        int | None, typer.Option(help="torch CPU threads; default: the cores other jobs leave idle (cores less the "
+                                 "whole cores the load average says are busy, at least 1).")
     ] = None,
 ) -> None:
     """Run every analysis on the shipped checkpoint zoo: gap, Jacobian GAHB verdicts, locality, two-model test.
