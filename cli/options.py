@@ -70,7 +70,7 @@ FLAGS = {
         "channels", "k", "n", "batch", "batch_size", "count", "threshold", "samples",
         "sampler_steps", "sigma", "overwrite",
         "figure", "png", "windows", "device", "per_split", "method", "precision", "support",
-        "neighbours", "held_out")},
+        "neighbours", "held_out", "threads")},
 }
 """The library's parameter names and the flags that set them: errors name parameters
 (:class:`biasprobe.errors.BiasprobeError`) and so do warnings (:class:`~biasprobe.errors.BiasprobeWarning`);
