@@ -180,7 +180,10 @@ def unet_harmonic_dit_not(evidence: Evidence) -> Claim:
     return Claim("Fig. 1", "UNet Jacobian eigenvectors are geometry-adaptive harmonic bases; the DiT's are not",
                  "smooth oscillations adapted to the image for both UNets, sparse isolated pixels for the DiT",
                  ours or "—", "biasprobe's GAHB verdict (docs/methods/jacobian.md) at the largest N reads "
-                 "'geometry-adaptive harmonic' for both UNets and anything else for the DiT", held)
+                 "'geometry-adaptive harmonic' for both UNets and anything else for the DiT (since 2026-12-07 with "
+                 "science v3's eigenvector selection, eigenvalues above 1 counted and not judged, committed before "
+                 "this page was rendered with it; under the v2 selection the DDPM UNet and the DiT read 'not "
+                 "harmonic' and the claim did not hold either: docs/methods/claims.md)", held)
 
 
 def _top_eigenvalue(evidence: Evidence, family: str, n: int | None) -> float | None:
