@@ -12,7 +12,7 @@ DDPM step t = 0, 20, …, 980, and the gap averaged uniformly over those 50 step
     average = (1/50) Σ_t gap(t),   s.e. = √(s²_train/K_train + s²_test/K_test)
 
 where s² is the variance over images of each image's PSNR averaged over t (one noise draw per image
-and step). Rows before zoo v2 (rounds 1-3, the width-128 pilot) used K = 100 and 8 σ from 0.02 to
+and step; the gap store's ``average_gap_sem``). Rows before zoo v2 (rounds 1-3, the width-128 pilot) used K = 100 and 8 σ from 0.02 to
 0.5; each row names its definition.
 
     python reports/zoo/pilot/pilot_gap.py OUT.jsonl --device cuda --pids 123,456 a.safetensors b.safetensors
@@ -24,7 +24,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import biasprobe as bp
@@ -43,12 +42,6 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def average_gap_sem(psnr: np.ndarray, counts: list[int]) -> float:
-    """Standard error of the t-averaged gap from each image's t-averaged PSNR (split, image, t)."""
-    per_image = [np.nanmean(psnr[s, :counts[s]], axis=1) for s in range(2)]
-    return float(np.sqrt(sum(v.var(ddof=1) / len(v) for v in per_image)))
-
-
 def measure(path: Path, device: str) -> dict:
     denoiser = bp.load(path, device=device)
     training = denoiser.source.training  # the steps of the weights loaded, even if the file was replaced since
@@ -61,7 +54,7 @@ def measure(path: Path, device: str) -> dict:
             "train_psnr": result.mean_psnr.sel(split="train").values.tolist(),
             "test_psnr": result.mean_psnr.sel(split="test").values.tolist(), "gap": result.gap.values.tolist(),
             "gap_sem": result.gap_sem.values.tolist(), "average_gap": float(result.average_gap),
-            "average_gap_sem": average_gap_sem(result.psnr.values, counts),
+            "average_gap_sem": float(result.average_gap_sem),
             "tf32": torch.backends.cuda.matmul.allow_tf32, "seconds": time.perf_counter() - began,
             "measured": time.time()}
 
