@@ -153,6 +153,12 @@ def record_file(output: Path, model: ModelRecipe) -> Path:
     return output / f"{model.name}.train.json"
 
 
+def gaps_file(output: Path, model: ModelRecipe) -> Path:
+    """The gap rows measured since ``model``'s record was last written (``NAME.gaps.json``): written after every
+    checkpoint's measurement and removed with the record's write, so that a run lost mid-way keeps them."""
+    return output / f"{model.name}.gaps.json"
+
+
 def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     """One task: train ``model`` into ``output`` and write its record; returns the record.
 
@@ -202,10 +208,14 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
                 "recipe_name": model.name}
     device = worker_device(device)
     began = time.perf_counter()
-    gaps = [row for row in earlier.get("gaps", []) if init is not None or state_path(target).exists()]
+    interim = gaps_file(folder, model)
+    rows = earlier.get("gaps", []) + (json.loads(interim.read_text()) if interim.exists() else [])
+    gaps = sorted({row["steps"]: row for row in rows}.values(), key=lambda row: row["steps"])
+    gaps = [row for row in gaps if init is not None or state_path(target).exists()]
 
     def measure(steps_done: int) -> None:
         gaps[:] = [row for row in gaps if row["steps"] < steps_done] + [checkpoint_gap_row(target, model, device)]
+        _write_json(interim, gaps)
     result = train(network, images, target, model.config(), metadata=metadata, device=device, progress=False,
                    init=init, on_checkpoint=measure if model.gap_images else None)
     losses = np.asarray(result.losses, dtype=float)
@@ -226,6 +236,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         record["gaps"] = gaps
     record.update(record_plateau(record, record_path).record())
     _write_json(record_path, record)
+    interim.unlink(missing_ok=True)
     return record
 
 
@@ -248,7 +259,7 @@ RERUN_SETTINGS = (*(s.name for s in USER_SETTINGS if s.changeable), "gap_images"
 """Recipe keys a later round may change for a model already (partly) trained."""
 
 
-def _write_json(path: Path, value: dict) -> None:
+def _write_json(path: Path, value: dict | list) -> None:
     replace_file(lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n"), path)
 
 

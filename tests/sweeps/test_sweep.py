@@ -251,6 +251,7 @@ def test_a_recipe_keeps_the_gap_of_every_checkpoint_across_rounds(tmp_path):
     assert row["images"] == [4, 4] and row["t"] == list(range(0, 1000, 20))  # the paper's gap
     assert len(row["gap"]) == len(row["gap_sem"]) == 50 and row["average_gap_sem"] > 0
     assert row["average_gap"] == pytest.approx(np.mean(row["gap"]), abs=1e-3)
+    assert not (tmp_path / "zoo" / "dit-local.gaps.json").exists()  # the interim rows went into the record
     # the next round (a warm restart: state lost, more steps) appends to the rows
     recipe_file.write_text(text.replace("steps = 5", "steps = 7"))
     train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
@@ -439,3 +440,34 @@ def test_a_manifest_written_by_sweep_train_is_read_back_by_the_report(tmp_path):
     assert trained["dit-local"].plateau is (None if judged["loss_change_last_20pct"] is None else judged["plateau"])
     for entry in read_manifest(tmp_path / "zoo"):  # every field the writer wrote is kept for other readers
         assert entry.written == written[entry.name] and isinstance(entry, ManifestEntry)
+
+
+def test_gap_rows_survive_a_run_lost_midway(tmp_path, monkeypatch):
+    """A run that dies after a checkpoint's measurement keeps the rows measured so far (``NAME.gaps.json``) and
+    the next run carries them into the record."""
+    from biasprobe.sweeps import recipes
+    from biasprobe.sweeps.recipes import train_recipe
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 5\ngap_images = 4"))
+    measured = recipes.checkpoint_gap_row
+    calls = []
+
+    def dies_at_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("machine taken back")
+        return measured(*args)
+    monkeypatch.setattr(recipes, "checkpoint_gap_row", dies_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+    folder = tmp_path / "zoo"
+    assert not (folder / "dit-local.train.json").exists()
+    assert [row["steps"] for row in json.loads((folder / "dit-local.gaps.json").read_text())] == [2]
+    monkeypatch.setattr(recipes, "checkpoint_gap_row", measured)
+    train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+    steps = [row["steps"] for row in json.loads((folder / "dit-local.train.json").read_text())["gaps"]]
+    assert steps[0] == 2 and steps[-1] == 5 and steps == sorted(set(steps))
+    assert not (folder / "dit-local.gaps.json").exists()
