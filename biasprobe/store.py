@@ -7,6 +7,11 @@ the same arrays and attributes and carry the same :data:`STORE_VERSION`; :func:`
 :func:`pack` turns a folder into the single file. Plain xarray opens a folder with
 ``xr.open_zarr(path)`` and a single file with ``xr.open_zarr(zarr.storage.ZipStore(path, mode="r"))``.
 
+A store's root attributes are the Dataset's (provenance and results) plus :data:`VERSION_KEY`; the
+completion mark lives in the attributes of the child group :data:`MARK_GROUP`, which xarray does not
+show as part of the Dataset (store version 2). Stores of version 1 kept the mark in the root attributes
+(:data:`COMPLETE_MARK`); they are read as before.
+
 A folder store: :func:`save` writes into a hidden sibling folder ``.NAME.tmp-TOKEN``, marks it complete as the
 very last write (the mark lists how many chunk files each variable has), consolidates its
 metadata, and only then swaps it in: the old store is renamed to ``.NAME.old-TOKEN``, the new one
@@ -24,7 +29,7 @@ run killed at any step leaves the old file or the new one.
 :func:`save` never replaces what it did not write: a folder (or file) at the target that is not a
 biasprobe store (and not empty) is refused unless ``overwrite=True``.
 
-(Just over 400 lines: both forms, their atomic writes and their readers share one contract, the
+(About 450 lines: both forms, their atomic writes and their readers share one contract, the
 completion mark, and are tested together.)
 """
 
@@ -46,12 +51,22 @@ import xarray as xr
 from biasprobe import atomic
 from biasprobe.errors import InputError, OutputError, ParameterError
 
-COMPLETE_MARK = "biasprobe_complete"
-"""Root attribute written last: ``{array path: number of chunk files}``."""
 VERSION_KEY = "biasprobe_store_version"
-STORE_VERSION = 1
+"""Root attribute: the store layout version, written from the first write on (so a store of a newer
+layout is recognised as biasprobe's, and refused with "upgrade biasprobe", by any version)."""
+STORE_VERSION = 2
 """The store layout this biasprobe writes and the newest it reads (the arrays, attributes and marks
-inside a store: the same in the folder and the single-file form)."""
+inside a store: the same in the folder and the single-file form). 2: the completion mark in
+:data:`MARK_GROUP`; 1: in the root attributes."""
+MARK_GROUP = "_biasprobe"
+"""The child group whose attributes hold biasprobe's bookkeeping (store version 2 on)."""
+MARK_KEY = "complete"
+"""The completion mark, written last: the attribute of :data:`MARK_GROUP` ``{array path: number of chunk
+files}`` (``True`` for a store without arrays)."""
+COMPLETE_MARK = "biasprobe_complete"
+"""The completion mark of store version 1 (and stores from before :data:`VERSION_KEY`): a root attribute."""
+ROOT_MARK_VERSION = 1
+"""The last store version whose completion mark is the root attribute :data:`COMPLETE_MARK`."""
 SINGLE_FILE_SUFFIX = ".zip"
 """The last suffix of a single-file store's name (``NAME.zarr.zip``); any other name is a folder store."""
 
@@ -122,19 +137,46 @@ def _files(path: Path) -> dict[str, callable] | None:
     return {name: reader(name) for name in names}
 
 
-def _root_attributes(path: Path) -> dict | None:
-    """The root attributes of the zarr store at ``path``, or None if it holds no readable zarr.json."""
+def _root_attributes(path: Path, group: str = "") -> dict | None:
+    """The attributes of the root group of the zarr store at ``path`` (or of its child ``group``), or None
+    if it holds no readable zarr.json there."""
+    name = f"{group}/zarr.json" if group else "zarr.json"
     try:
         if path.is_dir():
-            raw = (path / "zarr.json").read_bytes()
+            raw = (path / name).read_bytes()
         else:
             with zipfile.ZipFile(path) as archive:
-                raw = archive.read("zarr.json")
+                raw = archive.read(name)
         metadata = json.loads(raw)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
     attributes = metadata.get("attributes") if isinstance(metadata, dict) else None
     return attributes if isinstance(attributes, dict) else {}
+
+
+def _store_version(attributes: dict):
+    """The store version recorded in root ``attributes`` (as recorded: checked by :func:`check_store`);
+    :data:`ROOT_MARK_VERSION` for a store from before :data:`VERSION_KEY` that has the root mark; None if
+    neither is there (not biasprobe's, or interrupted before its first write)."""
+    return attributes.get(VERSION_KEY, ROOT_MARK_VERSION if COMPLETE_MARK in attributes else None)
+
+
+def _completion_mark(path: Path, version: int):
+    """The completion mark of the store of ``version`` at ``path`` (None when it has none): in the root
+    attributes up to :data:`ROOT_MARK_VERSION`, else in :data:`MARK_GROUP`'s."""
+    if version <= ROOT_MARK_VERSION:
+        return (_root_attributes(path) or {}).get(COMPLETE_MARK)
+    return (_root_attributes(path, MARK_GROUP) or {}).get(MARK_KEY)
+
+
+def is_marked_complete(path: str | os.PathLike) -> bool:
+    """Whether the store at ``path`` carries a completion mark (of a version this biasprobe reads); the
+    chunk files it lists are checked by :func:`check_store`."""
+    path = Path(path)
+    version = _store_version(_root_attributes(path) or {})
+    if isinstance(version, bool) or not isinstance(version, int) or version > STORE_VERSION:
+        return False
+    return bool(_completion_mark(path, version))
 
 
 def is_biasprobe_store(path: str | os.PathLike) -> bool:
@@ -214,7 +256,7 @@ def check_store(path: str | os.PathLike) -> dict:
     if attributes is None:
         where = f"{path}'s zarr.json" if is_single_file(path) else f"{path}/zarr.json"
         raise InputError(f"{where} is unreadable; the store is damaged: run the analysis again")
-    version = attributes.get(VERSION_KEY, STORE_VERSION if COMPLETE_MARK in attributes else None)
+    version = _store_version(attributes)
     if version is None:
         raise InputError(
             f"{path} is not a biasprobe store (an incomplete one, or written by other software): run the "
@@ -227,7 +269,7 @@ def check_store(path: str | os.PathLike) -> dict:
             f"{path} was written by a newer biasprobe (store format {version}; this one reads up to "
             f"{STORE_VERSION}): upgrade biasprobe"
         )
-    expected = attributes.get(COMPLETE_MARK)
+    expected = _completion_mark(path, version)
     if not expected:
         raise InputError(f"{path} is an incomplete store (its writer was interrupted); run the analysis again")
     if isinstance(expected, dict):
@@ -267,7 +309,7 @@ def _recover(path: Path) -> None:
     dead = {kind: atomic.leftovers(path, kind) for kind in atomic.KINDS}
     if not path.exists():
         # a complete leftover of the target's form (a folder, or a whole packed file) takes its place
-        whole = lambda p: p.is_dir() != is_single_file(path) and (_root_attributes(p) or {}).get(COMPLETE_MARK)
+        whole = lambda p: p.is_dir() != is_single_file(path) and is_marked_complete(p)
         complete = [p for p in dead["tmp"] if whole(p)]
         previous = [p for p in dead["old"] if whole(p)]
         chosen = max(complete or previous, key=lambda p: p.stat().st_mtime, default=None)
@@ -279,14 +321,18 @@ def _recover(path: Path) -> None:
 
 
 def mark_complete(path: str | os.PathLike) -> None:
-    """Write the completion mark (the chunk-file count of every array) and consolidate the metadata,
-    so that :func:`open` accepts the store and plain ``xarray.open_zarr`` reads it without a warning.
+    """Write the completion mark (the chunk-file count of every array, in the attributes of the child
+    group :data:`MARK_GROUP`) and consolidate the metadata, so that :func:`open` accepts the store and plain
+    ``xarray.open_zarr`` reads it without a warning (and without the mark among the Dataset's attributes).
     Sweeps that fill a store region by region call this once every region is written."""
     path = Path(path)
     import zarr  # here, not at the top: training and the analyses run where zarr is not installed
 
+    counts = _chunk_counts(path) or True  # before the mark's group exists (it has no chunks either way)
     group = zarr.open_group(path, mode="r+")
-    group.attrs.update({VERSION_KEY: STORE_VERSION, COMPLETE_MARK: _chunk_counts(path) or True})
+    attributes = {key: value for key, value in group.attrs.asdict().items() if key != COMPLETE_MARK}
+    group.attrs.put({**attributes, VERSION_KEY: STORE_VERSION})  # one write; a version-1 mark is dropped
+    group.require_group(MARK_GROUP).attrs[MARK_KEY] = counts  # the mark last
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
@@ -303,7 +349,7 @@ def save(dataset: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fals
     path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = dataset.copy()
-    dataset.attrs.pop(COMPLETE_MARK, None)
+    dataset.attrs.pop(COMPLETE_MARK, None)  # a version-1 mark of a store read with plain xarray
     dataset.attrs[VERSION_KEY] = STORE_VERSION  # from the first write on, the folder is known as biasprobe's
     dataset.attrs.setdefault("created", provenance()["created"])
     with _locked(path.parent):

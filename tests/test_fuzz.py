@@ -477,13 +477,25 @@ def _edit_root(path, **attributes):
     (path / "zarr.json").write_text(json.dumps(metadata))
 
 
+def _edit_mark(path, value):
+    """Set the completion mark of the store at ``path`` (``None``: remove it)."""
+    group = path / "_biasprobe" / "zarr.json"
+    metadata = json.loads(group.read_text())
+    metadata["attributes"].pop("complete")
+    if value is not None:
+        metadata["attributes"]["complete"] = value
+    group.write_text(json.dumps(metadata))
+
+
 STORE_CASES = {
     "missing": lambda p: None,
     "file": lambda p: p.write_text("x"),
     "foreign": lambda p: xr.Dataset({"v": ("x", np.zeros(2))}).to_zarr(p, zarr_format=3),
     "newer": lambda p: _edit_root(_store(p), biasprobe_store_version=9),
     "version-text": lambda p: _edit_root(_store(p), biasprobe_store_version="1"),
-    "incomplete": lambda p: _edit_root(_store(p), biasprobe_complete=False),
+    "incomplete": lambda p: _edit_mark(_store(p), False),
+    "mark-group-gone": lambda p: (_store(p) / "_biasprobe" / "zarr.json").unlink(),
+    "incomplete-version-1": lambda p: _edit_mark(_store(p), None) or _edit_root(p, biasprobe_store_version=1),
     "chunk-deleted": lambda p: [c.unlink() for c in (_store(p) / "v").rglob("c/*") if c.is_file()],
     "root-json-corrupt": lambda p: (_store(p) / "zarr.json").write_text("{"),
     "empty-folder": lambda p: p.mkdir(),

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import biasprobe as bp
-from biasprobe.store import provenance
+from biasprobe.store import STORE_VERSION, provenance
 
 
 def make_dataset(value: float = 1.0) -> xr.Dataset:
@@ -130,7 +130,7 @@ def _set_root_attribute(path, key, value):
 def test_newer_or_damaged_store_versions_are_refused(tmp_path):
     target = tmp_path / "r.zarr"
     bp.save(make_dataset(), target)
-    _set_root_attribute(target, "biasprobe_store_version", 2)
+    _set_root_attribute(target, "biasprobe_store_version", STORE_VERSION + 1)
     with pytest.raises(bp.InputError, match="newer biasprobe.*upgrade"):
         bp.open(target)
     _set_root_attribute(target, "biasprobe_store_version", "1")
@@ -156,6 +156,96 @@ def test_plain_xarray_opens_stores_without_warnings(tmp_path):
         warnings.simplefilter("error")
         with xr.open_zarr(tmp_path / "r.zarr") as opened:
             assert float(opened.eigenvalue.max()) == 2.0
+
+
+# ------------------------------------------------------------------------- the completion mark's place
+
+
+def test_plain_xarray_shows_no_completion_mark_and_biasprobe_reads_the_store_as_complete(tmp_path):
+    import zarr
+
+    from biasprobe.store import check_store, is_marked_complete
+
+    bp.save(make_dataset(2.0), tmp_path / "r.zarr")
+    bp.save(make_dataset(2.0), tmp_path / "r.zarr.zip")
+    with xr.open_zarr(tmp_path / "r.zarr") as folder, \
+            xr.open_zarr(zarr.storage.ZipStore(tmp_path / "r.zarr.zip", mode="r")) as single:
+        for plain in (folder, single):
+            assert not any(key.startswith("biasprobe_complete") for key in plain.attrs)
+            assert plain.attrs["biasprobe_store_version"] == STORE_VERSION == 2 and plain.attrs["seed"] == 3
+            assert list(plain.data_vars) == ["eigenvalue"]
+    for path in (tmp_path / "r.zarr", tmp_path / "r.zarr.zip"):
+        assert is_marked_complete(path)
+        check_store(path)  # the chunk counts the mark lists are all there
+        assert float(bp.open(path).eigenvalue.max()) == 2.0
+    mark = zarr.open_group(tmp_path / "r.zarr", mode="r")["_biasprobe"].attrs["complete"]
+    assert mark == {"eigenvalue": 1, "sigma": 1, "rank": 1}
+
+
+def test_a_store_without_its_mark_is_refused_as_incomplete(tmp_path):
+    import shutil
+
+    target = tmp_path / "r.zarr"
+    bp.save(make_dataset(), target)
+    _set_root_attribute(target, "biasprobe_complete", {"eigenvalue": 1})  # a root mark is not version 2's
+    shutil.rmtree(target / "_biasprobe")
+    with pytest.raises(bp.InputError, match="incomplete store"):
+        bp.open(target)
+
+
+def _write_version_1(dataset: xr.Dataset, path, *, versioned: bool = True, complete: bool = True):
+    """A folder store as biasprobe wrote store version 1: the mark (and the version) in the root attributes."""
+    import zarr
+
+    from biasprobe.store import _chunk_counts
+
+    dataset.to_zarr(path, mode="w", zarr_format=3, consolidated=False)
+    attributes = {"biasprobe_complete": _chunk_counts(path)} if complete else {}
+    if versioned:
+        attributes["biasprobe_store_version"] = 1
+    zarr.open_group(path, mode="r+").attrs.update(attributes)
+    zarr.consolidate_metadata(path, zarr_format=3)
+
+
+@pytest.mark.filterwarnings("ignore:.*[Cc]onsolidated metadata")
+@pytest.mark.parametrize("versioned", [True, False], ids=["version-1", "before-the-version"])
+def test_version_1_stores_are_read_and_checked_as_before(tmp_path, versioned):
+    from biasprobe.store import is_marked_complete, pack
+
+    old = tmp_path / "old.zarr"
+    _write_version_1(make_dataset(5.0), old, versioned=versioned)
+    assert is_marked_complete(old)
+    back = bp.open(old)
+    assert float(back.eigenvalue.max()) == 5.0 and "biasprobe_complete" not in back.attrs
+    xr.testing.assert_identical(bp.open(pack(old)), back)  # packed byte for byte: still version 1, still read
+    bp.save(xr.open_zarr(old).load(), tmp_path / "again.zarr")  # read with plain xarray, written as version 2
+    assert "biasprobe_complete" not in xr.open_zarr(tmp_path / "again.zarr").attrs
+    next(p for p in (old / "eigenvalue").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    with pytest.raises(bp.InputError, match="missing 1 chunk files"):
+        bp.open(old)
+    _write_version_1(make_dataset(), tmp_path / "cut.zarr", versioned=versioned, complete=False)
+    assert not is_marked_complete(tmp_path / "cut.zarr")
+    with pytest.raises(bp.InputError, match="incomplete store" if versioned else "not a biasprobe store"):
+        bp.open(tmp_path / "cut.zarr")
+
+
+def test_the_committed_paper_stores_are_version_1_and_read_as_complete():
+    import json
+    import zipfile
+    from pathlib import Path
+
+    from biasprobe.store import check_store, is_marked_complete
+
+    stores = sorted((Path(__file__).parent.parent / "reports" / "paper" / "stores").glob("*.zarr.zip"))
+    assert stores
+    for path in stores:
+        with zipfile.ZipFile(path) as archive:
+            attributes = json.loads(archive.read("zarr.json"))["attributes"]
+            assert "_biasprobe/zarr.json" not in archive.namelist()
+        assert attributes["biasprobe_store_version"] == 1 and attributes["biasprobe_complete"]
+        assert is_marked_complete(path)
+        check_store(path)
+    assert bp.open(stores[0]).attrs["recipe_key"] in stores[0].name
 
 
 CONCURRENT_WRITER = """

@@ -32,7 +32,7 @@ import zarr
 
 from biasprobe.atomic import replace_file
 from biasprobe.errors import InputError
-from biasprobe.store import COMPLETE_MARK, mark_complete
+from biasprobe.store import is_marked_complete, mark_complete
 
 SWEEP_ATTR = "sweep"
 """Root attr holding the sweep's specification (JSON): analysis, options, checkpoints and sha256."""
@@ -129,8 +129,7 @@ def completed(path: str | os.PathLike) -> np.ndarray:
 
 def is_complete(path: str | os.PathLike) -> bool:
     """Whether the sweep at ``path`` is finished (every region written and the store marked complete)."""
-    with _quiet():
-        return bool(zarr.open_group(path, mode="r").attrs.get(COMPLETE_MARK, False))
+    return is_marked_complete(path)
 
 
 def per_checkpoint(result: xr.Dataset) -> xr.Dataset:
