@@ -274,6 +274,28 @@ def test_a_committed_store_of_the_paper_report_recomputes_on_the_cpu():
     assert committed.attrs["checkpoint_sha256"] == model.sha256
 
 
+def test_the_committed_page_tracks_its_pngs_and_pages_and_leaves_its_pdfs_to_the_render():
+    """Of the files the committed page's mark lists (what `biasprobe report paper` writes there), the PNGs and
+    index pages are tracked; the PDFs are ignored by git (written by a render, never committed: issue 24), so
+    a fresh clone's render leaves `git status` clean."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = json.loads((root / "reports" / "paper" / ".biasprobe-report.json").read_text())["files"]
+    pdfs = [name for name in files if name.endswith(".pdf")]
+    assert pdfs and {"index.md", "index.html"} <= set(files)
+    paths = [f"reports/paper/{name}" for name in files]
+    tracked = set(subprocess.run(["git", "ls-files", "--", *paths], cwd=root, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    assert tracked == {path for path in paths if not path.endswith(".pdf")}
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--", *paths], cwd=root, capture_output=True,
+                             text=True, check=False).stdout.split()
+    assert sorted(ignored) == sorted(f"reports/paper/{name}" for name in pdfs)
+    page = (root / "reports" / "paper" / "index.md").read_text()
+    assert all(f"]({name})" in page for name in pdfs)  # the page links each PDF the render writes
+
+
 def test_the_page_does_not_depend_on_what_was_cached(tmp_path):
     """A derived store's source (the jacobian store a training-span store reads) is not among the stores the
     claims see: a run that computes it and a run that finds everything cached write the same page."""
