@@ -24,7 +24,7 @@ attention locality), each starting from the shipped weights with a fresh optimiz
 
 (+10.8–10.9k steps, ``--steps`` giving the local DiT, trained alone, the count of the global
 ones; then +8.9k steps each, stopped by the time limit: 27.1–27.2k in all. The checkpoints
-record ``warm_start_steps``, the manifest the total; logs: ``train-dit-warm.log`` in ``reports/zoo/train-logs.tar.xz``.)
+record ``warm_start_steps``, the manifest the total; logs: ``train-logs/train-dit-warm.log`` in ``reports/zoo/rounds.tar.xz``.)
 
 ``prepare`` stores exactly the tensors ``biasprobe.data.load`` returns (Fashion-MNIST is 8-bit, so
 the uint8 round trip is exact); ``train`` feeds them to :func:`biasprobe.training.train` with the
