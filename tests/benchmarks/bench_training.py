@@ -54,7 +54,7 @@ also time is profiled right after its timing, on the same compiled step.
 ``--budget S`` stops starting new cases after S seconds (the JSON, written after every case, says
 which were skipped). On the CPU only steps/s are reported. Run from the repository root::
 
-    python tests/benchmarks/bench_training.py --device cuda --out reports/benchmarks
+    python tests/benchmarks/bench_training.py --device cuda --out /tmp/bench   # then into reports/benchmarks.json
     python tests/benchmarks/bench_training.py --device cpu --models dit-small,unet-bf-small --batch 8
 """
 
