@@ -150,9 +150,15 @@ def window_mask(grid: tuple[int, int], window: int | None, device=None) -> torch
     return near_rows & near_cols
 
 
-def _window_mask_mod(grid: tuple[int, int], window: int):
-    """FlexAttention's mask_mod for a k×k window: the predicate of :func:`window_mask`."""
-    cols, radius = grid[1], window // 2
+def _window_mask_mod(grid: tuple[int, int], window: int, device=None):
+    """FlexAttention's mask_mod for a k×k window: the predicate of :func:`window_mask`.
+
+    The radius is held as a tensor, not a Python int: torch.compile guards on the ints a mask_mod closes
+    over, so windows 3, 5, …, 13 in one network (and the gap measurement's eager calls of the compiled
+    kernel) each compiled the kernel anew until dynamo's recompile limit (8) sent every further call to the
+    unfused fallback, which materialises the scores (zoo v2 round 1, docs/zoo.md). A tensor is an input of
+    the compiled kernel: every window shares one compilation."""
+    cols, radius = grid[1], torch.tensor(window // 2, device=device)
 
     def inside(batch, head, query, key):
         near_rows = (query // cols - key // cols).abs() <= radius
@@ -168,7 +174,7 @@ def window_block_mask(grid: tuple[int, int], window: int, device=None, block_siz
 
     window_mask((1, 1), window)  # validate
     count = grid[0] * grid[1]
-    return create_block_mask(_window_mask_mod(grid, window), None, None, count, count, device=device,
+    return create_block_mask(_window_mask_mod(grid, window, device), None, None, count, count, device=device,
                              BLOCK_SIZE=block_size)
 
 

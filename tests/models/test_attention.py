@@ -51,6 +51,27 @@ def test_block_mask_is_the_window_mask(window):
     assert torch.equal(masked, mask)
 
 
+def test_every_window_shares_one_compiled_kernel():
+    """torch.compile guards on the Python values a mask_mod closes over: the window's radius must be a tensor (an
+    input of the compiled kernel), else each window compiles anew and past dynamo's recompile limit FlexAttention
+    falls back to its unfused path (zoo v2 round 1). Two windows' mask_mods differ only in tensors."""
+    import torch._dynamo
+
+    masks = [window_block_mask((6, 5), window, block_size=16).mask_mod for window in (3, 13)]
+    assert masks[0].__code__ is masks[1].__code__
+    for first, second in zip(masks[0].__closure__, masks[1].__closure__, strict=True):
+        a, b = first.cell_contents, second.cell_contents
+        assert isinstance(a, torch.Tensor) or a == b, f"the mask_mod closes over {a!r} / {b!r}: compile guards on it"
+    torch._dynamo.reset()
+    compiles = []
+    kernel = torch.compile(lambda block_mask: block_mask.mask_mod(0, 0, torch.arange(30)[:, None],
+                                                                  torch.arange(30)[None, :]).sum(),
+                           backend=lambda graph, inputs: compiles.append(1) or graph.forward)
+    assert [int(kernel(window_block_mask((6, 5), w, block_size=16))) for w in (3, 5, 7, 9, 11, 13)] == [
+        int(window_mask((6, 5), w).sum()) for w in (3, 5, 7, 9, 11, 13)]
+    assert len(compiles) <= 2  # one graph, plus at most one recompile when the radius becomes dynamic
+
+
 def test_local_dit_is_the_same_function_under_every_kernel():
     torch.manual_seed(1)
     model = DiT(image_size=8, channels=1, patch_size=1, depth=3, width=20, heads=2, windows=[3, 5, None])
