@@ -1,0 +1,102 @@
+"""The v3 Jacobian and memorizer claims on synthetic surveys made to hold them, to fail, and to be undecidable."""
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from biasprobe.reports import rules
+from biasprobe.reports.survey_claims import (
+    SurveyEvidence,
+    equal_steps,
+    memorizers_in_span,
+    small_n_lambda_ratio,
+    unet_harmonic_dit_not,
+)
+from biasprobe.reports.zoo import ZooModel
+
+SIGMAS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def model(name, family, n, steps=20000, windows=(), subset="s1"):
+    return ZooModel(name=name, path=Path(name), family=family, windows=windows, data="fashion-mnist", n_train=n,
+                    subset=subset, seed=0, sha256="0", steps_done=steps)
+
+
+def survey(category="geometry-adaptive harmonic", largest=1.0, span=0.0, images=8, train_images=8, sigmas=SIGMAS,
+           noise=0.0, seed=0):
+    """A survey whose every cell has ``category``, λ₀ ≈ ``largest`` and training-span energy ≈ ``span``."""
+    rng = np.random.default_rng(seed)
+    count = images + train_images
+    shape = (2, count, len(sigmas))
+    eigenvalues = np.broadcast_to(np.array([1.0, 0.8, 0.5, 0.05] + [0.0] * 12), shape + (16,)).copy()
+    return xr.Dataset(
+        {"category": (("draw", "image", "sigma"), np.full(shape, category)),
+         "count_above_one": (("draw", "image", "sigma"), np.zeros(shape, int)),
+         "asymmetry": (("draw", "image", "sigma"), np.full(shape, 0.1)),
+         "largest_eigenvalue": (("draw", "image", "sigma"), largest * np.exp(noise * rng.standard_normal(shape))),
+         "denoiser_eigenvalue": (("draw", "image", "sigma", "denoiser_rank"), eigenvalues),
+         "train_span_fraction": (("draw", "image", "sigma", "denoiser_rank"),
+                                 np.clip(span + noise * rng.standard_normal(shape + (16,)), 0, 1))},
+        coords={"sigma": list(sigmas), "split": ("image", ["test"] * images + ["train"] * train_images)})
+
+
+ZOO = [model("unet-bf-n30000-s1", "unet-bf", 30000), model("unet-ddpm-n30000", "unet-ddpm", 30000),
+       model("dit-n30000", "dit", 30000)]
+
+
+def test_fig1_held_failed_unresolved_and_not_tested():
+    harmonic, flat = survey(), survey("not harmonic")
+    surveys = {"unet-bf-n30000-s1": harmonic, "unet-ddpm-n30000": harmonic, "dit-n30000": flat}
+    judged = unet_harmonic_dit_not(SurveyEvidence(ZOO, surveys, {}))
+    assert judged.outcome == rules.HELD and "20.0k steps" in judged.ours and "harmonic share 1.00" in judged.ours
+    assert unet_harmonic_dit_not(SurveyEvidence(ZOO, {**surveys, "dit-n30000": harmonic}, {})).outcome == rules.FAILED
+    mixed = survey().assign(category=survey().category.where(survey().image % 2 == 0, "not harmonic"))
+    assert unet_harmonic_dit_not(SurveyEvidence(ZOO, {**surveys, "unet-ddpm-n30000": mixed}, {})).outcome \
+        == rules.UNRESOLVED  # half the images harmonic: the interval straddles ½
+    unequal = [ZOO[0], model("unet-ddpm-n30000", "unet-ddpm", 30000, steps=12622), ZOO[2]]
+    judged = unet_harmonic_dit_not(SurveyEvidence(unequal, surveys, {}))
+    assert judged.outcome == rules.NOT_TESTED and "unet-ddpm-n30000 12.6k" in judged.ours
+    assert unet_harmonic_dit_not(SurveyEvidence(ZOO, {**surveys, "dit-n30000": survey(sigmas=(0.1,))}, {})).outcome \
+        == rules.NOT_TESTED
+
+
+def test_fig3_reads_the_paired_log_ratio_interval():
+    zoo = [model("unet-ddpm-n10", "unet-ddpm", 10), model("unet-ddpm-n30000", "unet-ddpm", 30000),
+           model("dit-n10", "dit", 10), model("dit-n30000", "dit", 30000)]
+
+    def judge(unet_small, dit_small):
+        surveys = {"unet-ddpm-n10": survey(largest=unet_small, noise=0.1, seed=1),
+                   "unet-ddpm-n30000": survey(noise=0.1, seed=2),
+                   "dit-n10": survey(largest=dit_small, noise=0.1, seed=3), "dit-n30000": survey(noise=0.1, seed=4)}
+        return small_n_lambda_ratio(SurveyEvidence(zoo, {}, surveys, memorizer_sigma=2.0))
+
+    assert judge(10.0, 1.2).outcome == rules.HELD
+    assert judge(1.2, 10.0).outcome == rules.FAILED
+    assert judge(1.5, 1.5).outcome == rules.UNRESOLVED
+    assert small_n_lambda_ratio(SurveyEvidence(zoo, {}, {}, memorizer_sigma=None)).outcome == rules.NOT_TESTED
+
+
+def test_memorizers_span_rule_and_left_out_models():
+    zoo = [model("dit-n10", "dit", 10), model("dit-n30000", "dit", 30000),
+           model("unet-bf-n10-s1", "unet-bf", 10), model("unet-bf-n30000-s1", "unet-bf", 30000)]
+    low_sigma = dict(sigmas=(0.05, 0.2, 1.0))  # the bias-free UNets: no survey above their training range
+
+    def judge(memorizer_span, contrast_span):
+        surveys = {"dit-n10": survey(span=memorizer_span, noise=0.05, seed=1),
+                   "dit-n30000": survey(span=contrast_span, noise=0.05, seed=2),
+                   "unet-bf-n10-s1": survey(span=0.9, **low_sigma), "unet-bf-n30000-s1": survey(**low_sigma)}
+        return memorizers_in_span(SurveyEvidence(zoo, {}, surveys, memorizer_sigma=2.0))
+
+    judged = judge(0.9, 0.1)
+    assert judged.outcome == rules.HELD
+    assert "without a survey at σ = 2: bias-free UNet N=10" in judged.ours
+    assert judge(0.3, 0.1).outcome == rules.FAILED  # not in the span
+    assert judge(0.9, 0.9).outcome == rules.UNRESOLVED  # no larger than the generalizing model's
+    assert memorizers_in_span(SurveyEvidence(zoo, {}, {}, memorizer_sigma=None)).outcome == rules.NOT_TESTED
+
+
+def test_equal_steps_names_what_differs():
+    assert equal_steps(ZOO) == (20000, "")
+    steps, why = equal_steps([ZOO[0], model("x", "dit", 10, steps=None)])
+    assert steps is None and "x ?" in why
