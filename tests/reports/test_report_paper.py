@@ -355,3 +355,53 @@ def test_a_store_missing_from_the_caches_is_computed_into_the_report_folder_and_
     assert "computing store 1/1: locality of dit-n10" in lines
     assert (tmp_path / "elsewhere" / "stores" / missing.name).is_file()
     assert sorted(path.name for path in cache.iterdir()) == kept
+
+
+def test_the_v2_store_keys_are_kept_and_v3_keys_differ():
+    """Science v3 added Settings fields; every committed (v2) store is still found under the key Settings() gives,
+    and V3 keys every kind anew (so no v2 store is ever read as a v3 one)."""
+    from pathlib import Path
+
+    from biasprobe.reports.paper.settings import DERIVED, SURVEY, V3
+    from biasprobe.reports.zoo import IDEAL
+
+    root = Path(__file__).resolve().parents[2]
+    zoo = read_zoo(root / "data" / "zoo")
+    kinds = ("gap", "jacobian", "locality", "memorization", "training-span", IDEAL, *DERIVED)
+    current = {Settings(sigma=s).key(kind, m) for s in (0.1, *Settings().memorizer_sigmas) for kind in kinds for m in zoo}
+    committed = [path.name.removesuffix(".zarr.zip").rsplit("-", 1)[1]
+                 for path in (root / "reports" / "paper" / "stores").glob("*.zarr.zip")]
+    assert committed and set(committed) <= current
+    assert "version" not in Settings().described() and V3.described()["version"] == 3
+    for kind in (*kinds, SURVEY):
+        assert V3.key(kind, zoo[0]) != Settings().key(kind, zoo[0])
+
+
+def test_the_v3_survey_runs_on_a_zoo_model_within_its_training_range(tmp_path):
+    """compute("gahb-survey") under V3's rules (test and training images × σ × draws) on a tiny bias-free UNet
+    trained at σ ≤ 1: the σ above its range are left out."""
+    from biasprobe.reports.paper import compute
+    from biasprobe.reports.paper.settings import SURVEY, V3
+
+    zoo = make_zoo(tmp_path / "zoo")
+    model = next(m for m in read_zoo(zoo) if m.name == "unet-bf-n10-s1")
+    settings = replace(V3, k=4, held_out=14, survey_images=2, survey_sigmas=(0.1, 0.5, 2.0))
+    survey = compute(SURVEY, model, settings, device="cpu")
+    trained = bp.load(model.path).source.training.get("sigma_max")
+    expected = [s for s in (0.1, 0.5, 2.0) if trained is None or s <= trained]
+    assert list(survey.sigma.values) == pytest.approx(expected)
+    assert list(survey.split.values) == ["test", "test", "train", "train"] and survey.sizes["draw"] == 2
+    assert survey.attrs["recipe_key"] == settings.key(SURVEY, model) and "train_span_fraction" in survey
+
+
+def test_the_survey_sigmas_stay_within_each_models_training_range():
+    """The zoo's bias-free UNets were trained at σ ≤ 1 (their records' sigma_max): σ = 2 and 8 are left out; a
+    scheduled model was trained at every step and keeps every σ."""
+    from pathlib import Path
+
+    from biasprobe.reports.paper.compute import trained_sigmas
+
+    zoo = Path(__file__).resolve().parents[2] / "data" / "zoo"
+    blind, scheduled = bp.load(zoo / "unet-bf-n10-s1.safetensors"), bp.load(zoo / "dit-n10.safetensors")
+    assert trained_sigmas(blind, (0.05, 1.0, 2.0, 8.0)) == [0.05, 1.0]
+    assert trained_sigmas(scheduled, (0.05, 1.0, 2.0, 8.0)) == [0.05, 1.0, 2.0, 8.0]

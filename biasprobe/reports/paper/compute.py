@@ -11,19 +11,41 @@ import xarray as xr
 
 from biasprobe.analyses.base import registered
 from biasprobe.errors import InputError
-from biasprobe.reports.paper.settings import DERIVED, DERIVED_OPTIONS, Settings
+from biasprobe.reports.paper.settings import DERIVED, DERIVED_OPTIONS, SURVEY, Settings
 from biasprobe.reports.zoo import IDEAL, ZooModel
 
 
 def _gap_inputs(settings, denoiser, train, test, held_out, source):
+    """v2: min(k, N) images of each split; v3 (the paper's): min(k, N) training images against k test images."""
     count = min(settings.k, len(train))
     levels = {"timesteps": list(settings.gap_timesteps)} if denoiser.schedule is not None else {}
-    return (denoiser, train[:count], test[:count]), {"seed": 0, **levels}
+    return (denoiser, train[:count], test[: settings.k if settings.version >= 3 else count]), {"seed": 0, **levels}
 
 
 def _jacobian_inputs(settings, denoiser, train, test, held_out, source):
-    output = "denoised" if denoiser.sigma_to_t(0.5) is None else "raw"  # blind models have no raw output
-    return (denoiser, test[:1], [settings.sigma]), {"output": output, "seed": 0}
+    """v2: the raw output's Jacobian where there is one; v3: ∂D/∂y for every family."""
+    raw = settings.version < 3 and denoiser.sigma_to_t(0.5) is not None  # blind models have no raw output
+    return (denoiser, test[:1], [settings.sigma]), {"output": "raw" if raw else "denoised", "seed": 0}
+
+
+def trained_sigmas(denoiser, sigmas) -> list[float]:
+    """The σ of ``sigmas`` within the range ``denoiser`` was trained at: every σ for a scheduled model (trained at
+    every step), σ ≤ its training record's ``sigma_max`` for a blind one (none recorded: every σ)."""
+    if denoiser.schedule is not None:
+        return list(sigmas)
+    largest = denoiser.source.training.get("sigma_max")
+    return [s for s in sigmas if largest is None or s <= float(largest) + 1e-12]
+
+
+def _survey_inputs(settings, denoiser, train, test, held_out, source):
+    sigmas = trained_sigmas(denoiser, settings.survey_sigmas)
+    if not sigmas:
+        raise InputError(f"no σ of {settings.survey_sigmas} lies within the range {denoiser.source.path} was trained "
+                         "at: leave this model out of the survey")
+    return ((denoiser, test[: settings.survey_images], sigmas),
+            {"draws": settings.survey_draws, "training_images": train, "training_analysed": min(settings.survey_images,
+             len(train)), "held_out_images": held_out, "neighbours": DERIVED_OPTIONS["training-span"]["neighbours"],
+             "seed": 0})
 
 
 @contextlib.contextmanager
@@ -46,6 +68,7 @@ RECIPE_INPUTS: dict[str, Callable] = {
     "jacobian": _jacobian_inputs,
     "locality": lambda settings, denoiser, train, test, held_out, source: (
         (denoiser, test[: settings.locality_images], [settings.sigma]), {"save_maps": True, "seed": 0}),
+    SURVEY: _survey_inputs,
     "memorization": lambda settings, denoiser, train, test, held_out, source: (
         (denoiser, settings.samples, train), {"steps": settings.sampler_steps, "seed": 0}),
     "training-span": lambda settings, denoiser, train, test, held_out, source: (
@@ -61,7 +84,7 @@ held-out images, source store) -> (positional inputs, keywords) of :func:`~biasp
 
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
             source: xr.Dataset | None = None) -> xr.Dataset:
-    """Run analysis ``kind`` (gap, jacobian, locality, memorization) on ``model`` with ``settings``.
+    """Run analysis ``kind`` (gap, jacobian, locality, memorization, gahb-survey) on ``model`` with ``settings``.
 
     ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
     :func:`~biasprobe.analyses.span.jacobian_memorization` with centred spans of its training
@@ -83,7 +106,7 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     if kind in DERIVED:
         source = source if source is not None else compute(DERIVED[kind], model, settings, device)
     held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
-        if kind in ("training-span", IDEAL) else None
+        if kind in ("training-span", IDEAL, SURVEY) else None
     inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
     with _one_thread() if kind == "locality" else contextlib.nullcontext():
         result = registered(kind)(*inputs, **keywords)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import xarray as xr
@@ -84,7 +84,7 @@ def paper_report(
         Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
              f"({len(models)} models); every figure is drawn from the stores in `stores/`"
              + (f" and in the read-only cache `{', '.join(map(str, cache.read_only))}`" if cache.found_read_only else "")
-             + f", cached by checkpoint sha256 and parameters ({json.dumps(asdict(settings))}). FID is not measured "
+             + f", cached by checkpoint sha256 and parameters ({json.dumps(settings.described())}). FID is not measured "
              "(no Inception weights offline); the generalization gap and the memorized share stand in for it."),
     ]
     blocks += _training_blocks(zoo_training(zoo))
