@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from biasprobe.reports import rules
@@ -34,6 +34,8 @@ class Judged:
     ours: str
     rule: str
     outcome: str
+    key: str = ""
+    """The claim's name (its function's), which :data:`biasprobe.reports.rules.CHANGES` is keyed by."""
 
 
 def gap_rows(model: ZooModel) -> dict[int, dict]:
@@ -107,6 +109,7 @@ def gap_falls_with_n(family: str) -> Callable[[GapEvidence], Judged]:
                       f"no step up N raises the gap beyond {rules.Z:g} s.e. and the largest N generalizes "
                       f"(< {rules.GENERALIZING_DB} dB), at least three N, at their common step", rules.falls_with_n(ladder))
 
+    claim.__name__ = "gap_falls_with_n"  # the key of its rule change (rules.CHANGES), for either family
     return claim
 
 
@@ -191,4 +194,4 @@ GAP_CLAIMS = (gap_falls_with_n("unet-ddpm"), gap_falls_with_n("dit"), unet_gap_e
 def judge_gap_claims(models: Sequence[ZooModel]) -> list[Judged]:
     """Every gap claim judged on the zoo's per-checkpoint gap rows."""
     evidence = GapEvidence(models)
-    return [claim(evidence) for claim in GAP_CLAIMS]
+    return [replace(claim(evidence), key=claim.__name__) for claim in GAP_CLAIMS]

@@ -199,3 +199,38 @@ def interval_above_zero(low: float, high: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return NOT_TESTED
     return HELD if low > 0 else FAILED if high < 0 else UNRESOLVED
+
+
+CHANGES: dict[str, tuple[str, str, str]] = {
+    "gap_falls_with_n": ("each step up N lowers the mean gap or keeps it within 0.1 dB; largest N within 0.1 dB of 0",
+                         "held (both families)", "0.1 dB is below the gap's s.e. at large t (0.34-0.84 dB)"),
+    "unet_gap_exceeds_dit": ("at N = 100, UNet − DiT > √(s₁² + s₂²) of the seeds' s.d.", "held",
+                             "hard-coded N; unequal steps (UNets 11-12.6k, DiTs 19-21k)"),
+    "gap_peaks_early": ("every model with gap ≥ 1 dB peaks at t ≤ 200 and is within 0.1 dB of 0 at its largest t",
+                        "did not hold", "the v2 grid had no step between 400 and 980; 0.1 dB at t = 980 against an "
+                        "s.e. of 0.34-0.84"),
+    "unet_harmonic_dit_not": ("GAHB verdict of one image, one draw, σ = 0.1, raw ε̂ Jacobian for the DDPM UNet and "
+                              "the DiT", "did not hold", "the raw Jacobian's top eigenvector is the overshoot pixel for "
+                              "every family; one image has no interval"),
+    "small_n_lambda_ratio": ("λ₀(N = 10)/λ₀(largest N) of the raw output, one image, σ = 0.1: larger for the UNet",
+                             "did not hold", "at σ = 0.1 the ideal memorizer has J_D = 0 and raw λ₀ = 1/σ_n: the rule "
+                             "could not be passed"),
+    "attention_gets_local": ("the mean distance falls at each step N = 10 → 10³ → largest", "did not hold",
+                             "failed on 0.15 px between two generalizing models against a seed s.d. of 0.12 px; "
+                             "hard-coded N"),
+    "local_cuts_transition_gap": ("at N = 100, global − local > √(s₁² + s₂²)", "held",
+                                  "unequal steps (the 47 % cut is about 30 % at equal steps)"),
+    "local_same_at_largest_n": ("|global − local| ≤ 0.1 dB", "held", "tolerance below the noise"),
+    "head_placement_is_best": ("head below mix, tail and Local*", "did not hold", "the paper compares placements of "
+                               "the same six windows; Local* is its own design"),
+    "window_budget_changes_little": ("|(5)×6 − (3,3,5,5,7,7)| ≤ head-local seeds' s.d.", "held",
+                                     "one-seed cells against a three-seed s.d."),
+    "memorizers_in_span": ("mean energy of the top 10 ≥ 0.5 and ≥ the largest-N model's + 0.1", "did not hold (at "
+                           "σ = 0.1 and at the memorizer σ)", "the ideal memorizer has 2-3 significant ranks; a top-10 "
+                           "mean dilutes them"),
+    "small_n_copies_training_images": ("unchanged", "held", "not questioned by the review: the rule is kept"),
+    "twins_agree_at_large_n": ("unchanged", "held", "not questioned by the review: the rule is kept"),
+}
+"""Per v3 claim (its function's name): the v2 rule, its outcome on the page of 2026-11-30 (zoo v1, v2 stores) and
+why the rule changed (docs/methods/claims.md, "The rules, old and new"); the claims page prints them beside each
+v3 outcome."""

@@ -25,7 +25,7 @@ its text names the steps that differ.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xarray as xr
@@ -212,7 +212,7 @@ SURVEY_CLAIMS = (unet_harmonic_dit_not, small_n_lambda_ratio, memorizers_in_span
 
 def judge_survey_claims(evidence: SurveyEvidence) -> list[Judged]:
     """Every survey claim on the evidence, in the paper's order."""
-    return [claim(evidence) for claim in SURVEY_CLAIMS]
+    return [replace(claim(evidence), key=claim.__name__) for claim in SURVEY_CLAIMS]
 
 
 __all__ = ["FIG1_RULE", "FIG3_RULE", "SPAN_RULE", "SURVEY_CLAIMS", "VERDICT_SIGMAS", "SurveyEvidence",

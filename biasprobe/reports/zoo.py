@@ -167,3 +167,6 @@ and the memorizer-σ grid: the known answer of the span test, and what the memor
 AT_MEMORIZER_SIGMA = "training-span at the memorizer σ"
 """The training-span stores at the memorizer σ (ordinary training-span stores of ``Settings(sigma=σ)``, keyed
 so; the name the report's store table and its claims look them up by)."""
+SURVEY_AT_MEMORIZER_SIGMA = "gahb-survey at the memorizer σ"
+"""The GAHB surveys at the memorizer σ (science v3: Fig. 3's λ₀ ratio and the memorizers' span score; ordinary
+gahb-survey stores of ``Settings(survey_sigmas=(σ,))``), of the models trained at that σ."""

@@ -405,3 +405,23 @@ def test_the_survey_sigmas_stay_within_each_models_training_range():
     blind, scheduled = bp.load(zoo / "unet-bf-n10-s1.safetensors"), bp.load(zoo / "dit-n10.safetensors")
     assert trained_sigmas(blind, (0.05, 1.0, 2.0, 8.0)) == [0.05, 1.0]
     assert trained_sigmas(scheduled, (0.05, 1.0, 2.0, 8.0)) == [0.05, 1.0, 2.0, 8.0]
+
+
+def test_the_science_v3_page_renders_on_the_tiny_zoo(tmp_path):
+    """V3 settings render v3's items and claims table: Figs. 1 and 3 from surveys (at the memorizer σ too), each
+    claim's v3 outcome beside its v2 outcome and the reason; what the tiny zoo lacks is not tested."""
+    from biasprobe.reports.paper.settings import V3
+
+    zoo = make_zoo(tmp_path / "zoo")
+    settings = replace(V3, k=4, locality_images=2, samples=2, sampler_steps=3, memorizer_sigmas=(0.3, 1.0),
+                       survey_images=2, survey_sigmas=(0.05, 0.2, 1.0), held_out=16)
+    result = paper_report(zoo, tmp_path / "out", settings=settings, device="cpu")
+    page = result.markdown.read_text() if hasattr(result, "markdown") else (tmp_path / "out" / "index.md").read_text()
+    assert "## Claims (science v3)" in page and "| v3 outcome | v2 outcome | why the rule changed |" in page
+    assert "science v3: GAHB surveys" in page and "GAHB call (harmonic share; 95 % interval)" in page
+    assert "at the memorizer σ = " in page  # Fig. 3's surveys at the memorizer σ are drawn and tabulated
+    claims = page.split("## Claims (science v3)")[1].split("\n## ")[0]
+    assert "**not tested**" in claims and "held (both families)" in claims  # v2's outcome beside v3's
+    stores = list((tmp_path / "out" / "stores").glob("gahb-survey-*.zarr*"))
+    assert len(stores) >= 4  # surveys of the tiny zoo's models, at the grid and at the memorizer σ
+    assert (tmp_path / "out" / "fig1.png").exists()

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from biasprobe.errors import InputError
-from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL, MEMORIZERS, MID_N, N_VALUES, SEEDS, Cell
+from biasprobe.reports.paper.settings import SURVEY
+from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL, MEMORIZERS, MID_N, N_VALUES, SEEDS, SURVEY_AT_MEMORIZER_SIGMA, Cell
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,38 @@ PAPER: tuple[Item, ...] = (
 """The items of ``biasprobe report paper``, in the paper's order."""
 
 
-def paper_items(keys: Sequence[str] | None = None) -> tuple[Item, ...]:
-    """The items of :data:`PAPER` with these keys (all of them for None), in the paper's order."""
+def _v3(item: Item) -> Item:
+    """An item as science v3 measures it (docs/methods/claims.md): Figs. 1 and 3 from the GAHB surveys (∂D/∂y for
+    every family, 8 test images × σ × 2 draws; Fig. 3 also at the memorizer σ), the memorizers with their surveys
+    at the memorizer σ beside the v2 evidence; the rest as in v2 (their stores keyed by the v3 settings)."""
+    if item.key == "fig1":
+        return Item(item.key, item.title + " (science v3: GAHB surveys)", item.paper, SURVEY, item.cells,
+                    "survey rows", "survey calls")
+    if item.key == "fig3":
+        at_sigma = tuple(Cell(c.family, c.n, analysis=SURVEY_AT_MEMORIZER_SIGMA) for c in item.cells)
+        return Item(item.key, item.title + " (science v3: GAHB surveys, and at the memorizer σ)", item.paper, SURVEY,
+                    item.cells + at_sigma, "survey rows", "survey calls")
+    if item.key == "memorizers":
+        surveys = tuple(Cell(family, n, variant, subset, analysis=SURVEY_AT_MEMORIZER_SIGMA)
+                        for family, variant, subset in MEMORIZERS for n in (10, None) if not (n is None and subset != "s1"))
+        return Item(item.key, item.title, item.paper, item.analysis, item.cells + surveys, "memorizers v3",
+                    "memorizers v3")
+    return item
+
+
+PAPER_V3: tuple[Item, ...] = tuple(_v3(item) for item in PAPER)
+"""The items under science v3 (``report paper`` with :data:`~biasprobe.reports.paper.settings.V3`)."""
+
+
+def paper_items(keys: Sequence[str] | None = None, version: int = 2) -> tuple[Item, ...]:
+    """The items of :data:`PAPER` (:data:`PAPER_V3` for ``version`` 3) with these keys (all of them for None), in
+    the paper's order."""
+    items = PAPER_V3 if version >= 3 else PAPER
     if keys is None:
-        return PAPER
-    known = {item.key for item in PAPER}
+        return items
+    known = {item.key for item in items}
     unknown = [key for key in keys if key.strip() not in known]
     if unknown:
         raise InputError(f"no paper item {unknown[0]!r}; " + "{only} takes " + ", ".join(item.key for item in PAPER),
                          parameters=["only"])
-    return tuple(item for item in PAPER if item.key in {key.strip() for key in keys})
+    return tuple(item for item in items if item.key in {key.strip() for key in keys})

@@ -37,6 +37,13 @@ def trained_sigmas(denoiser, sigmas) -> list[float]:
     return [s for s in sigmas if largest is None or s <= float(largest) + 1e-12]
 
 
+def trained_at(model: ZooModel, sigma: float) -> bool:
+    """Whether ``model`` was trained at noise level ``sigma`` (:func:`trained_sigmas` of its checkpoint)."""
+    from biasprobe.formats import load
+
+    return bool(trained_sigmas(load(model.path, device="cpu"), [sigma]))
+
+
 def _survey_inputs(settings, denoiser, train, test, held_out, source):
     sigmas = trained_sigmas(denoiser, settings.survey_sigmas)
     if not sigmas:

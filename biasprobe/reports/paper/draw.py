@@ -8,8 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from biasprobe.reports.paper.tables import Found, Table, cell_label, gap_table, memorizer_checks, memorizers_table
-from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, FAMILY_NAMES
+from biasprobe.reports.paper.tables import (
+    Found,
+    Table,
+    cell_label,
+    gap_table,
+    memorizer_checks,
+    memorizers_table,
+    survey_label,
+    survey_table,
+)
+from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, FAMILY_NAMES, SURVEY_AT_MEMORIZER_SIGMA
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,10 +95,55 @@ def memorizers(found: Found) -> Figure | None:
     return memorizers_figure({c.label: c.share for c in checks}, checks[0].share_needed, panels, ranks=SPAN_DRAWN)
 
 
+def survey_rows(found: Found) -> Figure:
+    """Figs. 1 and 3 under science v3: :func:`~biasprobe.figures.survey.survey_rows_figure` of each cell's first
+    seed (the surveys at the memorizer σ labelled so)."""
+    from biasprobe.figures.survey import survey_rows_figure
+
+    return survey_rows_figure({survey_label(cell, runs): runs[0] for cell, runs in found.items()})
+
+
+def _v2_memorizer_cells(found: Found) -> Found:
+    return {cell: runs for cell, runs in found.items() if cell.analysis != SURVEY_AT_MEMORIZER_SIGMA}
+
+
+def memorizers_v3(found: Found) -> Figure | None:
+    """The memorizers under science v3: :func:`~biasprobe.figures.survey.span_scores_figure` of each N = 10
+    model's span score at its training and test images and its largest-N contrast's at test images, at the
+    memorizer σ (:func:`~biasprobe.reports.survey_claims.span_scores`, mean ± s.e. over images)."""
+    import numpy as np
+
+    from biasprobe.figures.survey import span_scores_figure
+    from biasprobe.reports.rules import SPAN_SCORE
+    from biasprobe.reports.survey_claims import span_scores
+
+    def estimate(values):
+        values = values[np.isfinite(values)]
+        return (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1
+                else float("nan")) if len(values) else (float("nan"), float("nan"))
+
+    scores = {}
+    for cell, runs in found.items():
+        if cell.analysis != SURVEY_AT_MEMORIZER_SIGMA:
+            continue
+        survey, sigma = runs[0], float(runs[0].sigma[0])
+        kinds = {"test images": "test"} if cell.n is None else {"training images": "train", "test images": "test"}
+        label = cell_label(cell, runs) + (f" {cell.subset.upper()}" if cell.subset != "s1" else "")
+        label += " (largest N)" if cell.n is None else ""
+        scores[label] = {name: estimate(span_scores(survey, sigma, split)) for name, split in kinds.items()}
+    return span_scores_figure(scores, SPAN_SCORE) if scores else None
+
+
+def memorizers_v3_table(found: Found) -> Table:
+    """The v2 memorizers table (:func:`~biasprobe.reports.paper.tables.memorizers_table`) of the item's v2 cells."""
+    return memorizers_table(_v2_memorizer_cells(found))
+
+
 DRAWINGS: dict[str, Callable[[Found], Figure | None]] = {
     "gap curves": gap_curves, "gap bars": gap_bars, "eigenvectors": eigenvectors, "attention maps": attention_maps,
-    "twins": twins, "memorizers": memorizers,
+    "twins": twins, "memorizers": memorizers, "survey rows": survey_rows, "memorizers v3": memorizers_v3,
 }
 """Each drawing an item may name, by name."""
-TABLES: dict[str, Callable[[Found], Table]] = {"gaps": gap_table, "memorizers": memorizers_table}
+TABLES: dict[str, Callable[[Found], Table]] = {"gaps": gap_table, "memorizers": memorizers_table,
+                                               "survey calls": survey_table, "memorizers v3": memorizers_v3_table}
 """Each table an item may name, by name."""

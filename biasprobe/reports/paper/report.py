@@ -26,14 +26,25 @@ from biasprobe.reports.claims import check_claims
 from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
-from biasprobe.reports.paper.catalogue import PAPER, Item
-from biasprobe.reports.paper.compute import compute
+from biasprobe.reports.paper.catalogue import PAPER, PAPER_V3, Item
+from biasprobe.reports.paper.compute import compute, trained_at
 from biasprobe.reports.paper.draw import DRAWINGS, TABLES
-from biasprobe.reports.paper.settings import DERIVED, Settings
-from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL, TrainedSoFar, ZooModel, read_zoo, zoo_training
+from biasprobe.reports.paper.settings import DERIVED, SURVEY, Settings
+from biasprobe.reports.zoo import (
+    AT_MEMORIZER_SIGMA,
+    IDEAL,
+    SURVEY_AT_MEMORIZER_SIGMA,
+    TrainedSoFar,
+    ZooModel,
+    read_zoo,
+    zoo_training,
+)
 
 SHIPPED_CACHE = Path(__file__).resolve().parents[3] / "reports" / "paper" / STORES
 """The stores committed with the repository's paper report: a read-only cache of every report folder."""
+
+AT_SIGMA = (AT_MEMORIZER_SIGMA, SURVEY_AT_MEMORIZER_SIGMA)
+"""The kinds computed at the memorizer σ, once the ideal-memorizer stores give it."""
 
 Stores = dict[tuple[str, str], xr.Dataset]
 """A run's stores by (kind, model name); kind :data:`~biasprobe.reports.zoo.AT_MEMORIZER_SIGMA` for the
@@ -47,7 +58,7 @@ def paper_report(
     recompute: bool = False,
     device: str | None = None,
     settings: Settings | None = None,
-    items: Sequence[Item] = PAPER,
+    items: Sequence[Item] | None = None,
     caches: Sequence[str | os.PathLike] | None = None,
     progress: bool = False,
     on_file: Callable[[Path], None] | None = None,
@@ -60,12 +71,15 @@ def paper_report(
     its checkpoint. With ``progress``, the first line says how many stores are cached and how many will be
     computed, and each computed store is named. A run of every item removes the stores of ``out/stores`` it
     did not use (of checkpoints since retrained, or of other settings); a run of some items keeps them.
-    Returns the :class:`~biasprobe.reports.stores.Report`.
+    ``settings`` of version 3 (:data:`~biasprobe.reports.paper.settings.V3`) render science v3's page: its items
+    (:data:`~biasprobe.reports.paper.catalogue.PAPER_V3` unless ``items`` are given) and claims (the v3 rules,
+    each beside the v2 rule's outcome and why it changed). Returns the :class:`~biasprobe.reports.stores.Report`.
     """
     from biasprobe import __version__
     from biasprobe.reports.stores import Report
 
     settings = settings or Settings()
+    items = items if items is not None else PAPER_V3 if settings.version >= 3 else PAPER
     models = read_zoo(zoo)
     folder = ReportFolder(out, on_file)
     folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
@@ -75,7 +89,7 @@ def paper_report(
     if caches is None:
         caches = [SHIPPED_CACHE] if SHIPPED_CACHE.is_dir() else []
     cache = StoreCache(folder, caches, recompute=recompute)
-    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3}  # what each kind needs comes first
+    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3, SURVEY_AT_MEMORIZER_SIGMA: 3}  # needs first
     work = sorted({(cell.analysis or item.analysis, model) for item in items for cell, models_ in found[item.key].items()
                    for model in models_}, key=lambda pair: (stage.get(pair[0], 0), pair[0], pair[1].name))
     stores = _fill_stores(work, cache, settings, device, progress)
@@ -88,7 +102,7 @@ def paper_report(
              "(no Inception weights offline); the generalization gap and the memorized share stand in for it."),
     ]
     blocks += _training_blocks(zoo_training(zoo))
-    blocks += _claims_blocks(models, stores)
+    blocks += _claims_blocks_v3(models, stores, settings) if settings.version >= 3 else _claims_blocks(models, stores)
     for item in items:
         blocks += _item_blocks(item, found[item.key], stores, folder)
     index = folder.write_text("index.md", markdown(blocks))
@@ -106,17 +120,23 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
     once the ideal-memorizer stores give the σ (:func:`~biasprobe.reports.memorizers.memorizer_sigma`)."""
     got: Stores = {}
 
-    def settings_of(kind: str) -> tuple[str, Settings] | None:  # the analysis and settings; None: σ not known yet
-        if kind != AT_MEMORIZER_SIGMA:
+    def settings_of(kind: str, model: ZooModel) -> tuple[str, Settings] | None:
+        """The analysis and settings of (kind, model); None: the memorizer σ is not known (yet), or the model was
+        not trained at it (a survey there is left out)."""
+        if kind not in AT_SIGMA:
             return kind, settings
         ideals = [(IDEAL, m.name) for k, m in work if k == IDEAL]
         if not all(pair in got for pair in ideals):
             return None
         sigma = _memorizer_sigma(got, settings)
-        return None if sigma is None else ("training-span", replace(settings, sigma=sigma))
+        if sigma is None:
+            return None
+        if kind == SURVEY_AT_MEMORIZER_SIGMA:
+            return (SURVEY, replace(settings, survey_sigmas=(sigma,))) if trained_at(model, sigma) else None
+        return "training-span", replace(settings, sigma=sigma)
 
     def look_up(kind: str, model: ZooModel) -> bool:
-        chosen = settings_of(kind)
+        chosen = settings_of(kind, model)
         if chosen is None:
             return False
         analysis, at = chosen
@@ -129,7 +149,7 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
 
     missing = [(kind, model) for kind, model in work if not look_up(kind, model)]
     missing = [(kind, model) for kind, model in missing  # the memorizer σ, known once every ideal store is found
-               if kind != AT_MEMORIZER_SIGMA or not look_up(kind, model)]
+               if kind not in AT_SIGMA or not look_up(kind, model)]
     if progress:
         shipped = f" ({cache.found_read_only} in the read-only cache {', '.join(map(str, cache.read_only))})" \
             if cache.found_read_only else ""
@@ -137,13 +157,14 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
              + (" (recompute)" if cache.recompute else ""))
     with task("paper stores", len(missing), unit="stores", enabled=progress and bool(missing)) as advance:
         for number, (kind, model) in enumerate(missing, start=1):
-            chosen = settings_of(kind)
-            if chosen is None:  # none of the grid passes: nothing to measure (the page says so)
+            chosen = settings_of(kind, model)
+            if chosen is None:  # none of the grid passes, or not trained at it: nothing to measure (the page says so)
                 advance()
                 continue
             analysis, at = chosen
             if progress:
-                shown = analysis if kind == analysis else f"{analysis} at σ = {at.sigma:g}"
+                sigma = at.survey_sigmas[0] if kind == SURVEY_AT_MEMORIZER_SIGMA else at.sigma
+                shown = analysis if kind == analysis else f"{analysis} at σ = {sigma:g}"
                 source_here = at == settings and (DERIVED.get(analysis), model.name) in got
                 if analysis in DERIVED and not source_here and cache.where(
                         DERIVED[analysis], model.name, at.key(DERIVED[analysis], model)) is None:
@@ -270,3 +291,36 @@ def _claims_blocks(models: list[ZooModel], stores: Stores) -> list[Block]:
                  "tested."),
             Table(["source", "claim", "paper", "ours", "outcome"], rows),
             Text("Rules:\n\n" + rules)]
+
+
+def _claims_blocks_v3(models: list[ZooModel], stores: Stores, settings: Settings) -> list[Block]:
+    """Science v3's claims table: per claim the v3 rule's outcome beside the v2 rule's (from the page of
+    2026-11-30) and why the rule changed (:data:`biasprobe.reports.rules.CHANGES`), then the v3 rules."""
+    from biasprobe.reports.attention_claims import attention_gets_local
+    from biasprobe.reports.claims import Evidence, small_n_copies_training_images, twins_agree_at_large_n
+    from biasprobe.reports.gap_claims import Judged, judge_gap_claims
+    from biasprobe.reports.rules import CHANGES, HELD, NOT_TESTED
+    from biasprobe.reports.survey_claims import SurveyEvidence, judge_survey_claims
+
+    surveys = {name: store for (kind, name), store in stores.items() if kind == SURVEY}
+    at_sigma = {name: store for (kind, name), store in stores.items() if kind == SURVEY_AT_MEMORIZER_SIGMA}
+    evidence = SurveyEvidence(models, surveys, at_sigma, _memorizer_sigma(stores, settings))
+    gap, survey = judge_gap_claims(models), judge_survey_claims(evidence)
+    unchanged = []
+    for claim in (small_n_copies_training_images, twins_agree_at_large_n):  # rules the review left as they were
+        old = claim(Evidence(models, stores))
+        unchanged.append(Judged(old.source, old.statement, old.paper, old.ours, old.rule,
+                                {True: HELD, False: "did not hold", None: NOT_TESTED}[old.held], claim.__name__))
+    claims = [*gap[:3], survey[0], survey[1], attention_gets_local(models, stores), *gap[3:], survey[2], *unchanged]
+    rows = []
+    for c in claims:
+        v2_rule, v2_outcome, why = CHANGES.get(c.key, ("unchanged", "—", "not questioned by the review"))
+        rows.append([c.source, c.statement, c.paper, c.ours, f"**{c.outcome}**", v2_outcome, why])
+    rules_text = "\n".join(f"{number}. {c.statement}: {c.rule}." for number, c in enumerate(claims, start=1))
+    return [Heading("Claims (science v3)"),
+            Text("Each claim judged by science v3's rules (docs/methods/claims.md), fixed before its stores were "
+                 "computed: every compared number with its standard error, models compared only at equal training "
+                 "steps, two numbers told apart beyond 2 standard errors (within them: unresolved). Beside each "
+                 "outcome: the outcome of the v2 rule on the page of 2026-11-30 and why the rule changed."),
+            Table(["source", "claim", "paper", "ours (v3)", "v3 outcome", "v2 outcome", "why the rule changed"], rows),
+            Text("Rules (v3):\n\n" + rules_text)]

@@ -105,3 +105,34 @@ def memorizers_table(found: Found) -> Table:
     return (["model", "σ", "memorized share", "D(y) to nearest training image (cosine)", "λ₀ of ∂D/∂y",
              f"{k}: training span", f"{k}: held-out span", "chance", f"{k}: largest-N model", f"raw output's {k}",
              "check"], rows)
+
+
+def survey_label(cell: Cell, runs: list[xr.Dataset]) -> str:
+    """:func:`cell_label`, with the σ of a survey at the memorizer σ."""
+    label = cell_label(cell, runs)
+    return label if cell.analysis is None else f"{label} at the memorizer σ = {float(runs[0].sigma[0]):g}"
+
+
+def survey_table(found: Found) -> Table:
+    """Per survey (first seed): the GAHB call over its test images (at the v3 verdict's σ where the store has them,
+    else at its σ), with the harmonic share and its 95 % bootstrap interval; #λ > 1 (median, max), the mean
+    asymmetry ‖J − Jᵀ‖_F/‖J‖_F, λ₀ (median) and tr J (mean) over images and draws."""
+    from biasprobe.analyses.harmonic import model_call
+    from biasprobe.analyses.survey import SPLITS, draw_summaries
+    from biasprobe.reports.survey_claims import VERDICT_SIGMAS
+
+    rows = []
+    for cell, runs in found.items():
+        survey = runs[0]
+        verdict = [s for s in VERDICT_SIGMAS if np.isclose(survey.sigma.values, s).any()]
+        sigmas = verdict if len(verdict) == len(VERDICT_SIGMAS) else list(survey.sigma.values)
+        call, share, (low, high) = model_call(draw_summaries(survey, sigmas))
+        tested = survey.isel(image=np.flatnonzero(survey.split.values == SPLITS[0]))
+        tested = tested.isel(sigma=[int(np.argmin(np.abs(tested.sigma.values - s))) for s in sigmas])
+        rows.append([survey_label(cell, runs), ", ".join(f"{s:g}" for s in sigmas),
+                     f"{call} ({share:.2f}; {low:.2f}-{high:.2f})",
+                     f"{np.median(tested.count_above_one.values):.0f} ({int(tested.count_above_one.max())})",
+                     f"{float(tested.asymmetry.mean()):.2f}", f"{float(tested.largest_eigenvalue.median()):.3g}",
+                     f"{float(tested.effective_dimension.mean()):.1f}"])
+    return (["model", "σ", "GAHB call (harmonic share; 95 % interval)", "#λ > 1 median (max)", "asymmetry",
+             "λ₀ median", "tr J mean"], rows)
