@@ -62,14 +62,19 @@ def paper(
                                       "repository's reports/paper/stores is read too, never written).")] = Path(
         "reports/paper"),
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
-    per_split: Annotated[int | None, typer.Option(help="Images per split for the gap (default 50; the paper's K is "
-                                                  "300; part of the stores' cache key).")] = None,
+    per_split: Annotated[int | None, typer.Option(help="Images per split for the gap (default 50, 300 under "
+                                                  "--science 3; the paper's K is 300; part of the stores' cache "
+                                                  "key).")] = None,
     k: OldK = None,
     only: Annotated[str | None, typer.Option(help="Render only these items, e.g. fig2,fig6 (keys: fig1, fig2, "
                                                   "fig3, fig4, fig6, table2, table3, twins, memorizers), into a "
                                                   "page of their own: a folder holding other items is "
                                                   "refused.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
+    science: Annotated[int, typer.Option(min=2, max=3, help="2: the committed page (v2 measurement and rules); 3: "
+                                         "science v3 (docs/methods/claims.md): the paper's gap (K = 300), D's Jacobian "
+                                         "for every family, GAHB surveys over images, σ and draws, and the v3 rules "
+                                         "beside the v2 outcomes (its stores want a GPU: --device cuda).")] = 2,
 ) -> None:
     """An et al.'s Figs. 1, 2, 3, 4, 6, 7, 8 and Tables 2, 3, Kadkhodaie et al.'s two-model figure, and the memorizer
     checks of the N = 10 models, from a zoo.
@@ -84,10 +89,15 @@ def paper(
     """
     from biasprobe_cli.options import deprecated_flag, resolve_device
 
+    from dataclasses import replace
+
     from biasprobe.reports.paper import Settings, paper_items, paper_report
+    from biasprobe.reports.paper.settings import V3
 
     per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
-    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)),
-                          settings=Settings() if per_split is None else Settings(k=per_split),
-                          items=paper_items(only.split(",") if only else None), progress=True, on_file=echo_file)
+    settings = V3 if science == 3 else Settings()
+    settings = settings if per_split is None else replace(settings, k=per_split)
+    result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=settings,
+                          items=paper_items(only.split(",") if only else None, version=settings.version),
+                          progress=True, on_file=echo_file)
     typer.echo(f"paper report: open {result.html}")
