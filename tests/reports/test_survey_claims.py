@@ -100,3 +100,22 @@ def test_equal_steps_names_what_differs():
     assert equal_steps(ZOO) == (20000, "")
     steps, why = equal_steps([ZOO[0], model("x", "dit", 10, steps=None)])
     assert steps is None and "x ?" in why
+
+
+def test_the_sample_claims_print_their_intervals_over_samples():
+    """v3 keeps the sample claims' v2 rules and prints each share with its bootstrap interval over samples."""
+    from biasprobe.reports.sample_claims import copies_at_small_n, memorized
+
+    def store(similarities):
+        values = np.asarray(similarities, float)
+        return xr.Dataset({"nearest_similarity": ("sample", values),
+                           "memorized_share": ((), float((values > 0.95).mean()), {"threshold": 0.95}),
+                           "sample_image": (("sample", "channel", "y", "x"), np.zeros((len(values), 1, 2, 2)))})
+
+    assert list(memorized(store([0.99, 0.5, 0.96]))) == [1.0, 0.0, 1.0]
+    zoo = [model(f"unet-bf-n{n}-{s}", "unet-bf", n, subset=s) for n in (10, 30000) for s in ("s1", "s2")]
+    stores = {("memorization", "unet-bf-n10-s1"): store([0.99] * 8), ("memorization", "unet-bf-n10-s2"): store([0.99] * 6 + [0.5] * 2),
+              ("memorization", "unet-bf-n30000-s1"): store([0.5] * 8), ("memorization", "unet-bf-n30000-s2"): store([0.5] * 8)}
+    judged = copies_at_small_n(zoo, stores)
+    assert judged.outcome == rules.HELD
+    assert "N = 10 S1 / S2: 1.00 [1.00, 1.00] / 0.75 [" in judged.ours and "N = 30000 S1 / S2: 0.00" in judged.ours

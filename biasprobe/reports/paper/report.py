@@ -297,20 +297,16 @@ def _claims_blocks_v3(models: list[ZooModel], stores: Stores, settings: Settings
     """Science v3's claims table: per claim the v3 rule's outcome beside the v2 rule's (from the page of
     2026-11-30) and why the rule changed (:data:`biasprobe.reports.rules.CHANGES`), then the v3 rules."""
     from biasprobe.reports.attention_claims import attention_gets_local
-    from biasprobe.reports.claims import Evidence, small_n_copies_training_images, twins_agree_at_large_n
-    from biasprobe.reports.gap_claims import Judged, judge_gap_claims
-    from biasprobe.reports.rules import CHANGES, HELD, NOT_TESTED
+    from biasprobe.reports.gap_claims import judge_gap_claims
+    from biasprobe.reports.rules import CHANGES
+    from biasprobe.reports.sample_claims import copies_at_small_n, twins_agree
     from biasprobe.reports.survey_claims import SurveyEvidence, judge_survey_claims
 
     surveys = {name: store for (kind, name), store in stores.items() if kind == SURVEY}
     at_sigma = {name: store for (kind, name), store in stores.items() if kind == SURVEY_AT_MEMORIZER_SIGMA}
     evidence = SurveyEvidence(models, surveys, at_sigma, _memorizer_sigma(stores, settings))
     gap, survey = judge_gap_claims(models), judge_survey_claims(evidence)
-    unchanged = []
-    for claim in (small_n_copies_training_images, twins_agree_at_large_n):  # rules the review left as they were
-        old = claim(Evidence(models, stores))
-        unchanged.append(Judged(old.source, old.statement, old.paper, old.ours, old.rule,
-                                {True: HELD, False: "did not hold", None: NOT_TESTED}[old.held], claim.__name__))
+    unchanged = [copies_at_small_n(models, stores), twins_agree(models, stores)]  # v2 rules, intervals beside
     claims = [*gap[:3], survey[0], survey[1], attention_gets_local(models, stores), *gap[3:], survey[2], *unchanged]
     rows = []
     for c in claims:
