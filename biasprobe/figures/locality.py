@@ -159,6 +159,36 @@ def attention_rows_figure(stores: Mapping[str, xr.Dataset]) -> Figure:
     return figure
 
 
+def attention_and_layers_figure(cells: Mapping[str, Sequence[xr.Dataset]]) -> Figure:
+    """An et al. Fig. 4 under science v3: one row of :func:`attention_maps_figure` per labelled cell (its first
+    seed's store), then the mean attention distance per layer of every cell (mean over heads, images and σ),
+    with error bars: the standard error over images for one seed, the s.d. over seeds for several."""
+    figure = Figure(figsize=(13, 4.4 * len(cells) + 3.6), layout="constrained")
+    rows = figure.subfigures(len(cells) + 1, 1, squeeze=False, height_ratios=[4.4] * len(cells) + [3.6])[:, 0]
+    for row, (name, stores) in zip(rows, cells.items()):
+        attention_maps_figure(stores[0], figure=row)
+        row.suptitle(f"{name}: attention maps, σ = {float(stores[0].sigma[0]):g}", fontsize=10)
+    axis = rows[-1].subplots()
+    for name, stores in cells.items():
+        per_seed = np.stack([ds.mean_distance.mean([d for d in ds.mean_distance.dims if d not in ("layer", "image")])
+                             .transpose("image", "layer").values for ds in stores])  # (seed, image, layer)
+        if len(stores) > 1:
+            means = per_seed.mean(axis=1)
+            value, error, what = means.mean(0), means.std(0, ddof=1), f"{len(stores)} seeds: ± s.d."
+        else:
+            value, error = per_seed[0].mean(0), per_seed[0].std(0, ddof=1) / np.sqrt(per_seed.shape[1])
+            what = "1 seed: ± s.e. over images"
+        axis.errorbar(stores[0].layer.values, value, yerr=error, marker="o", markersize=3, capsize=2,
+                      label=f"{name} ({what})")
+    first = next(iter(cells.values()))[0]
+    axis.set_xlabel(label(first.layer))
+    axis.set_ylabel(label(first.mean_distance))
+    axis.set_xticks(first.layer.values)
+    axis.legend(fontsize=7)
+    rows[-1].suptitle("mean attention distance per layer (over heads, images and σ)", fontsize=10)
+    return figure
+
+
 def locality_profile_figure(
     sources: Source | Sequence[Source] | Mapping[str, Source],
     metric: str = "mean_distance",

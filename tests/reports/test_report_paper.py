@@ -425,3 +425,24 @@ def test_the_science_v3_page_renders_on_the_tiny_zoo(tmp_path):
     stores = list((tmp_path / "out" / "stores").glob("gahb-survey-*.zarr*"))
     assert len(stores) >= 4  # surveys of the tiny zoo's models, at the grid and at the memorizer σ
     assert (tmp_path / "out" / "fig1.png").exists()
+
+
+def test_fig4_under_v3_draws_each_cells_distance_per_layer_with_error_bars(tmp_path):
+    """The per-layer panel: one line per cell, error bars of the seeds' s.d. (several seeds) or the images' s.e."""
+    import torch
+
+    from biasprobe.figures.locality import attention_and_layers_figure
+
+    def store(seed):
+        denoiser = bp.load(tiny_checkpoint(tmp_path / f"dit{seed}.pt", "dit", seed=seed, depth=3))
+        images = torch.rand(3, *denoiser.image_shape, generator=torch.Generator().manual_seed(seed))
+        return bp.locality(denoiser, images, [0.1], save_maps=True)
+
+    stores = [store(seed) for seed in (0, 1, 2)]
+    figure = attention_and_layers_figure({"one seed": stores[:1], "three seeds": stores})
+    axis = figure.axes[-1]
+    assert axis.get_ylabel().startswith("mean attention distance")
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels == ["one seed (1 seed: ± s.e. over images)", "three seeds (3 seeds: ± s.d.)"]
+    bars = [c for c in axis.containers]
+    assert len(bars) == 2 and len(bars[0].lines[2][0].get_segments()) == stores[0].sizes["layer"]

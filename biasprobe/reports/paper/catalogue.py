@@ -124,6 +124,9 @@ def _v3(item: Item) -> Item:
         at_sigma = tuple(Cell(c.family, c.n, analysis=SURVEY_AT_MEMORIZER_SIGMA) for c in item.cells)
         return Item(item.key, item.title + " (science v3: GAHB surveys, and at the memorizer σ)", item.paper, SURVEY,
                     item.cells + at_sigma, "survey rows", "survey calls")
+    if item.key == "fig4":
+        return Item(item.key, item.title + " (science v3: with the distance per layer)", item.paper, item.analysis,
+                    item.cells, "attention maps and layers")
     if item.key == "memorizers":
         surveys = tuple(Cell(family, n, variant, subset, analysis=SURVEY_AT_MEMORIZER_SIGMA)
                         for family, variant, subset in MEMORIZERS for n in (10, None) if not (n is None and subset != "s1"))

@@ -59,6 +59,14 @@ def attention_maps(found: Found) -> Figure:
     return attention_rows_figure({cell_label(cell, runs[:1]): runs[0] for cell, runs in found.items()})
 
 
+def attention_and_layers(found: Found) -> Figure:
+    """Fig. 4 under science v3: :func:`~biasprobe.figures.locality.attention_and_layers_figure` (maps of each cell's
+    first seed, the per-layer distance of every cell with its error bars)."""
+    from biasprobe.figures.locality import attention_and_layers_figure
+
+    return attention_and_layers_figure({cell_label(cell, runs): runs for cell, runs in found.items()})
+
+
 def twins(found: Found) -> Figure | None:
     """Kadkhodaie et al.: :func:`~biasprobe.figures.memorization.twins_figure` of every N with both an S1 and
     an S2 model (None: no such N)."""
@@ -142,6 +150,7 @@ def memorizers_v3_table(found: Found) -> Table:
 DRAWINGS: dict[str, Callable[[Found], Figure | None]] = {
     "gap curves": gap_curves, "gap bars": gap_bars, "eigenvectors": eigenvectors, "attention maps": attention_maps,
     "twins": twins, "memorizers": memorizers, "survey rows": survey_rows, "memorizers v3": memorizers_v3,
+    "attention maps and layers": attention_and_layers,
 }
 """Each drawing an item may name, by name."""
 TABLES: dict[str, Callable[[Found], Table]] = {"gaps": gap_table, "memorizers": memorizers_table,
