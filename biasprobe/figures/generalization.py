@@ -84,15 +84,21 @@ def average_gap_bars_figure(runs: Mapping[str, Sequence[xr.Dataset]], reference:
                             figure: Figure | SubFigure | None = None) -> Figure:
     """The average gap of each model (``runs``: label -> the gap Datasets of its seeds): a bar at the mean
     over seeds, a dot per seed; the ``reference`` labels (the models the others are compared with, e.g.
-    global attention) in grey, the others in colour. A label's " N=" starts a second line."""
+    global attention) in grey, the others in colour. A label's " N=" starts a second line. Where every store
+    carries ``average_gap_sem`` (stores since science v3), each bar has an error bar of ± its standard error over
+    images and seeds (:func:`biasprobe.statistics.combine_seeds`)."""
+    from biasprobe.statistics import combine_seeds
+
     canvas = new_canvas(figure, max(4.0, 1.1 * len(runs) + 1.5), 3.4)
     axis = canvas.subplots()
+    with_errors = all("average_gap_sem" in ds for datasets in runs.values() for ds in datasets)
     for position, (name, datasets) in enumerate(runs.items()):
         gaps = np.array([float(ds.average_gap) for ds in datasets])
-        axis.bar(position, gaps.mean(), color="0.6" if name in reference else "C0")
+        error = combine_seeds(gaps, [float(ds.average_gap_sem) for ds in datasets]).se if with_errors else None
+        axis.bar(position, gaps.mean(), yerr=error, capsize=3, color="0.6" if name in reference else "C0")
         axis.plot(np.full(len(gaps), position), gaps, "o", color="k", markersize=3)
     axis.set_xticks(range(len(runs)), [name.replace(" N=", "\nN=") for name in runs], fontsize=8)
-    axis.set_ylabel("average gap (dB)")
+    axis.set_ylabel("average gap (dB)" + ("\n± s.e. over images and seeds" if with_errors else ""))
     axis.axhline(0, color="0.5", linewidth=0.8)
     return root(canvas)
 

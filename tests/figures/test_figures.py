@@ -183,3 +183,27 @@ def test_attention_maps_offer_the_papers_clip_and_unclipped_scales_and_say_which
     assert float(np.nanmax(top.images[0].get_array())) == 1.0  # the whole range: nothing above it, nothing clipped
     with pytest.raises(InputError, match="scale must be one of clip, full, log"):
         locality.attention_maps_figure(dataset, scale="linear")
+
+
+def test_gap_bars_carry_the_standard_error_of_images_and_seeds_where_stores_have_it():
+    """Stores since science v3 carry average_gap_sem: each bar gets ± combine_seeds' s.e.; older stores none."""
+    import numpy as np
+    import xarray as xr
+
+    from biasprobe.figures.generalization import average_gap_bars_figure
+    from biasprobe.statistics import combine_seeds
+
+    def store(gap, sem=None):
+        data = {"average_gap": ((), gap)}
+        return xr.Dataset({**data, "average_gap_sem": ((), sem)} if sem is not None else data)
+
+    runs = {"global N=100": [store(1.3, 0.12), store(1.1, 0.1), store(1.5, 0.11)], "local N=100": [store(1.0, 0.12)]}
+    axis = average_gap_bars_figure(runs).axes[0]
+    errors = [c for c in axis.containers if getattr(c, "errorbar", None) is not None]
+    assert len(errors) == 2
+    segments = errors[0].errorbar.lines[2][0].get_segments()
+    expected = combine_seeds([1.3, 1.1, 1.5], [0.12, 0.1, 0.11]).se
+    assert np.isclose(segments[0][1][1] - segments[0][0][1], 2 * expected)
+    assert "s.e." in axis.get_ylabel()
+    old = average_gap_bars_figure({"global N=100": [store(1.3)]}).axes[0]
+    assert all(getattr(c, "errorbar", None) is None for c in old.containers) and old.get_ylabel() == "average gap (dB)"
