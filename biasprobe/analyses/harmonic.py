@@ -32,6 +32,9 @@ effective dimensionality: β ≥ :data:`TREND_THRESHOLD`, measured over at least
 :data:`CONFINEMENT_THRESHOLD`); *fixed harmonic* (the same but κ below it); *not harmonic*. The
 verdict per σ is the most frequent category over the images (``split: A / B`` on a tie), with the
 counts behind it; ``reason`` says, per image and σ, which test decided the category.
+
+(About 410 lines: the per-vector metrics, the choice of the judged eigenvectors, the categories and the
+model's call over images are one rule, calibrated together on the known-answer references.)
 """
 
 from __future__ import annotations
