@@ -129,16 +129,20 @@ def _lift(basis: torch.Tensor | None, coefficients: torch.Tensor) -> torch.Tenso
     return coefficients if basis is None else basis @ coefficients
 
 
-def _eigenpairs(basis: torch.Tensor | None, j_basis: torch.Tensor, jt_basis: torch.Tensor, stored: int) -> dict:
-    """Rayleigh–Ritz on S over the orthonormal basis Q (d, m) from JQ and JᵀQ: eig(Qᵀ S Q).
+def _eigenpairs(basis: torch.Tensor | None, j_basis: torch.Tensor, jt_basis: torch.Tensor, stored: int,
+                projected: torch.Tensor | None = None) -> dict:
+    """Rayleigh–Ritz on S over the orthonormal basis Q (d, m) from JQ and JᵀQ: eig(Qᵀ S Q), with Qᵀ S Q given
+    (``projected``, kept up to date block by block by the Krylov loop) or computed here.
 
     Exact for Q = I (``basis=None``)."""
     s_basis = (j_basis + jt_basis) / 2
-    projected = _lift(None if basis is None else basis.T, s_basis)
+    if projected is None:
+        projected = _lift(None if basis is None else basis.T, s_basis)
     values, ritz = torch.linalg.eigh((projected + projected.T) / 2)
     values, ritz = values.flip(0), ritz.flip(1)[:, :stored]
-    ritz = ritz * _canonical_signs(_lift(basis, ritz))
-    vectors, top = _lift(basis, ritz), values[:stored]
+    vectors = _lift(basis, ritz)
+    signs = _canonical_signs(vectors)
+    ritz, vectors, top = ritz * signs, vectors * signs, values[:stored]
     return {
         "spectrum": values.cpu().numpy(),
         "eigenvectors": vectors.T.cpu().numpy(),
@@ -222,8 +226,9 @@ def _randomized(
     basis, triangle = torch.linalg.qr(probes)
     j_basis, jt_basis = _products(operator, basis)
     trace, asymmetry = _probe_estimates(probes, j_basis @ triangle, jt_basis @ triangle)
+    projected = basis.T @ ((j_basis + jt_basis) / 2)  # Qᵀ S Q, grown by the new blocks only (O(d m b) a step)
     while True:
-        eigen = _eigenpairs(basis, j_basis, jt_basis, top_k)
+        eigen = _eigenpairs(basis, j_basis, jt_basis, top_k, projected)
         if (basis.shape[1] >= top_k and eigen["eigen_residual"].max() < tolerance) or basis.shape[1] >= limit:
             break
         latest = (j_basis[:, -block_size:] + jt_basis[:, -block_size:]) / 2
@@ -232,6 +237,9 @@ def _randomized(
         grow = min(latest.shape[1], limit - basis.shape[1])
         new = torch.linalg.qr(latest[:, :grow])[0]
         j_new, jt_new = _products(operator, new)
+        s_new = (j_new + jt_new) / 2
+        projected = torch.cat([torch.cat([projected, basis.T @ s_new], dim=1),
+                               torch.cat([new.T @ ((j_basis + jt_basis) / 2), new.T @ s_new], dim=1)])
         basis = torch.cat([basis, new], dim=1)
         j_basis, jt_basis = torch.cat([j_basis, j_new], dim=1), torch.cat([jt_basis, jt_new], dim=1)
     singular = _singular_triplets(basis, basis, j_basis, jt_basis, top_k)

@@ -71,3 +71,26 @@ def test_auto_and_bad_requests():
         decompose(MatrixOperator(torch.eye(5)), "randomized", 5)
     with pytest.raises(InputError, match="square"):
         MatrixOperator(torch.zeros(3, 4))
+
+
+def test_the_krylov_loop_keeps_q_s_q_equal_to_its_recomputation(monkeypatch):
+    """The randomized solver grows Qᵀ S Q block by block (O(d m b) a step, not O(d m²)); at every step it equals
+    Qᵀ (JQ + JᵀQ)/2 computed afresh, for a non-symmetric J too."""
+    from biasprobe import eigensolvers
+
+    matrix = torch.from_numpy(np.random.default_rng(5).standard_normal((150, 150))) / 12
+    matrix = matrix + symmetric_matrix(150, np.geomspace(3.0, 1e-3, 150), seed=6)
+    checked, original = [], eigensolvers._eigenpairs
+
+    def checking(basis, j_basis, jt_basis, stored, projected=None):
+        if basis is not None and projected is not None:
+            fresh = basis.T @ ((j_basis + jt_basis) / 2)
+            torch.testing.assert_close(projected, fresh, rtol=1e-10, atol=1e-12)
+            checked.append(basis.shape[1])
+        return original(basis, j_basis, jt_basis, stored, projected)
+
+    monkeypatch.setattr(eigensolvers, "_eigenpairs", checking)
+    result = decompose(MatrixOperator(matrix), "randomized", 8, tolerance=1e-12, seed=1)
+    assert len(checked) >= 3 and checked == sorted(checked)  # several growth steps were checked
+    symmetric = np.linalg.eigvalsh(((matrix + matrix.T) / 2).numpy())[::-1][:8]
+    np.testing.assert_allclose(result.spectrum[:8], symmetric, rtol=1e-6)

@@ -1,0 +1,206 @@
+"""Benchmark (issue 28): the analyses at the speed of the device, each time against a floor measured in the same run.
+
+Parts (``--parts``, default every one):
+
+- ``dense``: for each model of ``--models`` (default the zoo's N = 10 DiT, DDPM UNet and bias-free UNet: 32×32
+  grey, d = 1024), one dense ∂D/∂y (:func:`biasprobe.autodiff.jacobian_matrix`) per precision (float32 on the
+  CPU; float32, tf32 and bf16 on CUDA), the least of ``--repeats`` timings after a warm-up, as Jacobians per
+  second and as a multiple of its **compute floor**: d rows × the FLOPs of one row (one vmapped backward, counted
+  by ``torch.utils.flop_counter``) at the matrix-product throughput of that precision measured in this run (a
+  square GEMM of ``--gemm`` sides). The reduced precisions report their deviation from float32 on the same y: the
+  largest |Δλ|/λ₀ over the eigenvalues of (J + Jᵀ)/2 and the largest principal angle (degrees) between the
+  top-8 eigenspaces.
+- ``topk``: the top-32 and top-100 eigenpairs (randomized; ``--lanczos`` adds ARPACK) of ∂D/∂y of the Wiener filter
+  of a 3×256×256 stationary Gaussian image model (d = 196 608; its spectrum decays slowly and is known exactly,
+  :class:`biasprobe.analyses.reference.GaussianImageModel`): seconds, the worst residual ‖Se − λe‖/|λ| and the
+  worst error against the exact eigenvalues, relative to λ₀.
+
+Not here yet (issue 28's GPU parts): the DiT-XL/2-sized ``dit-pt`` checkpoint, the untrained 3×256×256 DDPM
+UNet's top-k (``bench_jacobian.py --size 256``) and the locality capture against a plain forward
+(``bench_locality.py`` measures a DiT-XS/1).
+
+Needs torch and this repository (and safetensors for the zoo's checkpoints)::
+
+    python tests/benchmarks/bench_analyses.py --device cpu --out DIR        # or BIASPROBE_BENCH_OUT=DIR
+    python tests/benchmarks/bench_analyses.py --device cuda --out $OUT
+
+Writes ``DIR/analyses-<device>.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPOSITORY, import_biasprobe
+
+SIGMA = 0.1
+ZOO = ("dit-n10", "unet-ddpm-n10", "unet-bf-n10-s1")
+
+
+def clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def gemm_throughput(device: torch.device, precision: str, side: int, repeats: int = 5) -> float:
+    """FLOP/s of a side² matrix product in ``precision`` (float32 with TF32 off, tf32 with it on, bf16)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
+        a @ b
+        start = clock(device)
+        for _ in range(repeats):
+            a @ b
+        return 2 * side**3 * repeats / (clock(device) - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def row_flops(denoiser, y: torch.Tensor, precision: str) -> int:
+    """FLOPs of one row uᵀJ of ∂D/∂y (one vmapped backward through the kept forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from biasprobe.autodiff import JacobianOperator
+
+    operator = JacobianOperator(denoiser, y, SIGMA, output="denoised", precision=precision)
+    with FlopCounterMode(display=False) as counter:
+        operator.rows(torch.zeros(1, operator.dimension, device=operator.device))
+    return counter.get_total_flops()
+
+
+def symmetric_eigen(jac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    jac = jac.double().cpu()
+    values, vectors = torch.linalg.eigh((jac + jac.T) / 2)
+    return values.flip(0), vectors.flip(1)
+
+
+def deviation(reference: torch.Tensor, other: torch.Tensor, top: int = 8) -> dict:
+    """max |Δλ|/λ₀ over every eigenvalue of (J + Jᵀ)/2, and the largest principal angle between top-8 eigenspaces."""
+    ref_values, ref_vectors = symmetric_eigen(reference)
+    values, vectors = symmetric_eigen(other)
+    cosines = torch.linalg.svdvals(ref_vectors[:, :top].T @ vectors[:, :top]).clamp(max=1.0)
+    return {"eigenvalue_error_rel": float((values - ref_values).abs().max() / ref_values[0].abs()),
+            "top8_subspace_angle_deg": float(torch.rad2deg(torch.arccos(cosines.min())))}
+
+
+def dense_part(models: list[str], device: torch.device, precisions: list[str], repeats: int, gemm: int) -> list[dict]:
+    from biasprobe.autodiff import jacobian_matrix
+    from biasprobe.formats import load
+
+    throughput = {p: gemm_throughput(device, p, gemm) for p in precisions}
+    rows = []
+    for path in models:
+        denoiser = load(path, device=device)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(1, *denoiser.image_shape, generator=generator)
+        y = (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+        d = y[0].numel()
+        reference = None
+        for precision in precisions:
+            flops = d * row_flops(denoiser, y, precision)
+            jacobian_matrix(denoiser, y, SIGMA, precision=precision)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = clock(device)
+                jac = jacobian_matrix(denoiser, y, SIGMA, precision=precision)
+                times.append(clock(device) - start)
+            seconds = min(times)
+            row = {"model": Path(path).stem, "d": d, "precision": precision, "seconds": seconds,
+                   "jacobians_per_s": 1 / seconds, "flops": flops, "gemm_flops_per_s": throughput[precision],
+                   "floor_s": flops / throughput[precision], "times_floor": seconds * throughput[precision] / flops}
+            if precision == "float32":
+                reference = jac
+            elif reference is not None:
+                row |= deviation(reference, jac)
+            rows.append(row)
+            print(f"dense {row['model']} {precision}: {seconds:.3g} s ({row['times_floor']:.1f}× its floor)",
+                  flush=True)
+    return rows
+
+
+def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: float) -> list[dict]:
+    from biasprobe.analyses.reference import GaussianImageModel
+    from biasprobe.autodiff import JacobianOperator
+    from biasprobe.eigensolvers import decompose
+
+    model = GaussianImageModel((3, 256, 256))
+    denoiser = model.denoiser()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 256, 256, generator=generator)
+    y = (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+    exact = torch.as_tensor(model.eigenvalues(SIGMA).copy())
+    rows = []
+    for method in ("randomized", *(("lanczos",) if lanczos else ())):
+        for k in ks:
+            operator = JacobianOperator(denoiser, y, SIGMA, output="denoised")
+            start = clock(device)
+            found = decompose(operator, method, k, tolerance=tolerance, seed=0)
+            seconds = clock(device) - start
+            values = torch.as_tensor(found.spectrum[:k])
+            rows.append({"method": method, "k": k, "d": y[0].numel(), "seconds": seconds,
+                         "products": int(found.products), "worst_residual": float(max(found.eigen_residual[:k])),
+                         "eigenvalue_error_rel": float((values - exact[:k]).abs().max() / exact[0])})
+            print(f"top-{k} {method}: {seconds:.3g} s, {rows[-1]['products']} products, worst residual "
+                  f"{rows[-1]['worst_residual']:.2g}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--parts", default="dense,topk")
+    parser.add_argument("--models", default=",".join(str(REPOSITORY / "data" / "zoo" / f"{n}.safetensors") for n in ZOO))
+    parser.add_argument("--precisions", default=None, help="default: float32 on the CPU; float32,tf32,bf16 on CUDA")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--gemm", type=int, default=None, help="GEMM side of the floor (default 4096 CUDA, 2048 CPU)")
+    parser.add_argument("--ks", default="32,100")
+    parser.add_argument("--tolerance", type=float, default=1e-3)
+    parser.add_argument("--lanczos", action="store_true")
+    parser.add_argument("--out", default=os.environ.get("BIASPROBE_BENCH_OUT"))
+    args = parser.parse_args()
+    import_biasprobe()
+    device = torch.device(args.device)
+    precisions = (args.precisions or ("float32,tf32,bf16" if device.type == "cuda" else "float32")).split(",")
+    parts = args.parts.split(",")
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
+              platform.machine(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sigma": SIGMA}
+    if "dense" in parts:
+        result["dense"] = dense_part(args.models.split(","), device, precisions, args.repeats,
+                                     args.gemm or (4096 if device.type == "cuda" else 2048))
+    if "topk" in parts:
+        result["topk"] = topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)
+    print("\n| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |")
+    for row in result.get("dense", []):
+        extra = "" if "eigenvalue_error_rel" not in row else (
+            f"; Δλ/λ₀ {row['eigenvalue_error_rel']:.1e}, angle {row['top8_subspace_angle_deg']:.2g}°")
+        print(f"| dense | {row['model']} {row['precision']} | {row['seconds']:.3g} | {row['jacobians_per_s']:.3g} J/s "
+              f"| {row['times_floor']:.1f}×{extra} |")
+    for row in result.get("topk", []):
+        print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
+              f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
+              f"{row['eigenvalue_error_rel']:.1e} |")
+    if args.out:
+        path = Path(args.out) / f"analyses-{device.type}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}")
+    if not math.isfinite(sum(r["seconds"] for r in result.get("dense", []) + result.get("topk", []))):
+        raise SystemExit("a timing is not finite")
+
+
+if __name__ == "__main__":
+    main()
