@@ -58,9 +58,10 @@ def stores(
 @app.command("paper")
 def paper(
     zoo: Annotated[Path, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md).")] = Path("data/zoo"),
-    out: Annotated[Path, typer.Option(help="Report folder; its stores/ subfolder caches the analyses (the "
-                                      "repository's reports/paper/stores is read too, never written).")] = Path(
-        "reports/paper"),
+    out: Annotated[Path | None, typer.Option(help="Report folder; its stores/ subfolder caches the analyses (the "
+                                             "repository's reports/paper/stores is read too, never written). "
+                                             "Default: reports/paper; reports/paper-v3 under --science 3, so that "
+                                             "the committed v2 page and its stores stay.")] = None,
     recompute: Annotated[bool, typer.Option(help="Recompute every store from the checkpoints (GPU advised).")] = False,
     per_split: Annotated[int | None, typer.Option(help="Images per split for the gap (default 50, 300 under "
                                                   "--science 3; the paper's K is 300; part of the stores' cache "
@@ -96,6 +97,7 @@ def paper(
 
     per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
     settings = V3 if science == 3 else Settings()
+    out = out if out is not None else Path("reports/paper-v3" if science == 3 else "reports/paper")
     settings = settings if per_split is None else replace(settings, k=per_split)
     result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=settings,
                           items=paper_items(only.split(",") if only else None, version=settings.version),

@@ -36,11 +36,13 @@ SURVEY_RANKS = 128
 SPAN_RANKS = 16
 """Ranks whose training-span energy is kept (the significant ranks of the memorizer span score are at most 10)."""
 SPLITS = ("test", "train")
+VERDICT_SIGMAS = (0.05, 0.2, 1.0)
+"""The σ ([0, 1] scale) the v3 GAHB call reads (docs/methods/claims.md, "What is measured")."""
 SUMMARY_VARIABLES = ("category", "reason", "top", "count_above_one", "harmonicity", "participation", "confinement",
                      "confinement_excess", "spectral_spread", "count_above_half")
 """The per-(image, σ) outputs of :func:`~biasprobe.analyses.harmonic.gahb_summary` a survey keeps."""
 SPAN_VARIABLES = ("train_span_fraction", "held_out_span_fraction", "train_span_chance", "held_out_span_chance",
-                  "denoiser_eigenvalue", "memorization_score", "nearest_train_cosine")
+                  "denoiser_eigenvalue", "nearest_train_cosine")
 """The outputs of :func:`~biasprobe.analyses.span.jacobian_memorization` a survey keeps."""
 
 
@@ -160,13 +162,16 @@ def draw_summaries(survey: xr.Dataset, sigmas: Sequence[float] | None = None, sp
 
 
 def survey_numbers(parts) -> list[tuple[str, str]]:
-    """A report's key numbers of survey stores: per store the GAHB call over its test images
+    """A report's key numbers of survey stores: per store the GAHB call over its test images (at
+    :data:`VERDICT_SIGMAS` where the survey has them all, else at every σ it has)
     (:func:`~biasprobe.analyses.harmonic.model_call`: the share of harmonic images and its 95 % bootstrap
     interval), and per σ the median #λ > 1 (max), the mean asymmetry ‖J − Jᵀ‖_F/‖J‖_F and the median λ₀."""
     rows = []
     for name, survey in parts.items():
         tested = survey.isel(image=np.flatnonzero(survey.split.values == SPLITS[0]))
-        call, share, (low, high) = model_call(draw_summaries(survey))
+        verdict = [s for s in VERDICT_SIGMAS if np.isclose(survey.sigma.values, s).any()]
+        call, share, (low, high) = model_call(draw_summaries(
+            survey, verdict if len(verdict) == len(VERDICT_SIGMAS) else None))
         rows.append((f"{name}: GAHB call ({tested.sizes['image']} test images × {survey.sizes['draw']} draws)",
                      f"{call} (harmonic share {share:.2f}, 95 % interval {low:.2f}-{high:.2f})"))
         for j, sigma in enumerate(survey.sigma.values):
@@ -177,4 +182,4 @@ def survey_numbers(parts) -> list[tuple[str, str]]:
     return rows
 
 
-__all__ = ["SPAN_RANKS", "SURVEY_RANKS", "draw_seed", "draw_summaries", "gahb_survey", "survey_numbers"]
+__all__ = ["SPAN_RANKS", "SURVEY_RANKS", "VERDICT_SIGMAS", "draw_seed", "draw_summaries", "gahb_survey", "survey_numbers"]

@@ -35,8 +35,10 @@ def distance(stores: Sequence[xr.Dataset], steps: int | None) -> Estimate | None
     values, ses = [], []
     for store in stores:
         per_image = store.mean_distance.mean([d for d in store.mean_distance.dims if d != "image"]).values
+        if len(per_image) < 2 or not np.isfinite(per_image).all():
+            return None  # no standard error over images
         values.append(float(per_image.mean()))
-        ses.append(float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else float("inf"))
+        ses.append(float(per_image.std(ddof=1) / np.sqrt(len(per_image))))
     return combine_seeds(values, ses, steps)
 
 
@@ -57,16 +59,17 @@ def attention_gets_local(models: Sequence[ZooModel], stores: Mapping[tuple[str, 
     regimes = landed_regimes(GapEvidence(models))
     memorizing = max((n for n, r in regimes.items() if r == "memorizing"), default=None)
     generalizing = min((n for n, r in regimes.items() if r == "generalizing"), default=None)
-    if memorizing is None or generalizing is None:
+    if memorizing is None or generalizing is None or memorizing >= generalizing:
         shown = ", ".join(f"N = {n}: {r}" for n, r in regimes.items()) or "no gap rows at the landed steps"
-        return Judged(**judged, ours=f"no memorizing and generalizing N both ({shown})", outcome=rules.NOT_TESTED)
+        return Judged(**judged, ours=f"no memorizing N below a generalizing N ({shown})", outcome=rules.NOT_TESTED)
     cells = [Cell("dit", memorizing), Cell("dit", generalizing)]
     members = [m for cell in cells for m in cell.find(models)]
     steps, why = equal_steps(members)
     memorized, generalized = (distance([stores[("locality", m.name)] for m in cell.find(models)
                                         if ("locality", m.name) in stores], steps) for cell in cells)
     if memorized is None or generalized is None:
-        return Judged(**judged, ours="no locality store of both models", outcome=rules.NOT_TESTED)
+        return Judged(**judged, ours="no locality store (of at least two images) of both models",
+                      outcome=rules.NOT_TESTED)
     ours = (f"memorizing N = {memorizing}: {memorized.text()} px; generalizing N = {generalizing}: "
             f"{generalized.text()} px" + (f"; at {thousands(steps)} steps" if steps else f"; {why}"))
     return Judged(**judged, ours=ours, outcome=rules.smaller(generalized, memorized) if steps else rules.NOT_TESTED)

@@ -6,7 +6,8 @@
 - :func:`twins_agree`: the mean paired similarity of the S1 and S2 twins' same-seed samples per N, with its interval.
 
 The outcome is the v2 rule's (:func:`biasprobe.reports.claims.small_n_copies_training_images`,
-:func:`~biasprobe.reports.claims.twins_agree_at_large_n`), now one of :data:`biasprobe.reports.rules.OUTCOMES`.
+:func:`~biasprobe.reports.claims.twins_agree_at_large_n`), now one of :data:`biasprobe.reports.rules.OUTCOMES`, and
+*not tested* unless the twins it compares have the same training steps (science v3's equal-steps rule).
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ import xarray as xr
 from biasprobe.reports import claims as v2
 from biasprobe.reports import rules
 from biasprobe.reports.gap_claims import Judged
-from biasprobe.reports.zoo import N_VALUES, ZooModel
+from biasprobe.reports.survey_claims import equal_steps
+from biasprobe.reports.zoo import N_VALUES, Cell, ZooModel
 from biasprobe.statistics import bootstrap_interval
 
 OUTCOME = {True: rules.HELD, False: rules.FAILED, None: rules.NOT_TESTED}
+
+
+def _twin_models(models: Sequence[ZooModel], ns) -> list[ZooModel]:
+    return [m for n in ns for s in ("s1", "s2") for m in Cell("unet-bf", n, subset=s).find(models)[:1]]
 
 
 def _interval(values: np.ndarray) -> str:
@@ -45,7 +51,10 @@ def copies_at_small_n(models: Sequence[ZooModel], stores: Mapping[tuple[str, str
         if pair:
             parts.append(f"N = {n} S1 / S2: " + " / ".join(_interval(memorized(ds)) for ds in pair))
     ours = ("memorized share [95 % interval over samples]: " + "; ".join(parts)) if parts else old.ours
-    return Judged(old.source, old.statement, old.paper, ours, old.rule, OUTCOME[old.held], "small_n_copies_training_images")
+    steps, why = equal_steps(_twin_models(models, (10, evidence.largest_n("unet-bf"))))
+    outcome = OUTCOME[old.held] if steps is not None or old.held is None else rules.NOT_TESTED
+    return Judged(old.source, old.statement, old.paper, ours + (f"; {why}" if steps is None and parts else ""),
+                  old.rule, outcome, "small_n_copies_training_images")
 
 
 def twins_agree(models: Sequence[ZooModel], stores: Mapping[tuple[str, str], xr.Dataset]) -> Judged:
@@ -62,7 +71,10 @@ def twins_agree(models: Sequence[ZooModel], stores: Mapping[tuple[str, str], xr.
             similarity = paired_similarity(*(torch.from_numpy(ds.sample_image.values) for ds in pair))
             parts.append(f"N = {n}: {_interval(np.asarray(similarity, dtype=float))}")
     ours = ("mean paired similarity [95 % interval over samples]: " + "; ".join(parts)) if parts else old.ours
-    return Judged(old.source, old.statement, old.paper, ours, old.rule, OUTCOME[old.held], "twins_agree_at_large_n")
+    steps, why = equal_steps(_twin_models(models, (10, max((n for n in N_VALUES if v2._twins(evidence, n)), default=10))))
+    outcome = OUTCOME[old.held] if steps is not None or old.held is None else rules.NOT_TESTED
+    return Judged(old.source, old.statement, old.paper, ours + (f"; {why}" if steps is None and parts else ""),
+                  old.rule, outcome, "twins_agree_at_large_n")
 
 
 __all__ = ["copies_at_small_n", "memorized", "twins_agree"]

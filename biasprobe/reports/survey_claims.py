@@ -31,14 +31,12 @@ import numpy as np
 import xarray as xr
 
 from biasprobe.analyses.harmonic import MODEL_CALLS, model_call
-from biasprobe.analyses.survey import SPLITS, draw_summaries
+from biasprobe.analyses.survey import SPLITS, VERDICT_SIGMAS, draw_summaries
 from biasprobe.reports import rules
 from biasprobe.reports.gap_claims import Judged
 from biasprobe.reports.zoo import MEMORIZERS, Cell, ZooModel
 from biasprobe.statistics import Estimate, bootstrap_interval, thousands
 
-VERDICT_SIGMAS = (0.05, 0.2, 1.0)
-"""The σ ([0, 1] scale) the v3 GAHB call reads (docs/methods/claims.md, "What is measured")."""
 
 
 @dataclass
@@ -101,6 +99,8 @@ def unet_harmonic_dit_not(evidence: SurveyEvidence) -> Judged:
         return Judged(**judged, ours=f"no survey of {', '.join(missing)}", outcome=rules.NOT_TESTED)
     if not all(_has_sigmas(evidence.surveys[m.name], VERDICT_SIGMAS) for m in models):
         return Judged(**judged, ours="a survey lacks σ = 0.05, 0.2 or 1", outcome=rules.NOT_TESTED)
+    if any(int((evidence.surveys[m.name].split.values == SPLITS[0]).sum()) < 2 for m in models):
+        return Judged(**judged, ours="a survey has fewer than two test images: no interval", outcome=rules.NOT_TESTED)
     steps, why = equal_steps(models)
     texts = [_call_text(m.label(), evidence.surveys[m.name]) for m in models]
     ours = "; ".join(text for _, text in texts) + (f"; at {thousands(steps)} steps" if steps else f"; {why}")
@@ -108,6 +108,11 @@ def unet_harmonic_dit_not(evidence: SurveyEvidence) -> Judged:
         return Judged(**judged, ours=ours, outcome=rules.NOT_TESTED)
     (bf, _), (ddpm, _), (dit, _) = texts
     return Judged(**judged, ours=ours, outcome=rules.all_and_none([bf, ddpm], dit, MODEL_CALLS[0], MODEL_CALLS[1]))
+
+
+def _tested_clean(survey: xr.Dataset) -> np.ndarray:
+    """The survey's clean test images (what a paired comparison pairs)."""
+    return survey.clean.isel(image=np.flatnonzero(survey.split.values == SPLITS[0])).values
 
 
 def _largest_eigenvalue(survey: xr.Dataset, sigma: float) -> np.ndarray:
@@ -131,11 +136,20 @@ def small_n_lambda_ratio(evidence: SurveyEvidence) -> Judged:
     if sigma is None or any(m is None or m.name not in evidence.at_memorizer for m in models) or not all(
             _has_sigmas(evidence.at_memorizer[m.name], [sigma]) for m in models):
         return Judged(**judged, ours="no survey at the memorizer σ of every model", outcome=rules.NOT_TESTED)
+    if models[0].name == models[1].name or models[2].name == models[3].name:
+        return Judged(**judged, ours="a family's N = 10 model is also its largest: no ratio", outcome=rules.NOT_TESTED)
+    cleans = [_tested_clean(evidence.at_memorizer[m.name]) for m in models]
+    if any(c.shape != cleans[0].shape or not np.array_equal(c, cleans[0]) for c in cleans):
+        return Judged(**judged, ours="the surveys are not of the same test images: no paired ratio",
+                      outcome=rules.NOT_TESTED)
     steps, why = equal_steps(models)
     small_u, large_u, small_d, large_d = (_largest_eigenvalue(evidence.at_memorizer[m.name], sigma) for m in models)
     with np.errstate(divide="ignore", invalid="ignore"):
         difference = np.log(small_u / large_u) - np.log(small_d / large_d)
     difference = difference[np.isfinite(difference)]
+    if len(difference) < 2:
+        return Judged(**judged, ours=f"{len(difference)} image(s) with a finite ratio: no interval",
+                      outcome=rules.NOT_TESTED)
     low, high = bootstrap_interval(difference)
     ours = (f"σ = {sigma:g}: UNet r median {np.median(small_u / large_u):.2f}, DiT r median "
             f"{np.median(small_d / large_d):.2f}; mean log(r_UNet/r_DiT) {difference.mean():.2f} "
@@ -155,11 +169,11 @@ def span_scores(survey: xr.Dataset, sigma: float, split: str) -> np.ndarray:
 
 
 def _mean(values: np.ndarray, steps: int | None) -> Estimate | None:
+    """The mean with its standard error over images; None with fewer than two finite values (no noise estimate)."""
     values = values[np.isfinite(values)]
-    if not len(values):
+    if len(values) < 2:
         return None
-    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("inf")
-    return Estimate(float(values.mean()), se, steps=steps)
+    return Estimate(float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))), steps=steps)
 
 
 SPAN_RULE = (f"at the memorizer σ, each N = 10 model's span score (Σ λ_k ‖P e_k‖² / Σ λ_k over the ranks λ_k ≥ "
@@ -175,10 +189,12 @@ def memorizers_in_span(evidence: SurveyEvidence) -> Judged:
     sigma = evidence.memorizer_sigma
     if sigma is None:
         return Judged(**judged, ours="the memorizer σ is not known", outcome=rules.NOT_TESTED)
-    texts, outcomes, left_out = [], [], []
+    texts, outcomes, left_out, missing = [], [], [], []
     for family, variant, subset in MEMORIZERS:
         memorizer, contrast = evidence.one(Cell(family, 10, variant, subset)), evidence.one(Cell(family, None, variant))
-        if memorizer is None or contrast is None:
+        if memorizer is None or contrast is None or memorizer.name == contrast.name:
+            if memorizer is not None:
+                missing.append(f"{memorizer.label()} (no larger-N model to contrast)")
             continue
         surveys = [evidence.at_memorizer.get(m.name) for m in (memorizer, contrast)]
         if any(s is None or not _has_sigmas(s, [sigma]) for s in surveys):
@@ -198,13 +214,14 @@ def memorizers_in_span(evidence: SurveyEvidence) -> Judged:
         else:
             outcomes.append(rules.HELD if rules.compare(test, other) == 1 else rules.UNRESOLVED)
     ours = f"σ = {sigma:g}: " + "; ".join(texts) + (f"; without a survey at σ = {sigma:g}: {', '.join(left_out)}"
-                                                     if left_out else "")
-    if not outcomes or rules.NOT_TESTED in outcomes:
-        outcome = rules.NOT_TESTED
-    else:
-        outcome = rules.FAILED if rules.FAILED in outcomes else rules.UNRESOLVED if rules.UNRESOLVED in outcomes \
-            else rules.HELD
-    return Judged(**judged, ours=ours if texts else "no memorizer with a survey", outcome=outcome)
+                                                     if left_out else "") + (f"; not compared: {', '.join(missing)}"
+                                                                             if missing else "")
+    # one memorizer that fails decides; then a missing comparison; then one within noise (every memorizer must hold)
+    outcome = next((o for o in (rules.FAILED, rules.NOT_TESTED, rules.UNRESOLVED) if o in outcomes),
+                   rules.HELD if outcomes else rules.NOT_TESTED)
+    if not texts:
+        ours = "no memorizer with a survey" + (f"; not compared: {', '.join(missing)}" if missing else "")
+    return Judged(**judged, ours=ours, outcome=outcome)
 
 
 SURVEY_CLAIMS = (unet_harmonic_dit_not, small_n_lambda_ratio, memorizers_in_span)

@@ -44,4 +44,7 @@ def test_held_failed_unresolved_and_not_tested(tmp_path):
                                             ("locality", "dit-n30000"): locality(13, 2)})
     assert judged.outcome == rules.NOT_TESTED and "dit-n30000 12.0k" in judged.ours
     no_generalizer = zoo(tmp_path, {10: 9.0, 100: 4.0})
-    assert "no memorizing and generalizing N" in attention_gets_local(no_generalizer, {}).ours
+    assert "no memorizing N below a generalizing N" in attention_gets_local(no_generalizer, {}).ours
+    backwards = zoo(tmp_path, {10: 0.1, 100: 4.0})  # a ladder that memorizes above where it generalizes
+    assert attention_gets_local(backwards, {("locality", "dit-n10"): locality(13, 1),
+                                            ("locality", "dit-n100"): locality(15, 2)}).outcome == rules.NOT_TESTED

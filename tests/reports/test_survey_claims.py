@@ -37,7 +37,8 @@ def survey(category="geometry-adaptive harmonic", largest=1.0, span=0.0, images=
          "largest_eigenvalue": (("draw", "image", "sigma"), largest * np.exp(noise * rng.standard_normal(shape))),
          "denoiser_eigenvalue": (("draw", "image", "sigma", "denoiser_rank"), eigenvalues),
          "train_span_fraction": (("draw", "image", "sigma", "denoiser_rank"),
-                                 np.clip(span + noise * rng.standard_normal(shape + (16,)), 0, 1))},
+                                 np.clip(span + noise * rng.standard_normal(shape + (16,)), 0, 1)),
+         "clean": (("image", "channel", "y", "x"), np.arange(count, dtype=float)[:, None, None, None] * np.ones((1, 1, 2, 2)))},
         coords={"sigma": list(sigmas), "split": ("image", ["test"] * images + ["train"] * train_images)})
 
 
@@ -75,6 +76,13 @@ def test_fig3_reads_the_paired_log_ratio_interval():
     assert judge(1.2, 10.0).outcome == rules.FAILED
     assert judge(1.5, 1.5).outcome == rules.UNRESOLVED
     assert small_n_lambda_ratio(SurveyEvidence(zoo, {}, {}, memorizer_sigma=None)).outcome == rules.NOT_TESTED
+    other = {name: survey() for name in ("unet-ddpm-n10", "unet-ddpm-n30000", "dit-n10")}
+    other["dit-n30000"] = survey().assign(clean=survey().clean + 1)  # other test images: nothing to pair
+    judged = small_n_lambda_ratio(SurveyEvidence(zoo, {}, other, memorizer_sigma=2.0))
+    assert judged.outcome == rules.NOT_TESTED and "same test images" in judged.ours
+    alone = [zoo[0], zoo[0], zoo[2], zoo[3]]  # the family's N = 10 model is its largest
+    assert small_n_lambda_ratio(SurveyEvidence([zoo[0], *zoo[2:]], {}, other, memorizer_sigma=2.0)).outcome \
+        == rules.NOT_TESTED and alone
 
 
 def test_memorizers_span_rule_and_left_out_models():
@@ -94,6 +102,14 @@ def test_memorizers_span_rule_and_left_out_models():
     assert judge(0.3, 0.1).outcome == rules.FAILED  # not in the span
     assert judge(0.9, 0.9).outcome == rules.UNRESOLVED  # no larger than the generalizing model's
     assert memorizers_in_span(SurveyEvidence(zoo, {}, {}, memorizer_sigma=None)).outcome == rules.NOT_TESTED
+    # one memorizer failing decides, even when another cannot be compared (unequal steps)
+    unequal = [*zoo[:2], model("unet-ddpm-n10", "unet-ddpm", 10), model("unet-ddpm-n30000", "unet-ddpm", 30000, steps=12622)]
+    surveys = {"dit-n10": survey(span=0.09, noise=0.05, seed=1), "dit-n30000": survey(span=0.1, noise=0.05, seed=2),
+               "unet-ddpm-n10": survey(span=0.9), "unet-ddpm-n30000": survey(span=0.1)}
+    assert memorizers_in_span(SurveyEvidence(unequal, {}, surveys, memorizer_sigma=2.0)).outcome == rules.FAILED
+    lonely = [model("dit-n10", "dit", 10)]  # its largest N is 10: no contrast
+    judged = memorizers_in_span(SurveyEvidence(lonely, {}, {"dit-n10": survey(span=0.9)}, memorizer_sigma=2.0))
+    assert judged.outcome == rules.NOT_TESTED and "no larger-N model to contrast" in judged.ours
 
 
 def test_equal_steps_names_what_differs():
@@ -118,4 +134,7 @@ def test_the_sample_claims_print_their_intervals_over_samples():
               ("memorization", "unet-bf-n30000-s1"): store([0.5] * 8), ("memorization", "unet-bf-n30000-s2"): store([0.5] * 8)}
     judged = copies_at_small_n(zoo, stores)
     assert judged.outcome == rules.HELD
+    unequal = [*zoo[:3], model("unet-bf-n30000-s2", "unet-bf", 30000, steps=12000, subset="s2")]
+    judged = copies_at_small_n(unequal, stores)
+    assert judged.outcome == rules.NOT_TESTED and "unet-bf-n30000-s2 12.0k" in judged.ours
     assert "N = 10 S1 / S2: 1.00 [1.00, 1.00] / 0.75 [" in judged.ours and "N = 30000 S1 / S2: 0.00" in judged.ours

@@ -70,6 +70,10 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+MEMORIZER_WEIGHT_IMAGES = 50
+"""Test images over which the memorizer σ's rule averages the ideal memorizer's largest posterior weight (fixed with
+the rule, docs/reports.md, at v2's k = 50; not the gap's K, which science v3 raised to 300)."""
+
 RECIPE_INPUTS: dict[str, Callable] = {
     "gap": _gap_inputs,
     "jacobian": _jacobian_inputs,
@@ -82,7 +86,7 @@ RECIPE_INPUTS: dict[str, Callable] = {
         (source, train, held_out), DERIVED_OPTIONS["training-span"]),
     IDEAL: lambda settings, denoiser, train, test, held_out, source: (
         (train, test[:1], held_out, sorted({settings.sigma, *settings.memorizer_sigmas})),
-        {"weight_images": test, "seed": 0, **DERIVED_OPTIONS["training-span"]}),
+        {"weight_images": test[:MEMORIZER_WEIGHT_IMAGES], "seed": 0, **DERIVED_OPTIONS["training-span"]}),
 }
 """The recipe's inputs of each registered analysis it runs: (settings, denoiser, training images, test images,
 held-out images, source store) -> (positional inputs, keywords) of :func:`~biasprobe.analyses.base.registered`
@@ -98,8 +102,8 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     images and of the ``settings.held_out`` first test images (the control). :data:`IDEAL` reads the
     model's training images only (the checkpoint gives the image shape):
     :func:`~biasprobe.analyses.ideal.ideal_memorizer_span` at ``settings.sigma`` and every σ of
-    ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the ``settings.k``
-    first test images."""
+    ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the first
+    :data:`MEMORIZER_WEIGHT_IMAGES` test images."""
     from biasprobe import data
     from biasprobe.formats import load
 
@@ -109,7 +113,8 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     channels, size, _ = denoiser.image_shape
     options = {"size": size, "channels": channels}
     train = data.load(model.data, "train", model.n_train, subset=model.subset, seed=model.seed, **options)
-    test = data.load(model.data, "test", settings.k, subset="all", **options)
+    count = max(settings.k, settings.survey_images) if kind == SURVEY else settings.k
+    test = data.load(model.data, "test", count, subset="all", **options)
     if kind in DERIVED:
         source = source if source is not None else compute(DERIVED[kind], model, settings, device)
     held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \

@@ -307,10 +307,10 @@ def _claims_blocks_v3(models: list[ZooModel], stores: Stores, settings: Settings
     evidence = SurveyEvidence(models, surveys, at_sigma, _memorizer_sigma(stores, settings))
     gap, survey = judge_gap_claims(models), judge_survey_claims(evidence)
     unchanged = [copies_at_small_n(models, stores), twins_agree(models, stores)]  # v2 rules, intervals beside
-    claims = [*gap[:3], survey[0], survey[1], attention_gets_local(models, stores), *gap[3:], survey[2], *unchanged]
+    claims = [*gap[:4], survey[0], survey[1], attention_gets_local(models, stores), *gap[4:], survey[2], *unchanged]
     rows = []
     for c in claims:
-        v2_rule, v2_outcome, why = CHANGES.get(c.key, ("unchanged", "—", "not questioned by the review"))
+        _, v2_outcome, why = CHANGES.get(c.key, ("unchanged", "—", "not questioned by the review"))
         rows.append([c.source, c.statement, c.paper, c.ours, f"**{c.outcome}**", v2_outcome, why])
     rules_text = "\n".join(f"{number}. {c.statement}: {c.rule}." for number, c in enumerate(claims, start=1))
     return [Heading("Claims (science v3)"),

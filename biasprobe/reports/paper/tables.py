@@ -118,8 +118,7 @@ def survey_table(found: Found) -> Table:
     else at its σ), with the harmonic share and its 95 % bootstrap interval; #λ > 1 (median, max), the mean
     asymmetry ‖J − Jᵀ‖_F/‖J‖_F, λ₀ (median) and tr J (mean) over images and draws."""
     from biasprobe.analyses.harmonic import model_call
-    from biasprobe.analyses.survey import SPLITS, draw_summaries
-    from biasprobe.reports.survey_claims import VERDICT_SIGMAS
+    from biasprobe.analyses.survey import SPLITS, VERDICT_SIGMAS, draw_summaries
 
     rows = []
     for cell, runs in found.items():
