@@ -50,6 +50,17 @@ def thousands(steps: int) -> str:
     return f"{steps / 1000:.1f}k" if steps >= 1000 else str(steps)
 
 
+def over_images(values: Sequence[float] | np.ndarray, steps: int | None = None) -> Estimate:
+    """The mean of one value per image with its standard error s/√n over the finite values (NaN value without any,
+    NaN standard error with fewer than two)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    se = float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+    return Estimate(mean, se, 1, steps)
+
+
 def combine_seeds(values: Sequence[float], ses: Sequence[float], steps: int | None = None) -> Estimate:
     """One cell's estimate from its seeds' values and image standard errors (module doc)."""
     values, ses = np.asarray(values, float), np.asarray(ses, float)

@@ -28,3 +28,12 @@ def test_bootstrap_interval_covers_a_known_mean_at_its_width():
     assert high - low == pytest.approx(2 * 1.96 / math.sqrt(400), rel=0.2)
     assert statistics.bootstrap_interval(values) == (low, high)  # seeded
     assert all(math.isnan(v) for v in statistics.bootstrap_interval([1.0]))
+
+
+def test_over_images_is_the_mean_and_its_standard_error_over_finite_values():
+    from biasprobe.statistics import over_images
+
+    found = over_images([1.0, 2.0, 3.0, float("nan")], steps=2000)
+    assert found.value == 2.0 and found.se == pytest.approx(1 / np.sqrt(3)) and found.steps == 2000
+    assert np.isnan(over_images([4.0]).se) and over_images([4.0]).value == 4.0
+    assert np.isnan(over_images([]).value)

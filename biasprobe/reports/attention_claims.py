@@ -21,7 +21,7 @@ from biasprobe.reports import rules
 from biasprobe.reports.gap_claims import GapEvidence, Judged
 from biasprobe.reports.survey_claims import equal_steps
 from biasprobe.reports.zoo import N_VALUES, Cell, ZooModel
-from biasprobe.statistics import Estimate, combine_seeds, thousands
+from biasprobe.statistics import Estimate, combine_seeds, over_images, thousands
 
 RULE = ("the global DiT's mean attention distance (over layers, heads, σ; s.e. over images and seeds) at the "
         "generalizing N (the smallest N with an average gap < 0.5 dB at its landed step) is below that at the "
@@ -37,8 +37,9 @@ def distance(stores: Sequence[xr.Dataset], steps: int | None) -> Estimate | None
         per_image = store.mean_distance.mean([d for d in store.mean_distance.dims if d != "image"]).values
         if len(per_image) < 2 or not np.isfinite(per_image).all():
             return None  # no standard error over images
-        values.append(float(per_image.mean()))
-        ses.append(float(per_image.std(ddof=1) / np.sqrt(len(per_image))))
+        found = over_images(per_image)
+        values.append(found.value)
+        ses.append(found.se)
     return combine_seeds(values, ses, steps)
 
 

@@ -35,7 +35,7 @@ from biasprobe.analyses.survey import SPLITS, VERDICT_SIGMAS, draw_summaries
 from biasprobe.reports import rules
 from biasprobe.reports.gap_claims import Judged
 from biasprobe.reports.zoo import MEMORIZERS, Cell, ZooModel
-from biasprobe.statistics import Estimate, bootstrap_interval, thousands
+from biasprobe.statistics import Estimate, bootstrap_interval, over_images, thousands
 
 
 
@@ -170,10 +170,8 @@ def span_scores(survey: xr.Dataset, sigma: float, split: str) -> np.ndarray:
 
 def _mean(values: np.ndarray, steps: int | None) -> Estimate | None:
     """The mean with its standard error over images; None with fewer than two finite values (no noise estimate)."""
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return None
-    return Estimate(float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))), steps=steps)
+    estimate = over_images(values, steps)
+    return estimate if np.isfinite(estimate.se) else None
 
 
 SPAN_RULE = (f"at the memorizer σ, each N = 10 model's span score (Σ λ_k ‖P e_k‖² / Σ λ_k over the ranks λ_k ≥ "

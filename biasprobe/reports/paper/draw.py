@@ -119,16 +119,14 @@ def memorizers_v3(found: Found) -> Figure | None:
     """The memorizers under science v3: :func:`~biasprobe.figures.survey.span_scores_figure` of each N = 10
     model's span score at its training and test images and its largest-N contrast's at test images, at the
     memorizer σ (:func:`~biasprobe.reports.survey_claims.span_scores`, mean ± s.e. over images)."""
-    import numpy as np
-
     from biasprobe.figures.survey import span_scores_figure
     from biasprobe.reports.rules import SPAN_SCORE
     from biasprobe.reports.survey_claims import span_scores
+    from biasprobe.statistics import over_images
 
     def estimate(values):
-        values = values[np.isfinite(values)]
-        return (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1
-                else float("nan")) if len(values) else (float("nan"), float("nan"))
+        found = over_images(values)
+        return found.value, found.se
 
     scores = {}
     for cell, runs in found.items():
