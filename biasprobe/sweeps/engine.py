@@ -130,17 +130,23 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
     there is one. A progress bar (plain timestamped lines off a terminal, :mod:`biasprobe.progress`)
     counts finished tasks in ``unit``.
     """
-    from biasprobe.progress import track
+    from biasprobe.progress import note, track
 
     outcome = Outcome()
+
+    def failed(name: str, error: BaseException, trace: str) -> None:
+        outcome.failed[name] = _one_line(error)
+        outcome.tracebacks[name] = trace
+        if progress:  # at once, not only in the closing error: a lost run keeps its cause
+            note(f"{name} failed: {outcome.failed[name]}")
+
     if workers == 0 and not scheduler:
         for name in track(list(tasks), description, total=len(tasks), enabled=progress, unit=unit):
             try:
                 function(*tasks[name])
                 outcome.done.append(name)
             except Exception as err:  # noqa: BLE001 - one failed task must not stop the others
-                outcome.failed[name] = _one_line(err)
-                outcome.tracebacks[name] = traceback.format_exc()
+                failed(name, err, traceback.format_exc())
         return outcome
     from distributed import as_completed
 
@@ -157,8 +163,7 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
                 outcome.done.append(name)
                 continue
             error = future.exception()
-            outcome.failed[name] = _one_line(error)
-            outcome.tracebacks[name] = "".join(traceback.format_exception(error))
+            failed(name, error, "".join(traceback.format_exception(error)))
     return outcome
 
 

@@ -471,3 +471,16 @@ def test_gap_rows_survive_a_run_lost_midway(tmp_path, monkeypatch):
     steps = [row["steps"] for row in json.loads((folder / "dit-local.train.json").read_text())["gaps"]]
     assert steps[0] == 2 and steps[-1] == 5 and steps == sorted(set(steps))
     assert not (folder / "dit-local.gaps.json").exists()
+
+
+def test_a_failing_task_is_named_at_once_not_only_at_the_end(capsys):
+    from biasprobe.sweeps import engine
+
+    def work(value):
+        if value < 0:
+            raise ValueError("negative input\nsecond line")
+        return value
+
+    outcome = engine.run(work, {"good": (1,), "bad": (-1,)}, workers=0, progress=True)
+    assert outcome.done == ["good"] and outcome.failed == {"bad": "ValueError: negative input"}
+    assert "bad failed: ValueError: negative input" in capsys.readouterr().err
