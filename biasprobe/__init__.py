@@ -21,6 +21,7 @@ _PUBLIC = {
     "BiasprobeError": "biasprobe.errors",
     "CheckpointError": "biasprobe.errors",
     "InputError": "biasprobe.errors",
+    "TrainingDiverged": "biasprobe.errors",
     "load": "biasprobe.formats",
     "report": "biasprobe.reports",
     "Schedule": "biasprobe.schedules",

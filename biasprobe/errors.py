@@ -95,5 +95,22 @@ class ParameterError(InputError):
         return type(self), (self.parameter, self.problem)
 
 
+class TrainingDiverged(InputError):
+    """Training stopped because its loss diverged (not finite, or far above its lowest level so far:
+    :data:`biasprobe.training.loop.DIVERGENCE_FACTOR`); the checkpoint on disk keeps the last weights
+    saved before. ``step`` is the step at which it was seen, ``kept`` the step of the kept weights."""
+
+    def __init__(self, message: str, *, step: int = 0, kept: int = 0, parameters=()) -> None:
+        super().__init__(message, parameters=parameters)
+        self.step, self.kept = step, kept
+
+    def __reduce__(self):
+        return _rebuild_diverged, (self.template, self.parameters, self.step, self.kept)
+
+
+def _rebuild_diverged(template: str, parameters: dict[str, str], step: int, kept: int) -> TrainingDiverged:
+    return TrainingDiverged(template, step=step, kept=kept, parameters=parameters)
+
+
 class OutputError(InputError):
     """An output path that cannot be written, or holds something biasprobe must not replace."""

@@ -178,7 +178,8 @@ def gap(
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML: [defaults] and one [[model]] per model (see docs/sweeps.md).")],
     output: Annotated[Path | None, typer.Option(help="Folder of the checkpoints (default: the recipe's `output`).")] = None,
-    only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names.")] = None,
+    only: Annotated[str | None, typer.Option(help="Train only these models, comma-separated names, started in "
+                                                  "this order.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop each model after this many minutes of this run; "
                                                       "running the recipe again resumes it.")] = None,
     compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode for this run, replacing the recipe's "

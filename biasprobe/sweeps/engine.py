@@ -155,7 +155,8 @@ def run(function: Callable, tasks: Mapping[str, tuple], *, workers: int | None =
         if outcome.dashboard and on_dashboard:
             on_dashboard(outcome.dashboard)
         futures = {client.submit(function, *arguments, key=f"{description}-{name}-{os.urandom(4).hex()}",
-                                 pure=False): name for name, arguments in tasks.items()}
+                                 pure=False, priority=len(tasks) - order): name  # started in the order given
+                   for order, (name, arguments) in enumerate(tasks.items())}
         for future in track(as_completed(futures), description, total=len(futures), enabled=progress,
                             unit=unit):
             name = futures[future]

@@ -220,6 +220,12 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
                    init=init, on_checkpoint=measure if model.gap_images else None)
     losses = np.asarray(result.losses, dtype=float)
     earlier_curve = [point for point in earlier.get("loss_curve", []) if point[0] <= result.losses_from]
+    norms = np.asarray(result.grad_norms, dtype=float)
+    earlier_norms = [point for point in earlier.get("grad_norm_curve", []) if point[0] <= result.losses_from]
+    peak = earlier.get("grad_norm_max")  # [step, ‖g‖] of the run's largest gradient norm so far
+    peaks = [*([peak] if peak and peak[0] <= result.losses_from else []),
+             *([[result.losses_from + int(np.nanargmax(norms)) + 1, float(np.nanmax(norms))]]
+               if np.isfinite(norms).any() else [])]
     record = {
         "name": model.name, "file": target.name, "family": model.family, "preset": model.preset,
         "config": dict(network.config), "windows": network.config.get("windows"), "flops_per_forward": flops,
@@ -230,8 +236,13 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "card": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
         "final_loss": float(losses[-min(100, len(losses)):].mean()) if len(losses) else None,
         "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
+        "grad_norm_curve": earlier_norms + [[result.losses_from + step, value] for step, value in _curve(norms)],
         "sha256": file_sha256(target), "recipe": asdict(model),
+        "setting_changes": earlier.get("setting_changes", []) + setting_changes(earlier.get("recipe"), model,
+                                                                               result.resumed_from),
     }
+    if peaks:
+        record["grad_norm_max"] = max(peaks, key=lambda peak: peak[1])
     if gaps:
         record["gaps"] = gaps
     record.update(record_plateau(record, record_path).record())
@@ -258,17 +269,34 @@ def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
 RERUN_SETTINGS = (*(s.name for s in USER_SETTINGS if s.changeable), "gap_images")
 """Recipe keys a later round may change for a model already (partly) trained."""
 
+FUNCTION_SETTINGS = ("grad_clip",)
+"""Changeable recipe keys that change what a step computes (not only how fast or how it is saved): a record
+lists when each changed (``setting_changes``), since its ``recipe`` holds only the latest values."""
+
+
+def setting_changes(before: dict | None, model: ModelRecipe, step: int) -> list[dict]:
+    """``[{"step": step, KEY: [old, new]}]`` for the :data:`FUNCTION_SETTINGS` in which ``model`` differs from
+    the recipe entry ``before`` of the model's earlier rounds (absent keys are their defaults); [] if none."""
+    if not before:
+        return []
+    now, defaults = asdict(model), {f.name: f.default for f in fields(ModelRecipe)}
+    changed = {key: [before.get(key, defaults[key]), now[key]] for key in FUNCTION_SETTINGS
+               if before.get(key, defaults[key]) != now[key]}
+    return [{"step": step, **changed}] if changed else []
+
 
 def _write_json(path: Path, value: dict | list) -> None:
     replace_file(lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n"), path)
 
 
-def _curve(losses: np.ndarray, points: int = 200) -> list[list[float]]:
-    """The loss curve as up to ``points`` (step, mean loss over the steps since the previous point) pairs."""
-    if not len(losses):
+def _curve(values: np.ndarray, points: int = 200) -> list[list[float]]:
+    """A per-step series (losses, gradient norms) as up to ``points`` (step, mean over the steps since the
+    previous point) pairs; steps without a value (NaN: gradient norms of older states) are left out."""
+    if not len(values):
         return []
-    edges = np.unique(np.linspace(0, len(losses), min(points, len(losses)) + 1).astype(int))
-    return [[int(end), float(losses[start:end].mean())] for start, end in itertools.pairwise(edges)]
+    edges = np.unique(np.linspace(0, len(values), min(points, len(values)) + 1).astype(int))
+    return [[int(end), float(np.nanmean(values[start:end]))] for start, end in itertools.pairwise(edges)
+            if np.isfinite(values[start:end]).any()]
 
 
 def complete_record(record: dict, model: ModelRecipe) -> dict:
@@ -325,7 +353,7 @@ def train_recipe(
     progress: bool = False,
     on_dashboard=None,
 ) -> Path:
-    """Train the models of ``recipe`` (those named in ``only``, default all), one task each, on a local
+    """Train the models of ``recipe`` (those named in ``only``, in its order; default all), one task each, on a local
     dask cluster (``per_gpu`` workers per GPU; ``workers=0``: one after another here) or on
     ``scheduler``; ``max_minutes`` caps each model's time in this run (it resumes next time) and
     ``compile`` (not None) replaces the recipe's compile setting for this run (e.g. ``"reduce-overhead"``:
@@ -345,7 +373,8 @@ def train_recipe(
         unknown = sorted(set(only) - {model.name for model in models})
         if unknown:
             raise InputError(f"no model {unknown[0]!r} in {recipe.path}; it has {', '.join(m.name for m in models)}")
-        models = [model for model in models if model.name in only]
+        by_name = {model.name: model for model in models}
+        models = [by_name[name] for name in dict.fromkeys(only)]  # in the order asked: the order they start in
     overrides = {"max_minutes": max_minutes, "compile": None if compile is None else compile_mode(compile),
                  "compile_scope": compile_scope}
     overrides = {key: value for key, value in overrides.items() if value is not None}

@@ -40,7 +40,7 @@ from torch import nn
 
 from biasprobe.atomic import replace_file
 from biasprobe.checkpoints import NATIVE_CONVENTIONS, Checkpoint, network_denoiser, save_checkpoint
-from biasprobe.errors import InputError, ParameterError
+from biasprobe.errors import InputError, ParameterError, TrainingDiverged
 from biasprobe.training.settings import (  # noqa: F401 - the settings' schema, also known by these names here
     COMPILE_MODES,
     COMPILE_SCOPES,
@@ -127,6 +127,9 @@ class TrainingResult:
     """The steps at which the run was warm-restarted from its saved weights."""
     rank: int = 0
     """This process's rank under torchrun: only rank 0 writes files and should report."""
+    grad_norms: list[float] = field(default_factory=list)
+    """The gradient's global norm ‖g‖ (before clipping) of each step of ``losses`` (NaN for steps of a state
+    saved by a version that did not record it)."""
 
 
 def state_path(output: str | os.PathLike) -> Path:
@@ -217,11 +220,12 @@ def train(
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     optimizer = make_optimizer(network.parameters(), config, device)
     losses: list[float] = []
+    grad_norms: list[float] = []
     start = losses_from = 0
     warm_restarts: list[int] = []
     saved_state = state_path(output)
     if resume and saved_state.exists():
-        start, losses, saved = _restore(saved_state, network, ema, optimizer, {**header, **model})
+        start, losses, saved, grad_norms = _restore(saved_state, network, ema, optimizer, {**header, **model})
         losses_from, warm_restarts = saved.get("losses_from", 0), saved.get("warm_restarts", [])
         if start > config.steps:
             raise ParameterError("steps", f"is {config.steps}, below the {start} steps already done in {saved_state}; "
@@ -245,7 +249,8 @@ def train(
     with (_same_random_draws() if config.compile and has_dropout(network) else contextlib.nullcontext()), \
             task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
         network.train()
-        pending: list[torch.Tensor] = []  # losses still on the device: read back every LOSS_READ_EVERY steps
+        pending: list[torch.Tensor] = []  # (loss, ‖g‖) still on the device: read back every LOSS_READ_EVERY steps
+        guard = DivergenceGuard(losses)
         for step in range(start, config.steps):
             pending.append(take_step(step))
             out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
@@ -253,17 +258,19 @@ def train(
             checkpoint = (step + 1) % config.checkpoint_every == 0 or last
             if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
                 timed_steps += len(pending)
-                read = _global_means(pending, ranks)
+                read, norms = zip(*_global_means(pending, ranks))
                 pending = []
-                _stop_if_not_finite(read, losses_from + len(losses), output, saved_at)
+                guard.check(read, losses_from + len(losses), output, saved_at)
                 losses += read
+                grad_norms += norms
                 rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
                 advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
             if ranks.main and checkpoint:
                 _save(output, ema, image_shape, {**header, "steps_done": step + 1})
                 saved_at = step + 1
                 if step + 1 < config.steps:
-                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses)
+                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses,
+                                grad_norms)
                 if on_checkpoint is not None:
                     on_checkpoint(step + 1)
             if last:
@@ -273,16 +280,18 @@ def train(
     del take_step  # DistributedDataParallel's reducer (in its network) must go before the process group it uses
     ranks.finish()
     return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
-                          ranks.rank)
+                          ranks.rank, grad_norms)
 
 
 class TrainingStep:
-    """One optimisation step of :func:`train`, called with the step's number; returns its loss (on the device).
+    """One optimisation step of :func:`train`, called with the step's number; returns its loss and the
+    gradient's global norm ‖g‖ before clipping (a 2-vector on the device).
 
     The step draws its global batch from a generator seeded by (``config.seed``, step), takes this
     process's slice of it (rank ``rank`` of ``world``: DistributedDataParallel, which ``world`` > 1 wraps
     the network in, averages the gradients), computes :func:`denoising_loss`, its gradient, AdamW's
-    update and the EMA θ_ema ← d·θ_ema + (1 − d)·θ with d = min(``config.ema_decay``, (1 + step) / (10 + step)).
+    update (after clipping g to ``config.grad_clip``·g/‖g‖ where ‖g‖ exceeds it) and the EMA
+    θ_ema ← d·θ_ema + (1 − d)·θ with d = min(``config.ema_decay``, (1 + step) / (10 + step)).
 
     ``config.compile`` compiles the network (:func:`compile_network`); with ``config.compile_scope``
     ``"step"`` it compiles the loss around it too (noisy input, network, target, mean: one graph forward,
@@ -322,13 +331,27 @@ class TrainingStep:
         batch = _draw_batch(self.denoiser, self.data, self.config)
         loss = self.loss(*(None if value is None else value[self.part] for value in batch))
         loss.backward()
+        norm = clip_gradient(self.network.parameters(), self.config.grad_clip)
         self.optimizer.step()
         weight = 1 - min(self.config.ema_decay, (1 + step) / (10 + step))
         if self.compiled_ema is None:
             _update_ema(self.ema, self.network, weight)
-            return loss.detach()
-        self.compiled_ema(self.ema, self.network, self.weight.fill_(weight))
-        return loss.detach().clone()  # a compiled loss lives in memory that the next CUDA-graph replay reuses
+        else:
+            self.compiled_ema(self.ema, self.network, self.weight.fill_(weight))
+        # a new tensor: a compiled loss lives in memory that the next CUDA-graph replay reuses
+        return torch.stack((loss.detach().float(), norm.float()))
+
+
+def clip_gradient(parameters, limit: float | None) -> torch.Tensor:
+    """The global norm ‖g‖ = (Σ_p ‖∂L/∂p‖²)^½ of the parameters' gradients (a 0-d tensor on their device, read
+    without waiting for it); with ``limit``, g ← limit·g/‖g‖ where ‖g‖ > limit."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if not parameters:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if limit is not None:
+        torch.nn.utils.clip_grads_with_norm_(parameters, limit, norm)
+    return norm
 
 
 CHANGEABLE = (*(s.parameter for s in TRAINING_SETTINGS if s.changeable),
@@ -376,14 +399,43 @@ def model_identity(network: nn.Module, image_shape) -> dict:
     return {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
 
 
-def _stop_if_not_finite(read: list[float], steps_before: int, output, saved_at: int) -> None:
-    """Stop at the first non-finite loss among those just read back (checked before any save, so
-    the checkpoint on disk keeps the last good weights)."""
-    for offset, value in enumerate(read):
-        if not math.isfinite(value):
-            kept = f"{output} keeps the weights of step {saved_at}" if saved_at else "nothing was saved"
-            raise InputError(f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. "
-                             "Lower the learning rate, check the data, or resume from the saved state")
+DIVERGENCE_FACTOR = 2.0
+"""A run has diverged when the mean loss of one read-back (:data:`LOSS_READ_EVERY` steps) exceeds this
+multiple of the lowest such mean before it in the run. The 50-step means of a healthy run scatter by about 5 %
+(zoo v2's width-128 DiTs, docs/zoo.md); the two local DiTs that diverged in zoo v2's round 2 rose from 0.031 to
+0.13 within 200 steps and settled at 1.0 (the network's output gone to zero)."""
+
+
+class DivergenceGuard:
+    """Stops :func:`train` when its loss diverges, before the next checkpoint could overwrite the last good one.
+
+    A read of losses diverged if any is not finite or its mean exceeds :data:`DIVERGENCE_FACTOR` × the lowest
+    mean of an earlier read (``history``: the losses of the run so far, in reads of :data:`LOSS_READ_EVERY`;
+    reads of fewer than 10 steps are not judged). Raises :class:`~biasprobe.errors.TrainingDiverged`.
+    """
+
+    def __init__(self, history: list[float]) -> None:
+        means = [np.mean(history[i:i + LOSS_READ_EVERY]) for i in range(0, len(history) - LOSS_READ_EVERY + 1,
+                                                                          LOSS_READ_EVERY)]
+        self.lowest = min((m for m in means if math.isfinite(m)), default=math.inf)
+
+    def check(self, read, steps_before: int, output, saved_at: int) -> None:
+        kept = f"{output} keeps the weights of step {saved_at}" if saved_at else "nothing was saved"
+        for offset, value in enumerate(read):
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. Lower "
+                    "{learning_rate}, set {grad_clip}, check the data, or resume from the saved state",
+                    step=steps_before + offset + 1, kept=saved_at, parameters=["learning_rate", "grad_clip"])
+        mean = float(np.mean(read))
+        if len(read) >= 10 and mean > DIVERGENCE_FACTOR * self.lowest:
+            raise TrainingDiverged(
+                f"training diverged: the mean loss of steps {steps_before + 1}-{steps_before + len(read)} is "
+                f"{mean:.4g}, over {DIVERGENCE_FACTOR:g}× the lowest before it ({self.lowest:.4g}); {kept}. "
+                "Warm-restart from it with {grad_clip} set or a lower {learning_rate}",
+                step=steps_before + len(read), kept=saved_at, parameters=["grad_clip", "learning_rate"])
+        if len(read) >= 10:
+            self.lowest = min(self.lowest, mean)
 
 
 LOSS_READ_EVERY = 50
@@ -447,8 +499,8 @@ def _agree(flag: bool, ranks: _Distributed, device: torch.device) -> bool:
     return bool(value > 0)
 
 
-def _global_means(values: list[torch.Tensor], ranks: _Distributed) -> list[float]:
-    """The losses of the processes averaged, as floats (one wait for the device)."""
+def _global_means(values: list[torch.Tensor], ranks: _Distributed) -> list:
+    """The values (losses, or (loss, ‖g‖) pairs) of the processes averaged, as floats (one wait for the device)."""
     if not values:
         return []
     stacked = torch.stack(values)
@@ -481,14 +533,18 @@ def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
 
 
-def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float]) -> None:
+def _save_state(path: Path, network, ema, optimizer, header: dict, step: int, losses: list[float],
+                grad_norms: list[float] | None = None) -> None:
     state = {"header": header, "step": step, "losses": losses, "network": network.state_dict(),
              "ema": ema.state_dict(), "optimizer": optimizer.state_dict()}
+    if grad_norms is not None:
+        state["grad_norms"] = list(grad_norms)
     replace_file(lambda tmp: torch.save(state, tmp), path)
 
 
-def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float], dict]:
-    """Load the state at ``path`` into the objects; returns its step, its losses and its header."""
+def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, list[float], dict, list[float]]:
+    """Load the state at ``path`` into the objects; returns its step, its losses, its header and the gradient
+    norms of its losses' steps (NaN where an older state did not keep them)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable state cannot be resumed
@@ -507,6 +563,8 @@ def _restore(path: Path, network, ema, optimizer, header: dict) -> tuple[int, li
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         match_state_layouts(optimizer)
-        return int(state["step"]), list(state["losses"]), saved
+        losses = list(state["losses"])
+        norms = list(state.get("grad_norms", []))
+        return int(state["step"]), losses, saved, [math.nan] * (len(losses) - len(norms)) + norms
     except (KeyError, RuntimeError, ValueError, TypeError):
         raise InputError(f"cannot resume from {path}: the file is damaged; delete it to start over") from None

@@ -77,6 +77,9 @@ class TrainingConfig:
     resumption or warm restart.
     ``weights`` is the precision of the saved EMA weights: ``"float32"`` or ``"bfloat16"`` (half the
     size; the resumable state always keeps float32).
+    ``grad_clip`` rescales the gradient g to ``grad_clip``·g/‖g‖ when its global norm ‖g‖ exceeds it (None:
+    never); it may be set when a run is resumed or warm-restarted (e.g. after :class:`TrainingDiverged`), and
+    every run records ‖g‖ of each step whether it clips or not.
 
     The fields are the one schema of the training settings (:data:`TRAINING_SETTINGS`): a recipe's keys
     (:class:`biasprobe.sweeps.recipes.ModelRecipe`) and the flags of ``biasprobe train`` derive from them.
@@ -101,6 +104,8 @@ class TrainingConfig:
     compile_scope: str = _setting("What torch.compile covers (implies --compile): network, or step = the loss and "
                                   "the EMA update too (one process only; fewer launches: see docs/benchmarks.md).",
                                   "network", changeable=True)
+    grad_clip: float | None = _setting("Clip the gradient's global norm at this value before each AdamW step (none: no "
+                                       "clipping; the norm is recorded either way).", None, changeable=True)
 
     def __post_init__(self) -> None:
         from biasprobe.validation import count, number  # here: validation loads torch, the schema does not
@@ -116,6 +121,8 @@ class TrainingConfig:
         self.seed = count(self.seed, "seed", minimum=0)
         if self.max_minutes is not None:
             self.max_minutes = number(self.max_minutes, "max_minutes", positive=True)
+        if self.grad_clip is not None:
+            self.grad_clip = number(self.grad_clip, "grad_clip", positive=True)
         self.compile = compile_mode(self.compile)
         self.compile_scope = checked_compile_scope(self.compile_scope)
         if not isinstance(self.channels_last, bool):

@@ -85,6 +85,8 @@ def train_stacked(
         raise InputError("networks with dropout cannot be stacked exactly; train them one at a time")
     if config.compile or config.channels_last:
         raise InputError("compile and channels_last apply to single-model training, not to stacked models")
+    if config.grad_clip is not None:  # one norm per model would be needed: train them one at a time
+        raise InputError("grad_clip applies to single-model training, not to stacked models")
     device = torch.device(device)
     configs = [replace(config, seed=seed) for seed in seeds]
     data = [torch.as_tensor(x, dtype=torch.float32).to(device) for x in images]
@@ -108,11 +110,11 @@ def train_stacked(
             raise InputError("only some stacked models have a saved state; resume them one at a time")
         restored = [_restore(s, n, e, o, h)
                     for s, n, e, o, h in zip(states, models, emas, optimizers, state_headers)]
-        if len({step for step, _, _ in restored}) > 1:
+        if len({step for step, *_ in restored}) > 1:
             raise InputError("the stacked models' saved states are at different steps; resume them one at a time")
-        start, losses = restored[0][0], [list(history) for _, history, _ in restored]
+        start, losses = restored[0][0], [list(history) for _, history, *_ in restored]
         losses_from = restored[0][2].get("losses_from", 0)
-        warm_restarts = [saved.get("warm_restarts", []) for _, _, saved in restored]
+        warm_restarts = [saved.get("warm_restarts", []) for _, _, saved, _ in restored]
     elif init is not None:
         if len(init) != count:
             raise InputError("give one checkpoint to warm-start from per stacked model")

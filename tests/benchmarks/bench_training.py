@@ -231,7 +231,7 @@ class Step:
         self.first_losses: list[torch.Tensor] = []
 
     def __call__(self) -> None:
-        loss = self._previous() if self.training_step is None else self.training_step(self.count)
+        loss = self._previous() if self.training_step is None else self.training_step(self.count)[0]
         self.count += 1
         if len(self.first_losses) < 3:
             self.first_losses.append(loss.detach().clone())

@@ -350,6 +350,8 @@ def test_a_round_continues_models_whose_state_was_lost_by_a_warm_restart(tmp_pat
     record = json.loads(record_path.read_text())
     assert record["steps_done"] == 5 and record["complete"] and record["warm_restarts"] == [1, 2]
     assert [step for step, _ in record["loss_curve"]] == [1, 2, 3, 4, 5]  # appended, never replaced
+    assert [step for step, _ in record["grad_norm_curve"]] == [1, 2, 3, 4, 5]  # so are the gradient norms
+    assert record["grad_norm_max"] == max(record["grad_norm_curve"], key=lambda point: point[1])
     assert record["time_s"] > first_time and record["flops_per_forward"] > 0
     saved = read_checkpoint(checkpoint).training
     assert (saved["steps_done"], saved["warm_restarts"]) == (5, [1, 2])
@@ -484,3 +486,38 @@ def test_a_failing_task_is_named_at_once_not_only_at_the_end(capsys):
     outcome = engine.run(work, {"good": (1,), "bad": (-1,)}, workers=0, progress=True)
     assert outcome.done == ["good"] and outcome.failed == {"bad": "ValueError: negative input"}
     assert "bad failed: ValueError: negative input" in capsys.readouterr().err
+
+
+def test_a_later_round_may_add_gradient_clipping_and_the_record_says_from_which_step(tmp_path):
+    from biasprobe.checkpoints import read_checkpoint
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+    from biasprobe.training import state_path
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    text = RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 4")
+    recipe_file.write_text(text)
+    train_recipe(read_recipe(recipe_file), only=["dit-local"], max_minutes=1e-9, workers=0, device="cpu")
+    output = read_recipe(recipe_file).output
+    state_path(output / "dit-local.safetensors").unlink()  # lost, as on a bare machine: a warm restart follows
+    recipe_file.write_text(text.replace("checkpoint_every = 2", "checkpoint_every = 2\ngrad_clip = 0.5"))
+    train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+    record = json.loads((output / "dit-local.train.json").read_text())
+    assert record["steps_done"] == 4 and record["setting_changes"] == [{"step": 1, "grad_clip": [None, 0.5]}]
+    assert record["recipe"]["grad_clip"] == 0.5
+    assert read_checkpoint(output / "dit-local.safetensors").training["grad_clip"] == 0.5
+
+
+def test_only_trains_the_models_named_in_the_order_named(tmp_path, monkeypatch):
+    from biasprobe.sweeps import engine
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    seen = []
+    monkeypatch.setattr(engine, "run", lambda function, tasks, **options: seen.append(list(tasks)) or engine.Outcome())
+    train_recipe(read_recipe(recipe_file), only=["dit-local", "unet-n8-s1", "unet-n4-s2", "dit-local"], workers=0)
+    assert seen == [["dit-local", "unet-n8-s1", "unet-n4-s2"]]

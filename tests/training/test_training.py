@@ -1,6 +1,8 @@
 """The training loop: it learns, resumes exactly, and DDP equals one process."""
 
 
+import copy
+
 import pytest
 import torch
 
@@ -293,3 +295,60 @@ def test_a_run_resumed_in_the_other_memory_layout_continues_exactly(tmp_path):
     loop.match_state_layouts(optimizer)
     moved = optimizer.state[weight]["exp_avg"]
     assert moved.stride() == weight.stride() and torch.equal(moved, torch.arange(108.0).view(4, 3, 3, 3))
+
+
+def test_a_diverging_loss_stops_training_before_it_overwrites_the_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOSS_READ_EVERY", 10)
+    torch.manual_seed(0)
+    network, _ = from_preset("dit", "tiny", image_size=8, channels=1)
+    calls = []
+
+    def blow_up(module, inputs, output):  # from the 21st step on, the output is 30 times too large: finite, far off
+        calls.append(1)
+        return output * 30 if len(calls) > 20 else output
+
+    network.register_forward_hook(blow_up)
+    config = TrainingConfig(steps=40, batch_size=4, learning_rate=1e-3, checkpoint_every=10, seed=0)
+    with pytest.raises(bp.TrainingDiverged, match=r"steps 21-30 .* over 2× the lowest .*weights of step 20") as caught:
+        train(network, discs(8), tmp_path / "a.pt", config, progress=False)
+    assert (caught.value.step, caught.value.kept) == (30, 20)
+    assert "grad_clip" in str(caught.value)
+    assert read_checkpoint(tmp_path / "a.pt").training["steps_done"] == 20
+
+
+def test_the_divergence_guard_judges_reads_against_the_lowest_before_them():
+    guard = loop.DivergenceGuard([1.0] * 50 + [0.5] * 50 + [0.6] * 20)  # whole reads of 50; the partial one is not
+    assert guard.lowest == 0.5
+    guard.check([0.9] * 50, 120, "a.pt", 100)  # 1.8× the lowest: noise of a healthy run is far below, but not judged
+    guard.check([5.0] * 9, 170, "a.pt", 100)  # fewer than 10 steps: not judged, not counted
+    assert guard.lowest == 0.5
+    with pytest.raises(bp.TrainingDiverged, match="steps 180-229"):
+        guard.check([1.01] * 50, 179, "a.pt", 100)
+    with pytest.raises(bp.TrainingDiverged, match="loss is inf at step 2"):
+        loop.DivergenceGuard([]).check([0.1, float("inf")], 0, "a.pt", 0)
+
+
+def test_each_step_returns_its_gradient_norm_before_clipping_and_clips_to_the_limit():
+    torch.manual_seed(0)
+    network, _ = from_preset("dit", "tiny", image_size=8, channels=1)
+    for limit in (None, 1e-3):
+        optimizer = loop.make_optimizer(network.parameters(), TrainingConfig(steps=1), torch.device("cpu"))
+        config = TrainingConfig(steps=1, batch_size=4, grad_clip=limit)
+        loss, norm = loop.TrainingStep(network, copy.deepcopy(network), optimizer, discs(4), config)(0)
+        after = torch.sqrt(sum((p.grad ** 2).sum() for p in network.parameters() if p.grad is not None))
+        assert loss > 0 and norm > 1e-2
+        assert after == pytest.approx(float(norm) if limit is None else limit, rel=1e-5)
+
+
+def test_the_gradient_norms_are_kept_across_a_resumption(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOSS_READ_EVERY", 3)
+    config = TrainingConfig(steps=6, batch_size=4, learning_rate=1e-3, checkpoint_every=3, seed=2, max_minutes=1e-9)
+    torch.manual_seed(0)
+    first = train(from_preset("dit", "tiny", image_size=8, channels=1)[0], discs(8), tmp_path / "a.pt", config,
+                  progress=False)
+    assert first.steps_done == 1 and len(first.grad_norms) == 1  # stopped by its time limit after one step
+    torch.manual_seed(0)
+    rest = train(from_preset("dit", "tiny", image_size=8, channels=1)[0], discs(8), tmp_path / "a.pt",
+                 TrainingConfig(**{**config.__dict__, "max_minutes": None}), progress=False)
+    assert rest.resumed_from == 1 and len(rest.grad_norms) == len(rest.losses) == 6
+    assert rest.grad_norms[0] == first.grad_norms[0] and all(n > 0 for n in rest.grad_norms)
