@@ -57,7 +57,10 @@ def stores(
 
 @app.command("paper")
 def paper(
-    zoo: Annotated[Path, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md).")] = Path("data/zoo"),
+    zoo: Annotated[list[Path] | None, typer.Option(help="Zoo folder with manifest.json (see docs/reports.md); give "
+                                                 "it again for several, in order of precedence: each family comes "
+                                                 "from the first that has it. Default: data/zoo; data/zoo/v2 then "
+                                                 "data/zoo under --science 3.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder; its stores/ subfolder caches the analyses (the "
                                              "repository's reports/paper/stores is read too, never written). "
                                              "Default: reports/paper; reports/paper-v3 under --science 3, so that "
@@ -97,6 +100,7 @@ def paper(
 
     per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
     settings = V3 if science == 3 else Settings()
+    zoo = zoo or ([Path("data/zoo/v2"), Path("data/zoo")] if science == 3 else [Path("data/zoo")])
     out = out if out is not None else Path("reports/paper-v3" if science == 3 else "reports/paper")
     settings = settings if per_split is None else replace(settings, k=per_split)
     result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=settings,

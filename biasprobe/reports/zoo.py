@@ -8,6 +8,11 @@ writes it with (:mod:`biasprobe.sweeps.manifest`, :class:`~biasprobe.sweeps.mani
 a model's name, file, sha256, family, training images (``data``, ``n_train``, ``subset``, ``seed``) and
 attention windows (which pick its variant in :data:`VARIANTS`).
 
+A report may read **several zoos** in order of precedence (zoo v2 before zoo v1: ``("data/zoo/v2",
+"data/zoo")``): each family comes whole from the first zoo that has a model of it (:func:`read_zoo`), so that
+no comparison mixes a family's models of two zoos (zoo v2's DiT is twice as wide as zoo v1's), and every
+model carries the folder it came from (:attr:`ZooModel.zoo`), which the page names.
+
 How far each model is trained is read for the page's "How far the zoo is trained" table
 (:func:`zoo_training`): ``steps_done`` and ``steps`` (the recipe's), and the plateau judgement
 ``loss_change_last_20pct``, ``loss_change_se``, ``plateau``; an entry without it is judged from its
@@ -59,6 +64,8 @@ class ZooModel:
     seed: int
     sha256: str
     steps_done: int | None = None
+    zoo: Path | None = None
+    """The zoo folder the model was read from."""
 
     @property
     def variant(self) -> str | None:
@@ -72,17 +79,51 @@ class ZooModel:
         return f"{FAMILY_NAMES.get(self.family, self.family)}{variant} N={self.n_train}"
 
 
-def read_zoo(folder: str | os.PathLike) -> list[ZooModel]:
-    """The models of the zoo at ``folder`` (its ``manifest.json``, see the module doc)."""
-    folder = Path(folder)
+Zoos = str | os.PathLike | Sequence[str | os.PathLike]
+"""One zoo folder, or several in order of precedence."""
+
+
+def zoo_folders(zoo: Zoos) -> list[Path]:
+    """``zoo`` as a list of folders (one folder or several; at least one, none twice)."""
+    folders = [Path(zoo)] if isinstance(zoo, (str, os.PathLike)) else [Path(folder) for folder in zoo]
+    if not folders:
+        raise InputError("give at least one {zoo} folder", parameters=["zoo"])
+    if len({folder.resolve() for folder in folders}) < len(folders):
+        raise InputError(f"a {{zoo}} folder is given twice ({', '.join(map(str, folders))})", parameters=["zoo"])
+    return folders
+
+
+def read_zoo(zoo: Zoos) -> list[ZooModel]:
+    """The models of the zoo at ``zoo`` (its ``manifest.json``, see the module doc); of several zoos, each family's
+    models from the first zoo that has that family."""
+    models, taken = [], set()
+    for folder in zoo_folders(zoo):
+        here = _read_one_zoo(folder)
+        models += [model for model in here if model.family not in taken]
+        taken |= {model.family for model in here}
+    return models
+
+
+def _read_one_zoo(folder: Path) -> list[ZooModel]:
     if not (folder / MANIFEST).exists():
         raise InputError(f"no zoo manifest at {folder / MANIFEST}: the paper zoo ships in data/zoo of the repository "
                          "(run from its root or pass {zoo} PATH/data/zoo), or train one (docs/zoo.md); {zoo} "
                          "data/checkpoints is the small shipped zoo", parameters=["zoo"])
     return [ZooModel(name=entry.name, path=folder / entry.file, family=entry.family, windows=entry.windows,
                      data=entry.data, n_train=entry.n_train, subset=entry.subset, seed=entry.seed,
-                     sha256=entry.sha256, steps_done=entry.steps_done)
+                     sha256=entry.sha256, steps_done=entry.steps_done, zoo=folder)
             for entry in read_manifest(folder)]
+
+
+def zoo_sources(models: Sequence[ZooModel]) -> dict[Path, list[str]]:
+    """Each zoo folder of ``models`` with the family names it gave, in the order read."""
+    sources: dict[Path, list[str]] = {}
+    for model in models:
+        families = sources.setdefault(model.zoo, [])
+        name = FAMILY_NAMES.get(model.family, model.family)
+        if name not in families:
+            families.append(name)
+    return sources
 
 
 @dataclass(frozen=True)
@@ -97,14 +138,20 @@ class TrainedSoFar:
     change: float | None
     change_se: float | None
     plateau: bool | None
+    zoo: Path | None = None
 
 
-def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
-    """How far each model of the zoo at ``folder`` is trained, from its manifest entry or else from its
-    training record's loss curve (see the module doc)."""
+def zoo_training(zoo: Zoos) -> list[TrainedSoFar]:
+    """How far each model of the zoo at ``zoo`` is trained (of several zoos, each model :func:`read_zoo` takes),
+    from its manifest entry or else from its training record's loss curve (see the module doc)."""
+    folders = zoo_folders(zoo)
+    chosen = {(model.zoo, model.name) for model in read_zoo(folders)}
+    return [state for folder in folders for state in _one_zoo_training(folder) if (folder, state.name) in chosen]
+
+
+def _one_zoo_training(folder: Path) -> list[TrainedSoFar]:
     from biasprobe.training.plateau import record_plateau
 
-    folder = Path(folder)
     states = []
     for entry in read_manifest(folder):
         judged = {"loss_change_last_20pct": entry.loss_change_last_20pct, "loss_change_se": entry.loss_change_se,
@@ -119,7 +166,7 @@ def zoo_training(folder: str | os.PathLike) -> list[TrainedSoFar]:
             steps = entry.steps if "steps" in entry.written else record.get("steps")
         change = judged["loss_change_last_20pct"]
         plateau = judged["plateau"] if change is not None else None  # a curve too short to judge: not judged
-        states.append(TrainedSoFar(entry.name, steps_done, steps, change, judged["loss_change_se"], plateau))
+        states.append(TrainedSoFar(entry.name, steps_done, steps, change, judged["loss_change_se"], plateau, folder))
     return states
 
 

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -446,3 +447,24 @@ def test_fig4_under_v3_draws_each_cells_distance_per_layer_with_error_bars(tmp_p
     assert labels == ["one seed (1 seed: ± s.e. over images)", "three seeds (3 seeds: ± s.d.)"]
     bars = [c for c in axis.containers]
     assert len(bars) == 2 and len(bars[0].lines[2][0].get_segments()) == stores[0].sizes["layer"]
+
+
+def test_several_zoos_give_each_family_whole_from_the_first_that_has_it(tmp_path):
+    from biasprobe.reports.zoo import read_zoo, zoo_sources, zoo_training
+    from biasprobe.sweeps.manifest import read_manifest
+
+    root = Path(__file__).resolve().parents[2]
+    v1, v2 = root / "data" / "zoo", root / "data" / "zoo" / "v2"
+    models = read_zoo([v2, v1])
+    dits = [m for m in models if m.family == "dit"]
+    assert dits and {m.zoo for m in dits} == {v2}  # zoo v1's DiTs (width 64) are not mixed in
+    assert {m.name for m in dits} == {e.name for e in read_manifest(v2) if e.family == "dit"}
+    assert {m.zoo for m in models if m.family != "dit"} == {v1}
+    assert {m.family for m in models} == {m.family for m in read_zoo(v1)}
+    assert list(zoo_sources(models)) == [v2, v1] and zoo_sources(models)[v2] == ["DiT"]
+    assert [(s.zoo, s.name) for s in zoo_training([v2, v1])] == [(m.zoo, m.name) for m in models]
+    assert read_zoo(v1) == read_zoo([v1])
+    with pytest.raises(bp.InputError, match="given twice"):
+        read_zoo([v1, root / "data" / ".." / "data" / "zoo"])
+    with pytest.raises(bp.InputError, match="no zoo manifest"):
+        read_zoo([v2, tmp_path])

@@ -36,7 +36,9 @@ from biasprobe.reports.zoo import (
     SURVEY_AT_MEMORIZER_SIGMA,
     TrainedSoFar,
     ZooModel,
+    Zoos,
     read_zoo,
+    zoo_sources,
     zoo_training,
 )
 
@@ -52,7 +54,7 @@ training-span stores at the memorizer σ."""
 
 
 def paper_report(
-    zoo: str | os.PathLike = "data/zoo",
+    zoo: Zoos = "data/zoo",
     out: str | os.PathLike = "reports/paper",
     *,
     recompute: bool = False,
@@ -64,6 +66,10 @@ def paper_report(
     on_file: Callable[[Path], None] | None = None,
 ):
     """Render the paper's items from the zoo at ``zoo`` into ``out`` (figures, index.md, index.html).
+
+    ``zoo`` may be several folders in order of precedence (e.g. ``("data/zoo/v2", "data/zoo")``): each family's
+    models come from the first that has the family (:func:`~biasprobe.reports.zoo.read_zoo`), and the page
+    names the zoo of each family and model.
 
     Stores are found by checkpoint sha256 and :class:`Settings` in ``out/stores`` and then in the read-only
     ``caches`` (default: the repository's committed ``reports/paper/stores``, when there is one), which are
@@ -95,7 +101,7 @@ def paper_report(
     stores = _fill_stores(work, cache, settings, device, progress)
     blocks: list[Block] = [
         Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
-        Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from the zoo `{zoo}` "
+        Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from {_zoo_words(models)} "
              f"({len(models)} models); every figure is drawn from the stores in `stores/`"
              + (f" and in the read-only cache `{', '.join(map(str, cache.read_only))}`" if cache.found_read_only else "")
              + f", cached by checkpoint sha256 and parameters ({json.dumps(settings.described())}). FID is not measured "
@@ -111,6 +117,15 @@ def paper_report(
         folder.prune_stores()
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _zoo_words(models: list[ZooModel]) -> str:
+    """Which zoo each family came from, in words: "the zoo `data/zoo`", or "the zoos `a` (DiT) and `b` (…)"."""
+    sources = zoo_sources(models)
+    if len(sources) <= 1:
+        return f"the zoo `{next(iter(sources), '—')}`"
+    parts = [f"`{folder}` ({', '.join(families)})" for folder, families in sources.items()]
+    return "the zoos " + ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: Settings, device: str | None,
@@ -247,7 +262,9 @@ def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
     """The table of how far every zoo model is trained, and which are not on a plateau."""
     from biasprobe.training.plateau import LAST, TOLERANCE, Z
 
-    rows = [[s.name, f"{s.steps_done if s.steps_done is not None else '—'} / {s.steps if s.steps is not None else '—'}",
+    several = len({s.zoo for s in states}) > 1
+    rows = [[s.name, *([f"`{s.zoo}`"] if several else []),
+             f"{s.steps_done if s.steps_done is not None else '—'} / {s.steps if s.steps is not None else '—'}",
              _percent(s.change, s.change_se), {True: "yes", False: "**no**", None: "not judged"}[s.plateau]]
             for s in states]
     flat = [s.name for s in states if s.plateau]
@@ -274,7 +291,8 @@ def _training_blocks(states: list[TrainedSoFar]) -> list[Block]:
             f"before, ± its standard error from the curve's scatter; a model is on a plateau when |change| + {Z:g} "
             f"s.e. ≤ {tolerance} (`biasprobe.training.plateau`, docs/zoo.md).")
     return [Heading("How far the zoo is trained"), Text(verdict),
-            Table(["model", "steps done / recipe steps", f"loss change over the last {last}", "plateau"], rows),
+            Table(["model", *(["zoo"] if several else []), "steps done / recipe steps",
+                   f"loss change over the last {last}", "plateau"], rows),
             Text(rule)]
 
 
