@@ -47,6 +47,10 @@ Where the paper does not say the placement (mix, local*), ours is written here; 
 FAMILY_NAMES = {"dit": "DiT", "unet-ddpm": "DDPM UNet", "unet-bf": "bias-free UNet"}
 N_VALUES = (10, 100, 1000, 10000, 30000)
 """The zoo's training-set sizes; the paper's 10⁵ is 3·10⁴ here (Fashion-MNIST's S1 half has 30000)."""
+TRANSITION_N = 300
+"""Zoo v2's N between 10² and 10³ (added 2026-12-07, before it was trained): its width-128 DiT memorizes 10² and
+generalizes at 10³ at the recipe's 20 000 steps, so the powers of ten have no N in the transition regime
+(docs/methods/claims.md). Science v3's ladders and gap figures include it."""
 SEEDS = 3
 
 

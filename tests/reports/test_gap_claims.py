@@ -68,3 +68,14 @@ def test_unequal_steps_and_missing_rows_are_not_tested_and_noise_is_unresolved(t
     models.append(model(tmp_path, "dit-windows 5×6-n100", "dit", 100, "windows 5×6", gaps=rows(2.0)))
     budget = next(j for j in judge_gap_claims(models) if j.statement.startswith("The same window"))
     assert budget.outcome == rules.FAILED
+
+
+def test_the_ladder_takes_every_n_the_zoo_has_so_a_transition_between_powers_of_ten_is_found(tmp_path):
+    """Zoo v2 at 20 000 steps: N = 10² memorizes, 10³ generalizes; the N = 300 between them is the transition."""
+    models = [model(tmp_path, f"dit-n{n}", "dit", n, gaps=rows(g)) for n, g in ((100, 4.4), (1000, 0.01))]
+    assert GapEvidence(models).transition_n() is None  # the powers of ten alone have no N in the transition regime
+    models.append(model(tmp_path, "dit-n300", "dit", 300, gaps=rows(1.5)))
+    ladder, step = GapEvidence(models).ladder("dit")
+    assert list(ladder) == [100, 300, 1000] and step == 6000
+    assert GapEvidence(models).transition_n() == 300
+    assert GapEvidence(models).ladder("dit", "local") == ({}, None)  # a variant without models has no ladder

@@ -468,3 +468,18 @@ def test_several_zoos_give_each_family_whole_from_the_first_that_has_it(tmp_path
         read_zoo([v1, root / "data" / ".." / "data" / "zoo"])
     with pytest.raises(bp.InputError, match="no zoo manifest"):
         read_zoo([v2, tmp_path])
+
+
+def test_science_v3_gap_figures_ask_for_zoo_v2s_n_300_after_each_cell_at_100_and_v2_does_not():
+    from biasprobe.reports.paper.catalogue import PAPER_V3
+    from biasprobe.reports.zoo import TRANSITION_N
+
+    for v2, v3 in zip(PAPER, PAPER_V3):
+        if v2.key not in ("fig2", "fig6"):
+            continue
+        assert TRANSITION_N not in {c.n for c in v2.cells}
+        extra = [c for c in v3.cells if c.n == TRANSITION_N]
+        assert len(extra) == len([c for c in v2.cells if c.n == 100]) > 0
+        for cell in extra:
+            before = v3.cells[v3.cells.index(cell) - 1]
+            assert (before.family, before.variant, before.n) == (cell.family, cell.variant, 100)

@@ -8,11 +8,21 @@ behind the memorizers item."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from biasprobe.errors import InputError
 from biasprobe.reports.paper.settings import SURVEY
-from biasprobe.reports.zoo import AT_MEMORIZER_SIGMA, IDEAL, MEMORIZERS, MID_N, N_VALUES, SEEDS, SURVEY_AT_MEMORIZER_SIGMA, Cell
+from biasprobe.reports.zoo import (
+    AT_MEMORIZER_SIGMA,
+    IDEAL,
+    MEMORIZERS,
+    MID_N,
+    N_VALUES,
+    SEEDS,
+    SURVEY_AT_MEMORIZER_SIGMA,
+    TRANSITION_N,
+    Cell,
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,10 @@ def _v3(item: Item) -> Item:
     if item.key == "fig4":
         return Item(item.key, item.title + " (science v3: with the distance per layer)", item.paper, item.analysis,
                     item.cells, "attention maps and layers")
+    if item.key in ("fig2", "fig6"):  # zoo v2's N between 10² and 10³ (TRANSITION_N), after each cell at 10²
+        cells = tuple(added for c in item.cells
+                      for added in ((c, replace(c, n=TRANSITION_N)) if c.n == 100 else (c,)))
+        return replace(item, cells=cells)
     if item.key == "memorizers":
         surveys = tuple(Cell(family, n, variant, subset, analysis=SURVEY_AT_MEMORIZER_SIGMA)
                         for family, variant, subset in MEMORIZERS for n in (10, None) if not (n is None and subset != "s1"))
