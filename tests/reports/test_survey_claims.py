@@ -138,3 +138,12 @@ def test_the_sample_claims_print_their_intervals_over_samples():
     judged = copies_at_small_n(unequal, stores)
     assert judged.outcome == rules.NOT_TESTED and "unet-bf-n30000-s2 12.0k" in judged.ours
     assert "N = 10 S1 / S2: 1.00 [1.00, 1.00] / 0.75 [" in judged.ours and "N = 30000 S1 / S2: 0.00" in judged.ours
+
+
+def test_the_memorizers_the_zoo_lacks_are_named():
+    zoo = [model("dit-n10", "dit", 10), model("dit-n30000", "dit", 30000)]
+    surveys = {"dit-n10": survey(span=0.9, noise=0.05, seed=1), "dit-n30000": survey(span=0.1, noise=0.05, seed=2)}
+    judged = memorizers_in_span(SurveyEvidence(zoo, {}, surveys, memorizer_sigma=2.0))
+    assert judged.outcome == rules.HELD  # each N = 10 model the zoo has holds
+    assert "not in the zoo: DiT local N=10 (s1), DDPM UNet N=10 (s1)" in judged.ours
+    assert "bias-free UNet N=10 (s2)" in judged.ours
