@@ -131,13 +131,8 @@ class JacobianOperator:
             with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
                 value, self._pullback = torch.func.vjp(self.fn, self.y)
         self.value = value.detach().float()
-        if memory_budget is None:
-            if self.device.type == "cuda":
-                memory_budget = DEFAULT_MEMORY_FRACTION_CUDA * torch.cuda.mem_get_info(self.device)[0]
-            else:
-                memory_budget = DEFAULT_MEMORY_BUDGET_CPU
         per_vector = 2 * saved + 8 * self.dimension
-        self.chunk_size = int(max(1, min(self.dimension, memory_budget // per_vector)))
+        self.chunk_size = int(max(1, min(self.dimension, _memory_budget(self.device, memory_budget) // per_vector)))
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -207,6 +202,76 @@ class JacobianOperator:
         return torch.cat(rows)
 
 
+def images_per_batch(denoiser: Denoiser, y: torch.Tensor, sigma: float, *, output: str = "denoised",
+                     precision: str = "float32", memory_budget: float | None = None) -> int:
+    """How many images :func:`dense_jacobians` takes at once: as many whole sets of d row products (each
+    vector costing twice the activations one image's forward saves, plus the vector) as ``memory_budget``
+    holds (default as for :class:`JacobianOperator`); 1 when one image's d products already need chunks."""
+    fn = output_function(denoiser, sigma, output)
+    with math_attention(denoiser), _precision(precision, y.device):
+        per_vector = 2 * _saved_bytes(fn, y[:1].detach()) + 8 * y[0].numel()
+    return int(max(1, _memory_budget(y.device, memory_budget) // (per_vector * y[0].numel())))
+
+
+def _memory_budget(device: torch.device, memory_budget: float | None) -> float:
+    if memory_budget is not None:
+        return memory_budget
+    if device.type == "cuda":
+        return DEFAULT_MEMORY_FRACTION_CUDA * torch.cuda.mem_get_info(device)[0]
+    return DEFAULT_MEMORY_BUDGET_CPU
+
+
+def dense_jacobians(
+    denoiser: Denoiser,
+    y: torch.Tensor,
+    sigma: float,
+    *,
+    output: str = "denoised",
+    precision: str = "float32",
+    memory_budget: float | None = None,
+    on_products: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, bool]:
+    """The dense Jacobians J_p[i, j] = ∂f_i/∂y_j (P, d, d) at P noisy images y (P, C, H, W) and one σ, from one
+    forward pass at all of them, and whether ``vmap`` did the products.
+
+    The images pass through the network independently, so the cotangent e_k in every image's slot pulls
+    back to row k of every J_p at once: one batched backward per block of rows for all P images, where
+    :class:`JacobianOperator` takes one per image (each J_p equals its ``dense()`` to float rounding).
+    ``on_products`` is called with the number of row products (P per cotangent) of every block. Networks
+    that ``vmap`` cannot handle fall back to one :class:`JacobianOperator` per image.
+    """
+    count, shape, dimension = len(y), tuple(y.shape[1:]), y[0].numel()
+    on_products = on_products or (lambda done: None)
+    fn = output_function(denoiser, sigma, output)
+    y = y.detach()
+    with math_attention(denoiser), _precision(precision, y.device):
+        per_vector = 2 * _saved_bytes(fn, y) + 8 * dimension * count
+        with torch.no_grad():
+            _, pullback = torch.func.vjp(fn, y)
+        chunk = int(max(1, min(dimension, _memory_budget(y.device, memory_budget) // per_vector)))
+        rows = []
+        try:
+            with torch.no_grad():
+                for start in range(0, dimension, chunk):
+                    size = min(chunk, dimension - start)
+                    basis = torch.zeros(size, dimension, device=y.device, dtype=y.dtype)
+                    basis[torch.arange(size), torch.arange(start, start + size)] = 1
+                    cotangents = basis.reshape(size, 1, *shape).expand(size, count, *shape)
+                    rows.append(torch.func.vmap(lambda u: pullback(u)[0])(cotangents).reshape(size, count, -1).float())
+                    on_products(size * count)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError):  # not vmappable: one operator (and its fallback) per image
+            matrices = []
+            for p in range(count):
+                operator = JacobianOperator(denoiser, y[p:p + 1], sigma, output=output, precision=precision,
+                                            memory_budget=memory_budget)
+                operator.on_products = on_products
+                matrices.append(operator.dense())
+            return torch.stack(matrices), False
+    return torch.cat(rows).permute(1, 0, 2).contiguous(), True
+
+
 def jacobian_matrix(
     denoiser: Denoiser,
     y: torch.Tensor,
@@ -228,6 +293,8 @@ __all__ = [
     "OUTPUTS",
     "PRECISIONS",
     "JacobianOperator",
+    "dense_jacobians",
+    "images_per_batch",
     "jacobian_matrix",
     "math_attention",
     "output_function",

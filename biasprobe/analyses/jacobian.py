@@ -45,6 +45,8 @@ from biasprobe.autodiff import (
     PRECISIONS,
     JacobianOperator,
     check_precision,
+    dense_jacobians,
+    images_per_batch,
     jacobian_matrix,
     math_attention,
     output_function,
@@ -55,6 +57,7 @@ from biasprobe.eigensolvers import (
     METHODS,
     ConvergenceWarning,
     Decomposition,
+    MatrixOperator,
     choose_method,
     decompose,
     expected_products,
@@ -146,29 +149,48 @@ def jacobian(
         top_k = validation.count(top_k, "top_k", maximum=d)
     tolerance = validation.number(tolerance, "tolerance", positive=True)
     resolved = choose_method(method, d, top_k)
-    pairs = [(i, j) for i in range(len(images)) for j in range(len(sigma))]
+    count = len(images) * len(sigma)
     results: dict[tuple[int, int], Decomposition] = {}
     noisy_images = np.zeros((len(images), len(sigma), *images.shape[1:]), dtype=np.float32)
     denoised = np.zeros_like(noisy_images)
     vmapped = True
     expected = expected_products(resolved, d, top_k)
-    with task("Jacobians", len(pairs), unit="images × σ", enabled=progress) as advance_pairs:
-        for i, j in pairs:
-            pair_seed = noise_seed(seed, i, j)
-            y = noisy(images[i : i + 1], float(sigma[j]), pair_seed)
-            where = f"image {i + 1}/{len(images)}, σ = {float(sigma[j]):g}"
-            with task(where, expected, unit="products", enabled=progress) as advance:
-                operator = JacobianOperator(
-                    denoiser, y, float(sigma[j]), output=output, precision=precision, memory_budget=memory_budget
-                )
-                operator.on_products = advance
-                results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance, seed=pair_seed + 1)
-            warn_unconverged(results[i, j], resolved, tolerance, describe(where))
-            vmapped &= all(operator.vmap.values())
-            noisy_images[i, j] = y[0].cpu().numpy()
-            with torch.no_grad():
-                denoised[i, j] = denoiser.denoise(y, float(sigma[j]))[0].float().cpu().numpy()
-            advance_pairs()
+
+    def pair_noisy(i: int, j: int) -> torch.Tensor:
+        return noisy(images[i : i + 1], float(sigma[j]), noise_seed(seed, i, j))
+
+    # dense: the images of one σ in batches (dense_jacobians: one backward per block of rows for the batch)
+    batch = 1 if resolved != "dense" else min(len(images), images_per_batch(
+        denoiser, pair_noisy(0, 0), float(sigma[0]), output=output, precision=precision, memory_budget=memory_budget))
+    with task("Jacobians", count, unit="images × σ", enabled=progress) as advance_pairs:
+        for j in range(len(sigma)):
+            for first in range(0, len(images), batch):
+                indices = range(first, min(first + batch, len(images)))
+                ys = torch.cat([pair_noisy(i, j) for i in indices])
+                where = (f"image {first + 1}" if len(indices) == 1 else f"images {first + 1}-{indices[-1] + 1}") + \
+                    f"/{len(images)}, σ = {float(sigma[j]):g}"
+                with task(where, expected * len(indices), unit="products", enabled=progress) as advance:
+                    if resolved == "dense":
+                        matrices, used_vmap = dense_jacobians(
+                            denoiser, ys, float(sigma[j]), output=output, precision=precision,
+                            memory_budget=memory_budget, on_products=advance)
+                        for i, matrix in zip(indices, matrices):
+                            results[i, j] = decompose(MatrixOperator(matrix), resolved, top_k)
+                    else:
+                        (i,) = indices
+                        operator = JacobianOperator(denoiser, ys, float(sigma[j]), output=output,
+                                                    precision=precision, memory_budget=memory_budget)
+                        operator.on_products = advance
+                        results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance,
+                                                  seed=noise_seed(seed, i, j) + 1)
+                        used_vmap = all(operator.vmap.values())
+                vmapped &= used_vmap
+                for i, y in zip(indices, ys):
+                    warn_unconverged(results[i, j], resolved, tolerance, describe(where))
+                    noisy_images[i, j] = y.cpu().numpy()
+                    with torch.no_grad():
+                        denoised[i, j] = denoiser.denoise(y[None], float(sigma[j]))[0].float().cpu().numpy()
+                advance_pairs(len(indices))
 
     def stack(name: str) -> np.ndarray:
         return np.stack([np.stack([getattr(results[i, j], name) for j in range(len(sigma))])

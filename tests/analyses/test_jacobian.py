@@ -192,3 +192,36 @@ def test_cli_side_by_side_with_training_data(tmp_path, monkeypatch):
     assert sum(data["verdicts"][1]["counts"].values()) == 1
     refused = run_cli("jacobian", first, second, *common, "--out", tmp_path / "one.zarr")
     assert refused.returncode == 1 and "drop --out" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("family", ["unet-bf", "unet-ddpm", "dit"])
+def test_images_batched_into_one_backward_give_each_image_its_own_jacobian(tmp_path, family):
+    from biasprobe.autodiff import dense_jacobians
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", family, seed=3))
+    ys = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
+    done = []
+    matrices, vmapped = dense_jacobians(denoiser, ys, 0.3, memory_budget=2e6, on_products=done.append)
+    assert vmapped and matrices.shape == (3, 64, 64) and sum(done) == 3 * 64 and len(done) > 1  # in chunks
+    for y, matrix in zip(ys, matrices):
+        torch.testing.assert_close(matrix, jacobian_matrix(denoiser, y[None], 0.3), rtol=1e-5, atol=1e-6)
+
+
+def test_a_jacobian_over_many_images_batches_them_and_stores_what_one_by_one_gives(tmp_path, monkeypatch):
+    from biasprobe import autodiff
+    from biasprobe.analyses import jacobian as module
+
+    denoiser = bp.load(tiny_checkpoint(tmp_path / "m.pt", "dit", seed=4))
+    images = torch.rand(5, *SHAPE, generator=torch.Generator().manual_seed(5))
+    batches = []
+    real = autodiff.dense_jacobians
+    monkeypatch.setattr(module, "dense_jacobians", lambda d, ys, *a, **k: batches.append(len(ys)) or real(d, ys, *a, **k))
+    together = jacobian(denoiser, images, sigmas=[0.1, 0.5], method="dense")
+    monkeypatch.setattr(module, "images_per_batch", lambda *a, **k: 1)
+    alone = jacobian(denoiser, images, sigmas=[0.1, 0.5], method="dense")
+    assert batches == [5, 5] + [1] * 10  # one batch per σ, then one image at a time
+    for name in ("noisy", "denoised", "spectrum", "singular_spectrum", "effective_dimension", "asymmetry"):
+        np.testing.assert_allclose(together[name].values, alone[name].values, rtol=1e-5, atol=1e-6, err_msg=name)
+    top = (together.eigenvector.isel(rank=slice(0, 4)) * alone.eigenvector.isel(rank=slice(0, 4))).sum(
+        ("channel", "y", "x"))
+    np.testing.assert_allclose(np.abs(top.values), 1, atol=1e-4)
