@@ -4,7 +4,7 @@
 its output folder, ``{"recipe": PATH, "checkpoints": [entry, ...]}``; the reports
 (:func:`biasprobe.reports.zoo.read_zoo`, ``biasprobe report paper``) read it. An entry is the model's
 training record ``NAME.train.json`` without the fields only the record keeps (:data:`RECORD_ONLY`: the
-loss curve, the recipe entry), with the recipe's ``steps`` now and whether they are done (``complete``):
+loss and gradient-norm curves, the recipe entry), with the recipe's ``steps`` now and whether they are done (``complete``):
 :func:`manifest_entry`. :class:`ManifestEntry` is what a reader may rely on: each of its fields (a
 dataclass field, with its meaning in ``metadata["meaning"]``; without a default it is required) is read
 from the entry of that name (``windows`` from ``config.windows`` first); the entry's other fields (FLOPs,
@@ -24,7 +24,7 @@ from biasprobe.errors import InputError
 
 MANIFEST = "manifest.json"
 """The manifest's file name in a zoo folder."""
-RECORD_ONLY = ("loss_curve", "recipe")
+RECORD_ONLY = ("loss_curve", "grad_norm_curve", "recipe")
 """Fields of a training record that stay in ``NAME.train.json`` and are not listed in the manifest."""
 
 

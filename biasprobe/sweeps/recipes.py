@@ -222,10 +222,10 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     earlier_curve = [point for point in earlier.get("loss_curve", []) if point[0] <= result.losses_from]
     norms = np.asarray(result.grad_norms, dtype=float)
     earlier_norms = [point for point in earlier.get("grad_norm_curve", []) if point[0] <= result.losses_from]
-    peak = earlier.get("grad_norm_max")  # [step, ‖g‖] of the run's largest gradient norm so far
-    peaks = [*([peak] if peak and peak[0] <= result.losses_from else []),
-             *([[result.losses_from + int(np.nanargmax(norms)) + 1, float(np.nanmax(norms))]]
-               if np.isfinite(norms).any() else [])]
+    peaks = [peak] if (peak := earlier.get("grad_norm_max")) and peak[0] <= result.losses_from else []
+    finite = np.where(np.isfinite(norms), norms, -np.inf)  # [step, ‖g‖] of the run's largest finite gradient norm
+    if np.isfinite(finite).any():
+        peaks.append([result.losses_from + int(np.argmax(finite)) + 1, float(finite.max())])
     record = {
         "name": model.name, "file": target.name, "family": model.family, "preset": model.preset,
         "config": dict(network.config), "windows": network.config.get("windows"), "flops_per_forward": flops,
@@ -238,8 +238,8 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "loss_curve": earlier_curve + [[result.losses_from + step, value] for step, value in _curve(losses)],
         "grad_norm_curve": earlier_norms + [[result.losses_from + step, value] for step, value in _curve(norms)],
         "sha256": file_sha256(target), "recipe": asdict(model),
-        "setting_changes": earlier.get("setting_changes", []) + setting_changes(earlier.get("recipe"), model,
-                                                                               result.resumed_from),
+        "setting_changes": earlier.get("setting_changes", []) + (  # a run from scratch changes nothing
+            setting_changes(earlier.get("recipe"), model, result.resumed_from) if result.resumed_from else []),
     }
     if peaks:
         record["grad_norm_max"] = max(peaks, key=lambda peak: peak[1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import math
 import os
 import time
@@ -238,6 +239,7 @@ def train(
             raise ParameterError("steps", f"is {config.steps}, but {init} has done {start} steps already; "
                                  f"give more than {start} to continue it")
     header.update(losses_from=losses_from, warm_restarts=warm_restarts)
+    _refuse_to_diverge_again(output, config)
     saved_at = start
     take_step = TrainingStep(network, ema, optimizer, images.to(device), config, world=ranks.world, rank=ranks.rank)
     began = timed_from = time.perf_counter()
@@ -246,37 +248,45 @@ def train(
     from biasprobe.progress import task
 
     description = f"training {network.family} on N = {len(images)}" + (f", from step {start}" if start else "")
-    with (_same_random_draws() if config.compile and has_dropout(network) else contextlib.nullcontext()), \
-            task(description, config.steps, unit="steps", completed=start, enabled=progress and ranks.main) as advance:
-        network.train()
-        pending: list[torch.Tensor] = []  # (loss, ‖g‖) still on the device: read back every LOSS_READ_EVERY steps
-        guard = DivergenceGuard(losses)
-        for step in range(start, config.steps):
-            pending.append(take_step(step))
-            out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
-            last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
-            checkpoint = (step + 1) % config.checkpoint_every == 0 or last
-            if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
-                timed_steps += len(pending)
-                read, norms = zip(*_global_means(pending, ranks))
-                pending = []
-                guard.check(read, losses_from + len(losses), output, saved_at)
-                losses += read
-                grad_norms += norms
-                rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
-                advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
-            if ranks.main and checkpoint:
-                _save(output, ema, image_shape, {**header, "steps_done": step + 1})
-                saved_at = step + 1
-                if step + 1 < config.steps:
-                    _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses,
-                                grad_norms)
-                if on_checkpoint is not None:
-                    on_checkpoint(step + 1)
-            if last:
-                break
-    if ranks.main and losses_from + len(losses) == config.steps:
-        saved_state.unlink(missing_ok=True)
+    try:
+        same_draws = _same_random_draws() if config.compile and has_dropout(network) else contextlib.nullcontext()
+        with same_draws, task(description, config.steps, unit="steps", completed=start,
+                              enabled=progress and ranks.main) as advance:
+            network.train()
+            pending: list[torch.Tensor] = []  # (loss, ‖g‖) on the device: read back every LOSS_READ_EVERY steps
+            guard = DivergenceGuard(losses)
+            for step in range(start, config.steps):
+                pending.append(take_step(step))
+                out_of_time = config.max_minutes is not None and time.perf_counter() - began > 60 * config.max_minutes
+                last = step + 1 == config.steps or _agree(out_of_time, ranks, device)
+                checkpoint = (step + 1) % config.checkpoint_every == 0 or last
+                if checkpoint or (step + 1) % LOSS_READ_EVERY == 0:
+                    timed_steps += len(pending)
+                    read, norms = zip(*_global_means(pending, ranks))
+                    pending = []
+                    guard.check(read, losses_from + len(losses), output, saved_at)
+                    losses += read
+                    grad_norms += norms
+                    rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
+                    advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
+                if ranks.main and checkpoint:
+                    _save(output, ema, image_shape, {**header, "steps_done": step + 1})
+                    saved_at = step + 1
+                    if step + 1 < config.steps:
+                        _save_state(saved_state, network, ema, optimizer, {**header, **model}, step + 1, losses,
+                                    grad_norms)
+                    if on_checkpoint is not None:
+                        on_checkpoint(step + 1)
+                if last:
+                    break
+        if ranks.main and losses_from + len(losses) == config.steps:
+            saved_state.unlink(missing_ok=True)
+    except TrainingDiverged as diverged:  # every process reads the same averaged losses: all stop here together
+        if ranks.main:
+            _mark_diverged(output, config, diverged)
+        del take_step
+        ranks.finish()
+        raise
     del take_step  # DistributedDataParallel's reducer (in its network) must go before the process group it uses
     ranks.finish()
     return TrainingResult(Path(output), losses, start, losses_from + len(losses), losses_from, warm_restarts,
@@ -345,9 +355,11 @@ class TrainingStep:
 def clip_gradient(parameters, limit: float | None) -> torch.Tensor:
     """The global norm ‖g‖ = (Σ_p ‖∂L/∂p‖²)^½ of the parameters' gradients (a 0-d tensor on their device, read
     without waiting for it); with ``limit``, g ← limit·g/‖g‖ where ‖g‖ > limit."""
+    parameters = list(parameters)
+    device = parameters[0].device if parameters else None
     parameters = [p for p in parameters if p.grad is not None]
     if not parameters:
-        return torch.zeros(())
+        return torch.zeros((), device=device)
     norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
     if limit is not None:
         torch.nn.utils.clip_grads_with_norm_(parameters, limit, norm)
@@ -399,22 +411,26 @@ def model_identity(network: nn.Module, image_shape) -> dict:
     return {"family": network.family, "model_config": network.config, "image_shape": list(image_shape)}
 
 
-DIVERGENCE_FACTOR = 4.0
+DIVERGENCE_FACTOR = 2.5
 """A run has diverged when the mean loss of one read-back (:data:`LOSS_READ_EVERY` steps) exceeds this
-multiple of the lowest such mean before it in the run. Calibrated on the committed zoo's training records
-(tests/training/test_divergence_calibration.py): no healthy run's loss curve (means over 17-100 steps) rises
-above 2.05× its lowest point before (the N = 10 DDPM UNet, whose memorizing loss of 0.004 is dominated by a
-few timesteps; all others ≤ 1.66×), while zoo v2's diverged local DiT rose from 0.029 to 0.13 (4.5×) within
-200 steps and settled at 1.0 (the network's output gone to zero). The first version (2×, 2026-12-07) would
-have stopped that healthy N = 10 UNet; it judged no run (docs/zoo.md)."""
+multiple of the lowest full read-back's mean before it in the run (since its start, resumption or warm restart).
+Calibrated on the committed zoo's training records, each curve judged as the guard judges it, afresh after each
+warm restart (tests/training/test_divergence_calibration.py): no healthy run's loss (means over 17-100 steps,
+noisier than the guard's 50) rises above 1.78× its lowest point before (the N = 10 DDPM UNet, whose memorizing
+loss of 0.004 is dominated by a few timesteps; all others ≤ 1.66×); the factor is the smallest round one at
+least 1.4× that. Zoo v2's diverged local DiT rose from 0.029 to 0.13 (4.5×) within 200 steps, hovered at
+2.1-3.1× and settled at 1.0 (the network's output gone to zero). Earlier versions (2026-12-07, neither judged
+a run): 2× (calibrated without the reset at warm restarts, where one healthy run rose 2.05×), then 4× (the
+same miscalibration; a spike just under 4× followed by the 2-3× plateau would have been saved)."""
 
 
 class DivergenceGuard:
     """Stops :func:`train` when its loss diverges, before the next checkpoint could overwrite the last good one.
 
-    A read of losses diverged if any is not finite or its mean exceeds :data:`DIVERGENCE_FACTOR` × the lowest
-    mean of an earlier read (``history``: the losses of the run so far, in reads of :data:`LOSS_READ_EVERY`;
-    reads of fewer than 10 steps are not judged). Raises :class:`~biasprobe.errors.TrainingDiverged`.
+    A read of losses (at least 10 steps; shorter reads, e.g. the last of a run stopped by its time limit, are
+    too noisy to judge) diverged if any loss is not finite or its mean exceeds :data:`DIVERGENCE_FACTOR` × the
+    lowest mean of a full earlier read (:data:`LOSS_READ_EVERY` steps; ``history``: the losses of the run so far
+    since its start, resumption or warm restart). Raises :class:`~biasprobe.errors.TrainingDiverged`.
     """
 
     def __init__(self, history: list[float]) -> None:
@@ -427,18 +443,49 @@ class DivergenceGuard:
         for offset, value in enumerate(read):
             if not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. Lower "
-                    "{learning_rate}, set {grad_clip}, check the data, or resume from the saved state",
-                    step=steps_before + offset + 1, kept=saved_at, parameters=["learning_rate", "grad_clip"])
+                    f"training stopped: the loss is {value} at step {steps_before + offset + 1}; {kept}. Set "
+                    "{grad_clip}, check the data, or resume from the saved state",
+                    step=steps_before + offset + 1, kept=saved_at, parameters=["grad_clip"])
         mean = float(np.mean(read))
         if len(read) >= 10 and mean > DIVERGENCE_FACTOR * self.lowest:
             raise TrainingDiverged(
                 f"training diverged: the mean loss of steps {steps_before + 1}-{steps_before + len(read)} is "
                 f"{mean:.4g}, over {DIVERGENCE_FACTOR:g}× the lowest before it ({self.lowest:.4g}); {kept}. "
-                "Warm-restart from it with {grad_clip} set or a lower {learning_rate}",
-                step=steps_before + len(read), kept=saved_at, parameters=["grad_clip", "learning_rate"])
-        if len(read) >= 10:
+                "Warm-restart from it with {grad_clip} set (the same settings would diverge again: every batch "
+                "is seeded by its step)", step=steps_before + len(read), kept=saved_at, parameters=["grad_clip"])
+        if len(read) >= LOSS_READ_EVERY:
             self.lowest = min(self.lowest, mean)
+
+
+def diverged_path(output: str | os.PathLike) -> Path:
+    """The mark a diverged run leaves beside its checkpoint (:func:`train` refuses to run it again unchanged)."""
+    output = Path(output)
+    return output.with_name(output.name + ".diverged.json")
+
+
+DIVERGENCE_REMEDIES = ("grad_clip",)
+"""Settings a run that diverged must change before it is run again (the same ones would retrace its steps)."""
+
+
+def _mark_diverged(output, config: TrainingConfig, diverged: TrainingDiverged) -> None:
+    mark = {"step": diverged.step, "kept": diverged.kept, "message": str(diverged),
+            **{name: getattr(config, name) for name in DIVERGENCE_REMEDIES}}
+    replace_file(lambda tmp: Path(tmp).write_text(json.dumps(mark, indent=1) + "\n"), diverged_path(output))
+
+
+def _refuse_to_diverge_again(output, config: TrainingConfig) -> None:
+    """Refuse a run whose output diverged before with the same :data:`DIVERGENCE_REMEDIES`; a changed one
+    clears the mark."""
+    path = diverged_path(output)
+    if not path.exists():
+        return
+    mark = json.loads(path.read_text())
+    if all(mark.get(name) == getattr(config, name) for name in DIVERGENCE_REMEDIES):
+        raise TrainingDiverged(
+            f"{output} diverged at step {mark.get('step')} with these settings and would again (every batch is "
+            f"seeded by its step): set {{grad_clip}}, or delete {path} to run it unchanged",
+            step=int(mark.get("step", 0)), kept=int(mark.get("kept", 0)), parameters=["grad_clip"])
+    path.unlink()
 
 
 LOSS_READ_EVERY = 50

@@ -10,6 +10,10 @@ Parts (``--parts``, default every one):
   square GEMM of ``--gemm`` sides). The reduced precisions report their deviation from float32 on the same y: the
   largest |Δλ|/λ₀ over the eigenvalues of (J + Jᵀ)/2 and the largest principal angle (degrees) between the
   top-8 eigenspaces.
+- ``batched``: for each model, ``--images`` dense ∂D/∂y at one σ through :func:`biasprobe.autodiff.dense_jacobians`
+  in the batches :func:`~biasprobe.autodiff.images_per_batch` allows (what ``jacobian`` and the GAHB survey do)
+  against the same images one at a time, in the same run: Jacobians per second both ways, their ratio, the batch,
+  and the batched rate as a multiple of the compute floor above.
 - ``topk``: the top-32 and top-100 eigenpairs (randomized; ``--lanczos`` adds ARPACK) of ∂D/∂y of the Wiener filter
   of a 3×256×256 stationary Gaussian image model (d = 196 608; its spectrum decays slowly and is known exactly,
   :class:`biasprobe.analyses.reference.GaussianImageModel`): seconds, the worst residual ‖Se − λe‖/|λ| and the
@@ -30,6 +34,7 @@ Writes ``DIR/analyses-<device>.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -131,6 +136,43 @@ def dense_part(models: list[str], device: torch.device, precisions: list[str], r
     return rows
 
 
+def _time_batches(denoiser, ys: torch.Tensor, precision: str, device: torch.device, size: int) -> float:
+    """Seconds for the dense Jacobians of all ``ys``, ``size`` images at a time."""
+    from biasprobe.autodiff import dense_jacobians
+
+    start = clock(device)
+    for first in range(0, len(ys), size):
+        dense_jacobians(denoiser, ys[first:first + size], SIGMA, precision=precision)
+    return clock(device) - start
+
+
+def batched_part(models: list[str], device: torch.device, precisions: list[str], images: int, gemm: int) -> list[dict]:
+    from biasprobe.autodiff import images_per_batch
+    from biasprobe.formats import load
+
+    throughput = {p: gemm_throughput(device, p, gemm) for p in precisions}
+    rows = []
+    for path in models:
+        denoiser = load(path, device=device)
+        generator = torch.Generator().manual_seed(1)
+        x = torch.rand(images, *denoiser.image_shape, generator=generator)
+        ys = (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+        for precision in precisions:
+            batch = min(images, images_per_batch(denoiser, ys[:1], SIGMA, precision=precision))
+            flops = ys[0].numel() * row_flops(denoiser, ys[:1], precision)
+
+            run = functools.partial(_time_batches, denoiser, ys, precision, device)
+            run(batch), run(1)  # warm-up
+            together, alone = run(batch), run(1)
+            row = {"model": Path(path).stem, "precision": precision, "images": images, "batch": batch,
+                   "batched_jacobians_per_s": images / together, "alone_jacobians_per_s": images / alone,
+                   "speedup": alone / together, "times_floor": together / images * throughput[precision] / flops}
+            rows.append(row)
+            print(f"batched {row['model']} {precision}: batch {batch}, {row['speedup']:.2f}× one at a time "
+                  f"({row['times_floor']:.1f}× its floor)", flush=True)
+    return rows
+
+
 def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: float) -> list[dict]:
     from biasprobe.analyses.reference import GaussianImageModel
     from biasprobe.autodiff import JacobianOperator
@@ -161,7 +203,8 @@ def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", default="dense,topk")
+    parser.add_argument("--parts", default="dense,batched,topk")
+    parser.add_argument("--images", type=int, default=8, help="images of the batched part")
     parser.add_argument("--models", default=",".join(str(REPOSITORY / "data" / "zoo" / f"{n}.safetensors") for n in ZOO))
     parser.add_argument("--precisions", default=None, help="default: float32 on the CPU; float32,tf32,bf16 on CUDA")
     parser.add_argument("--repeats", type=int, default=2)
@@ -181,6 +224,9 @@ def main() -> None:
     if "dense" in parts:
         result["dense"] = dense_part(args.models.split(","), device, precisions, args.repeats,
                                      args.gemm or (4096 if device.type == "cuda" else 2048))
+    if "batched" in parts:
+        result["batched"] = batched_part(args.models.split(","), device, precisions, args.images,
+                                         args.gemm or (4096 if device.type == "cuda" else 2048))
     if "topk" in parts:
         result["topk"] = topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)
     print("\n| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |")
@@ -189,6 +235,10 @@ def main() -> None:
             f"; Δλ/λ₀ {row['eigenvalue_error_rel']:.1e}, angle {row['top8_subspace_angle_deg']:.2g}°")
         print(f"| dense | {row['model']} {row['precision']} | {row['seconds']:.3g} | {row['jacobians_per_s']:.3g} J/s "
               f"| {row['times_floor']:.1f}×{extra} |")
+    for row in result.get("batched", []):
+        print(f"| batched | {row['model']} {row['precision']}, {row['images']} images in batches of {row['batch']} | "
+              f"— | {row['batched_jacobians_per_s']:.3g} J/s ({row['speedup']:.2f}× one at a time) | "
+              f"{row['times_floor']:.1f}× |")
     for row in result.get("topk", []):
         print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
               f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "

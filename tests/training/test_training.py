@@ -2,6 +2,7 @@
 
 
 import copy
+import json
 
 import pytest
 import torch
@@ -309,21 +310,32 @@ def test_a_diverging_loss_stops_training_before_it_overwrites_the_last_good_chec
 
     network.register_forward_hook(blow_up)
     config = TrainingConfig(steps=40, batch_size=4, learning_rate=1e-3, checkpoint_every=10, seed=0)
-    with pytest.raises(bp.TrainingDiverged, match=r"steps 21-30 .* over 4× the lowest .*weights of step 20") as caught:
+    with pytest.raises(bp.TrainingDiverged, match=r"steps 21-30 .* over 2.5× the lowest .*weights of step 20") as caught:
         train(network, discs(8), tmp_path / "a.pt", config, progress=False)
     assert (caught.value.step, caught.value.kept) == (30, 20)
     assert "grad_clip" in str(caught.value)
     assert read_checkpoint(tmp_path / "a.pt").training["steps_done"] == 20
+    mark = json.loads(loop.diverged_path(tmp_path / "a.pt").read_text())
+    assert (mark["step"], mark["kept"], mark["grad_clip"]) == (30, 20, None)
+    # the same settings would retrace the same steps: refused, also as a warm restart; a clip clears the mark
+    with pytest.raises(bp.TrainingDiverged, match="diverged at step 30 with these settings"):
+        train(network, discs(8), tmp_path / "a.pt", config, progress=False)
+    calls.clear()
+    clipped = TrainingConfig(**{**config.__dict__, "grad_clip": 1.0})
+    result = train(network, discs(8), tmp_path / "a.pt", clipped, progress=False)
+    assert result.resumed_from == 20 and result.steps_done == 40
+    assert not loop.diverged_path(tmp_path / "a.pt").exists()
 
 
 def test_the_divergence_guard_judges_reads_against_the_lowest_before_them():
     guard = loop.DivergenceGuard([1.0] * 50 + [0.5] * 50 + [0.6] * 20)  # whole reads of 50; the partial one is not
     assert guard.lowest == 0.5
-    guard.check([1.9] * 50, 120, "a.pt", 100)  # 3.8× the lowest: not diverged
+    guard.check([1.2] * 50, 120, "a.pt", 100)  # 2.4× the lowest: not diverged
     guard.check([50.0] * 9, 170, "a.pt", 100)  # fewer than 10 steps: not judged, not counted
+    guard.check([0.2] * 20, 179, "a.pt", 100)  # a partial read is judged but too noisy to set the lowest
     assert guard.lowest == 0.5
-    with pytest.raises(bp.TrainingDiverged, match="steps 180-229"):
-        guard.check([2.01] * 50, 179, "a.pt", 100)
+    with pytest.raises(bp.TrainingDiverged, match="steps 200-249"):
+        guard.check([1.26] * 50, 199, "a.pt", 100)
     with pytest.raises(bp.TrainingDiverged, match="loss is inf at step 2"):
         loop.DivergenceGuard([]).check([0.1, float("inf")], 0, "a.pt", 0)
 
