@@ -185,8 +185,11 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     record_path = record_file(folder, model)
     earlier = json.loads(record_path.read_text()) if record_path.exists() else {}
     init = None
+    before = earlier.get("recipe")  # the settings the run had so far (setting_changes)
     if target.exists() and not state_path(target).exists():
-        done = int(read_checkpoint(target).training.get("steps_done", 0))
+        trained = read_checkpoint(target).training
+        before = before or trained  # a record lost with its round: the checkpoint's own settings
+        done = int(trained.get("steps_done", 0))
         changed = changed_settings(earlier.get("recipe", asdict(model)), asdict(model), RERUN_SETTINGS)
         if changed:
             raise InputError(f"{target} was trained by another recipe entry ({changed}); give {model.name} its "
@@ -239,7 +242,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         "grad_norm_curve": earlier_norms + [[result.losses_from + step, value] for step, value in _curve(norms)],
         "sha256": file_sha256(target), "recipe": asdict(model),
         "setting_changes": earlier.get("setting_changes", []) + (  # a run from scratch changes nothing
-            setting_changes(earlier.get("recipe"), model, result.resumed_from) if result.resumed_from else []),
+            setting_changes(before, model, result.resumed_from) if result.resumed_from else []),
     }
     if peaks:
         record["grad_norm_max"] = max(peaks, key=lambda peak: peak[1])
