@@ -22,7 +22,7 @@ fi
 landed=${ZOO_LANDED:-data/zoo}
 files=()
 for name in "$@"; do
-  for file in "$landed/$name".safetensors "$landed/$name".shard-* "$landed/$name".train.json "$landed/$name".gaps.json; do
+  for file in "$landed/$name".safetensors "$landed/$name".shard-* "$landed/$name".train.json "$landed/$name".gaps.json "$landed/$name".safetensors.diverged.json; do
     [ -e "$file" ] && files+=("$(basename "$file")")
   done
 done

@@ -43,7 +43,7 @@ names=($(cat /tmp/names)); part=0
 for ((i = 0; i < ${#names[@]}; i += 2)); do
   files=()
   for n in "${names[@]:i:2}"; do
-    for f in "$n.safetensors" "$n.train.json" "$n.gaps.json"; do [ -e "$f" ] && files+=("$f"); done
+    for f in "$n.safetensors" "$n.train.json" "$n.gaps.json" "$n.safetensors.diverged.json"; do [ -e "$f" ] && files+=("$f"); done
   done
   [ ${#files[@]} -gt 0 ] && tar -cf - "${files[@]}" | xz -6 -T0 > "$OUT/$tag-$part.tar.xz"; part=$((part + 1))
 done

@@ -17,7 +17,7 @@ mkdir -p "$work" "$out"
 # Start from what has landed: each model's bf16 weights and record (never its lost optimizer state);
 # `sweep train` continues an unfinished model by a warm restart and leaves a finished one alone.
 for name in "$@"; do
-  for file in "$landed/$name".safetensors "$landed/$name".shard-* "$landed/$name".train.json "$landed/$name".gaps.json; do
+  for file in "$landed/$name".safetensors "$landed/$name".shard-* "$landed/$name".train.json "$landed/$name".gaps.json "$landed/$name".safetensors.diverged.json; do
     [ -e "$file" ] && [ ! -e "$work/$(basename "$file")" ] && cp "$file" "$work/"
   done
 done
