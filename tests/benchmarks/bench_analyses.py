@@ -19,9 +19,16 @@ Parts (``--parts``, default every one):
   :class:`biasprobe.analyses.reference.GaussianImageModel`): seconds, the worst residual ‖Se − λe‖/|λ| and the
   worst error against the exact eigenvalues, relative to λ₀.
 
-Not here yet (issue 28's GPU parts): the DiT-XL/2-sized ``dit-pt`` checkpoint, the untrained 3×256×256 DDPM
-UNet's top-k (``bench_jacobian.py --size 256``) and the locality capture against a plain forward
-(``bench_locality.py`` measures a DiT-XS/1).
+- ``xl``: a DiT-XL/2-sized facebookresearch checkpoint (28 layers, width 1152, 16 heads, patch 2, 32×32×4
+  latents: 256 tokens; built here with the reference architecture, random weights moved off adaLN-Zero, saved as a
+  ``train.py`` checkpoint and loaded through the ``dit-pt`` format; ``--xl-depth``/``--xl-width``/``--xl-heads``
+  shrink it for a test): the forward time of one latent, ``locality`` over ``--xl-latents`` latents × 4 σ and the
+  top-32 eigenpairs (randomized) of ∂D/∂y at ``--xl-jacobians`` latents, each per latent and against the forward;
+  peak GPU memory; and ``biasprobe jacobian`` and ``biasprobe locality`` on the file from the command line (exit
+  codes and wall time).
+
+Not here yet (issue 28's GPU parts): the untrained 3×256×256 DDPM UNet's top-k (``bench_jacobian.py --size
+256``) and the locality capture against a plain forward (``bench_locality.py`` measures a DiT-XS/1).
 
 Needs torch and this repository (and safetensors for the zoo's checkpoints)::
 
@@ -200,11 +207,86 @@ def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: flo
     return rows
 
 
+XL_SIGMAS = (0.25, 0.5, 1.0, 2.0)
+"""σ of the DiT-XL/2 part, in latent units (the latents here are standard normal)."""
+
+
+def xl_part(device: torch.device, depth: int, width: int, heads: int, latents: int, jacobians: int,
+            folder: Path) -> dict:
+    import argparse as arguments
+    import subprocess
+
+    import numpy as np
+
+    from biasprobe.analyses.jacobian import jacobian
+    from biasprobe.analyses.locality import locality
+    from biasprobe.formats import load
+    from biasprobe.models.dit_reference import ClassConditionalDiT
+
+    torch.manual_seed(0)
+    network = ClassConditionalDiT(input_size=32, in_channels=4, patch_size=2, depth=depth, width=width, heads=heads)
+    with torch.no_grad():  # off adaLN-Zero: the gates and the final layer get small random weights
+        for name, parameter in network.named_parameters():
+            if "adaLN_modulation" in name or name.startswith("final_layer"):
+                parameter.normal_(0, 0.02)
+    path = folder / "DiT-XL-2-bench.pt"
+    name = "DiT-XL/2" if (depth, width, heads) == (28, 1152, 16) else "DiT-S/2"
+    torch.save({"ema": network.state_dict(), "args": arguments.Namespace(model=name, image_size=256,
+                                                                          num_classes=1000)}, path)
+    del network
+    denoiser = load(path, device=device)
+    x = torch.randn(latents, 4, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad():
+        denoiser.denoise(x[:1], XL_SIGMAS[0])
+        start = clock(device)
+        for _ in range(3):
+            denoiser.denoise(x[:1], XL_SIGMAS[0])
+        forward = (clock(device) - start) / 3
+    start = clock(device)
+    store = locality(denoiser, x, sigmas=list(XL_SIGMAS))
+    capture = (clock(device) - start) / (latents * len(XL_SIGMAS))
+    start = clock(device)
+    residuals = []
+    for i in range(jacobians):
+        found = jacobian(denoiser, x[i:i + 1], sigmas=[XL_SIGMAS[1]], top_k=32, method="randomized")
+        residuals.append(float(found.eigen_residual.max()))
+    per_jacobian = (clock(device) - start) / max(1, jacobians)
+    row = {"parameters": sum(p.numel() for p in denoiser.network.parameters()), "depth": depth, "width": width,
+           "heads": heads, "tokens": 256, "forward_s": forward, "locality_s_per_latent_sigma": capture,
+           "locality_x_forward": capture / forward, "layers": int(store.sizes["layer"]),
+           "top32_s_per_latent": per_jacobian, "top32_x_forward": per_jacobian / forward,
+           "top32_worst_residual": max(residuals, default=None),
+           "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+    np.save(folder / "latent.npy", x[0].cpu().numpy())
+    command = [sys.executable, "-m", "biasprobe_cli"]
+    for args in (["jacobian", str(path), "--image", str(folder / "latent.npy"), "--sigma", "0.5", "--top-k", "32",
+                  "--method", "randomized", "--out", str(folder / "xl.jacobian.zarr"), "--device", device.type],
+                 ["locality", str(path), "--image", str(folder / "latent.npy"), "--sigma", "0.5", "--out",
+                  str(folder / "xl.locality.zarr"), "--device", device.type]):
+        start = time.perf_counter()
+        done = subprocess.run(command + args, capture_output=True, text=True, check=False)
+        row[f"cli_{args[0]}"] = {"returncode": done.returncode, "seconds": time.perf_counter() - start,
+                                 "stderr_tail": done.stderr[-300:]}
+    print(f"xl (depth {depth}, width {width}): forward {forward:.3g} s, locality {row['locality_x_forward']:.2f}× "
+          f"a forward per latent and σ, top-32 {row['top32_x_forward']:.1f}× a forward; CLI jacobian "
+          f"{row['cli_jacobian']['returncode']}, locality {row['cli_locality']['returncode']}", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", default="dense,batched,topk")
+    parser.add_argument("--parts", default="dense,batched,topk,xl")
     parser.add_argument("--images", type=int, default=8, help="images of the batched part")
+    parser.add_argument("--xl-depth", type=int, default=28)
+    parser.add_argument("--xl-width", type=int, default=1152)
+    parser.add_argument("--xl-heads", type=int, default=16)
+    parser.add_argument("--xl-latents", type=int, default=64)
+    parser.add_argument("--xl-jacobians", type=int, default=4)
+    parser.add_argument("--xl-folder", default=None, help="where the xl part writes its checkpoint (default: a "
+                        "temporary folder)")
     parser.add_argument("--models", default=",".join(str(REPOSITORY / "data" / "zoo" / f"{n}.safetensors") for n in ZOO))
     parser.add_argument("--precisions", default=None, help="default: float32 on the CPU; float32,tf32,bf16 on CUDA")
     parser.add_argument("--repeats", type=int, default=2)
@@ -227,6 +309,12 @@ def main() -> None:
     if "batched" in parts:
         result["batched"] = batched_part(args.models.split(","), device, precisions, args.images,
                                          args.gemm or (4096 if device.type == "cuda" else 2048))
+    if "xl" in parts:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            result["xl"] = xl_part(device, args.xl_depth, args.xl_width, args.xl_heads, args.xl_latents,
+                                   args.xl_jacobians, Path(args.xl_folder or scratch))
     if "topk" in parts:
         result["topk"] = topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)
     print("\n| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |")
@@ -239,6 +327,14 @@ def main() -> None:
         print(f"| batched | {row['model']} {row['precision']}, {row['images']} images in batches of {row['batch']} | "
               f"— | {row['batched_jacobians_per_s']:.3g} J/s ({row['speedup']:.2f}× one at a time) | "
               f"{row['times_floor']:.1f}× |")
+    if "xl" in result:
+        row = result["xl"]
+        print(f"| xl | DiT depth {row['depth']}, width {row['width']} ({row['parameters'] / 1e6:.0f} M), forward | "
+              f"{row['forward_s']:.3g} | — | — |")
+        print(f"| xl | locality, per latent and σ | {row['locality_s_per_latent_sigma']:.3g} | — | "
+              f"{row['locality_x_forward']:.2f}× a forward |")
+        print(f"| xl | top-32 randomized, per latent | {row['top32_s_per_latent']:.3g} | — | "
+              f"{row['top32_x_forward']:.0f}× a forward; residual ≤ {row['top32_worst_residual']:.1e} |")
     for row in result.get("topk", []):
         print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
               f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
