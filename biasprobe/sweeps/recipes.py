@@ -254,19 +254,35 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     return record
 
 
+ENTROPY_IMAGES, ENTROPY_SIGMA = 8, 0.5
+"""The checkpoint's attention entropy is measured at its first 8 training images at σ = 0.5."""
+
+
 def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
     """The paper's gap of the checkpoint at ``path`` (K = ``model.gap_images``), as one row of a record's ``gaps``:
-    steps, the average gap and its standard error, and per step t the gap and its standard error."""
+    steps, the average gap and its standard error, and per step t the gap and its standard error; for a network
+    with attention also ``attention_entropy``: per layer, the lowest over heads of the mean attention entropy
+    H = −Σ_k p log p (nats; :func:`biasprobe.analyses.locality.locality` at :data:`ENTROPY_IMAGES` training
+    images, σ = :data:`ENTROPY_SIGMA`), which falls towards 0 where attention collapses onto single keys (the
+    first suspect of zoo v2's diverged local DiTs, docs/zoo.md)."""
     from biasprobe.analyses.generalization import checkpoint_gap
+    from biasprobe.analyses.locality import locality
+    from biasprobe.data import training_set
     from biasprobe.formats import load
+    from biasprobe.models import attention_modules
 
     denoiser = load(path, device=device)
     result = checkpoint_gap(denoiser, k=model.gap_images, data_dir=model.data_dir)
     rounded = lambda values: [round(float(v), 4) for v in values]  # noqa: E731
-    return {"steps": int(denoiser.source.training["steps_done"]), "average_gap": round(float(result.average_gap), 4),
-            "average_gap_sem": round(float(result.average_gap_sem), 4),
-            "images": [int(v) for v in result.images_per_split.values], "t": rounded(result.t.values),
-            "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values)}
+    row = {"steps": int(denoiser.source.training["steps_done"]), "average_gap": round(float(result.average_gap), 4),
+           "average_gap_sem": round(float(result.average_gap_sem), 4),
+           "images": [int(v) for v in result.images_per_split.values], "t": rounded(result.t.values),
+           "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values)}
+    if attention_modules(denoiser.network):
+        _, images = training_set(denoiser.source.training, denoiser.image_shape, None, None, model.data_dir)
+        entropy = locality(denoiser, images[:ENTROPY_IMAGES], sigmas=[ENTROPY_SIGMA]).entropy
+        row["attention_entropy"] = rounded(entropy.mean(("image", "sigma")).min("head").values)
+    return row
 
 
 RERUN_SETTINGS = (*(s.name for s in USER_SETTINGS if s.changeable), "gap_images")

@@ -252,6 +252,11 @@ def test_a_recipe_keeps_the_gap_of_every_checkpoint_across_rounds(tmp_path):
     assert len(row["gap"]) == len(row["gap_sem"]) == 50 and row["average_gap_sem"] > 0
     assert row["average_gap"] == pytest.approx(np.mean(row["gap"]), abs=1e-3)
     assert not (tmp_path / "zoo" / "dit-local.gaps.json").exists()  # the interim rows went into the record
+    # the attention entropy per layer (lowest over heads), below log N (uniform attention) and above 0
+    entropy = row["attention_entropy"]
+    assert len(entropy) == record["config"]["depth"] and all(0 < h < np.log(64) + 1e-6 for h in entropy)
+    window = record["windows"].index(3)  # a 3×3 window reaches at most 9 keys: its entropy is at most log 9
+    assert entropy[window] <= np.log(9) + 1e-4
     # the next round (a warm restart: state lost, more steps) appends to the rows
     recipe_file.write_text(text.replace("steps = 5", "steps = 7"))
     train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
