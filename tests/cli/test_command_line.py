@@ -540,7 +540,8 @@ def test_demo_stores_name_their_images_and_checkpoints_resolve_from_anywhere(tin
 
 
 @pytest.mark.slow
-def test_quick_demo_judges_the_shipped_memorizer_as_the_jacobian_command_does(tmp_path, monkeypatch, capsys):
+def test_quick_demo_judges_the_shipped_memorizer_as_the_jacobian_command_does(tmp_path, monkeypatch, capsys,
+                                                                              every_line):
     """Issue 27: the quick demo's Jacobian verdicts come from the stores `biasprobe jacobian` writes (the
     memorization diagnostics from the checkpoint's training set, three σ), so the shipped memorizer
     unet-bf-n10 is called memorizing at every σ; the page says what was run and that --full runs the
