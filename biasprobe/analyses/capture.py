@@ -23,26 +23,31 @@ from dataclasses import dataclass
 
 import torch
 
-from biasprobe.models.attention import ObservableAttention, attention_switched
+from biasprobe.models.attention import GridAttention, ObservableAttention, attention_switched
 
 NamedObserver = Callable[[str, ObservableAttention, torch.Tensor], None]
 """``observer(name, module, probs)`` with ``probs`` of shape (B, heads, N, N)."""
 
 
 @contextlib.contextmanager
-def capture_attention(modules: Mapping[str, ObservableAttention], observer: NamedObserver) -> Iterator[None]:
+def capture_attention(modules: Mapping[str, ObservableAttention], observer: NamedObserver, *,
+                      fused_output: bool = False) -> Iterator[None]:
     """Within the block, every forward of ``modules[name]`` calls ``observer(name, module, probs)``
     (the *observe* context of :class:`~biasprobe.models.attention.ObservableAttention`).
 
     The modules then compute their probabilities explicitly (not through fused attention) and
-    use them unchanged, so the model's output is the same function. The observers are removed
-    on exit, also when the block raises.
+    use them unchanged, so the model's output is the same function; with ``fused_output`` the
+    :class:`~biasprobe.models.attention.GridAttention` layers compute their output by fused attention and the
+    probabilities beside it for the observer (the same function to float rounding; other layers as before).
+    The observers are removed on exit, also when the block raises.
     """
     observed = [name for name, module in modules.items() if module.observer is not None]
     if observed:
         raise RuntimeError(f"attention layers {observed} are already observed; captures cannot be nested")
     observers = {module: functools.partial(observer, name) for name, module in modules.items()}
-    with attention_switched(modules.values(), observer=observers):
+    grid_layers = [module for module in modules.values() if isinstance(module, GridAttention)]
+    with attention_switched(modules.values(), observer=observers), \
+            attention_switched(grid_layers, fused_output=fused_output):
         yield
 
 

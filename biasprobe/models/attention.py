@@ -70,8 +70,9 @@ class ObservableAttention(Protocol):
     explicit: bool
 
 
-ATTENTION_SETTINGS = ("observer", "explicit", "kernel", "block_size")
-"""The switchable state of an attention layer (``kernel`` and ``block_size``: :class:`GridAttention` only)."""
+ATTENTION_SETTINGS = ("observer", "explicit", "kernel", "block_size", "fused_output")
+"""The switchable state of an attention layer (``kernel``, ``block_size`` and ``fused_output``:
+:class:`GridAttention` only)."""
 
 
 @contextlib.contextmanager
@@ -241,7 +242,10 @@ class GridAttention(nn.Module):
     When ``observer`` is set or ``explicit`` is True, the forward pass computes the attention
     probabilities explicitly (softmax(QKᵀ/√d) with the window mask), hands them to
     ``observer(module, probs)`` (if set) with ``probs`` of shape (B, heads, N, N), and uses them
-    for the output; otherwise it runs :func:`fused_attention` with the kernel ``self.kernel``
+    for the output — unless ``fused_output`` is True and ``explicit`` False: then an observed layer computes
+    its output by :func:`fused_attention` and the probabilities beside it, for the observer alone (the same
+    function to float rounding; which is faster depends on the device: docs/benchmarks.md); otherwise it
+    runs :func:`fused_attention` with the kernel ``self.kernel``
     (one of :data:`ATTENTION_KERNELS`; see :func:`set_attention_kernel`). All paths compute the
     same function (:class:`ObservableAttention`).
     """
@@ -266,6 +270,7 @@ class GridAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.observer: AttentionObserver | None = None
         self.explicit = False
+        self.fused_output = False
         self.kernel = "auto"
         self.block_size = FLEX_BLOCK_SIZE
         self.grid: tuple[int, int] | None = None
@@ -301,16 +306,18 @@ class GridAttention(nn.Module):
             self.qkv(tokens).reshape(batch, count, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         )
         mask = self.mask(grid, tokens.device)
-        if self.observer is None and not self.explicit:
+        fused = not self.explicit and (self.observer is None or self.fused_output)
+        if fused:
             out = fused_attention(q, k, v, mask, self.block_mask(grid, tokens.device))
-        else:
+        if self.observer is not None or not fused:
             scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             if self.observer is not None:
                 self.observer(self, probs)
-            out = probs @ v
+            if not fused:
+                out = probs @ v
         return self.proj(out.transpose(1, 2).reshape(batch, count, dim))
 
 

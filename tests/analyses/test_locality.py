@@ -291,3 +291,23 @@ def test_cli_errors_are_one_line(tmp_path):
     assert_one_line_error(
         run_cli("locality", dit, "--image", image, "--data", "discs"), "either --image or --data"
     )
+
+
+def test_a_capture_with_fused_output_gives_the_same_output_and_metrics(windowed_dit, tmp_path):
+    """fused_output: the GridAttention layers compute their output by fused attention and the probabilities beside
+    it (the DDPM UNet's layers, which are not GridAttention, keep the explicit path)."""
+    ddpm = bp.load(tiny_checkpoint(tmp_path / "ddpm.pt", "unet-ddpm", attention_resolutions=[8]))
+    for denoiser in windowed_dit, ddpm:
+        names = list(denoiser.attention_modules())
+        y = torch.rand(2, *denoiser.image_shape, generator=torch.Generator().manual_seed(3))
+        results = {}
+        for fused in (False, True):
+            observer = LocalityObserver(WINDOWS, distance_bin_edges(denoiser.image_shape))
+            with torch.no_grad(), capture_attention(denoiser.attention_modules(), observer, fused_output=fused):
+                output = denoiser.denoise(y, 0.2)
+            results[fused] = (output, observer.collect(names))
+        torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
+        for name in names:
+            for key, value in results[False][1][name].items():
+                torch.testing.assert_close(results[True][1][name][key], value, rtol=1e-5, atol=1e-6)
+        assert not any(getattr(m, "fused_output", False) for m in denoiser.attention_modules().values())

@@ -5,7 +5,9 @@ Modes, each on the same images and in the same run:
 - ``plain``: the network's own forward (fused scaled-dot-product attention);
 - ``explicit``: observers that do nothing, i.e. the cost of materialising softmax(QKᵀ/√d);
 - ``reduced``: :class:`~biasprobe.analyses.capture.LocalityObserver` on every layer (all metrics);
-- ``reduced+maps``: the same, also keeping every other layer's head-averaged map (``--figure``'s default).
+- ``reduced+maps``: the same, also keeping every other layer's head-averaged map (``--figure``'s default);
+- ``reduced-fused``: ``reduced`` with ``capture_attention(..., fused_output=True)``: each layer's output by fused
+  attention, the probabilities computed beside it for the observer alone.
 
 Reports the median wall time of ``--repeats`` forwards, its ratio to ``plain``, and the peak
 memory above the model and inputs: ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
@@ -36,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import import_biasprobe
 
-MODES = ("plain", "explicit", "reduced", "reduced+maps")
+MODES = ("plain", "explicit", "reduced", "reduced+maps", "reduced-fused")
 WINDOWS = (3, 5, 7)
 
 
@@ -67,7 +69,7 @@ def run_mode(mode: str, network, x, t) -> None:
         return
     edges = [float(edge) for edge in range(47)]  # 1-pixel bins past the 32×32 diagonal (43.8)
     observer = LocalityObserver(WINDOWS, edges, map_layers=names[1::2] if mode == "reduced+maps" else ())
-    with capture_attention(modules, observer):
+    with capture_attention(modules, observer, fused_output=mode == "reduced-fused"):
         network(x, t)
     observer.collect(names)
     observer.take_maps()
