@@ -127,12 +127,10 @@ class JacobianOperator:
         self.on_products: Callable[[int], None] = lambda count: None
         """Called with the number of vectors of every block product (progress reports)."""
         with self._context():
-            saved = _saved_bytes(self.fn, self.y)
+            self.chunk_size = _chunk_size(self.fn, self.y, memory_budget)
             with torch.no_grad():  # torch.func differentiates in y regardless; no graph to the weights
                 value, self._pullback = torch.func.vjp(self.fn, self.y)
         self.value = value.detach().float()
-        per_vector = 2 * saved + 8 * self.dimension
-        self.chunk_size = int(max(1, min(self.dimension, _memory_budget(self.device, memory_budget) // per_vector)))
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -193,13 +191,7 @@ class JacobianOperator:
 
     def dense(self) -> torch.Tensor:
         """The full (d, d) Jacobian, J[i, j] = ∂f_i/∂y_j, on the operator's device, row block by row block."""
-        rows = []
-        for start in range(0, self.dimension, self.chunk_size):
-            count = min(self.chunk_size, self.dimension - start)
-            identity = torch.zeros(count, self.dimension, device=self.device)
-            identity[torch.arange(count), torch.arange(start, start + count)] = 1
-            rows.append(self.rows(identity))
-        return torch.cat(rows)
+        return torch.cat([self.rows(block) for block in _basis_blocks(self.dimension, self.chunk_size, self.device)])
 
 
 def images_per_batch(denoiser: Denoiser, y: torch.Tensor, sigma: float, *, output: str = "denoised",
@@ -209,7 +201,7 @@ def images_per_batch(denoiser: Denoiser, y: torch.Tensor, sigma: float, *, outpu
     holds (default as for :class:`JacobianOperator`); 1 when one image's d products already need chunks."""
     fn = output_function(denoiser, sigma, output)
     with math_attention(denoiser), _precision(precision, y.device):
-        per_vector = 2 * _saved_bytes(fn, y[:1].detach()) + 8 * y[0].numel()
+        per_vector = _bytes_per_vector(fn, y[:1].detach())
     return int(max(1, _memory_budget(y.device, memory_budget) // (per_vector * y[0].numel())))
 
 
@@ -219,6 +211,27 @@ def _memory_budget(device: torch.device, memory_budget: float | None) -> float:
     if device.type == "cuda":
         return DEFAULT_MEMORY_FRACTION_CUDA * torch.cuda.mem_get_info(device)[0]
     return DEFAULT_MEMORY_BUDGET_CPU
+
+
+def _bytes_per_vector(fn: Callable, y: torch.Tensor) -> int:
+    """Memory one vector of a batched product at ``y`` (one image or several) takes: twice the activations
+    the forward at ``y`` saves for backward, and the vector itself (float64 accounting, 8 bytes an entry)."""
+    return 2 * _saved_bytes(fn, y) + 8 * y.numel()
+
+
+def _chunk_size(fn: Callable, y: torch.Tensor, memory_budget: float | None) -> int:
+    """Vectors per chunk of a product at ``y``: as many as ``memory_budget`` holds, at most d (one image's)."""
+    dimension = y[0].numel()
+    return int(max(1, min(dimension, _memory_budget(y.device, memory_budget) // _bytes_per_vector(fn, y))))
+
+
+def _basis_blocks(dimension: int, size: int, device, dtype=torch.float32) -> Iterator[torch.Tensor]:
+    """The rows of the d × d identity, ``size`` at a time (the cotangents of a dense Jacobian's row blocks)."""
+    for start in range(0, dimension, size):
+        count = min(size, dimension - start)
+        block = torch.zeros(count, dimension, device=device, dtype=dtype)
+        block[torch.arange(count), torch.arange(start, start + count)] = 1
+        yield block
 
 
 def dense_jacobians(
@@ -245,17 +258,14 @@ def dense_jacobians(
     fn = output_function(denoiser, sigma, output)
     y = y.detach()
     with math_attention(denoiser), _precision(precision, y.device):
-        per_vector = 2 * _saved_bytes(fn, y) + 8 * dimension * count
+        chunk = _chunk_size(fn, y, memory_budget)
         with torch.no_grad():
             _, pullback = torch.func.vjp(fn, y)
-        chunk = int(max(1, min(dimension, _memory_budget(y.device, memory_budget) // per_vector)))
         rows = []
         try:
             with torch.no_grad():
-                for start in range(0, dimension, chunk):
-                    size = min(chunk, dimension - start)
-                    basis = torch.zeros(size, dimension, device=y.device, dtype=y.dtype)
-                    basis[torch.arange(size), torch.arange(start, start + size)] = 1
+                for basis in _basis_blocks(dimension, chunk, y.device, y.dtype):
+                    size = len(basis)
                     cotangents = basis.reshape(size, 1, *shape).expand(size, count, *shape)
                     rows.append(torch.func.vmap(lambda u: pullback(u)[0])(cotangents).reshape(size, count, -1).float())
                     on_products(size * count)
