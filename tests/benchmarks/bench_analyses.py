@@ -108,6 +108,13 @@ def deviation(reference: torch.Tensor, other: torch.Tensor, top: int = 8) -> dic
             "top8_subspace_angle_deg": float(torch.rad2deg(torch.arccos(cosines.min())))}
 
 
+def noisy_images(denoiser, count: int, seed: int, device: torch.device) -> torch.Tensor:
+    """``count`` uniform random images of the denoiser's shape with noise of σ = SIGMA, seeded, on ``device``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, *denoiser.image_shape, generator=generator)
+    return (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+
+
 def dense_part(models: list[str], device: torch.device, precisions: list[str], repeats: int, gemm: int) -> list[dict]:
     from biasprobe.autodiff import jacobian_matrix
     from biasprobe.formats import load
@@ -116,9 +123,7 @@ def dense_part(models: list[str], device: torch.device, precisions: list[str], r
     rows = []
     for path in models:
         denoiser = load(path, device=device)
-        generator = torch.Generator().manual_seed(0)
-        x = torch.rand(1, *denoiser.image_shape, generator=generator)
-        y = (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+        y = noisy_images(denoiser, 1, 0, device)
         d = y[0].numel()
         reference = None
         for precision in precisions:
@@ -161,9 +166,7 @@ def batched_part(models: list[str], device: torch.device, precisions: list[str],
     rows = []
     for path in models:
         denoiser = load(path, device=device)
-        generator = torch.Generator().manual_seed(1)
-        x = torch.rand(images, *denoiser.image_shape, generator=generator)
-        ys = (x + SIGMA * torch.randn(x.shape, generator=generator)).to(device)
+        ys = noisy_images(denoiser, images, 1, device)
         for precision in precisions:
             batch = min(images, images_per_batch(denoiser, ys[:1], SIGMA, precision=precision))
             flops = ys[0].numel() * row_flops(denoiser, ys[:1], precision)

@@ -493,24 +493,34 @@ def test_a_failing_task_is_named_at_once_not_only_at_the_end(capsys):
     assert "bad failed: ValueError: negative input" in capsys.readouterr().err
 
 
-def test_a_later_round_may_add_gradient_clipping_and_the_record_says_from_which_step(tmp_path):
+def recipe_file_with_data(tmp_path, steps: int = 3) -> tuple:
+    """RECIPE over 40 random 8×8 images in tmp_path/set.npz, with ``steps``: (the recipe file, its text)."""
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    text = RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", f"steps = {steps}")
+    (tmp_path / "recipe.toml").write_text(text)
+    return tmp_path / "recipe.toml", text
+
+
+@pytest.mark.parametrize("record_lost", [False, True], ids=["record kept", "record lost with its round"])
+def test_a_later_round_may_add_gradient_clipping_and_the_record_says_from_which_step(tmp_path, record_lost):
+    """A round that adds grad_clip dates the change in the record; when the earlier record was lost with its round
+    (zoo v2's round 1: only the weights came back), from the checkpoint's own settings."""
     from biasprobe.checkpoints import read_checkpoint
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
     from biasprobe.training import state_path
 
-    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
-    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
-    recipe_file = tmp_path / "recipe.toml"
-    text = RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 4")
-    recipe_file.write_text(text)
+    recipe_file, text = recipe_file_with_data(tmp_path, steps=4)
     train_recipe(read_recipe(recipe_file), only=["dit-local"], max_minutes=1e-9, workers=0, device="cpu")
     output = read_recipe(recipe_file).output
     state_path(output / "dit-local.safetensors").unlink()  # lost, as on a bare machine: a warm restart follows
+    if record_lost:
+        (output / "dit-local.train.json").unlink()
     recipe_file.write_text(text.replace("checkpoint_every = 2", "checkpoint_every = 2\ngrad_clip = 0.5"))
     train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
     record = json.loads((output / "dit-local.train.json").read_text())
     assert record["steps_done"] == 4 and record["setting_changes"] == [{"step": 1, "grad_clip": [None, 0.5]}]
-    assert record["recipe"]["grad_clip"] == 0.5
+    assert record["warm_restarts"] == [1] and record["recipe"]["grad_clip"] == 0.5
     assert read_checkpoint(output / "dit-local.safetensors").training["grad_clip"] == 0.5
 
 
@@ -518,30 +528,8 @@ def test_only_trains_the_models_named_in_the_order_named(tmp_path, monkeypatch):
     from biasprobe.sweeps import engine
     from biasprobe.sweeps.recipes import read_recipe, train_recipe
 
-    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
-    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
-    recipe_file = tmp_path / "recipe.toml"
-    recipe_file.write_text(RECIPE.format(data=tmp_path / "set.npz"))
+    recipe_file, _ = recipe_file_with_data(tmp_path)
     seen = []
     monkeypatch.setattr(engine, "run", lambda function, tasks, **options: seen.append(list(tasks)) or engine.Outcome())
     train_recipe(read_recipe(recipe_file), only=["dit-local", "unet-n8-s1", "unet-n4-s2", "dit-local"], workers=0)
     assert seen == [["dit-local", "unet-n8-s1", "unet-n4-s2"]]
-
-
-def test_a_warm_restart_without_its_record_dates_a_new_clip_from_the_checkpoints_settings(tmp_path):
-    from biasprobe.sweeps.recipes import read_recipe, train_recipe
-    from biasprobe.training import state_path
-
-    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
-    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
-    recipe_file = tmp_path / "recipe.toml"
-    text = RECIPE.format(data=tmp_path / "set.npz").replace("steps = 3", "steps = 4")
-    recipe_file.write_text(text)
-    train_recipe(read_recipe(recipe_file), only=["dit-local"], max_minutes=1e-9, workers=0, device="cpu")
-    output = read_recipe(recipe_file).output
-    state_path(output / "dit-local.safetensors").unlink()
-    (output / "dit-local.train.json").unlink()  # lost with its round, as in zoo v2's round 1: the weights came back
-    recipe_file.write_text(text.replace("checkpoint_every = 2", "checkpoint_every = 2\ngrad_clip = 0.5"))
-    train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
-    record = json.loads((output / "dit-local.train.json").read_text())
-    assert record["warm_restarts"] == [1] and record["setting_changes"] == [{"step": 1, "grad_clip": [None, 0.5]}]
