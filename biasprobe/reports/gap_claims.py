@@ -74,7 +74,8 @@ class GapEvidence:
         """A family's N ladder at the common step of its N cells that have models: the paper's N
         (:data:`~biasprobe.reports.zoo.N_VALUES`) and every other N the zoo has for the family and variant."""
         trained = {m.n_train for m in self.models if m.family == family and m.variant == variant}
-        cells = [Cell(family, n, variant) for n in sorted({*N_VALUES, *trained}) if Cell(family, n, variant).find(self.models)]
+        cells = [cell for cell in (Cell(family, n, variant) for n in sorted({*N_VALUES, *trained}))
+                 if cell.find(self.models)]
         step = self.step(cells)
         found = {cell.n: self.estimate(cell, step) for cell in cells}
         return {n: e for n, e in found.items() if e is not None}, step

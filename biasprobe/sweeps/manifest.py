@@ -4,8 +4,8 @@
 its output folder, ``{"recipe": PATH, "checkpoints": [entry, ...]}``; the reports
 (:func:`biasprobe.reports.zoo.read_zoo`, ``biasprobe report paper``) read it. An entry is the model's
 training record ``NAME.train.json`` without the fields only the record keeps (:data:`RECORD_ONLY`: the
-loss and gradient-norm curves, the recipe entry), with the recipe's ``steps`` now and whether they are done (``complete``):
-:func:`manifest_entry`. :class:`ManifestEntry` is what a reader may rely on: each of its fields (a
+loss and gradient-norm curves, the recipe entry), with the recipe's ``steps`` now and whether they are done
+(``complete``): :func:`manifest_entry`. :class:`ManifestEntry` is what a reader may rely on: each of its fields (a
 dataclass field, with its meaning in ``metadata["meaning"]``; without a default it is required) is read
 from the entry of that name (``windows`` from ``config.windows`` first); the entry's other fields (FLOPs,
 batch, time, final loss, card, gaps, …) are kept in :attr:`ManifestEntry.written` for people and tools.
