@@ -201,11 +201,15 @@ def interval_above_zero(low: float, high: float) -> str:
     return HELD if low > 0 else FAILED if high < 0 else UNRESOLVED
 
 
+TRANSITION_FROM_EVERY_N = ("; the transition N comes from every N the zoo has, not only the powers of ten (changed "
+                           "2026-12-07 before any v3 store: zoo v2 has none on them; docs/methods/claims.md)")
+"""The ladder's revision, stated beside the claims decided at the transition N."""
+
 CHANGES: dict[str, tuple[str, str, str]] = {
     "gap_falls_with_n": ("each step up N lowers the mean gap or keeps it within 0.1 dB; largest N within 0.1 dB of 0",
                          "held (both families)", "0.1 dB is below the gap's s.e. at large t (0.34-0.84 dB)"),
     "unet_gap_exceeds_dit": ("at N = 100, UNet − DiT > √(s₁² + s₂²) of the seeds' s.d.", "held",
-                             "hard-coded N; unequal steps (UNets 11-12.6k, DiTs 19-21k)"),
+                             "hard-coded N; unequal steps (UNets 11-12.6k, DiTs 19-21k)" + TRANSITION_FROM_EVERY_N),
     "gap_peaks_early": ("every model with gap ≥ 1 dB peaks at t ≤ 200 and is within 0.1 dB of 0 at its largest t",
                         "did not hold", "the v2 grid had no step between 400 and 980; 0.1 dB at t = 980 against an "
                         "s.e. of 0.34-0.84"),
@@ -219,12 +223,12 @@ CHANGES: dict[str, tuple[str, str, str]] = {
                              "failed on 0.15 px between two generalizing models against a seed s.d. of 0.12 px; "
                              "hard-coded N"),
     "local_cuts_transition_gap": ("at N = 100, global − local > √(s₁² + s₂²)", "held",
-                                  "unequal steps (the 47 % cut is about 30 % at equal steps)"),
+                                  "unequal steps (the 47 % cut is about 30 % at equal steps)" + TRANSITION_FROM_EVERY_N),
     "local_same_at_largest_n": ("|global − local| ≤ 0.1 dB", "held", "tolerance below the noise"),
     "head_placement_is_best": ("head below mix, tail and Local*", "did not hold", "the paper compares placements of "
-                               "the same six windows; Local* is its own design"),
+                               "the same six windows; Local* is its own design" + TRANSITION_FROM_EVERY_N),
     "window_budget_changes_little": ("|(5)×6 − (3,3,5,5,7,7)| ≤ head-local seeds' s.d.", "held",
-                                     "one-seed cells against a three-seed s.d."),
+                                     "one-seed cells against a three-seed s.d." + TRANSITION_FROM_EVERY_N),
     "memorizers_in_span": ("mean energy of the top 10 ≥ 0.5 and ≥ the largest-N model's + 0.1", "did not hold (at "
                            "σ = 0.1 and at the memorizer σ)", "the ideal memorizer has 2-3 significant ranks; a top-10 "
                            "mean dilutes them"),
