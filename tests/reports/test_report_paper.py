@@ -245,6 +245,20 @@ def test_a_checkpoint_that_does_not_match_its_manifest_is_refused(tmp_path):
         paper_report(zoo, tmp_path / "out", settings=SETTINGS, device="cpu", items=[i for i in PAPER if i.key == "fig4"])
 
 
+def test_weights_that_left_the_tree_are_read_through_their_stores_and_named_when_a_store_needs_them(rendered,
+                                                                                                      tmp_path):
+    import shutil
+
+    zoo, out, _ = rendered
+    zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
+    fig4 = [i for i in PAPER if i.key == "fig4"]
+    paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)
+    (zoo / "dit-n10.pt").unlink()  # the weights leave; the manifest entry and the cached store stay
+    paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)  # drawn from the store
+    with pytest.raises(bp.InputError, match=r"dit-n10\) is not in the working tree .*git log --diff-filter=D"):
+        paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4, recompute=True)
+
+
 def test_cli_without_a_zoo_says_what_to_do(tmp_path):
     result = run_cli("report", "paper", "--zoo", tmp_path / "nothing", "--out", tmp_path / "out")
     assert result.returncode == 1 and "no zoo manifest" in result.stderr and "Traceback" not in result.stderr

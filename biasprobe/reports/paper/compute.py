@@ -37,10 +37,22 @@ def trained_sigmas(denoiser, sigmas) -> list[float]:
     return [s for s in sigmas if largest is None or s <= float(largest) + 1e-12]
 
 
+def require_weights(model: ZooModel) -> None:
+    """Raise :class:`~biasprobe.errors.InputError` if ``model``'s weights are not in its zoo folder. Zoo v1 weights
+    that zoo v2 replaced left the working tree (docs/zoo.md, "Weights that left the tree"); their manifest entries and
+    records stay, so the committed stores computed from them are still found by sha256, but a store that must be
+    computed anew needs the weights back from the repository's history."""
+    if not model.path.exists():
+        raise InputError(f"{model.path} ({model.name}) is not in the working tree and its store must be computed: "
+                         f"restore it from the history (git log --diff-filter=D -- {model.path}, then git checkout "
+                         f"COMMIT~1 -- {model.path}), or pass {{zoo}} with the zoo that holds it", parameters=["zoo"])
+
+
 def trained_at(model: ZooModel, sigma: float) -> bool:
     """Whether ``model`` was trained at noise level ``sigma`` (:func:`trained_sigmas` of its checkpoint)."""
     from biasprobe.formats import load
 
+    require_weights(model)
     return bool(trained_sigmas(load(model.path, device="cpu"), [sigma]))
 
 
@@ -109,6 +121,7 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
 
     if kind not in RECIPE_INPUTS:
         raise InputError(f"the paper recipe has no analysis {kind!r}")
+    require_weights(model)
     denoiser = load(model.path, device=device)
     channels, size, _ = denoiser.image_shape
     options = {"size": size, "channels": channels}
