@@ -86,6 +86,9 @@ def new(
         str | None,
         typer.Option(help="DiT only: k×k attention windows of the first layers, e.g. 3,5,7,9,11,13; later layers stay global."),
     ] = None,
+    qk_norm: Annotated[
+        bool, typer.Option(help="DiT only: RMS-normalise each head's queries and keys (learned gains), as zoo v2's DiTs.")
+    ] = False,
     image_size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 32,
     channels: Annotated[
         int | None, typer.Option(help="Image channels (1 grey, 3 colour); default 1 for unet-bf, 3 otherwise.")
@@ -105,7 +108,7 @@ def new(
     output_file(output, "checkpoint", suffixes=SUFFIXES, overwrite=overwrite)
     torch.manual_seed(seed)
     network, image_shape = from_preset(family, preset, image_size=image_size, channels=channels,
-                                       windows=parse_windows(windows))
+                                       windows=parse_windows(windows), qk_norm=qk_norm)
     training = {"steps": 0, "seed": seed, "preset": preset, "note": "untrained (biasprobe new)"}
     checkpoint = Checkpoint.from_network(network, image_shape, training)
     save_checkpoint(checkpoint, output, overwrite=overwrite)

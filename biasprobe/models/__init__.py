@@ -141,11 +141,13 @@ def from_preset(
     image_size: int = PRESET_IMAGE_SIZE,
     channels: int | None = None,
     windows: list[int] | None = None,
+    qk_norm: bool = False,
 ) -> tuple[nn.Module, tuple[int, int, int]]:
     """A fresh network from a preset, and the (C, H, W) images it takes.
 
     ``channels`` defaults to 1 for the bias-free UNet and 3 otherwise. ``windows`` (DiT only) gives
-    the k×k attention windows of the first layers; the remaining layers stay global.
+    the k×k attention windows of the first layers; the remaining layers stay global. ``qk_norm`` (DiT only)
+    RMS-normalises every head's queries and keys (:class:`~biasprobe.models.dit.DiT`).
     """
     cls = _family(family)
     config = preset_config(family, preset or next(iter(PRESETS[family])))
@@ -166,6 +168,10 @@ def from_preset(
         if len(windows) > config["depth"]:
             raise InputError(f"{len(windows)} windows given for a {config['depth']}-layer DiT")
         config["windows"] = list(windows) + [None] * (config["depth"] - len(windows))
+    if qk_norm:
+        if "qk_norm" not in accepted:
+            raise InputError(f"query-key normalisation applies to dit only, not {family}")
+        config["qk_norm"] = True
     return build_model(family, **config), (channels, image_size, image_size)
 
 

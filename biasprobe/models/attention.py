@@ -226,6 +226,18 @@ def fused_attention(
     return out[..., :dim]
 
 
+class HeadRMSNorm(nn.Module):
+    """x ↦ g ⊙ x / √(mean(x²) + ε) over the last axis (one head's channels), g learned, starting at 1."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
 class GridAttention(nn.Module):
     """Self-attention over tokens laid out on an (H, W) grid.
 
@@ -238,6 +250,9 @@ class GridAttention(nn.Module):
         (the patch size in a DiT, the downsampling factor in a UNet). Locality metrics use it
         to express distances in pixels.
     bias: whether the qkv and output projections have additive biases.
+    qk_norm: normalise each head's queries and keys before their product (:class:`HeadRMSNorm`, a learned gain
+        per channel; Dehghani et al. 2023, Wortsman et al. 2023): the logits q̂·k̂/√d stay bounded by the gains,
+        which keeps attention from collapsing onto single keys (zoo v2's local DiTs, docs/zoo.md).
 
     When ``observer`` is set or ``explicit`` is True, the forward pass computes the attention
     probabilities explicitly (softmax(QKᵀ/√d) with the window mask), hands them to
@@ -257,6 +272,7 @@ class GridAttention(nn.Module):
         window: int | None = None,
         pixels_per_token: int = 1,
         bias: bool = True,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if dim % heads != 0:
@@ -268,6 +284,8 @@ class GridAttention(nn.Module):
         self.pixels_per_token = pixels_per_token
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
+        self.q_norm = HeadRMSNorm(dim // heads) if qk_norm else None
+        self.k_norm = HeadRMSNorm(dim // heads) if qk_norm else None
         self.observer: AttentionObserver | None = None
         self.explicit = False
         self.fused_output = False
@@ -305,6 +323,8 @@ class GridAttention(nn.Module):
         q, k, v = (
             self.qkv(tokens).reshape(batch, count, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         )
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         mask = self.mask(grid, tokens.device)
         fused = not self.explicit and (self.observer is None or self.fused_output)
         if fused:

@@ -59,11 +59,12 @@ class DiTBlock(nn.Module):
     with (β₁, γ₁, g₁, β₂, γ₂, g₂) a linear function of SiLU(c) that starts at zero.
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, window: int | None, patch_size: int) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, window: int | None, patch_size: int,
+                 qk_norm: bool = False) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.norm1 = _adaptive_layer_norm(width)
-        self.attn = GridAttention(width, heads, window=window, pixels_per_token=patch_size)
+        self.attn = GridAttention(width, heads, window=window, pixels_per_token=patch_size, qk_norm=qk_norm)
         self.norm2 = _adaptive_layer_norm(width)
         self.mlp = nn.Sequential(
             OrderedDict(
@@ -111,6 +112,9 @@ class DiT(nn.Module):
     windows: one entry per block, None for global attention or an odd k for a k×k window of
         tokens around each query; None makes every block global.
     learn_sigma: if True the output has ``out_channels = 2·channels`` channels, ε̂ first.
+    qk_norm: RMS-normalise each head's queries and keys (learned gains) in every block
+        (:class:`~biasprobe.models.attention.HeadRMSNorm`); not in the reference DiT, whose config
+        leaves it out (a config names it only when set, so older checkpoints keep their identity).
 
     Initialisation follows DiT: Xavier-uniform linear layers and patch projection, N(0, 0.02²)
     timestep MLP, and zero adaLN modulations and final linear layer — so a fresh model
@@ -131,6 +135,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         windows: Sequence[int | None] | None = None,
         learn_sigma: bool = False,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -150,6 +155,7 @@ class DiT(nn.Module):
             "mlp_ratio": mlp_ratio,
             "windows": windows,
             "learn_sigma": learn_sigma,
+            **({"qk_norm": True} if qk_norm else {}),
         }
         self.image_size = image_size
         self.channels = channels
@@ -161,7 +167,7 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedding(TIMESTEP_FREQUENCY_DIM, width)
         self.register_buffer("pos_embed", sincos_position_embedding(self.grid, width)[None], persistent=False)
         self.blocks = nn.ModuleList(
-            DiTBlock(width, heads, mlp_ratio, window, patch_size) for window in windows
+            DiTBlock(width, heads, mlp_ratio, window, patch_size, qk_norm=bool(qk_norm)) for window in windows
         )
         self.final_layer = FinalLayer(width, patch_size, self.out_channels)
         self._initialize()

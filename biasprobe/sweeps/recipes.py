@@ -61,6 +61,9 @@ class _Model:
     data: str = "fashion-mnist"
     preset: str | None = None
     windows: list[int] = field(default_factory=list)
+    qk_norm: bool = False
+    """DiT only: RMS-normalise each head's queries and keys (:class:`~biasprobe.models.dit.DiT`; zoo v2 from its
+    revision of 2026-12-08, docs/zoo.md)."""
     subset: str = "s1"
     image_size: int = 32
     channels: int | None = None
@@ -205,7 +208,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     torch.manual_seed(model.seed)
     windows = [w or None for w in model.windows]
     network, _ = from_preset(model.family, model.preset, image_size=model.image_size, channels=images.shape[1],
-                             windows=windows)
+                             windows=windows, qk_norm=model.qk_norm)
     flops = forward_flops(network, tuple(images.shape[1:]))
     metadata = {"data": model.data, "subset": model.subset, "preset": model.preset, "image_size": model.image_size,
                 "recipe_name": model.name}

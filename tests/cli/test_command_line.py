@@ -69,7 +69,10 @@ def test_new_dit_xs_then_info(tmp_path):
     d = bp.load(path)
     assert d.image_shape == (3, 32, 32)
     assert [m.window for m in d.attention_modules().values()] == [3, 5, 7, 9, 11, 13] + [None] * 6
-    assert d.network.config["width"] == 252 and d.network.config["heads"] == 4
+    assert d.network.config["width"] == 252 and d.network.config["heads"] == 4 and "qk_norm" not in d.network.config
+    normed = tmp_path / "qk.pt"
+    assert run_cli("new", "dit", "--preset", "tiny", "--qk-norm", "-o", normed).returncode == 0
+    assert bp.load(normed).network.config["qk_norm"] is True and '"qk_norm": true' in run_cli("info", normed).stdout
     info = run_cli("info", path)
     assert info.returncode == 0, info.stderr
     for expected in ("dit", "eps", "[-1, 1]", "linear, 1000 steps", "3×3", "13×13", "global", "biasprobe-pt",
@@ -98,6 +101,7 @@ def test_bad_arguments_and_files_get_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("new", "vae", "-o", out), "unknown model family")
     assert_one_line_error(run_cli("new", "dit", "--preset", "huge", "-o", out), "preset")
     assert_one_line_error(run_cli("new", "dit", "--windows", "3,4", "-o", out), "odd")
+    assert_one_line_error(run_cli("new", "unet-bf", "--qk-norm", "-o", out), "applies to dit only")
     assert_one_line_error(run_cli("new", "dit", "--preset", "tiny", "--windows", "3,3,3,3,3", "-o", out), "4-layer")
     assert_one_line_error(run_cli("new", "unet-bf", "--windows", "3", "-o", out), "dit only")
     assert not out.exists()

@@ -109,3 +109,45 @@ def test_width_not_divisible_by_four(randomize_zero_parameters):
 def test_rejects_images_of_another_size(model):
     with pytest.raises(InputError, match="shape"):
         model(torch.randn(1, 3, 16, 16), torch.tensor([1.0]))
+
+
+def test_qk_norm_bounds_the_logits_keeps_the_function_observable_and_round_trips(randomize_zero_parameters):
+    """q̂ = g⊙q/rms(q) has norm √d at unit gains, so |q̂·k̂|/√d ≤ √d (Cauchy-Schwarz) however large q and k grow:
+    scaling the qkv weights by 100 sharpens a plain layer's attention to near one-hot and leaves a normalised
+    layer's as it was."""
+    plain, normed = make_dit(randomize_zero_parameters), make_dit(randomize_zero_parameters, qk_norm=True)
+    assert normed.config["qk_norm"] is True and "qk_norm" not in plain.config  # older configs keep their identity
+    assert {n for n, _ in normed.named_parameters()} - {n for n, _ in plain.named_parameters()} == {
+        f"blocks.{i}.attn.{which}_norm.weight" for i in range(3) for which in ("q", "k")}
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([2.0, 300.0])
+    entropy = {}
+    for name, model in ("plain", plain), ("normed", normed):
+        for scale in 1, 100:
+            with torch.no_grad():
+                for block in model.blocks:
+                    block.attn.qkv.weight.mul_(scale)
+                probabilities = observe(model)
+                model(x, t)
+                for block in model.blocks:
+                    block.attn.qkv.weight.div_(scale)
+                    block.attn.observer = None
+            global_layer = probabilities["blocks.1.attn"]
+            entropy[name, scale] = float(-(global_layer * global_layer.clamp_min(1e-30).log()).sum(-1).mean())
+    d = SMALL["width"] // SMALL["heads"]
+    assert entropy["plain", 100] < 0.2 * entropy["plain", 1]  # attention collapses onto single keys
+    # Logits within ±√d: every probability at least e^{-2√d}/64 of the row, so the entropy stays well above 0.
+    assert entropy["normed", 100] > 0.5 * entropy["normed", 1]
+    with torch.no_grad():
+        tokens = normed.blocks[1].attn.qkv(torch.randn(1, 64, SMALL["width"]) * 1e3)
+        q, k, _ = tokens.reshape(1, 64, 3, 2, d).permute(2, 0, 3, 1, 4)  # (batch, head, token, channel) each
+        logits = normed.blocks[1].attn.q_norm(q) @ normed.blocks[1].attn.k_norm(k).transpose(-2, -1) / d**0.5
+    assert logits.abs().max() <= d**0.5 * 1.0001
+    fused = normed(x, t)
+    observe(normed)
+    torch.testing.assert_close(normed(x, t), fused, rtol=1e-5, atol=1e-5)
+    rebuilt = build_model("dit", **normed.config).eval()
+    rebuilt.load_state_dict(normed.state_dict())
+    for block in normed.blocks:
+        block.attn.observer = None
+    assert torch.equal(rebuilt(x, t), normed(x, t))
+    assert not DiT(**SMALL, qk_norm=True)(x, t).any()  # adaLN-Zero: a fresh model still outputs zero

@@ -204,6 +204,7 @@ name = "dit-local"
 family = "dit"
 n = 6
 windows = [3, 0]
+qk_norm = true
 """
 
 
@@ -227,6 +228,8 @@ def test_a_recipe_trains_each_model_resumably_and_writes_the_manifest(tmp_path):
     assert np.isfinite(local["final_loss"]) and local["card"] == "cpu" and local["time_s"] > 0
     trained = read_checkpoint(tmp_path / "zoo" / "dit-local.safetensors")
     assert trained.config["windows"] == [3, None, None, None] and trained.training["n_train"] == 6
+    assert trained.config["qk_norm"] is True and "qk_norm" not in read_checkpoint(
+        tmp_path / "zoo" / "unet-n4-s1.safetensors").config
     # a finished model is not trained again; the rest are, on a local cluster of two workers
     train_recipe(recipe, workers=2, processes=False, device="cpu")
     manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())["checkpoints"]
