@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +162,13 @@ def gaps_file(output: Path, model: ModelRecipe) -> Path:
     return output / f"{model.name}.gaps.json"
 
 
+def recorded_recipe(saved: dict) -> dict:
+    """A record's recipe entry with the keys it predates at their defaults (e.g. ``qk_norm``, added 2026-12-08): a
+    model trained before a key existed was trained as its default says."""
+    defaults = {f.name: f.default for f in fields(ModelRecipe) if f.default is not MISSING}
+    return {**defaults, **saved}
+
+
 def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
     """One task: train ``model`` into ``output`` and write its record; returns the record.
 
@@ -193,7 +200,7 @@ def train_model(model: ModelRecipe, output: str, device: str = "auto") -> dict:
         trained = read_checkpoint(target).training
         before = before or trained  # a record lost with its round: the checkpoint's own settings
         done = int(trained.get("steps_done", 0))
-        changed = changed_settings(earlier.get("recipe", asdict(model)), asdict(model), RERUN_SETTINGS)
+        changed = changed_settings(recorded_recipe(earlier.get("recipe", asdict(model))), asdict(model), RERUN_SETTINGS)
         if changed:
             raise InputError(f"{target} was trained by another recipe entry ({changed}); give {model.name} its "
                              "recorded settings, or another name or output folder to train it anew")

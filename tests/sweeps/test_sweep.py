@@ -271,6 +271,27 @@ def test_a_recipe_keeps_the_gap_of_every_checkpoint_across_rounds(tmp_path):
         read_recipe(recipe_file)
 
 
+def test_a_record_older_than_a_recipe_key_reads_it_at_its_default_and_a_changed_key_is_refused(tmp_path):
+    from biasprobe.sweeps.recipes import read_recipe, train_recipe
+
+    data = np.random.default_rng(1).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", train=data[:30], test=data[30:])
+    recipe_file = tmp_path / "recipe.toml"
+    text = RECIPE.format(data=tmp_path / "set.npz")
+    recipe_file.write_text(text)
+    train_recipe(read_recipe(recipe_file), only=["unet-n4-s1", "dit-local"], workers=0, device="cpu")
+    path = tmp_path / "zoo" / "unet-n4-s1.train.json"
+    record = json.loads(path.read_text())
+    del record["recipe"]["qk_norm"]  # a record written before the key existed
+    path.write_text(json.dumps(record))
+    recipe_file.write_text(text.replace("steps = 3", "steps = 4"))
+    train_recipe(read_recipe(recipe_file), only=["unet-n4-s1"], workers=0, device="cpu")  # continues: no refusal
+    assert json.loads(path.read_text())["steps_done"] == 4
+    recipe_file.write_text(text.replace("qk_norm = true", "qk_norm = false"))
+    with pytest.raises(SweepError, match="dit-local.safetensors was trained by another recipe entry .*qk_norm"):
+        train_recipe(read_recipe(recipe_file), only=["dit-local"], workers=0, device="cpu")
+
+
 def test_a_bad_recipe_is_one_line(tmp_path):
     recipe = tmp_path / "bad.toml"
     recipe.write_text('[[model]]\nname = "a"\nfamily = "dit"\nn = 4\nwindow = [3]\n')
