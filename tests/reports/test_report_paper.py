@@ -468,7 +468,7 @@ def test_several_zoos_give_each_family_whole_from_the_first_that_has_it(tmp_path
     from biasprobe.sweeps.manifest import read_manifest
 
     root = Path(__file__).resolve().parents[2]
-    v1, v2 = root / "data" / "zoo", root / "data" / "zoo" / "v2"
+    v1, v2 = root / "data" / "zoo", root / "data" / "zoo" / "v2.0"  # zoo v2's first recipe (its DiTs superseded)
     models = read_zoo([v2, v1])
     dits = [m for m in models if m.family == "dit"]
     assert dits and {m.zoo for m in dits} == {v2}  # zoo v1's DiTs (width 64) are not mixed in
