@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -264,9 +264,9 @@ def train(
                     timed_steps += len(pending)
                     read, norms = zip(*_global_means(pending, ranks))
                     pending = []
-                    guard.check(read, losses_from + len(losses), output, saved_at)
-                    losses += read
+                    losses += read  # before the check, so that a diverged run's mark holds the read that diverged
                     grad_norms += norms
+                    guard.check(read, losses_from + len(losses) - len(read), output, saved_at)
                     rate = timed_steps * config.batch_size / (time.perf_counter() - timed_from)
                     advance(len(read), f"loss {losses[-1]:.4g}, {rate:.1f} images/s")
                 if ranks.main and checkpoint:
@@ -283,7 +283,7 @@ def train(
             saved_state.unlink(missing_ok=True)
     except TrainingDiverged as diverged:  # every process reads the same averaged losses: all stop here together
         if ranks.main:
-            _mark_diverged(output, config, diverged)
+            _mark_diverged(output, config, diverged, losses_from, losses, grad_norms)
         del take_step
         ranks.finish()
         raise
@@ -467,9 +467,20 @@ DIVERGENCE_REMEDIES = ("grad_clip",)
 """Settings a run that diverged must change before it is run again (the same ones would retrace its steps)."""
 
 
-def _mark_diverged(output, config: TrainingConfig, diverged: TrainingDiverged) -> None:
+def _mark_diverged(output, config: TrainingConfig, diverged: TrainingDiverged, losses_from: int = 0,
+                   losses: Sequence[float] = (), grad_norms: Sequence[float] = ()) -> None:
+    """Write the mark (:func:`diverged_path`): the step, the checkpoint kept, the remedies' settings, and the run's
+    curves from its start or resumption ``losses_from`` to the divergence as [step, mean over the
+    :data:`LOSS_READ_EVERY` steps up to it] (the record is not written for a diverged run, so these are its only
+    trace)."""
+    def curve(values: Sequence[float]) -> list[list[float]]:
+        return [[losses_from + min(start + LOSS_READ_EVERY, len(values)),
+                 round(sum(values[start:start + LOSS_READ_EVERY]) / len(values[start:start + LOSS_READ_EVERY]), 6)]
+                for start in range(0, len(values), LOSS_READ_EVERY)]
+
     mark = {"step": diverged.step, "kept": diverged.kept, "message": str(diverged),
-            **{name: getattr(config, name) for name in DIVERGENCE_REMEDIES}}
+            **{name: getattr(config, name) for name in DIVERGENCE_REMEDIES},
+            "losses_from": losses_from, "loss_curve": curve(list(losses)), "grad_norm_curve": curve(list(grad_norms))}
     replace_file(lambda tmp: Path(tmp).write_text(json.dumps(mark, indent=1) + "\n"), diverged_path(output))
 
 

@@ -317,6 +317,10 @@ def test_a_diverging_loss_stops_training_before_it_overwrites_the_last_good_chec
     assert read_checkpoint(tmp_path / "a.pt").training["steps_done"] == 20
     mark = json.loads(loop.diverged_path(tmp_path / "a.pt").read_text())
     assert (mark["step"], mark["kept"], mark["grad_clip"]) == (30, 20, None)
+    # the run's only trace: its curves to the read that diverged, as means over each read of 10 steps here
+    assert [step for step, _ in mark["loss_curve"]] == [10, 20, 30] and mark["losses_from"] == 0
+    assert mark["loss_curve"][2][1] > 2.5 * min(mark["loss_curve"][0][1], mark["loss_curve"][1][1])
+    assert len(mark["grad_norm_curve"]) == 3 and all(value > 0 for _, value in mark["grad_norm_curve"])
     # the same settings would retrace the same steps: refused, also as a warm restart; a clip clears the mark
     with pytest.raises(bp.TrainingDiverged, match="diverged at step 30 with these settings"):
         train(network, discs(8), tmp_path / "a.pt", config, progress=False)
