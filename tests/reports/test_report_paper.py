@@ -257,6 +257,11 @@ def test_weights_that_left_the_tree_are_read_through_their_stores_and_named_when
     paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4)  # drawn from the store
     with pytest.raises(bp.InputError, match=r"dit-n10\) is not in the working tree .*git log --diff-filter=D"):
         paper_report(zoo, tmp_path / "fig4", settings=SETTINGS, device="cpu", items=fig4, recompute=True)
+    (zoo / "dit-local-n10.pt").unlink()  # every missing file is named at once, before any store is computed
+    fig6 = [i for i in PAPER if i.key == "fig6"]  # the gap of both DiTs
+    with pytest.raises(bp.InputError, match=r"dit-local-n10\) \(and 1 more: dit-n10\) is not in the working tree"):
+        paper_report(zoo, tmp_path / "fig6", settings=SETTINGS, device="cpu", items=fig6, recompute=True)
+    assert not (tmp_path / "fig6" / "stores").exists() or not any((tmp_path / "fig6" / "stores").iterdir())
 
 
 def test_cli_without_a_zoo_says_what_to_do(tmp_path):

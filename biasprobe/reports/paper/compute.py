@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import xarray as xr
 
@@ -37,15 +37,18 @@ def trained_sigmas(denoiser, sigmas) -> list[float]:
     return [s for s in sigmas if largest is None or s <= float(largest) + 1e-12]
 
 
-def require_weights(model: ZooModel) -> None:
-    """Raise :class:`~biasprobe.errors.InputError` if ``model``'s weights are not in its zoo folder. Zoo v1 weights
-    that zoo v2 replaced left the working tree (docs/zoo.md, "Weights that left the tree"); their manifest entries and
-    records stay, so the committed stores computed from them are still found by sha256, but a store that must be
-    computed anew needs the weights back from the repository's history."""
+def require_weights(model: ZooModel, also: Sequence[str] = ()) -> None:
+    """Raise :class:`~biasprobe.errors.InputError` if ``model``'s weights are not in its zoo folder (``also``: the
+    names of other models whose weights are missing too, named in the message). Zoo v1 weights that zoo v2 replaced
+    left the working tree (docs/zoo.md, "Weights that left the tree"); their manifest entries and records stay, so
+    the committed stores computed from them are still found by sha256, but a store that must be computed anew
+    needs the weights back from the repository's history."""
     if not model.path.exists():
-        raise InputError(f"{model.path} ({model.name}) is not in the working tree and its store must be computed: "
-                         f"restore it from the history (git log --diff-filter=D -- {model.path}, then git checkout "
-                         f"COMMIT~1 -- {model.path}), or pass {{zoo}} with the zoo that holds it", parameters=["zoo"])
+        others = f" (and {len(also)} more: {', '.join(also[:4])}{', …' if len(also) > 4 else ''})" if also else ""
+        raise InputError(f"{model.path} ({model.name}){others} is not in the working tree and its store must be "
+                         f"computed: restore it from the history (git log --diff-filter=D -- {model.path}, then git "
+                         f"checkout COMMIT~1 -- {model.path}), or pass {{zoo}} with the zoo that holds it",
+                         parameters=["zoo"])
 
 
 def trained_at(model: ZooModel, sigma: float) -> bool:

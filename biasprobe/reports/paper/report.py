@@ -27,7 +27,7 @@ from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.folder import ReportFolder
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
 from biasprobe.reports.paper.catalogue import PAPER, PAPER_V3, Item
-from biasprobe.reports.paper.compute import compute, trained_at
+from biasprobe.reports.paper.compute import compute, require_weights, trained_at
 from biasprobe.reports.paper.draw import DRAWINGS, TABLES
 from biasprobe.reports.paper.settings import DERIVED, SURVEY, Settings
 from biasprobe.reports.zoo import (
@@ -165,6 +165,9 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
     missing = [(kind, model) for kind, model in work if not look_up(kind, model)]
     missing = [(kind, model) for kind, model in missing  # the memorizer σ, known once every ideal store is found
                if kind not in AT_SIGMA or not look_up(kind, model)]
+    absent = list(dict.fromkeys(model for _, model in missing if not model.path.exists()))
+    if absent:  # before any store is computed: a long run must not fail at its end
+        require_weights(absent[0], also=[model.name for model in absent[1:]])
     if progress:
         shipped = f" ({cache.found_read_only} in the read-only cache {', '.join(map(str, cache.read_only))})" \
             if cache.found_read_only else ""
