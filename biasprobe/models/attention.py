@@ -227,7 +227,9 @@ def fused_attention(
 
 
 class HeadRMSNorm(nn.Module):
-    """x ↦ g ⊙ x / √(mean(x²) + ε) over the last axis (one head's channels), g learned, starting at 1."""
+    """x ↦ g ⊙ x / √(mean(x²) + ε) over the last axis (one head's channels), g learned, starting at 1; computed in
+    float32 and returned in x's dtype, so that under bf16 autocast q and k reach the attention kernel in the dtype
+    of v (FlexAttention needs one dtype for all three)."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -235,7 +237,8 @@ class HeadRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        wide = x.float()
+        return (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()).to(x.dtype)
 
 
 class GridAttention(nn.Module):

@@ -151,3 +151,18 @@ def test_qk_norm_bounds_the_logits_keeps_the_function_observable_and_round_trips
         block.attn.observer = None
     assert torch.equal(rebuilt(x, t), normed(x, t))
     assert not DiT(**SMALL, qk_norm=True)(x, t).any()  # adaLN-Zero: a fresh model still outputs zero
+
+
+def test_qk_norm_hands_the_kernel_queries_keys_and_values_of_one_dtype_under_autocast(monkeypatch):
+    """Under bf16 autocast the norm's float32 arithmetic must not reach the kernel: FlexAttention (CUDA, the windowed
+    layers) needs q, k and v in one dtype."""
+    from biasprobe.models import attention
+
+    seen = []
+    original = attention.fused_attention
+    monkeypatch.setattr(attention, "fused_attention",
+                        lambda q, k, v, *rest: seen.append((q.dtype, k.dtype, v.dtype)) or original(q, k, v, *rest))
+    model = DiT(**SMALL, qk_norm=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 3, 8, 8), torch.tensor([2.0, 300.0]))
+    assert seen and all(len(set(dtypes)) == 1 for dtypes in seen), seen
