@@ -70,6 +70,8 @@ class ZooModel:
     steps_done: int | None = None
     zoo: Path | None = None
     """The zoo folder the model was read from."""
+    qk_norm: bool = False
+    """Whether its attention normalises queries and keys (a DiT config's ``qk_norm``; zoo v2's revised DiTs)."""
 
     @property
     def variant(self) -> str | None:
@@ -115,7 +117,8 @@ def _read_one_zoo(folder: Path) -> list[ZooModel]:
                          "data/checkpoints is the small shipped zoo", parameters=["zoo"])
     return [ZooModel(name=entry.name, path=folder / entry.file, family=entry.family, windows=entry.windows,
                      data=entry.data, n_train=entry.n_train, subset=entry.subset, seed=entry.seed,
-                     sha256=entry.sha256, steps_done=entry.steps_done, zoo=folder)
+                     sha256=entry.sha256, steps_done=entry.steps_done, zoo=folder,
+                     qk_norm=bool((entry.written.get("config") or {}).get("qk_norm", False)))
             for entry in read_manifest(folder)]
 
 

@@ -473,9 +473,11 @@ def _mark_diverged(output, config: TrainingConfig, diverged: TrainingDiverged, l
     curves from its start or resumption ``losses_from`` to the divergence as [step, mean over the
     :data:`LOSS_READ_EVERY` steps up to it] (the record is not written for a diverged run, so these are its only
     trace)."""
-    def curve(values: Sequence[float]) -> list[list[float]]:
-        return [[losses_from + min(start + LOSS_READ_EVERY, len(values)),
-                 round(sum(values[start:start + LOSS_READ_EVERY]) / len(values[start:start + LOSS_READ_EVERY]), 6)]
+    def curve(values: Sequence[float]) -> list[list[float | None]]:  # non-finite values left out; none: null
+        def mean(part):
+            finite = [v for v in part if math.isfinite(v)]
+            return round(sum(finite) / len(finite), 6) if finite else None
+        return [[losses_from + min(start + LOSS_READ_EVERY, len(values)), mean(values[start:start + LOSS_READ_EVERY])]
                 for start in range(0, len(values), LOSS_READ_EVERY)]
 
     mark = {"step": diverged.step, "kept": diverged.kept, "message": str(diverged),

@@ -264,6 +264,36 @@ def test_weights_that_left_the_tree_are_read_through_their_stores_and_named_when
     assert not (tmp_path / "fig6" / "stores").exists() or not any((tmp_path / "fig6" / "stores").iterdir())
 
 
+def test_a_store_decided_unneeded_does_not_ask_for_its_weights(rendered, tmp_path, monkeypatch):
+    """No memorizer σ (none of the grid passes): the stores at it are not measured, so their weights are not needed."""
+    import shutil
+
+    from biasprobe.reports.paper import report
+
+    zoo, out, _ = rendered
+    zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
+    (zoo / "dit-local-n10.pt").unlink()
+    monkeypatch.setattr(report, "_memorizer_sigma", lambda stores, settings: None)
+    paper_report(zoo, tmp_path / "memorizers", settings=SETTINGS, device="cpu", caches=[out / "stores"],
+                 items=[i for i in PAPER if i.key == "memorizers"])
+
+
+def test_the_page_names_a_zoo_whose_dits_normalise_queries_and_keys(rendered, tmp_path):
+    import shutil
+
+    zoo, out, result = rendered
+    assert "qk_norm" not in (out / "index.md").read_text()
+    zoo, out = shutil.copytree(zoo, tmp_path / "zoo"), shutil.copytree(out, tmp_path / "out")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    for entry in manifest["checkpoints"]:
+        if entry["family"] == "dit":
+            entry["config"]["qk_norm"] = True  # as a revised zoo v2 DiT's config says
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    assert {m.qk_norm for m in read_zoo(zoo) if m.family == "dit"} == {True}
+    page = paper_report(zoo, out, settings=SETTINGS, device="cpu").index.read_text()
+    assert f"The DiTs of `{zoo}` normalise each head's queries and keys (`qk_norm`" in page
+
+
 def test_cli_without_a_zoo_says_what_to_do(tmp_path):
     result = run_cli("report", "paper", "--zoo", tmp_path / "nothing", "--out", tmp_path / "out")
     assert result.returncode == 1 and "no zoo manifest" in result.stderr and "Traceback" not in result.stderr
@@ -445,6 +475,10 @@ def test_the_science_v3_page_renders_on_the_tiny_zoo(tmp_path):
     stores = list((tmp_path / "out" / "stores").glob("gahb-survey-*.zarr*"))
     assert len(stores) >= 4  # surveys of the tiny zoo's models, at the grid and at the memorizer σ
     assert (tmp_path / "out" / "fig1.png").exists()
+    # with every store cached, weights that left the tree are not asked for (the surveys at the memorizer σ too)
+    for name in ("dit-n10", "dit-local-n10", "unet-bf-n10-s2"):
+        (zoo / f"{name}.pt").unlink()
+    paper_report(zoo, tmp_path / "out", settings=settings, device="cpu")
 
 
 def test_fig4_under_v3_draws_each_cells_distance_per_layer_with_error_bars(tmp_path):

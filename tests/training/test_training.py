@@ -3,6 +3,7 @@
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -94,6 +95,9 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     kept = read_checkpoint(tmp_path / "a.pt")
     assert kept.training["steps_done"] == 4
     assert all(torch.isfinite(v).all() for v in kept.state_dict.values() if v.is_floating_point())
+    mark = loop.diverged_path(tmp_path / "a.pt").read_text()  # standard JSON: the NaN steps left out of the means
+    curve = json.loads(mark, parse_constant=lambda name: pytest.fail(f"{name} in the mark"))["loss_curve"]
+    assert curve[-1][0] == 6 and math.isfinite(curve[-1][1])  # steps 1-6, of which 5 and 6 are NaN
 
 
 def test_resume_refuses_other_windows_and_fewer_steps(tmp_path, monkeypatch):

@@ -105,7 +105,8 @@ def paper_report(
              f"({len(models)} models); every figure is drawn from the stores in `stores/`"
              + (f" and in the read-only cache `{', '.join(map(str, cache.read_only))}`" if cache.found_read_only else "")
              + f", cached by checkpoint sha256 and parameters ({json.dumps(settings.described())}). FID is not measured "
-             "(no Inception weights offline); the generalization gap and the memorized share stand in for it."),
+             "(no Inception weights offline); the generalization gap and the memorized share stand in for it."
+             + _departures(models)),
     ]
     blocks += _training_blocks(zoo_training(zoo))
     blocks += _claims_blocks_v3(models, stores, settings) if settings.version >= 3 else _claims_blocks(models, stores)
@@ -117,6 +118,15 @@ def paper_report(
         folder.prune_stores()
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def _departures(models: list[ZooModel]) -> str:
+    """What the zoo's models do that the papers' do not, in words ("" if nothing)."""
+    normed = sorted({str(model.zoo) for model in models if model.qk_norm})
+    if not normed:
+        return ""
+    return (f" The DiTs of `{'`, `'.join(normed)}` normalise each head's queries and keys (`qk_norm`, docs/zoo.md), "
+            "which the paper's DiT does not: zoo v2's local DiTs diverged without it.")
 
 
 def _zoo_words(models: list[ZooModel]) -> str:
@@ -146,9 +156,16 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
         sigma = _memorizer_sigma(got, settings)
         if sigma is None:
             return None
-        if kind == SURVEY_AT_MEMORIZER_SIGMA:
-            return (SURVEY, replace(settings, survey_sigmas=(sigma,))) if trained_at(model, sigma) else None
+        if kind == SURVEY_AT_MEMORIZER_SIGMA:  # a cached store says it was trained there; else its weights say
+            at = replace(settings, survey_sigmas=(sigma,))
+            cached = cache.where(SURVEY, model.name, at.key(SURVEY, model)) is not None
+            return (SURVEY, at) if cached or not model.path.exists() or trained_at(model, sigma) else None
         return "training-span", replace(settings, sigma=sigma)
+
+    def skipped(kind: str, model: ZooModel) -> bool:
+        """Whether (kind, model) is decided to need no store (the memorizer σ known, and none or untrained)."""
+        return kind in AT_SIGMA and all((IDEAL, m.name) in got for k, m in work if k == IDEAL) \
+            and settings_of(kind, model) is None
 
     def look_up(kind: str, model: ZooModel) -> bool:
         chosen = settings_of(kind, model)
@@ -165,7 +182,7 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
     missing = [(kind, model) for kind, model in work if not look_up(kind, model)]
     missing = [(kind, model) for kind, model in missing  # the memorizer σ, known once every ideal store is found
                if kind not in AT_SIGMA or not look_up(kind, model)]
-    absent = list(dict.fromkeys(model for _, model in missing if not model.path.exists()))
+    absent = list(dict.fromkeys(model for kind, model in missing if not model.path.exists() and not skipped(kind, model)))
     if absent:  # before any store is computed: a long run must not fail at its end
         require_weights(absent[0], also=[model.name for model in absent[1:]])
     if progress:
