@@ -139,6 +139,9 @@ def read_recipe(path: str | os.PathLike, output: str | os.PathLike | None = None
         if isinstance(model.gap_images, bool) or not isinstance(model.gap_images, int) or model.gap_images < 0:
             raise InputError(f"{path}: model {model.name}: gap_images must be a whole number ≥ 0 (the K of the gap "
                              f"measured at every checkpoint; 0: none), not {model.gap_images!r}")
+        if not isinstance(model.qk_norm, bool) or (model.qk_norm and model.family != "dit"):
+            raise InputError(f"{path}: model {model.name}: qk_norm is true or false and applies to family dit only "
+                             f"(here {model.family}: {model.qk_norm!r})")
     names = [model.name for model in models]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

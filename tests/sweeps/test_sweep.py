@@ -301,6 +301,10 @@ def test_a_bad_recipe_is_one_line(tmp_path):
     result = run_cli("sweep", "train", recipe)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "model a: compile must be true, false or one of default, reduce-overhead" in result.stderr
+    for family, value in ("unet-bf", "true"), ("dit", '"yes"'):  # refused when read, before anything trains
+        recipe.write_text(f'[[model]]\nname = "a"\nfamily = "{family}"\nn = 4\nqk_norm = {value}\n')
+        result = run_cli("sweep", "train", recipe)
+        assert result.returncode == 1 and "qk_norm is true or false and applies to family dit only" in result.stderr
 
 
 def test_a_recipe_chooses_the_compile_mode_and_channels_last(tmp_path):
