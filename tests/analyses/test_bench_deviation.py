@@ -1,0 +1,45 @@
+"""The analyses benchmark's precision deviation (tests/benchmarks/bench_analyses.py ``deviation``, whose numbers
+docs/benchmarks.md and docs/methods/jacobian.md quote) against matrices whose answer is known."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def deviation():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_analyses
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return bench_analyses.deviation
+
+
+def test_the_deviation_reads_a_known_eigenvalue_shift_and_a_known_rotation(deviation):
+    d = 16
+    values = torch.arange(d, 0, -1, dtype=torch.float64)  # λ₀ = 16 > … > 1, eigenvectors the standard basis
+    reference = torch.diag(values)
+    assert deviation(reference, reference) == {"eigenvalue_error_rel": 0.0, "top8_subspace_angle_deg": 0.0}
+    shifted = reference.clone()
+    shifted[3, 3] += 0.4  # one eigenvalue moves by 0.4 = 2.5 % of λ₀; the eigenvectors stay
+    result = deviation(reference, shifted)
+    assert result["eigenvalue_error_rel"] == pytest.approx(0.4 / 16) and result["top8_subspace_angle_deg"] < 1e-6
+    # turn e₀ towards e₁₀ (outside the top 8) by 5°, keeping the spectrum: the top-8 eigenspace turns by 5°
+    angle = math.radians(5)
+    rotation = torch.eye(d, dtype=torch.float64)
+    rotation[0, 0] = rotation[10, 10] = math.cos(angle)
+    rotation[10, 0], rotation[0, 10] = math.sin(angle), -math.sin(angle)
+    turned = rotation @ reference @ rotation.T
+    result = deviation(reference, turned)
+    assert result["top8_subspace_angle_deg"] == pytest.approx(5.0, abs=1e-6)
+    assert result["eigenvalue_error_rel"] < 1e-12
+    # only the symmetric part counts: an antisymmetric addition changes nothing
+    skew = torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    result = deviation(reference, reference + (skew - skew.T))
+    assert result["eigenvalue_error_rel"] < 1e-12 and result["top8_subspace_angle_deg"] < 1e-5
