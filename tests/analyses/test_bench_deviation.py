@@ -1,5 +1,6 @@
 """The analyses benchmark's precision deviation (tests/benchmarks/bench_analyses.py ``deviation``, whose numbers
-docs/benchmarks.md and docs/methods/jacobian.md quote) against matrices whose answer is known."""
+docs/benchmarks.md and docs/methods/jacobian.md quote) against matrices whose answer is known, and its survey
+fallback part (whose ratios docs/methods/claims.md quotes) against the dense decomposition it is compared with."""
 
 import math
 import sys
@@ -12,13 +13,18 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def deviation():
+def bench():
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import bench_analyses
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return bench_analyses.deviation
+    return bench_analyses
+
+
+@pytest.fixture(scope="module")
+def deviation(bench):
+    return bench.deviation
 
 
 def test_the_deviation_reads_a_known_eigenvalue_shift_and_a_known_rotation(deviation):
@@ -43,3 +49,16 @@ def test_the_deviation_reads_a_known_eigenvalue_shift_and_a_known_rotation(devia
     skew = torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     result = deviation(reference, reference + (skew - skew.T))
     assert result["eigenvalue_error_rel"] < 1e-12 and result["top8_subspace_angle_deg"] < 1e-5
+
+
+def test_the_fallback_part_finds_the_dense_eigenpairs_and_counts_its_time_against_dense(bench, tmp_path):
+    from tests.conftest import tiny_checkpoint
+
+    path = tiny_checkpoint(tmp_path / "tiny.safetensors", "unet-bf", image_size=8)  # d = 64
+    rows = bench.fallback_part([str(path)], torch.device("cpu"), ["lanczos", "randomized"], 1e-6, k=8)
+    assert [row["method"] for row in rows] == ["dense", "lanczos", "randomized"]
+    dense, *free = rows
+    assert dense["products"] == 64 and dense["times_dense"] == 1.0
+    for row in free:
+        assert row["eigenvalue_error_rel"] < 1e-4 and row["top8_subspace_angle_deg"] < 0.5 and row["products"] > 0
+        assert row["times_dense"] == pytest.approx(row["seconds"] / dense["seconds"])

@@ -19,6 +19,12 @@ Parts (``--parts``, default every one):
   :class:`biasprobe.analyses.reference.GaussianImageModel`): seconds, the worst residual ‖Se − λe‖/|λ| and the
   worst error against the exact eigenvalues, relative to λ₀.
 
+- ``fallback``: issue 25's CPU fallback for the GAHB survey: for each model, the top :data:`FALLBACK_K` eigenpairs of
+  (J + Jᵀ)/2 of ∂D/∂y at one noisy image (what a survey judges, ``biasprobe.analyses.survey.SURVEY_RANKS``) by the
+  matrix-free methods (``--fallback-methods``, default lanczos) against the dense Jacobian and its eigh in the same
+  run: seconds, J-products, the worst residual, the largest |Δλ|/λ₀ against dense and the largest principal angle
+  between the top-8 eigenspaces, and the time as a multiple of dense's.
+
 - ``xl``: a DiT-XL/2-sized facebookresearch checkpoint (28 layers, width 1152, 16 heads, patch 2, 32×32×4
   latents: 256 tokens; built here with the reference architecture, random weights moved off adaLN-Zero, saved as a
   ``train.py`` checkpoint and loaded through the ``dit-pt`` format; ``--xl-depth``/``--xl-width``/``--xl-heads``
@@ -210,6 +216,45 @@ def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: flo
     return rows
 
 
+FALLBACK_K = 128
+"""Eigenpairs of the fallback part: the survey's SURVEY_RANKS (up to 64 λ > 1 skipped, then K ≤ 64 judged)."""
+
+
+def fallback_part(models: list[str], device: torch.device, methods: list[str], tolerance: float,
+                  k: int = FALLBACK_K) -> list[dict]:
+    from biasprobe.autodiff import JacobianOperator, jacobian_matrix
+    from biasprobe.eigensolvers import decompose
+    from biasprobe.formats import load
+
+    rows = []
+    for path in models:
+        denoiser = load(path, device=device)
+        y = noisy_images(denoiser, 1, 2, device)
+        start = clock(device)
+        values, vectors = symmetric_eigen(jacobian_matrix(denoiser, y, SIGMA))
+        dense_s = clock(device) - start
+        rows.append({"model": Path(path).stem, "method": "dense", "k": k, "seconds": dense_s,
+                     "products": y[0].numel(), "times_dense": 1.0})
+        print(f"fallback {rows[-1]['model']} dense: {dense_s:.3g} s", flush=True)
+        for method in methods:
+            operator = JacobianOperator(denoiser, y, SIGMA, output="denoised")
+            start = clock(device)
+            found = decompose(operator, method, k, tolerance=tolerance, seed=0)
+            seconds = clock(device) - start
+            top = torch.as_tensor(found.spectrum[:k]).double()
+            basis = torch.as_tensor(found.eigenvectors[:8]).double().T
+            cosines = torch.linalg.svdvals(vectors[:, :8].T @ basis).clamp(max=1.0)
+            rows.append({"model": Path(path).stem, "method": method, "k": k, "seconds": seconds,
+                         "products": int(found.products), "times_dense": seconds / dense_s,
+                         "worst_residual": float(max(found.eigen_residual[:k])),
+                         "eigenvalue_error_rel": float((top - values[:k]).abs().max() / values[0].abs()),
+                         "top8_subspace_angle_deg": float(torch.rad2deg(torch.arccos(cosines.min())))})
+            print(f"fallback {rows[-1]['model']} {method} top-{k}: {seconds:.3g} s "
+                  f"({rows[-1]['times_dense']:.2f}× dense), {rows[-1]['products']} products, worst residual "
+                  f"{rows[-1]['worst_residual']:.1e}", flush=True)
+    return rows
+
+
 XL_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 """σ of the DiT-XL/2 part, in latent units (the latents here are standard normal)."""
 
@@ -281,7 +326,8 @@ def xl_part(device: torch.device, depth: int, width: int, heads: int, latents: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", default="dense,batched,topk,xl")
+    parser.add_argument("--parts", default="dense,batched,topk,xl,fallback")
+    parser.add_argument("--fallback-methods", default="lanczos", help="matrix-free methods of the fallback part")
     parser.add_argument("--images", type=int, default=8, help="images of the batched part")
     parser.add_argument("--xl-depth", type=int, default=28)
     parser.add_argument("--xl-width", type=int, default=1152)
@@ -318,6 +364,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             result["xl"] = xl_part(device, args.xl_depth, args.xl_width, args.xl_heads, args.xl_latents,
                                    args.xl_jacobians, Path(args.xl_folder or scratch))
+    if "fallback" in parts:
+        result["fallback"] = fallback_part(args.models.split(","), device, args.fallback_methods.split(","),
+                                           args.tolerance)
     if "topk" in parts:
         result["topk"] = topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)
     print("\n| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |")
@@ -342,6 +391,12 @@ def main() -> None:
         print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
               f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
               f"{row['eigenvalue_error_rel']:.1e} |")
+    for row in result.get("fallback", []):
+        extra = "" if row["method"] == "dense" else (
+            f"residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ {row['eigenvalue_error_rel']:.1e}, "
+            f"angle {row['top8_subspace_angle_deg']:.2g}°")
+        print(f"| fallback | {row['model']} {row['method']} top-{row['k']} | {row['seconds']:.3g} | "
+              f"{row['products']} products ({row['times_dense']:.2f}× dense) | {extra} |")
     if args.out:
         path = Path(args.out) / f"analyses-{device.type}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
