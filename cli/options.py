@@ -55,6 +55,7 @@ FLAGS = {
     "image_size": "--image-size",
     "n_train": "--n-train N",
     "only": "--only",
+    "models": "--models",
     "out": "--out",
     "checkpoint": "--checkpoint",
     "output": "--differentiate",

@@ -75,6 +75,11 @@ def paper(
                                                   "page of their own: a folder holding other items is "
                                                   "refused.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (for stores that must be computed).")] = "auto",
+    models: Annotated[str | None, typer.Option(help="Find or compute only these zoo models' stores (comma-separated "
+                                               "names) into OUT/stores and write no page: a zoo's stores in parts, "
+                                               "e.g. on a GPU machine holding some of the weights. Copy the files "
+                                               "into the page folder's stores/ afterwards; the page takes them as "
+                                               "its own.")] = None,
     science: Annotated[int, typer.Option(min=2, max=3, help="2: the committed page (v2 measurement and rules); 3: "
                                          "science v3 (docs/methods/claims.md): the paper's gap (K = 300), D's Jacobian "
                                          "for every family, GAHB surveys over images, σ and draws, and the v3 rules "
@@ -95,7 +100,7 @@ def paper(
 
     from dataclasses import replace
 
-    from biasprobe.reports.paper import Settings, paper_items, paper_report
+    from biasprobe.reports.paper import Settings, paper_items, paper_report, paper_stores
     from biasprobe.reports.paper.settings import V3
 
     per_split = deprecated_flag("--k", "--per-split", k, per_split, None)
@@ -103,7 +108,14 @@ def paper(
     zoo = zoo or ([Path("data/zoo/v2"), Path("data/zoo")] if science == 3 else [Path("data/zoo")])
     out = out if out is not None else Path("reports/paper-v3" if science == 3 else "reports/paper")
     settings = settings if per_split is None else replace(settings, k=per_split)
+    items = paper_items(only.split(",") if only else None, version=settings.version)
+    if models is not None:
+        names = [name.strip() for name in models.split(",") if name.strip()]
+        paths = paper_stores(zoo, out, names, recompute=recompute, device=str(resolve_device(device)),
+                             settings=settings, items=items, progress=True, on_file=echo_file)
+        typer.echo(f"paper stores: {len(paths)} of {', '.join(names)} in {Path(out) / 'stores'} (no page written; "
+                   "stores found in the read-only cache are not copied there)")
+        return
     result = paper_report(zoo, out, recompute=recompute, device=str(resolve_device(device)), settings=settings,
-                          items=paper_items(only.split(",") if only else None, version=settings.version),
-                          progress=True, on_file=echo_file)
+                          items=items, progress=True, on_file=echo_file)
     typer.echo(f"paper report: open {result.html}")

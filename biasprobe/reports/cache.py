@@ -11,7 +11,9 @@ analysis reads, so a retrained checkpoint or changed settings never reuse a stal
    never written, whatever the report folder.
 
 A store is taken when its file opens and its ``recipe_key`` attr is its key; an interrupted or other
-store is computed again (into the report folder). A cache entry of the folder form ``NAME.zarr``
+store is computed again (into the report folder). A store file copied into the report folder's ``stores/`` by hand
+(computed elsewhere, e.g. by ``report paper --models`` on a GPU machine holding some of the weights) is taken the
+same way and adopted into the folder's mark; a copied file that is not the store of its name is never written over. A cache entry of the folder form ``NAME.zarr``
 (written before stores were single files) in the report folder is packed into ``NAME.zarr.zip`` on
 first use; the folder is then unused, and a run that prunes the cache removes it.
 """
@@ -78,14 +80,18 @@ class StoreCache:
         path = self.where(analysis, model, key)
         if path is None:
             return None
-        if path.parent == self.folder.path / STORES:
+        own = path.parent == self.folder.path / STORES
+        placed = own and not self.folder.owns(f"{STORES}/{path.name}")  # copied in by hand, not yet the report's
+        if own and not placed:
             path = self._entry(path.name)
         dataset = None
         with contextlib.suppress(InputError):  # an interrupted writer: computed again
             dataset = open_store(path)
         if dataset is None or dataset.attrs.get("recipe_key") != key:
-            return None
-        if path.parent != self.folder.path / STORES:
+            return None  # a placed file that is not this store stays untouched: saving over it is refused
+        if placed:
+            self.folder.adopt_store(f"{STORES}/{path.name}")
+        elif not own:
             self.found_read_only += 1
         return dataset
 

@@ -116,6 +116,14 @@ class ReportFolder:
         self._write_mark()
         return self.path / name
 
+    def adopt_store(self, name: str) -> None:
+        """Record ``name`` (``stores/FILE``), a store placed in the folder by hand (e.g. computed on another machine
+        with the same recipe) that the caller has verified as the store it needs, as the report's and used: it is
+        read, never written over, and from now on kept or pruned like the report's own."""
+        self.stores.add(name)
+        self.used.add(name)
+        self._write_mark()
+
     def prune_stores(self) -> list[str]:
         """Remove the cached stores (``stores/NAME``) that earlier runs wrote and this run did not use;
         their names. Only names under ``stores/`` inside the folder are touched (a link is removed, never

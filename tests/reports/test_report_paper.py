@@ -536,3 +536,50 @@ def test_science_v3_gap_figures_ask_for_zoo_v2s_n_300_after_each_cell_at_100_and
         for cell in extra:
             before = v3.cells[v3.cells.index(cell) - 1]
             assert (before.family, before.variant, before.n) == (cell.family, cell.variant, 100)
+
+
+def test_stores_computed_in_parts_elsewhere_give_the_same_page_without_computing_again(rendered, tmp_path,
+                                                                                     monkeypatch):
+    """paper_stores computes some models' stores (and only theirs, with the ideal stores the memorizer σ needs);
+    copied into a report folder's stores/, the page takes them as its own (adopted into its mark) and computes
+    nothing again; a copied file that is not the store of its name is never written over."""
+    import shutil
+
+    from biasprobe.reports.paper import paper_stores
+
+    zoo, out, result = rendered
+    parts = [paper_stores(zoo, tmp_path / f"part{i}", names, settings=SETTINGS, device="cpu")
+             for i, names in enumerate((["dit-n10", "unet-bf-n10-s1"], ["dit-local-n10", "unet-bf-n10-s2"]))]
+    assert all("-dit-n10-" in path.name or "-unet-bf-n10-s1-" in path.name for path in parts[0])
+    assert {path.name for path in parts[0]} | {path.name for path in parts[1]} == {
+        path.name for path in (out / "stores").iterdir()}  # the two parts are the page's stores, no more
+    assert not list((tmp_path / "part0").glob("*.md"))  # no page
+    page = shutil.copytree(out, tmp_path / "page")
+    shutil.rmtree(page / "stores")
+    (page / "stores").mkdir()
+    for path in parts[0] + parts[1]:
+        shutil.copy(path, page / "stores" / path.name)
+
+    def computed(kind, *args, **kwargs):
+        raise AssertionError(f"{kind} was computed again")
+
+    monkeypatch.setattr("biasprobe.reports.paper.report.compute", computed)
+    again = paper_report(zoo, page, settings=SETTINGS, device="cpu")
+    assert again.index.read_text() == result.index.read_text()
+    assert set(json.loads((page / ".biasprobe-report.json").read_text())["stores"]) == {
+        f"stores/{path.name}" for path in (page / "stores").iterdir()}
+    monkeypatch.undo()
+    fresh = shutil.copytree(out, tmp_path / "fresh")
+    shutil.rmtree(fresh / "stores")
+    (fresh / "stores").mkdir()
+    mark = json.loads((fresh / ".biasprobe-report.json").read_text())
+    (fresh / ".biasprobe-report.json").write_text(json.dumps({**mark, "stores": []}))
+    foreign = fresh / "stores" / parts[0][0].name
+    foreign.write_text("not a store")  # a user's file under a store's name
+    with pytest.raises(bp.InputError, match="was not written by biasprobe report"):
+        paper_report(zoo, fresh, settings=SETTINGS, device="cpu")
+    assert foreign.read_text() == "not a store"
+    with pytest.raises(bp.InputError, match="no model 'dit-n99'"):
+        paper_stores(zoo, tmp_path / "part2", ["dit-n99"], settings=SETTINGS)
+    cli = run_cli("report", "paper", "--zoo", zoo, "--out", tmp_path / "part3", "--models", "dit-n99")
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr and "--models takes names" in cli.stderr

@@ -11,7 +11,8 @@ reads, and the names of its drawing and table. Its parts:
 - :mod:`~biasprobe.reports.paper.tables` and :mod:`~biasprobe.reports.paper.draw`: the items' tables and
   drawings, from their stores alone (the figures themselves are in :mod:`biasprobe.figures`);
 - :mod:`~biasprobe.reports.paper.report`: :func:`paper_report`, which finds or computes the stores
-  (:class:`~biasprobe.reports.cache.StoreCache`) and assembles the page.
+  (:class:`~biasprobe.reports.cache.StoreCache`) and assembles the page, and :func:`paper_stores`, which finds or
+  computes the stores of some of the zoo's models only (a zoo's stores in parts, e.g. on a GPU machine).
 
 An item whose cells the zoo lacks says so plainly, by name; an item with none of its models is not drawn
 at all. Nothing is faked: every number on the page comes from a store. The zoo's models and manifest are
@@ -21,8 +22,8 @@ describes the items, the settings and the rules.
 
 from biasprobe.reports.paper.catalogue import PAPER, Item, paper_items
 from biasprobe.reports.paper.compute import RECIPE_INPUTS, compute
-from biasprobe.reports.paper.report import SHIPPED_CACHE, paper_report
+from biasprobe.reports.paper.report import SHIPPED_CACHE, paper_report, paper_stores
 from biasprobe.reports.paper.settings import DERIVED, DERIVED_OPTIONS, Settings
 
 __all__ = ["DERIVED", "DERIVED_OPTIONS", "PAPER", "RECIPE_INPUTS", "SHIPPED_CACHE", "Item", "Settings", "compute",
-           "paper_items", "paper_report"]
+           "paper_items", "paper_report", "paper_stores"]

@@ -22,6 +22,7 @@ import xarray as xr
 from biasprobe.errors import InputError
 from biasprobe.progress import note, task
 from biasprobe.reports.cache import STORES, StoreCache
+from biasprobe.store import SINGLE_FILE_SUFFIX
 from biasprobe.reports.claims import check_claims
 from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.folder import ReportFolder
@@ -92,13 +93,8 @@ def paper_report(
     _refuse_dropping_items(folder, items)
     folder.note(items=[item.key for item in items])
     found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
-    if caches is None:
-        caches = [SHIPPED_CACHE] if SHIPPED_CACHE.is_dir() else []
-    cache = StoreCache(folder, caches, recompute=recompute)
-    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3, SURVEY_AT_MEMORIZER_SIGMA: 3}  # needs first
-    work = sorted({(cell.analysis or item.analysis, model) for item in items for cell, models_ in found[item.key].items()
-                   for model in models_}, key=lambda pair: (stage.get(pair[0], 0), pair[0], pair[1].name))
-    stores = _fill_stores(work, cache, settings, device, progress)
+    cache = StoreCache(folder, _default_caches(caches), recompute=recompute)
+    stores = _fill_stores(_work(items, found), cache, settings, device, progress)
     blocks: list[Block] = [
         Heading("An et al. (2410.21273) and Kadkhodaie et al. (ICLR 2024), regenerated", 1),
         Text(f"Rendered by `biasprobe report paper` (biasprobe {__version__}) from {_zoo_words(models)} "
@@ -118,6 +114,65 @@ def paper_report(
         folder.prune_stores()
     folder.finish()
     return Report(index, html, [folder.path / name for name in folder.files])
+
+
+def paper_stores(
+    zoo: Zoos,
+    out: str | os.PathLike,
+    models: Sequence[str],
+    *,
+    recompute: bool = False,
+    device: str | None = None,
+    settings: Settings | None = None,
+    items: Sequence[Item] | None = None,
+    caches: Sequence[str | os.PathLike] | None = None,
+    progress: bool = False,
+    on_file: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Find or compute the stores that :func:`paper_report` would read for the zoo models named in ``models`` only, into
+    ``out``'s ``stores/``, and write no page: a zoo's stores in parts, e.g. on a GPU machine that holds some of
+    the weights. The stores at the memorizer σ need every ideal-memorizer store of the page (cached, or computed
+    from weights that are present). Copied into a report folder's ``stores/``, the files are taken by
+    :func:`paper_report` as its own (:class:`~biasprobe.reports.cache.StoreCache`). Arguments as for
+    :func:`paper_report`; returns the paths of the named models' stores in ``out``'s ``stores/`` (those found in
+    a read-only cache are not copied)."""
+    settings = settings or Settings()
+    items = items if items is not None else PAPER_V3 if settings.version >= 3 else PAPER
+    zoo_models = read_zoo(zoo)
+    known = {model.name for model in zoo_models}
+    unknown = [name for name in models if name not in known]
+    if unknown or not models:
+        raise InputError((f"the zoo has no model {unknown[0]!r}" if unknown else "no model named") + "; {models} takes "
+                         f"names of its manifest, e.g. {', '.join(sorted(known)[:4])}", parameters=["models"])
+    found = {item.key: {cell: cell.find(zoo_models) for cell in item.cells} for item in items}
+    work = [(kind, model) for kind, model in _work(items, found) if model.name in models]
+    if any(kind in AT_SIGMA for kind, _ in work):  # the memorizer σ comes from every ideal store of the page
+        work = [(kind, model) for kind, model in _work(items, found) if kind == IDEAL and model.name not in models] + work
+    folder = ReportFolder(out, on_file)  # a page there stays whole: its files and notes are kept, nothing pruned
+    folder.note(**{key: value for key, value in folder.previous.items() if key not in ("written_by", "files", "stores")})
+    _fill_stores(work, StoreCache(folder, _default_caches(caches), recompute=recompute), settings, device, progress)
+    return [folder.path / name for name in sorted(folder.used) if _of_models(name, models)]
+
+
+def _of_models(name: str, models: Sequence[str]) -> bool:
+    """Whether the cached store ``[stores/]ANALYSIS-MODEL-KEY.zarr.zip`` is of one of ``models``."""
+    stem = Path(name).name.removesuffix(SINGLE_FILE_SUFFIX).removesuffix(".zarr").rsplit("-", 1)[0]
+    return any(stem.endswith(f"-{model}") and len(stem) > len(model) + 1 for model in models)
+
+
+def _default_caches(caches: Sequence[str | os.PathLike] | None) -> Sequence[str | os.PathLike]:
+    """The read-only caches: ``caches``, by default the repository's committed paper stores when there are."""
+    if caches is None:
+        return [SHIPPED_CACHE] if SHIPPED_CACHE.is_dir() else []
+    return caches
+
+
+def _work(items: Sequence[Item], found: dict) -> list[tuple[str, ZooModel]]:
+    """Every (kind, model) the items' cells found, in the order they must be computed (what a kind needs first)."""
+    stage = {**dict.fromkeys(DERIVED, 1), IDEAL: 2, AT_MEMORIZER_SIGMA: 3, SURVEY_AT_MEMORIZER_SIGMA: 3}
+    return sorted({(cell.analysis or item.analysis, model) for item in items
+                   for cell, models_ in found[item.key].items() for model in models_},
+                  key=lambda pair: (stage.get(pair[0], 0), pair[0], pair[1].name))
 
 
 def _departures(models: list[ZooModel]) -> str:
