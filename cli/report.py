@@ -96,9 +96,9 @@ def paper(
     is trained (steps, loss change over the last 20 %, plateau or not). `--zoo data/checkpoints` runs it on
     the small shipped zoo.
     """
-    from biasprobe_cli.options import deprecated_flag, resolve_device
-
     from dataclasses import replace
+
+    from biasprobe_cli.options import deprecated_flag, resolve_device
 
     from biasprobe.reports.paper import Settings, paper_items, paper_report, paper_stores
     from biasprobe.reports.paper.settings import V3

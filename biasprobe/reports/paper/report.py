@@ -22,10 +22,9 @@ import xarray as xr
 from biasprobe.errors import InputError
 from biasprobe.progress import note, task
 from biasprobe.reports.cache import STORES, StoreCache
-from biasprobe.store import SINGLE_FILE_SUFFIX
 from biasprobe.reports.claims import check_claims
-from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.folder import ReportFolder
+from biasprobe.reports.memorizers import memorizer_sigma
 from biasprobe.reports.page import Block, Heading, Picture, Table, Text, html_page, markdown
 from biasprobe.reports.paper.catalogue import PAPER, PAPER_V3, Item
 from biasprobe.reports.paper.compute import compute, require_weights, trained_at
@@ -42,6 +41,7 @@ from biasprobe.reports.zoo import (
     zoo_sources,
     zoo_training,
 )
+from biasprobe.store import SINGLE_FILE_SUFFIX
 
 SHIPPED_CACHE = Path(__file__).resolve().parents[3] / "reports" / "paper" / STORES
 """The stores committed with the repository's paper report: a read-only cache of every report folder."""
