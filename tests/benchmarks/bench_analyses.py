@@ -1,6 +1,6 @@
 """Benchmark (issue 28): the analyses at the speed of the device, each time against a floor measured in the same run.
 
-Parts (``--parts``, default every one):
+Parts (``--parts``, default every one but ``fallback``):
 
 - ``dense``: for each model of ``--models`` (default the zoo's N = 10 DiT, DDPM UNet and bias-free UNet: 32×32
   grey, d = 1024), one dense ∂D/∂y (:func:`biasprobe.autodiff.jacobian_matrix`) per precision (float32 on the
@@ -326,7 +326,7 @@ def xl_part(device: torch.device, depth: int, width: int, heads: int, latents: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", default="dense,batched,topk,xl,fallback")
+    parser.add_argument("--parts", default="dense,batched,topk,xl", help="add fallback for issue 25's CPU fallback")
     parser.add_argument("--fallback-methods", default="lanczos", help="matrix-free methods of the fallback part")
     parser.add_argument("--images", type=int, default=8, help="images of the batched part")
     parser.add_argument("--xl-depth", type=int, default=28)
