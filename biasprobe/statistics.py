@@ -10,7 +10,10 @@ The statistics every comparison of biasprobe reads (the GAHB call over images, t
 
   — the seeds' scatter, never less than the image noise it contains (two or three seeds give a
   rough s.d.);
-- two estimates differ at z standard errors when |a − b| > z·√(se_a² + se_b²) (:func:`compare`);
+- two estimates differ at z standard errors when |a − b| > z·√(se_a² + se_b²) (:func:`compare`) — the band of two
+  independent samples; where both were measured on the same images (the same training images, test images and
+  noise), the band is z times the standard error of the per-image differences, d = ā − b̄ over each split,
+  se_d = √(Σ_split var(Δ)/n) (:func:`paired_difference`), usually several times narrower;
 - :func:`bootstrap_interval`: the percentile interval of a statistic over resamples of the images
   (coverage :data:`CONFIDENCE`, :data:`RESAMPLES` resamples, seeded).
 """
@@ -18,7 +21,7 @@ The statistics every comparison of biasprobe reads (the GAHB call over images, t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,17 +70,49 @@ def combine_seeds(values: Sequence[float], ses: Sequence[float], steps: int | No
     if len(values) == 0 or len(values) != len(ses):
         raise ValueError("combine_seeds needs one standard error per value, and at least one value")
     k = len(values)
+    if not (np.isfinite(values).all() and np.isfinite(ses).all()):  # a diverged seed: no number, never a pass
+        return Estimate(float("nan"), float("nan"), k, steps)
     if k == 1:
         return Estimate(float(values[0]), float(ses[0]), 1, steps)
     se = max(float(values.std(ddof=1)) / math.sqrt(k), float(np.sqrt((ses**2).sum())) / k)
     return Estimate(float(values.mean()), se, k, steps)
 
 
-def compare(a: Estimate, b: Estimate, z: float) -> int:
-    """+1 when a > b beyond z·√(se_a² + se_b²), −1 when a < b beyond it, 0 within it."""
-    band = z * math.hypot(a.se, b.se)
-    difference = a.value - b.value
-    return 1 if difference > band else -1 if difference < -band else 0
+def finite(*estimates: Estimate | None) -> bool:
+    """Whether every estimate is given, with a finite value and standard error."""
+    return all(e is not None and math.isfinite(e.value) and math.isfinite(e.se) for e in estimates)
+
+
+def compare(a: Estimate, b: Estimate, z: float, difference: Estimate | None = None) -> int:
+    """+1 when a > b beyond z·√(se_a² + se_b²), −1 when a < b beyond it, 0 within it; given the paired
+    ``difference`` a − b (:func:`paired_difference`: both measured on the same images), the band is z·se_d.
+    Refuses a non-finite estimate (ValueError): a missing number must not read as "within noise"."""
+    if not finite(a, b) or (difference is not None and not finite(difference)):
+        raise ValueError("compare needs finite estimates (a diverged model's NaN is not a number to judge)")
+    if difference is None:
+        band, gap = z * math.hypot(a.se, b.se), a.value - b.value
+    else:
+        band, gap = z * difference.se, difference.value
+    return 1 if gap > band else -1 if gap < -band else 0
+
+
+def paired_difference(first: Mapping[str, Sequence[float]], second: Mapping[str, Sequence[float]],
+                      steps: int | None = None) -> Estimate:
+    """The difference of two gaps measured on the same images, with its paired standard error: per split (train,
+    test) the per-image differences Δᵢ of the two models' t-averaged PSNR, d = mean Δ_train − mean Δ_test and
+    se_d = √(var(Δ_train)/n_train + var(Δ_test)/n_test) (sample variances); NaN images are left out of both.
+    Raises ValueError when the splits' image counts differ (not the same images)."""
+    value, variance = 0.0, 0.0
+    for split, sign in (("train", 1.0), ("test", -1.0)):
+        a, b = np.asarray(first[split], float), np.asarray(second[split], float)
+        if a.shape != b.shape:
+            raise ValueError(f"the {split} splits hold {len(a)} and {len(b)} images: not the same images")
+        delta = (a - b)[np.isfinite(a) & np.isfinite(b)]
+        if len(delta) < 2:
+            return Estimate(float("nan"), float("nan"), 1, steps)
+        value += sign * float(delta.mean())
+        variance += float(delta.var(ddof=1)) / len(delta)
+    return Estimate(value, math.sqrt(variance), 1, steps)
 
 
 def bootstrap_interval(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean,

@@ -37,3 +37,28 @@ def test_over_images_is_the_mean_and_its_standard_error_over_finite_values():
     assert found.value == 2.0 and found.se == pytest.approx(1 / np.sqrt(3)) and found.steps == 2000
     assert np.isnan(over_images([4.0]).se) and over_images([4.0]).value == 4.0
     assert np.isnan(over_images([]).value)
+
+
+def test_the_paired_difference_of_two_gaps_on_the_same_images():
+    import math
+
+    import pytest
+
+    from biasprobe.statistics import Estimate, combine_seeds, compare, paired_difference
+
+    generator = np.random.default_rng(1)
+    train, test = generator.normal(30, 2, 40), generator.normal(25, 2, 60)
+    noise_train, noise_test = generator.normal(0, 0.1, 40), generator.normal(0, 0.1, 60)
+    first = {"train": train + 0.5 + noise_train, "test": test + 0.1 + noise_test}
+    found = paired_difference(first, {"train": train, "test": test})
+    expected = (0.5 + noise_train.mean()) - (0.1 + noise_test.mean())
+    assert found.value == pytest.approx(expected)
+    assert found.se == pytest.approx(math.sqrt(noise_train.var(ddof=1) / 40 + noise_test.var(ddof=1) / 60))
+    with pytest.raises(ValueError, match="not the same images"):
+        paired_difference(first, {"train": train[:39], "test": test})
+    # the paired band decides where the independent one cannot; non-finite estimates are refused
+    a, b = Estimate(1.2, 0.1), Estimate(1.0, 0.1)
+    assert compare(a, b, 2.0) == 0 and compare(a, b, 2.0, Estimate(0.2, 0.01)) == 1
+    with pytest.raises(ValueError, match="finite"):
+        compare(Estimate(float("nan"), 0.1), b, 2.0)
+    assert math.isnan(combine_seeds([1.0, float("nan"), 1.0], [0.1, 0.1, 0.1]).value)

@@ -356,11 +356,14 @@ MODEL_CALLS = ("geometry-adaptive harmonic", "not geometry-adaptive harmonic", "
 
 def image_categories(summaries: Sequence[xr.Dataset]) -> xr.DataArray:
     """Per image, its most frequent category over the σ of every summary (one summary per noise draw of the same
-    images: :func:`gahb_summary` of stores computed with different seeds); ties go to the first in
-    :data:`CATEGORIES`'s order."""
+    images: :func:`gahb_summary` of stores computed with different seeds); a tie is ``split: A / B``
+    (:func:`most_frequent`), which is no category: an image is geometry-adaptive harmonic only when that category
+    is strictly the most frequent. (Until 2026-12-08, before any v3 store: ties went to the first in
+    :data:`CATEGORIES`'s order, which is geometry-adaptive harmonic before the others, so a 3-3 split of six votes
+    counted as harmonic.)"""
     stacked = xr.concat([summary.category for summary in summaries], dim="draw")
     counts = np.stack([(stacked == name).sum(("draw", "sigma")).values for name in CATEGORIES], axis=-1)
-    return xr.DataArray([CATEGORIES[int(np.argmax(row))] for row in counts], dims="image",
+    return xr.DataArray([most_frequent(row) for row in counts], dims="image",
                         coords={"image": stacked.image}, attrs={"long_name": "most frequent category over σ and draws"})
 
 

@@ -21,7 +21,7 @@ from biasprobe.reports import rules
 from biasprobe.reports.gap_claims import GapEvidence, Judged
 from biasprobe.reports.survey_claims import equal_steps
 from biasprobe.reports.zoo import N_VALUES, Cell, ZooModel
-from biasprobe.statistics import Estimate, combine_seeds, over_images, thousands
+from biasprobe.statistics import Estimate, combine_seeds, finite, over_images, thousands
 
 RULE = ("the global DiT's mean attention distance (over layers, heads, σ; s.e. over images and seeds) at the "
         "generalizing N (the smallest N with an average gap < 0.5 dB at its landed step) is below that at the "
@@ -44,13 +44,17 @@ def distance(stores: Sequence[xr.Dataset], steps: int | None) -> Estimate | None
 
 
 def landed_regimes(evidence: GapEvidence) -> dict[int, str]:
-    """Each global DiT N's regime from the gap row at its landed step (N without such a row left out)."""
+    """Each global DiT N's regime from the gap row at its landed step, over every N the zoo has (the paper's and
+    any other, e.g. zoo v2's 300); an N without such a row, or whose gap is not a number (diverged), is left out."""
     found = {}
-    for n in N_VALUES:
+    trained = {m.n_train for m in evidence.models if m.family == "dit" and m.variant == "global"}
+    for n in sorted({*N_VALUES, *trained}):
         models = Cell("dit", n).find(evidence.models)
         rows = [evidence.rows[m.name].get(m.steps_done) for m in models]
         if models and all(rows):
-            found[n] = rules.regime(combine_seeds([r["average_gap"] for r in rows], [r["average_gap_sem"] for r in rows]))
+            gap = combine_seeds([r["average_gap"] for r in rows], [r["average_gap_sem"] for r in rows])
+            if finite(gap):
+                found[n] = rules.regime(gap)
     return found
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from biasprobe.reports import rules
 from biasprobe.reports.zoo import FAMILY_NAMES, N_VALUES, Cell, ZooModel
-from biasprobe.statistics import Estimate, combine_seeds, thousands
+from biasprobe.statistics import Estimate, combine_seeds, finite, paired_difference, thousands
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,30 @@ class GapEvidence:
         if step is None or not models or any(step not in self.rows[m.name] for m in models):
             return None
         rows = [self.rows[m.name][step] for m in models]
-        return combine_seeds([r["average_gap"] for r in rows], [r["average_gap_sem"] for r in rows], step)
+        found = combine_seeds([r["average_gap"] for r in rows], [r["average_gap_sem"] for r in rows], step)
+        return found if finite(found) else None  # a diverged model's NaN: not tested, never "within noise"
+
+    def difference(self, first: Cell, second: Cell, step: int | None) -> Estimate | None:
+        """The paired difference of the two cells' gaps at ``step`` (first − second), when every seed of one has a
+        twin in the other measured on the same images (same data, N, subset and seed: the same training images;
+        the test images and noise are common) whose row keeps each image's PSNR
+        (:func:`biasprobe.statistics.paired_difference` per pair, the pairs combined as seeds); None otherwise (the
+        rules then use the independent band)."""
+        a, b = first.find(self.models), second.find(self.models)
+        if step is None or not a or len(a) != len(b):
+            return None
+        same_images = lambda m: (m.data, m.n_train, m.subset, m.seed)  # noqa: E731
+        twins = {same_images(m): m for m in b}
+        pairs = [(m, twins.get(same_images(m))) for m in a]
+        rows = [(self.rows[m.name].get(step), self.rows[t.name].get(step)) for m, t in pairs if t is not None]
+        if len(rows) != len(a) or any(r is None or "image_psnr" not in r for pair in rows for r in pair):
+            return None
+        try:
+            parts = [paired_difference(x["image_psnr"], y["image_psnr"], step) for x, y in rows]
+        except ValueError:  # different image counts: not the same images
+            return None
+        found = combine_seeds([e.value for e in parts], [e.se for e in parts], step)
+        return found if finite(found) else None
 
     def ladder(self, family: str, variant: str = "global") -> tuple[dict[int, Estimate], int | None]:
         """A family's N ladder at the common step of its N cells that have models: the paper's N
@@ -95,9 +118,24 @@ def _text(estimate: Estimate | None) -> str:
         f" ({estimate.seeds} seeds)" if estimate.seeds > 1 else " (1 seed)")
 
 
-def _pair(evidence: GapEvidence, first: Cell, second: Cell) -> tuple[Estimate | None, Estimate | None, int | None]:
+def _pair(evidence: GapEvidence, first: Cell, second: Cell
+          ) -> tuple[Estimate | None, Estimate | None, int | None, Estimate | None]:
+    """The two cells' gaps at their common step, the step, and their paired difference (None: not paired)."""
     step = evidence.step([first, second])
-    return evidence.estimate(first, step), evidence.estimate(second, step), step
+    return (evidence.estimate(first, step), evidence.estimate(second, step), step,
+            evidence.difference(first, second, step))
+
+
+def _lacks(evidence: GapEvidence, n: int) -> str:
+    """"the zoo lacks a DDPM UNet at N = 300" when a family has no model at ``n`` ("" when both have)."""
+    missing = [FAMILY_NAMES[family] for family in ("unet-ddpm", "dit") if not Cell(family, n).find(evidence.models)]
+    return f"the zoo lacks a {' and a '.join(missing)} at N = {n}" if missing else ""
+
+
+def _band(difference: Estimate | None) -> str:
+    """How the comparison's noise band was formed, for the page."""
+    return ("; paired on the same images: difference " + f"{difference.value:+.2f} ± {difference.se:.2f}"
+            if difference is not None else "; independent band")
 
 
 def gap_falls_with_n(family: str) -> Callable[[GapEvidence], Judged]:
@@ -118,12 +156,13 @@ def gap_falls_with_n(family: str) -> Callable[[GapEvidence], Judged]:
 
 def unet_gap_exceeds_dit(evidence: GapEvidence) -> Judged:
     n = evidence.transition_n()
-    unet, dit, step = _pair(evidence, Cell("unet-ddpm", n), Cell("dit", n)) if n else (None, None, None)
+    unet, dit, step, paired = _pair(evidence, Cell("unet-ddpm", n), Cell("dit", n)) if n else (None,) * 4
     return Judged("Fig. 2", "The UNet memorizes more than the DiT: a larger gap at the same N",
                   "13.95 vs 7.49 dB at N = 10³, 5.50 vs 0.82 at 10⁴",
-                  f"N = {n}: DDPM UNet {_text(unet)}, DiT {_text(dit)} ({_at(step)})" if n else "no transition N",
+                  f"N = {n}: DDPM UNet {_text(unet)}, DiT {_text(dit)} ({_lacks(evidence, n) or _at(step)}"
+                  f"{_band(paired)})" if n else "no transition N",
                   f"at the DiT's transition N the UNet's gap exceeds the DiT's by more than {rules.Z:g} s.e., "
-                  "same step", rules.larger(unet, dit))
+                  "same step", rules.larger(unet, dit, paired))
 
 
 def gap_peaks_early(evidence: GapEvidence) -> Judged:
@@ -146,22 +185,23 @@ def gap_peaks_early(evidence: GapEvidence) -> Judged:
 
 def local_cuts_transition_gap(evidence: GapEvidence) -> Judged:
     n = evidence.transition_n()
-    glob, local, step = _pair(evidence, Cell("dit", n), Cell("dit", n, "local")) if n else (None, None, None)
+    glob, local, step, paired = _pair(evidence, Cell("dit", n), Cell("dit", n, "local")) if n else (None,) * 4
     return Judged("Fig. 6", "Local attention (windows 3…13 in layers 1-6) cuts the DiT's gap where it is mid-range",
                   "cuts 6-17 % at N = 10³ and 25-45 % at 10⁴ (CelebA XS/1: 7.49 → 6.56, 0.80 → 0.57 dB)",
-                  f"N = {n}: global {_text(glob)} → local {_text(local)} ({_at(step)})" if n else "no transition N",
+                  f"N = {n}: global {_text(glob)} → local {_text(local)} ({_at(step)}{_band(paired)})"
+                  if n else "no transition N",
                   f"at the transition N the local gap is below the global one by more than {rules.Z:g} s.e., same step",
-                  rules.smaller(local, glob))
+                  rules.larger(glob, local, paired))
 
 
 def local_same_at_largest_n(evidence: GapEvidence) -> Judged:
     ladder, _ = evidence.ladder("dit")
     n = max(ladder) if ladder else None
-    glob, local, step = _pair(evidence, Cell("dit", n), Cell("dit", n, "local")) if n else (None, None, None)
+    glob, local, step, paired = _pair(evidence, Cell("dit", n), Cell("dit", n, "local")) if n else (None,) * 4
     return Judged("Fig. 6", "… and changes nothing at the largest N", "0.01 → 0.01 dB at 10⁵",
-                  f"N = {n}: global {_text(glob)} → local {_text(local)} ({_at(step)})" if n else "—",
+                  f"N = {n}: global {_text(glob)} → local {_text(local)} ({_at(step)}{_band(paired)})" if n else "—",
                   f"global and local within {rules.Z:g} s.e. of each other at the largest N, same step",
-                  rules.same(glob, local))
+                  rules.same(glob, local, paired))
 
 
 def head_placement_is_best(evidence: GapEvidence) -> Judged:
@@ -170,23 +210,29 @@ def head_placement_is_best(evidence: GapEvidence) -> Judged:
     cells = [Cell("dit", n, v) for v in names] if n else []
     step = evidence.step(cells[:3]) if n else None
     found = {v: evidence.estimate(c, step) for v, c in zip(names, cells)}
+    paired = [evidence.difference(cells[0], c, step) for c in cells[1:3]] if n else [None, None]
     ours = "; ".join(f"{'head' if v == 'local' else v} {_text(e)}" for v, e in found.items())
+    if any(d is not None for d in paired):
+        ours += "; paired differences head − mix, head − tail: " + ", ".join(
+            "—" if d is None else f"{d.value:+.2f} ± {d.se:.2f}" for d in paired)
     return Judged("Fig. 7 / Table 2", "Local layers at the head (layers 1-6) give the smallest gap of the placements",
                   "head smallest; mix and tail can be worse than no local attention",
                   f"N = {n}: {ours} ({_at(step)})" if n else "no transition N",
                   f"the head's gap is below mix's and tail's by more than {rules.Z:g} s.e. each, same step (Local*, nine "
                   "local layers, is shown beside, not judged)",
-                  rules.smallest(found.get("local"), [found.get("mix"), found.get("tail")]))
+                  rules.smallest(found.get("local"), [found.get("mix"), found.get("tail")], paired))
 
 
 def window_budget_changes_little(evidence: GapEvidence) -> Judged:
     n = evidence.transition_n()
-    five, growing, step = (_pair(evidence, Cell("dit", n, "windows 5×6"), Cell("dit", n, "windows 3,3,5,5,7,7"))
-                           if n else (None, None, None))
+    five, growing, step, paired = (_pair(evidence, Cell("dit", n, "windows 5×6"),
+                                         Cell("dit", n, "windows 3,3,5,5,7,7")) if n else (None,) * 4)
     return Judged("Fig. 8 / Table 3", "The same window budget arranged differently changes the gap little",
                   "(5)×6 against (3,3,5,5,7,7): little change",
-                  f"N = {n}: (5)×6 {_text(five)}, (3,3,5,5,7,7) {_text(growing)} ({_at(step)})" if n else "—",
-                  f"the two arrangements within {rules.Z:g} s.e. of each other, same step", rules.same(five, growing))
+                  f"N = {n}: (5)×6 {_text(five)}, (3,3,5,5,7,7) {_text(growing)} ({_at(step)}{_band(paired)})"
+                  if n else "—",
+                  f"the two arrangements within {rules.Z:g} s.e. of each other, same step",
+                  rules.same(five, growing, paired))
 
 
 GAP_CLAIMS = (gap_falls_with_n("unet-ddpm"), gap_falls_with_n("dit"), unet_gap_exceeds_dit, gap_peaks_early,

@@ -52,18 +52,23 @@ HELD, FAILED, UNRESOLVED, NOT_TESTED = "held", "did not hold", "unresolved (with
 OUTCOMES = (HELD, FAILED, UNRESOLVED, NOT_TESTED)
 
 
-def compare(a: Estimate, b: Estimate) -> int:
-    """+1 when a > b beyond Z·√(se_a² + se_b²), −1 when a < b beyond it, 0 within it."""
-    return statistics.compare(a, b, Z)
+def compare(a: Estimate, b: Estimate, difference: Estimate | None = None) -> int:
+    """+1 when a > b beyond Z·√(se_a² + se_b²) (or beyond Z·se_d of the paired ``difference`` a − b, when both
+    were measured on the same images: :func:`biasprobe.statistics.paired_difference`), −1 when a < b beyond it,
+    0 within it."""
+    return statistics.compare(a, b, Z, difference)
 
 
-def within_noise(a: Estimate, b: Estimate) -> bool:
-    """|a − b| ≤ Z·√(se_a² + se_b²)."""
-    return compare(a, b) == 0
+def within_noise(a: Estimate, b: Estimate, difference: Estimate | None = None) -> bool:
+    """|a − b| ≤ Z·√(se_a² + se_b²) (Z·se_d given the paired ``difference``)."""
+    return compare(a, b, difference) == 0
 
 
 def regime(gap: Estimate) -> str:
-    """memorizing (≥ MEMORIZING_DB), generalizing (< GENERALIZING_DB) or transition."""
+    """memorizing (≥ MEMORIZING_DB), generalizing (< GENERALIZING_DB) or transition; a non-finite gap (a diverged
+    model) has none (ValueError)."""
+    if not statistics.finite(gap):
+        raise ValueError("a non-finite gap has no regime")
     if gap.value >= MEMORIZING_DB:
         return "memorizing"
     return "generalizing" if gap.value < GENERALIZING_DB else "transition"
@@ -96,7 +101,9 @@ def common_step(steps: Mapping[str, Sequence[int]]) -> int | None:
 
 def late_gap(gap: Sequence[float], se: Sequence[float], t: Sequence[float]) -> Estimate:
     """The gap's mean over the steps t ≥ :data:`LATE_T`, with the mean of their standard errors as its own
-    (the images are the same at every t, so their errors are correlated; the mean is the fully correlated bound)."""
+    (the images are the same at every t, so their errors are correlated; the mean is the fully correlated
+    **upper bound** of the late mean's s.e., which makes "within noise of 0" easier to pass than the exact s.e.
+    would: the rows keep no per-image PSNR per t, so the exact one cannot be formed)."""
     gap, se, t = (np.asarray(v, float) for v in (gap, se, t))
     late = t >= LATE_T
     if not late.any():
@@ -136,44 +143,60 @@ def span_score(eigenvalues: Sequence[float], energies: Sequence[float]) -> float
 
 def falls_with_n(ladder: Mapping[int, Estimate]) -> str:
     """Fig. 2: no step up the N ladder raises the gap beyond noise, and the largest N generalizes; at least three N."""
-    if len(ladder) < 3:
+    if len(ladder) < 3 or not statistics.finite(*ladder.values()):
         return NOT_TESTED
     gaps = [ladder[n] for n in sorted(ladder)]
     rises = any(compare(later, earlier) == 1 for earlier, later in zip(gaps, gaps[1:]))
     return FAILED if rises or regime(gaps[-1]) != "generalizing" else HELD
 
 
-def larger(a: Estimate | None, b: Estimate | None) -> str:
-    """a exceeds b beyond noise: held; b exceeds a: did not hold; within noise: unresolved."""
-    if a is None or b is None:
+def _negated(difference: Estimate | None) -> Estimate | None:
+    return None if difference is None else Estimate(-difference.value, difference.se, difference.seeds,
+                                                    difference.steps)
+
+
+def _judgeable(*estimates: Estimate | None, difference: Estimate | None = None) -> bool:
+    """Every estimate given and finite (a missing or diverged number is never judged), and so the paired
+    difference where given."""
+    return statistics.finite(*estimates) and (difference is None or statistics.finite(difference))
+
+
+def larger(a: Estimate | None, b: Estimate | None, difference: Estimate | None = None) -> str:
+    """a exceeds b beyond noise: held; b exceeds a: did not hold; within noise: unresolved (``difference``: the
+    paired a − b, see :func:`compare`)."""
+    if not _judgeable(a, b, difference=difference):
         return NOT_TESTED
-    return {1: HELD, -1: FAILED, 0: UNRESOLVED}[compare(a, b)]
+    return {1: HELD, -1: FAILED, 0: UNRESOLVED}[compare(a, b, difference)]
 
 
-def smaller(a: Estimate | None, b: Estimate | None) -> str:
-    """a is below b beyond noise: held; above: did not hold; within noise: unresolved."""
-    return larger(b, a)
+def smaller(a: Estimate | None, b: Estimate | None, difference: Estimate | None = None) -> str:
+    """a is below b beyond noise: held; above: did not hold; within noise: unresolved (``difference``: a − b)."""
+    return larger(b, a, _negated(difference))
 
 
-def same(a: Estimate | None, b: Estimate | None) -> str:
-    """a and b within noise of each other: held; apart: did not hold."""
-    if a is None or b is None:
+def same(a: Estimate | None, b: Estimate | None, difference: Estimate | None = None) -> str:
+    """a and b within noise of each other: held; apart: did not hold (``difference``: the paired a − b)."""
+    if not _judgeable(a, b, difference=difference):
         return NOT_TESTED
-    return HELD if within_noise(a, b) else FAILED
+    return HELD if within_noise(a, b, difference) else FAILED
 
 
-def smallest(first: Estimate | None, others: Sequence[Estimate | None]) -> str:
+def smallest(first: Estimate | None, others: Sequence[Estimate | None],
+             differences: Sequence[Estimate | None] | None = None) -> str:
     """Fig. 7: ``first`` below each of ``others`` beyond noise → held; any of them below it beyond noise → did not
-    hold; otherwise unresolved."""
-    if first is None or not others or any(other is None for other in others):
+    hold; otherwise unresolved (``differences``: the paired first − other of each, None where not paired)."""
+    differences = list(differences) if differences is not None else [None] * len(others)
+    if not others or not _judgeable(first, *others) or not all(d is None or statistics.finite(d) for d in differences):
         return NOT_TESTED
-    signs = [compare(first, other) for other in others]
+    signs = [compare(first, other, d) for other, d in zip(others, differences)]
     return HELD if all(s == -1 for s in signs) else FAILED if any(s == 1 for s in signs) else UNRESOLVED
 
 
 def peaks_early_and_fades(models: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> str:
     """Fig. 2: every model given as (gap per t, its s.e. per t, t) with an average gap ≥ 1 dB peaks at t ≤ PEAK_T and
     its mean gap over t ≥ LATE_T is within Z s.e. of 0."""
+    if any(not np.isfinite(np.asarray(g, float)).all() for g, _, _ in models):
+        return NOT_TESTED  # a diverged model's gap: no number to judge
     judged = [(g, s, t) for g, s, t in models if float(np.mean(g)) >= 1.0]
     if not judged:
         return NOT_TESTED

@@ -273,7 +273,10 @@ ENTROPY_IMAGES, ENTROPY_SIGMA = 8, 0.5
 
 def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
     """The paper's gap of the checkpoint at ``path`` (K = ``model.gap_images``), as one row of a record's ``gaps``:
-    steps, the average gap and its standard error, and per step t the gap and its standard error; for a network
+    steps, the average gap and its standard error, per step t the gap and its standard error, and ``image_psnr``:
+    per split (train, test) each image's PSNR averaged over t, from which two models measured on the same images
+    are compared by their paired difference (:func:`biasprobe.statistics.paired_difference`; the checkpoints are
+    not kept, so this can only be measured while training); for a network
     with attention also ``attention_entropy``: per layer, the lowest over heads of the mean attention entropy
     H = −Σ_k p log p (nats; :func:`biasprobe.analyses.locality.locality` at :data:`ENTROPY_IMAGES` training
     images, σ = :data:`ENTROPY_SIGMA`), which falls towards 0 where attention collapses onto single keys (the
@@ -287,10 +290,13 @@ def checkpoint_gap_row(path: Path, model: ModelRecipe, device) -> dict:
     denoiser = load(path, device=device)
     result = checkpoint_gap(denoiser, k=model.gap_images, data_dir=model.data_dir)
     rounded = lambda values: [round(float(v), 4) for v in values]  # noqa: E731
+    per_image = result.psnr.mean("sigma", skipna=True)  # each image's PSNR averaged over t: the pairing's unit
     row = {"steps": int(denoiser.source.training["steps_done"]), "average_gap": round(float(result.average_gap), 4),
            "average_gap_sem": round(float(result.average_gap_sem), 4),
            "images": [int(v) for v in result.images_per_split.values], "t": rounded(result.t.values),
-           "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values)}
+           "gap": rounded(result.gap.values), "gap_sem": rounded(result.gap_sem.values),
+           "image_psnr": {split: rounded(per_image.sel(split=split).values[: int(count)])
+                          for split, count in zip(per_image.split.values, result.images_per_split.values)}}
     if attention_modules(denoiser.network):
         _, images = training_set(denoiser.source.training, denoiser.image_shape, None, None, model.data_dir)
         entropy = locality(denoiser, images[:ENTROPY_IMAGES], sigmas=[ENTROPY_SIGMA]).entropy

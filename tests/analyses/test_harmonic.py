@@ -321,3 +321,15 @@ def test_model_call_needs_the_bootstrap_interval_off_one_half():
     first, second = categories([[harmonic, harmonic, other]] * 8), categories([[other, harmonic, harmonic]] * 8)
     assert (image_categories([first, second]) == harmonic).all()
     assert model_call([first, second], seed=1)[0] == "geometry-adaptive harmonic"
+
+
+def test_a_tied_image_is_not_counted_as_harmonic():
+    """Three σ × two draws = six votes: an image split 3-3 between harmonic and not harmonic is a tie, not
+    harmonic (until 2026-12-08 ties went to the first category, harmonic); eight such images are not harmonic."""
+    from biasprobe.analyses.harmonic import image_categories, model_call
+
+    harmonic, other = CATEGORIES[3], CATEGORIES[6]
+    first, second = categories([[harmonic, harmonic, other]] * 8), categories([[other, other, harmonic]] * 8)
+    tied = image_categories([first, second])
+    assert (tied == f"split: {harmonic} / {other}").all()
+    assert model_call([first, second])[0] == "not geometry-adaptive harmonic"

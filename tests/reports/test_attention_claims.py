@@ -48,3 +48,24 @@ def test_held_failed_unresolved_and_not_tested(tmp_path):
     backwards = zoo(tmp_path, {10: 0.1, 100: 4.0})  # a ladder that memorizes above where it generalizes
     assert attention_gets_local(backwards, {("locality", "dit-n10"): locality(13, 1),
                                             ("locality", "dit-n100"): locality(15, 2)}).outcome == rules.NOT_TESTED
+
+
+def test_the_regimes_read_every_n_the_zoo_has(tmp_path):
+    """zoo v2's N = 300 counts: a memorizing gap there makes it the memorizing N; a NaN gap (diverged) is left out."""
+    import json
+
+    from biasprobe.reports.attention_claims import landed_regimes
+    from biasprobe.reports.gap_claims import GapEvidence
+    from biasprobe.reports.zoo import ZooModel
+
+    models = []
+    for n, gap in ((100, 4.4), (300, float("nan")), (1000, 0.01)):
+        name = f"dit-n{n}"
+        (tmp_path / f"{name}.train.json").write_text(json.dumps(
+            {"name": name, "gaps": [{"steps": 2000, "average_gap": gap, "average_gap_sem": 0.1}]}))
+        models.append(ZooModel(name, tmp_path / f"{name}.safetensors", "dit", (), "fashion-mnist", n, "s1", 0,
+                               "0" * 64, steps_done=2000))
+    assert landed_regimes(GapEvidence(models)) == {100: "memorizing", 1000: "generalizing"}
+    (tmp_path / "dit-n300.train.json").write_text(json.dumps(
+        {"name": "dit-n300", "gaps": [{"steps": 2000, "average_gap": 3.5, "average_gap_sem": 0.1}]}))
+    assert landed_regimes(GapEvidence(models)) == {100: "memorizing", 300: "memorizing", 1000: "generalizing"}

@@ -79,3 +79,43 @@ def test_the_ladder_takes_every_n_the_zoo_has_so_a_transition_between_powers_of_
     assert list(ladder) == [100, 300, 1000] and step == 6000
     assert GapEvidence(models).transition_n() == 300
     assert GapEvidence(models).ladder("dit", "local") == ({}, None)  # a variant without models has no ladder
+
+
+def with_images(gaps: list[dict], train: np.ndarray, test: np.ndarray) -> list[dict]:
+    """The rows with each image's t-averaged PSNR (what zoo v2's records keep), the average gap made consistent."""
+    return [{**row, "image_psnr": {"train": train.tolist(), "test": test.tolist()},
+             "average_gap": float(train.mean() - test.mean())} for row in gaps]
+
+
+def test_models_measured_on_the_same_images_are_compared_by_their_paired_difference(tmp_path):
+    """Two models on the same 50 + 50 images whose per-image PSNRs differ by a constant 0.2 dB on the training
+    images (and not at all on the test images): their gaps differ by 0.2 dB with a paired s.e. near 0, so the
+    local-cuts-the-gap claim holds, while the independent band (√2 · 0.1 · 2 = 0.28 dB) would call it unresolved."""
+    generator = np.random.default_rng(0)
+    train, test = 26.2 + 0.5 * generator.standard_normal(50), 25 + 0.5 * generator.standard_normal(50)  # gap ≈ 1.2 dB
+    models = [m for m in zoo(tmp_path) if m.name not in ("dit-n100", "dit-local-n100", "dit-n100-seed1", "dit-n100-seed2")]
+    models.append(model(tmp_path, "dit-n100", "dit", 100, gaps=with_images(rows(1.2), train + 0.2, test)))
+    models.append(model(tmp_path, "dit-local-n100", "dit", 100, "local", gaps=with_images(rows(1.0), train, test)))
+    evidence = GapEvidence(models)
+    from biasprobe.reports.zoo import Cell
+
+    difference = evidence.difference(Cell("dit", 100), Cell("dit", 100, "local"), 6000)
+    assert abs(difference.value - 0.2) < 1e-9 and difference.se < 1e-9
+    judged = {j.key: j for j in judge_gap_claims(models)}
+    cut = judged["local_cuts_transition_gap"]
+    assert cut.outcome == rules.HELD and "paired on the same images: difference +0.20 ± 0.00" in cut.ours
+    unpaired = rules.smaller(evidence.estimate(Cell("dit", 100, "local"), 6000), evidence.estimate(Cell("dit", 100), 6000))
+    assert unpaired == rules.UNRESOLVED  # what the independent band says of the same numbers
+    # another seed (other training images) is never paired: the independent band
+    other = model(tmp_path, "dit-local-n100", "dit", 100, "local", gaps=with_images(rows(1.0), train, test), seed=3)
+    assert GapEvidence([*models[:-1], other]).difference(Cell("dit", 100), Cell("dit", 100, "local"), 6000) is None
+
+
+def test_a_diverged_model_is_never_within_noise(tmp_path):
+    """A NaN gap (a diverged model's rows) leaves the claims that read it not tested, never held."""
+    nan_rows = [{**row, "average_gap": float("nan"), "gap": [float("nan")] * len(T)} for row in rows(0.03)]
+    models = [m for m in zoo(tmp_path) if m.name != "dit-local-n10000"]
+    models.append(model(tmp_path, "dit-local-n10000", "dit", 10000, "local", gaps=nan_rows))
+    judged = {j.key: j for j in judge_gap_claims(models)}
+    assert judged["local_same_at_largest_n"].outcome == rules.NOT_TESTED
+    assert judged["gap_peaks_early"].outcome == rules.NOT_TESTED

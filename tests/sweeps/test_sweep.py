@@ -254,6 +254,10 @@ def test_a_recipe_keeps_the_gap_of_every_checkpoint_across_rounds(tmp_path):
     assert row["images"] == [4, 4] and row["t"] == list(range(0, 1000, 20))  # the paper's gap
     assert len(row["gap"]) == len(row["gap_sem"]) == 50 and row["average_gap_sem"] > 0
     assert row["average_gap"] == pytest.approx(np.mean(row["gap"]), abs=1e-3)
+    # each image's t-averaged PSNR per split, from which paired differences are formed: they give the average gap
+    images = row["image_psnr"]
+    assert len(images["train"]) == len(images["test"]) == 4
+    assert np.mean(images["train"]) - np.mean(images["test"]) == pytest.approx(row["average_gap"], abs=1e-3)
     assert not (tmp_path / "zoo" / "dit-local.gaps.json").exists()  # the interim rows went into the record
     # the attention entropy per layer (lowest over heads), below log N (uniform attention) and above 0
     entropy = row["attention_entropy"]

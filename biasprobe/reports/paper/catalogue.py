@@ -134,9 +134,10 @@ def _v3(item: Item) -> Item:
         at_sigma = tuple(Cell(c.family, c.n, analysis=SURVEY_AT_MEMORIZER_SIGMA) for c in item.cells)
         return Item(item.key, item.title + " (science v3: GAHB surveys, and at the memorizer σ)", item.paper, SURVEY,
                     item.cells + at_sigma, "survey rows", "survey calls")
-    if item.key == "fig4":
+    if item.key == "fig4":  # every global DiT N: the claim picks its N from the gaps (corrected 2026-12-08, before
+        # any v3 store: with N = 10, 10³ and the largest only, the memorizing N the gaps pick had no store)
         return Item(item.key, item.title + " (science v3: with the distance per layer)", item.paper, item.analysis,
-                    item.cells, "attention maps and layers")
+                    _cells("dit", sorted({*N_VALUES, TRANSITION_N})), "attention maps and layers")
     if item.key in ("fig2", "fig6"):  # zoo v2's N between 10² and 10³ (TRANSITION_N), after each cell at 10²
         cells = tuple(added for c in item.cells
                       for added in ((c, replace(c, n=TRANSITION_N)) if c.n == 100 else (c,)))
