@@ -50,7 +50,8 @@ class SurveyEvidence:
     memorizer_sigma: float | None = None
 
     def one(self, cell: Cell) -> ZooModel | None:
-        """The cell's first model (seed order), None without one."""
+        """The cell's first model (seed order), None without one: the survey claims read one seed, and say so
+        ("1 seed") in their text."""
         found = cell.find(self.models)
         return found[0] if found else None
 
@@ -78,7 +79,7 @@ def _call_text(name: str, survey: xr.Dataset) -> tuple[str, str]:
     tested = tested.isel(sigma=[int(np.argmin(np.abs(tested.sigma.values - s))) for s in VERDICT_SIGMAS])
     above = int(np.median(tested.count_above_one.values))
     return call, (f"{name}: {call} (harmonic share {share:.2f}, 95 % interval {low:.2f}-{high:.2f}, "
-                  f"{tested.sizes['image']} images × {tested.sizes['draw']} draws; #λ > 1 median {above}, "
+                  f"{tested.sizes['image']} images × {tested.sizes['draw']} draws, 1 seed; #λ > 1 median {above}, "
                   f"asymmetry {float(tested.asymmetry.mean()):.2f})")
 
 
@@ -153,7 +154,7 @@ def small_n_lambda_ratio(evidence: SurveyEvidence) -> Judged:
     low, high = bootstrap_interval(difference)
     ours = (f"σ = {sigma:g}: UNet r median {np.median(small_u / large_u):.2f}, DiT r median "
             f"{np.median(small_d / large_d):.2f}; mean log(r_UNet/r_DiT) {difference.mean():.2f} "
-            f"(95 % interval {low:.2f} to {high:.2f}, {len(difference)} images)"
+            f"(95 % interval {low:.2f} to {high:.2f}, {len(difference)} images, 1 seed per model)"
             + (f"; at {thousands(steps)} steps" if steps else f"; {why}"))
     return Judged(**judged, ours=ours, outcome=rules.interval_above_zero(low, high) if steps else rules.NOT_TESTED)
 

@@ -51,6 +51,7 @@ def test_fig1_held_failed_unresolved_and_not_tested():
     surveys = {"unet-bf-n30000-s1": harmonic, "unet-ddpm-n30000": harmonic, "dit-n30000": flat}
     judged = unet_harmonic_dit_not(SurveyEvidence(ZOO, surveys, {}))
     assert judged.outcome == rules.HELD and "20.0k steps" in judged.ours and "harmonic share 1.00" in judged.ours
+    assert "2 draws, 1 seed;" in judged.ours  # the claim reads one seed and says so
     assert unet_harmonic_dit_not(SurveyEvidence(ZOO, {**surveys, "dit-n30000": harmonic}, {})).outcome == rules.FAILED
     mixed = survey().assign(category=survey().category.where(survey().image % 2 == 0, "not harmonic"))
     assert unet_harmonic_dit_not(SurveyEvidence(ZOO, {**surveys, "unet-ddpm-n30000": mixed}, {})).outcome \
