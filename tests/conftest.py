@@ -14,6 +14,19 @@ from biasprobe.checkpoints import Checkpoint, save_checkpoint
 from biasprobe.models import build_model, preset_config
 
 
+def import_benchmark(name: str):
+    """The benchmark script ``tests/benchmarks/NAME.py`` as a module (the folder is not a package)."""
+    import importlib
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+
+
 def randomise_zero_init(network: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
     """Give zero-initialised weights (DiT's adaLN-Zero gates, final layers) small random values,
     so that a fresh network's output depends on every layer."""

@@ -3,23 +3,16 @@ docs/benchmarks.md and docs/methods/jacobian.md quote) against matrices whose an
 fallback part (whose ratios docs/methods/claims.md quotes) against the dense decomposition it is compared with."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import import_benchmark, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_analyses
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_analyses
+    return import_benchmark("bench_analyses")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +45,6 @@ def test_the_deviation_reads_a_known_eigenvalue_shift_and_a_known_rotation(devia
 
 
 def test_the_fallback_part_finds_the_dense_eigenpairs_and_counts_its_time_against_dense(bench, tmp_path):
-    from tests.conftest import tiny_checkpoint
-
     path = tiny_checkpoint(tmp_path / "tiny.safetensors", "unet-bf", image_size=8)  # d = 64
     rows = bench.fallback_part([str(path)], torch.device("cpu"), ["lanczos", "randomized"], 1e-6, k=8)
     assert [row["method"] for row in rows] == ["dense", "lanczos", "randomized"]

@@ -9,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import import_benchmark
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_training
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_training
+    return import_benchmark("bench_training")
 
 
 def test_the_benchmark_runs_on_the_cpu_and_its_paths_take_the_same_steps(tmp_path):

@@ -85,14 +85,13 @@ def paper_report(
     from biasprobe import __version__
     from biasprobe.reports.stores import Report
 
-    settings = settings or Settings()
-    items = items if items is not None else PAPER_V3 if settings.version >= 3 else PAPER
+    settings, items = _chosen(settings, items)
     models = read_zoo(zoo)
     folder = ReportFolder(out, on_file)
     folder.check([f"{item.key}.{fmt}" for item in items for fmt in ("png", "pdf")] + ["index.md", "index.html"])
     _refuse_dropping_items(folder, items)
     folder.note(items=[item.key for item in items])
-    found = {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
+    found = _found(items, models)
     cache = StoreCache(folder, _default_caches(caches), recompute=recompute)
     stores = _fill_stores(_work(items, found), cache, settings, device, progress)
     blocks: list[Block] = [
@@ -136,15 +135,14 @@ def paper_stores(
     :func:`paper_report` as its own (:class:`~biasprobe.reports.cache.StoreCache`). Arguments as for
     :func:`paper_report`; returns the paths of the named models' stores in ``out``'s ``stores/`` (those found in
     a read-only cache are not copied)."""
-    settings = settings or Settings()
-    items = items if items is not None else PAPER_V3 if settings.version >= 3 else PAPER
+    settings, items = _chosen(settings, items)
     zoo_models = read_zoo(zoo)
     known = {model.name for model in zoo_models}
     unknown = [name for name in models if name not in known]
     if unknown or not models:
         raise InputError((f"the zoo has no model {unknown[0]!r}" if unknown else "no model named") + "; {models} takes "
                          f"names of its manifest, e.g. {', '.join(sorted(known)[:4])}", parameters=["models"])
-    found = {item.key: {cell: cell.find(zoo_models) for cell in item.cells} for item in items}
+    found = _found(items, zoo_models)
     work = [(kind, model) for kind, model in _work(items, found) if model.name in models]
     if any(kind in AT_SIGMA for kind, _ in work):  # the memorizer σ comes from every ideal store of the page
         work = [(kind, model) for kind, model in _work(items, found) if kind == IDEAL and model.name not in models] + work
@@ -158,6 +156,17 @@ def _of_models(name: str, models: Sequence[str]) -> bool:
     """Whether the cached store ``[stores/]ANALYSIS-MODEL-KEY.zarr.zip`` is of one of ``models``."""
     stem = Path(name).name.removesuffix(SINGLE_FILE_SUFFIX).removesuffix(".zarr").rsplit("-", 1)[0]
     return any(stem.endswith(f"-{model}") and len(stem) > len(model) + 1 for model in models)
+
+
+def _chosen(settings: Settings | None, items: Sequence[Item] | None) -> tuple[Settings, Sequence[Item]]:
+    """The settings (default :class:`Settings`) and items (default: every item of the settings' version)."""
+    settings = settings or Settings()
+    return settings, items if items is not None else PAPER_V3 if settings.version >= 3 else PAPER
+
+
+def _found(items: Sequence[Item], models: list[ZooModel]) -> dict:
+    """Per item key, per cell, the zoo models that fill it."""
+    return {item.key: {cell: cell.find(models) for cell in item.cells} for item in items}
 
 
 def _default_caches(caches: Sequence[str | os.PathLike] | None) -> Sequence[str | os.PathLike]:
