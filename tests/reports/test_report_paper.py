@@ -523,19 +523,23 @@ def test_several_zoos_give_each_family_whole_from_the_first_that_has_it(tmp_path
         read_zoo([v2, tmp_path])
 
 
-def test_science_v3_gap_figures_ask_for_zoo_v2s_n_300_after_each_cell_at_100_and_v2_does_not():
+def test_science_v3_gap_items_ask_for_zoo_v2s_n_300_after_each_cell_at_100_and_v2_does_not():
+    """Figs. 2 and 6 and Tables 2 and 3 (whose claims judge the N the gaps pick, 10² or 300) under v3."""
     from biasprobe.reports.paper.catalogue import PAPER_V3
     from biasprobe.reports.zoo import TRANSITION_N
 
+    checked = set()
     for v2, v3 in zip(PAPER, PAPER_V3):
-        if v2.key not in ("fig2", "fig6"):
+        if v2.analysis != "gap":
             continue
+        checked.add(v2.key)
         assert TRANSITION_N not in {c.n for c in v2.cells}
         extra = [c for c in v3.cells if c.n == TRANSITION_N]
         assert len(extra) == len([c for c in v2.cells if c.n == 100]) > 0
         for cell in extra:
             before = v3.cells[v3.cells.index(cell) - 1]
             assert (before.family, before.variant, before.n) == (cell.family, cell.variant, 100)
+    assert checked == {"fig2", "fig6", "table2", "table3"}
 
 
 def test_stores_computed_in_parts_elsewhere_give_the_same_page_without_computing_again(rendered, tmp_path,
