@@ -41,7 +41,9 @@ Needs torch and this repository (and safetensors for the zoo's checkpoints)::
     python tests/benchmarks/bench_analyses.py --device cpu --out DIR        # or BIASPROBE_BENCH_OUT=DIR
     python tests/benchmarks/bench_analyses.py --device cuda --out $OUT
 
-Writes ``DIR/analyses-<device>.json`` and prints a Markdown table.
+Writes ``DIR/analyses-<device>.json`` after each part (so a run cut off by a time limit keeps the parts it
+finished) and prints each part's Markdown rows as it ends. A part that fails is recorded under ``failed`` with its
+error (traceback on stderr), the other parts still run, and the run exits non-zero.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -352,58 +355,82 @@ def main() -> None:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
               platform.machine(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sigma": SIGMA}
-    if "dense" in parts:
-        result["dense"] = dense_part(args.models.split(","), device, precisions, args.repeats,
-                                     args.gemm or (4096 if device.type == "cuda" else 2048))
-    if "batched" in parts:
-        result["batched"] = batched_part(args.models.split(","), device, precisions, args.images,
-                                         args.gemm or (4096 if device.type == "cuda" else 2048))
-    if "xl" in parts:
+    gemm = args.gemm or (4096 if device.type == "cuda" else 2048)
+    models = args.models.split(",")
+
+    def xl() -> dict:
         import tempfile
 
         with tempfile.TemporaryDirectory() as scratch:
-            result["xl"] = xl_part(device, args.xl_depth, args.xl_width, args.xl_heads, args.xl_latents,
-                                   args.xl_jacobians, Path(args.xl_folder or scratch))
-    if "fallback" in parts:
-        result["fallback"] = fallback_part(args.models.split(","), device, args.fallback_methods.split(","),
-                                           args.tolerance)
-    if "topk" in parts:
-        result["topk"] = topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)
-    print("\n| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |")
-    for row in result.get("dense", []):
-        extra = "" if "eigenvalue_error_rel" not in row else (
-            f"; Δλ/λ₀ {row['eigenvalue_error_rel']:.1e}, angle {row['top8_subspace_angle_deg']:.2g}°")
-        print(f"| dense | {row['model']} {row['precision']} | {row['seconds']:.3g} | {row['jacobians_per_s']:.3g} J/s "
-              f"| {row['times_floor']:.1f}×{extra} |")
-    for row in result.get("batched", []):
-        print(f"| batched | {row['model']} {row['precision']}, {row['images']} images in batches of {row['batch']} | "
-              f"— | {row['batched_jacobians_per_s']:.3g} J/s ({row['speedup']:.2f}× one at a time) | "
-              f"{row['times_floor']:.1f}× |")
-    if "xl" in result:
-        row = result["xl"]
-        print(f"| xl | DiT depth {row['depth']}, width {row['width']} ({row['parameters'] / 1e6:.0f} M), forward | "
-              f"{row['forward_s']:.3g} | — | — |")
-        print(f"| xl | locality, per latent and σ | {row['locality_s_per_latent_sigma']:.3g} | — | "
-              f"{row['locality_x_forward']:.2f}× a forward |")
-        print(f"| xl | top-32 randomized, per latent | {row['top32_s_per_latent']:.3g} | — | "
-              f"{row['top32_x_forward']:.0f}× a forward; residual ≤ {row['top32_worst_residual']:.1e} |")
-    for row in result.get("topk", []):
-        print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
-              f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
-              f"{row['eigenvalue_error_rel']:.1e} |")
-    for row in result.get("fallback", []):
-        extra = "" if row["method"] == "dense" else (
-            f"residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ {row['eigenvalue_error_rel']:.1e}, "
-            f"angle {row['top8_subspace_angle_deg']:.2g}°")
-        print(f"| fallback | {row['model']} {row['method']} top-{row['k']} | {row['seconds']:.3g} | "
-              f"{row['products']} products ({row['times_dense']:.2f}× dense) | {extra} |")
-    if args.out:
-        path = Path(args.out) / f"analyses-{device.type}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1) + "\n")
+            return xl_part(device, args.xl_depth, args.xl_width, args.xl_heads, args.xl_latents, args.xl_jacobians,
+                           Path(args.xl_folder or scratch))
+
+    run = {"dense": lambda: dense_part(models, device, precisions, args.repeats, gemm),
+           "batched": lambda: batched_part(models, device, precisions, args.images, gemm),
+           "xl": xl,
+           "fallback": lambda: fallback_part(models, device, args.fallback_methods.split(","), args.tolerance),
+           "topk": lambda: topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)}
+    unknown = [part for part in parts if part not in run]
+    if unknown:
+        raise SystemExit(f"no part {unknown[0]!r}; --parts takes " + ", ".join(run))
+    path = Path(args.out) / f"analyses-{device.type}.json" if args.out else None
+    failed = {}
+    print("| part | case | seconds | rate | × floor / error |\n| --- | --- | ---: | ---: | --- |", flush=True)
+    for part in [part for part in run if part in parts]:  # this order: a run cut off by a time limit keeps the first
+        started = time.perf_counter()
+        try:
+            result[part] = run[part]()
+        except Exception as error:  # noqa: BLE001 - recorded with its traceback; the other parts still run, and the run
+            traceback.print_exc()  # exits non-zero at its end
+            failed[part] = result.setdefault("failed", {})[part] = f"{type(error).__name__}: {error}"
+            print(f"| {part} | failed after {time.perf_counter() - started:.0f} s: {failed[part]} | | | |", flush=True)
+        else:
+            print_rows(part, result[part])
+        if path is not None:  # after every part, so that a run cut off by a time limit keeps what it measured
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(json.dumps(result, indent=1) + "\n")
+            path.with_suffix(".tmp").replace(path)
+    if path is not None:
         print(f"wrote {path}")
+    if failed:
+        raise SystemExit("failed parts: " + "; ".join(f"{part}: {why}" for part, why in failed.items()))
     if not math.isfinite(sum(r["seconds"] for r in result.get("dense", []) + result.get("topk", []))):
         raise SystemExit("a timing is not finite")
+
+
+def print_rows(part: str, rows) -> None:
+    """The Markdown rows of one part's result, printed as soon as the part ends."""
+    if part == "dense":
+        for row in rows:
+            extra = "" if "eigenvalue_error_rel" not in row else (
+                f"; Δλ/λ₀ {row['eigenvalue_error_rel']:.1e}, angle {row['top8_subspace_angle_deg']:.2g}°")
+            print(f"| dense | {row['model']} {row['precision']} | {row['seconds']:.3g} | {row['jacobians_per_s']:.3g} "
+                  f"J/s | {row['times_floor']:.1f}×{extra} |")
+    elif part == "batched":
+        for row in rows:
+            print(f"| batched | {row['model']} {row['precision']}, {row['images']} images in batches of {row['batch']} "
+                  f"| — | {row['batched_jacobians_per_s']:.3g} J/s ({row['speedup']:.2f}× one at a time) | "
+                  f"{row['times_floor']:.1f}× |")
+    elif part == "xl":
+        print(f"| xl | DiT depth {rows['depth']}, width {rows['width']} ({rows['parameters'] / 1e6:.0f} M), forward | "
+              f"{rows['forward_s']:.3g} | — | — |")
+        print(f"| xl | locality, per latent and σ | {rows['locality_s_per_latent_sigma']:.3g} | — | "
+              f"{rows['locality_x_forward']:.2f}× a forward |")
+        print(f"| xl | top-32 randomized, per latent | {rows['top32_s_per_latent']:.3g} | — | "
+              f"{rows['top32_x_forward']:.0f}× a forward; residual ≤ {rows['top32_worst_residual']:.1e} |")
+    elif part == "topk":
+        for row in rows:
+            print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
+                  f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
+                  f"{row['eigenvalue_error_rel']:.1e} |")
+    elif part == "fallback":
+        for row in rows:
+            extra = "" if row["method"] == "dense" else (
+                f"residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ {row['eigenvalue_error_rel']:.1e}, "
+                f"angle {row['top8_subspace_angle_deg']:.2g}°")
+            print(f"| fallback | {row['model']} {row['method']} top-{row['k']} | {row['seconds']:.3g} | "
+                  f"{row['products']} products ({row['times_dense']:.2f}× dense) | {extra} |")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
