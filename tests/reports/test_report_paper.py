@@ -403,6 +403,7 @@ def test_a_store_missing_from_the_caches_is_computed_into_the_report_folder_and_
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "paper stores: 0 of 1 cached, 1 to compute"
     assert "computing store 1/1: locality of dit-n10" in lines
+    assert any("attention of 2 images at 1 σ" in line for line in lines)  # the analysis's own progress, below
     assert (tmp_path / "elsewhere" / "stores" / missing.name).is_file()
     assert sorted(path.name for path in cache.iterdir()) == kept
 

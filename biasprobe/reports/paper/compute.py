@@ -109,7 +109,7 @@ held-out images, source store) -> (positional inputs, keywords) of :func:`~biasp
 
 
 def compute(kind: str, model: ZooModel, settings: Settings, device: str | None = None,
-            source: xr.Dataset | None = None) -> xr.Dataset:
+            source: xr.Dataset | None = None, progress: bool = False) -> xr.Dataset:
     """Run analysis ``kind`` (gap, jacobian, locality, memorization, gahb-survey) on ``model`` with ``settings``.
 
     ``training-span`` is derived from the model's jacobian store (``source``; computed when None):
@@ -118,7 +118,8 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     model's training images only (the checkpoint gives the image shape):
     :func:`~biasprobe.analyses.ideal.ideal_memorizer_span` at ``settings.sigma`` and every σ of
     ``settings.memorizer_sigmas``, on the jacobian's test image, with the weights at the first
-    :data:`MEMORIZER_WEIGHT_IMAGES` test images."""
+    :data:`MEMORIZER_WEIGHT_IMAGES` test images. ``progress`` shows the analysis's own progress (its Jacobians,
+    steps or images) below the caller's; it changes nothing in the store."""
     from biasprobe import data
     from biasprobe.formats import load
 
@@ -132,12 +133,15 @@ def compute(kind: str, model: ZooModel, settings: Settings, device: str | None =
     count = max(settings.k, settings.survey_images) if kind == SURVEY else settings.k
     test = data.load(model.data, "test", count, subset="all", **options)
     if kind in DERIVED:
-        source = source if source is not None else compute(DERIVED[kind], model, settings, device)
+        source = source if source is not None else compute(DERIVED[kind], model, settings, device, progress=progress)
     held_out = data.load(model.data, "test", settings.held_out, subset="all", **options) \
         if kind in ("training-span", IDEAL, SURVEY) else None
     inputs, keywords = RECIPE_INPUTS[kind](settings, denoiser, train, test, held_out, source)
+    analysis = registered(kind)
+    if progress and not analysis.derived:  # every analysis of a denoiser takes progress (the Analysis contract)
+        keywords = {**keywords, "progress": True}
     with _one_thread() if kind == "locality" else contextlib.nullcontext():
-        result = registered(kind)(*inputs, **keywords)
+        result = analysis(*inputs, **keywords)
     if kind == "training-span":
         result.attrs.update(source_recipe_key=source.attrs.get("recipe_key", ""))
     elif kind == IDEAL:

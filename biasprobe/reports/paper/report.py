@@ -271,13 +271,13 @@ def _fill_stores(work: list[tuple[str, ZooModel]], cache: StoreCache, settings: 
                 note(f"computing store {number}/{len(missing)}: {shown} of {model.name}")
                 advance(0, status=f"{shown} of {model.name}")
             got[kind, model.name] = _compute_store(analysis, model, at, cache, device,
-                                                   got if at == settings else {})
+                                                   got if at == settings else {}, progress)
             advance()
     return {pair: got[pair] for pair in ((kind, model.name) for kind, model in work) if pair in got}
 
 
 def _compute_store(kind: str, model: ZooModel, settings: Settings, cache: StoreCache, device: str | None,
-                   done: Stores) -> xr.Dataset:
+                   done: Stores, progress: bool = False) -> xr.Dataset:
     """Compute the store of ``kind`` for ``model`` into the cache. A derived kind takes its source store from
     ``done`` (this run's), else from the cache, else computes it (not added to this run's stores: what the
     claims see must not depend on the cache)."""
@@ -287,9 +287,9 @@ def _compute_store(kind: str, model: ZooModel, settings: Settings, cache: StoreC
         source = done.get((origin, model.name))
         if source is None:
             source = cache.compute(origin, model.name, settings.key(origin, model),
-                                   lambda: compute(origin, model, settings, device))
+                                   lambda: compute(origin, model, settings, device, progress=progress))
     return cache.compute(kind, model.name, settings.key(kind, model),
-                         lambda: compute(kind, model, settings, device, source))
+                         lambda: compute(kind, model, settings, device, source, progress))
 
 
 def _item_blocks(item: Item, cells: dict, stores: Stores, folder: ReportFolder) -> list[Block]:
