@@ -102,15 +102,15 @@ class Decomposition:
     """
 
     spectrum: np.ndarray
-    singular_spectrum: np.ndarray
     eigenvectors: np.ndarray  # (stored, d)
     eigen_residual: np.ndarray
     jacobian_residual: np.ndarray
-    singular_cosine: np.ndarray
-    singular_residual: np.ndarray
     trace: float
     asymmetry: float
     products: int  # J-products (rows + columns) spent, 0 for dense (d rows)
+    singular_spectrum: np.ndarray | None = None  # the singular parts: None when not asked for (singular=False)
+    singular_cosine: np.ndarray | None = None
+    singular_residual: np.ndarray | None = None
 
 
 def _canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -171,11 +171,11 @@ def _singular_triplets(
     }
 
 
-def _dense(operator: LinearOperator, stored: int) -> Decomposition:
+def _dense(operator: LinearOperator, stored: int, singular: bool = True) -> Decomposition:
     jac = operator.dense().double()
     return Decomposition(
         **_eigenpairs(None, jac, jac.T, stored),
-        **_singular_triplets(None, None, jac, jac.T, stored),
+        **(_singular_triplets(None, None, jac, jac.T, stored) if singular else {}),
         trace=float(jac.trace()),
         asymmetry=float(torch.linalg.matrix_norm(jac - jac.T) / torch.linalg.matrix_norm(jac)),
         products=operator.dimension,
@@ -211,7 +211,8 @@ def _products(operator: LinearOperator, block: torch.Tensor) -> tuple[torch.Tens
 
 
 def _randomized(
-    operator: LinearOperator, top_k: int, tolerance: float, seed: int, max_dimension: int | None
+    operator: LinearOperator, top_k: int, tolerance: float, seed: int, max_dimension: int | None,
+    singular: bool = True,
 ) -> Decomposition:
     """Block Krylov on S with full reorthogonalisation, from a Gaussian block of b = max(16, k/2)
     vectors (also the probes of tr(J) and the asymmetry); stops, once the basis holds k vectors,
@@ -242,15 +243,18 @@ def _randomized(
                                torch.cat([new.T @ ((j_basis + jt_basis) / 2), new.T @ s_new], dim=1)])
         basis = torch.cat([basis, new], dim=1)
         j_basis, jt_basis = torch.cat([j_basis, j_new], dim=1), torch.cat([jt_basis, jt_new], dim=1)
-    singular = _singular_triplets(basis, basis, j_basis, jt_basis, top_k)
     eigen["spectrum"] = eigen["spectrum"][:top_k]
-    singular["singular_spectrum"] = singular["singular_spectrum"][:top_k]
-    return Decomposition(**eigen, **singular, trace=trace, asymmetry=asymmetry, products=2 * basis.shape[1])
+    triplets = {}
+    if singular:
+        triplets = _singular_triplets(basis, basis, j_basis, jt_basis, top_k)
+        triplets["singular_spectrum"] = triplets["singular_spectrum"][:top_k]
+    return Decomposition(**eigen, **triplets, trace=trace, asymmetry=asymmetry, products=2 * basis.shape[1])
 
 
-def _lanczos(operator: LinearOperator, top_k: int, tolerance: float, seed: int, probes: int = 32) -> Decomposition:
-    """ARPACK: eigsh on S (largest algebraic) and svds on J, one vector per product; then one block
-    product of the results for the residuals, and ``probes`` Gaussian probes for tr(J) and asymmetry."""
+def _lanczos(operator: LinearOperator, top_k: int, tolerance: float, seed: int, probes: int = 32,
+             singular: bool = True) -> Decomposition:
+    """ARPACK: eigsh on S (largest algebraic) and, with ``singular``, svds on J, one vector per product; then one
+    block product of the results for the residuals, and ``probes`` Gaussian probes for tr(J) and asymmetry."""
     from scipy.sparse.linalg import LinearOperator, eigsh, svds
 
     d = operator.dimension
@@ -267,21 +271,25 @@ def _lanczos(operator: LinearOperator, top_k: int, tolerance: float, seed: int, 
     jac = LinearOperator((d, d), matvec=lambda v: apply(v, False), rmatvec=lambda v: apply(v, True), dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(d)
     vectors = eigsh(symmetric, k=top_k, which="LA", tol=tolerance, v0=start)[1]
-    left, _, right_t = svds(jac, k=top_k, tol=tolerance, v0=start)
 
     def tensor(array: np.ndarray) -> torch.Tensor:
         return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(array)))[0].to(operator.device)
 
-    basis, left, right = tensor(vectors), tensor(left), tensor(right_t.T)
+    triplets = {}
+    if singular:
+        left, _, right_t = svds(jac, k=top_k, tol=tolerance, v0=start)
+        left, right = tensor(left), tensor(right_t.T)
+        triplets = _singular_triplets(left, right, _columns(operator, right), _rows(operator, left), top_k)
+    basis = tensor(vectors)
     j_basis, jt_basis = _products(operator, basis)
     probe_block = _gaussian_block(d, probes, seed, operator.device)
     trace, asymmetry = _probe_estimates(probe_block, *_products(operator, probe_block))
     return Decomposition(
         **_eigenpairs(basis, j_basis, jt_basis, top_k),
-        **_singular_triplets(left, right, _columns(operator, right), _rows(operator, left), top_k),
+        **triplets,
         trace=trace,
         asymmetry=asymmetry,
-        products=spent + 4 * top_k + 2 * probes,
+        products=spent + (4 if singular else 2) * top_k + 2 * probes,
     )
 
 
@@ -353,19 +361,21 @@ def decompose(
     tolerance: float = 1e-3,
     seed: int = 0,
     max_dimension: int | None = None,
+    singular: bool = True,
 ) -> Decomposition:
-    """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here)."""
+    """Eigen- and singular values of the operator's J by ``method`` (``auto`` resolved here); ``singular=False``
+    skips the singular triplets (an SVD for dense, svds for lanczos), which are then None."""
     d = operator.dimension
     stored = validation.count(stored_count(d, top_k), "top_k", maximum=d)
     method = choose_method(method, d, top_k)
     if method == "dense":
-        return _dense(operator, stored)
+        return _dense(operator, stored, singular)
     if stored >= d:
         raise InputError(f"the {method} method needs {{top_k}} < d = {d}; use {{method=dense}} for every "
                          "eigenpair", parameters=["top_k", "method"])
     if method == "randomized":
-        return _randomized(operator, stored, tolerance, seed, max_dimension)
-    return _lanczos(operator, stored, tolerance, seed)
+        return _randomized(operator, stored, tolerance, seed, max_dimension, singular)
+    return _lanczos(operator, stored, tolerance, seed, singular=singular)
 
 
 __all__ = [

@@ -51,7 +51,7 @@ def _checkpoint_summary(name: str, dataset: xr.Dataset) -> Summary:
             records.append({
                 "checkpoint": name, "image": i, "sigma": float(at.sigma), "t": _value(at.t),
                 **{f"eigenvalue_{k}": float(at.spectrum[k]) for k in ranks},
-                "singular_value_0": float(at.singular_spectrum[0]),
+                "singular_value_0": float(at.singular_spectrum[0]) if "singular_spectrum" in at else None,
                 "trace": float(at.effective_dimension), "count_above_half": int((at.spectrum > 0.5).sum()),
                 "asymmetry": float(at.asymmetry), "worst_residual": float(at.eigen_residual.max()),
             })

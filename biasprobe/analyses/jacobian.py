@@ -102,6 +102,7 @@ def jacobian(
     training_images: torch.Tensor | None = None,
     held_out_images: torch.Tensor | None = None,
     neighbours: int | None = None,
+    singular: bool = True,
 ) -> xr.Dataset:
     """Eigen- and singular analysis of the denoiser's Jacobian at y = x + σz, for every image and σ.
 
@@ -128,14 +129,17 @@ def jacobian(
         eigenpairs (:func:`gahb_context`): the support Ω of each clean
         image (``object``, ``edges`` or ``frame``) and, given the training images and held-out
         images (the control), the memorization diagnostics.
+    singular: compute the singular triplets of J too (an SVD per dense Jacobian; svds for ``lanczos``);
+        False leaves out the ``singular_*`` variables, for callers that read the eigenpairs of S alone
+        (the GAHB survey).
 
     Returns
     -------
     Dataset with, per (image, sigma): ``noisy``, ``denoised``, ``effective_dimension`` (tr J),
     ``asymmetry``; per rank: ``eigenvalue``, ``eigenvector`` (image, sigma, rank, channel, y, x),
     ``eigen_residual``, ``jacobian_residual``, ``singular_value``, ``singular_cosine``,
-    ``singular_residual``; per index (every computed value): ``spectrum`` and
-    ``singular_spectrum``; ``support`` (image, y, x) and, with training images, the memorization
+    ``singular_residual`` (with ``singular``); per index (every computed value): ``spectrum`` and
+    ``singular_spectrum`` (with ``singular``); ``support`` (image, y, x) and, with training images, the memorization
     variables of :func:`~biasprobe.analyses.span.jacobian_memorization`.
     """
     from biasprobe.progress import describe, task
@@ -175,14 +179,14 @@ def jacobian(
                             denoiser, ys, float(sigma[j]), output=output, precision=precision,
                             memory_budget=memory_budget, on_products=advance)
                         for i, matrix in zip(indices, matrices):
-                            results[i, j] = decompose(MatrixOperator(matrix), resolved, top_k)
+                            results[i, j] = decompose(MatrixOperator(matrix), resolved, top_k, singular=singular)
                     else:
                         (i,) = indices
                         operator = JacobianOperator(denoiser, ys, float(sigma[j]), output=output,
                                                     precision=precision, memory_budget=memory_budget)
                         operator.on_products = advance
                         results[i, j] = decompose(operator, resolved, top_k, tolerance=tolerance,
-                                                  seed=noise_seed(seed, i, j) + 1)
+                                                  seed=noise_seed(seed, i, j) + 1, singular=singular)
                         used_vmap = all(operator.vmap.values())
                 vmapped &= used_vmap
                 for i, y in zip(indices, ys):
@@ -213,13 +217,16 @@ def jacobian(
         ),
         eigen_residual=(per_rank, stack("eigen_residual"), {"long_name": "‖Se − λe‖/|λ|"}),
         jacobian_residual=(per_rank, stack("jacobian_residual"), {"long_name": "‖Je − λe‖/|λ|"}),
-        singular_value=(per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
-        singular_cosine=(per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
-        singular_residual=(
-            per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
-        ),
+        **({} if not singular else dict(
+            singular_value=(per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
+            singular_cosine=(per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
+            singular_residual=(
+                per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
+            ),
+        )),
         spectrum=(per_index, stack("spectrum"), {"long_name": "eigenvalue λ_k of S = (J + Jᵀ)/2"}),
-        singular_spectrum=(per_index, stack("singular_spectrum"), {"long_name": "singular value s_k of the Jacobian J"}),
+        **({} if not singular else dict(singular_spectrum=(
+            per_index, stack("singular_spectrum"), {"long_name": "singular value s_k of the Jacobian J"}))),
         effective_dimension=(
             ("image", "sigma"), stack("trace"),
             {"long_name": "effective dimensionality tr(J)", "estimator": "exact" if resolved == "dense"

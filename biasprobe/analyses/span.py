@@ -51,10 +51,11 @@ def memorization_score(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         return (train - held_out) / np.clip(1 - held_out, 1e-12, None)
 
 
-def _nearest(query: torch.Tensor, pool: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``count`` pool images of highest mean-removed cosine to ``query``, and those cosines."""
-    similarity = (centred_unit(pool) @ centred_unit(query[None]).T)[:, 0]
-    best = torch.topk(similarity, min(count, len(pool)))
+def _nearest(query: torch.Tensor, pool_units: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``count`` pool images of highest mean-removed cosine to ``query``, and those cosines
+    (``pool_units``: the pool as :func:`~biasprobe.analyses.memorization.centred_unit` gives it, computed once)."""
+    similarity = (pool_units @ centred_unit(query[None]).T)[:, 0]
+    best = torch.topk(similarity, min(count, len(pool_units)))
     return best.indices.numpy(), best.values.numpy()
 
 
@@ -117,9 +118,11 @@ def jacobian_memorization(
         ("held_out_weighted", ()), ("denoised_train", ()), ("denoised_held_out", ()), ("train_cosine", ()),
         ("held_out_cosine", ()), ("train_index", ()), ("train_fraction", (stored,)),
         ("held_out_fraction", (stored,)), ("train_chance", ()), ("held_out_chance", ()))}
+    training_units = centred_unit(training)
     for i in range(sizes[0]):
         clean = torch.as_tensor(dataset.clean.values[i]).double().flatten()
         others = held_out[(held_out - clean).abs().amax(1) > 1e-6]
+        units = {"train": training_units, "held_out": centred_unit(others)}
         if len(others) < count:
             raise InputError(f"{{held_out_images}} needs at least {count} images other than the analysed ones, "
                              f"got {len(others)}", parameters=["held_out_images"])
@@ -129,7 +132,7 @@ def jacobian_memorization(
             vectors = at.eigenvector.values.reshape(stored, d)
             weights = np.clip(at.eigenvalue.values[:top], 0, None)
             for side, pool in (("train", training), ("held_out", others)):
-                index, cosine = _nearest(denoised, pool, count)
+                index, cosine = _nearest(denoised, units[side], count)
                 chosen = pool[index].numpy()
                 basis = span_basis(chosen - chosen.mean(0) if centred else chosen)
                 fraction = span_energy(vectors, basis)

@@ -113,7 +113,7 @@ def gahb_survey(
         store = jacobian(denoiser, analysed, sigmas, timesteps, top_k=min(SURVEY_RANKS, d), method="dense",
                          output="denoised", precision=precision, seed=draw_seed(seed, draw), progress=progress,
                          training_images=training_images if held_out_images is not None else None,
-                         held_out_images=held_out_images, neighbours=neighbours)
+                         held_out_images=held_out_images, neighbours=neighbours, singular=False)
         per_draw.append(_reduce(store, training_images, held_out_images, neighbours, keep_vectors=draw == 0))
     shared = per_draw[0][["eigenvector", "clean"]]  # the first draw's eigenvectors; the clean images of all
     survey = xr.concat([part.drop_vars(["eigenvector", "clean"], errors="ignore") for part in per_draw], dim="draw",

@@ -81,6 +81,36 @@ def test_matrix_free_top_k_matches_dense(method):
         np.testing.assert_allclose(top.singular_spectrum, dense.singular_spectrum[:8], rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["dense", "randomized", "lanczos"])
+def test_without_singular_triplets_the_eigenpairs_are_the_same_and_cost_no_more(method):
+    """singular=False (what the GAHB survey asks) skips the SVD / svds and changes none of the eigen-parts."""
+    denoiser = bp.Denoiser.wrap(smooth_nonlinear, (1, 16, 16))
+    y = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    top_k = None if method == "dense" else 8
+    both = decompose(JacobianOperator(denoiser, y, 0.1), method, top_k, tolerance=1e-6)
+    eigen = decompose(JacobianOperator(denoiser, y, 0.1), method, top_k, tolerance=1e-6, singular=False)
+    assert both.singular_spectrum is not None and eigen.singular_spectrum is None and eigen.singular_residual is None
+    for name in ("spectrum", "eigenvectors", "eigen_residual", "jacobian_residual"):
+        np.testing.assert_allclose(getattr(eigen, name), getattr(both, name), rtol=1e-6, atol=1e-9)
+    assert eigen.trace == pytest.approx(both.trace) and eigen.asymmetry == pytest.approx(both.asymmetry)
+    if method == "lanczos":  # svds spends products of its own
+        assert eigen.products < both.products
+    else:
+        assert eigen.products == both.products
+
+
+def test_a_jacobian_store_without_singular_triplets_has_every_other_variable_unchanged(images):
+    denoiser = bp.Denoiser.wrap(smooth_nonlinear, SHAPE)
+    both = jacobian(denoiser, images, sigmas=[0.1, 0.3])
+    eigen = jacobian(denoiser, images, sigmas=[0.1, 0.3], singular=False)
+    singular = {"singular_value", "singular_cosine", "singular_residual", "singular_spectrum"}
+    assert singular <= set(both.data_vars) and not singular & set(eigen.data_vars)
+    assert list(eigen.data_vars) == [name for name in both.data_vars if name not in singular]
+    for name in eigen.data_vars:
+        np.testing.assert_array_equal(eigen[name].values, both[name].values)
+    assert {**eigen.attrs, "created": ""} == {**both.attrs, "created": ""}  # the time of creation may differ
+
+
 def test_randomized_returns_k_pairs_when_it_converges_at_once():
     """J = I converges in the first block, which is smaller than k: still k eigenpairs."""
     identity = bp.Denoiser.wrap(lambda y, sigma: y.clone(), (1, 16, 16))

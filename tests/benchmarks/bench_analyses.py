@@ -19,6 +19,10 @@ Parts (``--parts``, default every one but ``fallback``):
   :class:`biasprobe.analyses.reference.GaussianImageModel`): seconds, the worst residual ‖Se − λe‖/|λ| and the
   worst error against the exact eigenvalues, relative to λ₀.
 
+- ``survey``: for each model, the GAHB survey (:func:`biasprobe.analyses.survey.gahb_survey`: dense ∂D/∂y, eigenpairs
+  of S, span test against 30 000 training images) per Jacobian, against a bare dense ∂D/∂y of the same model in the
+  same run: what a survey costs beyond its Jacobians (the float64 linear algebra and the span test).
+
 - ``fallback``: issue 25's CPU fallback for the GAHB survey: for each model, the top :data:`FALLBACK_K` eigenpairs of
   (J + Jᵀ)/2 of ∂D/∂y at one noisy image (what a survey judges, ``biasprobe.analyses.survey.SURVEY_RANKS``) by the
   matrix-free methods (``--fallback-methods``, default lanczos) against the dense Jacobian and its eigh in the same
@@ -258,6 +262,44 @@ def fallback_part(models: list[str], device: torch.device, methods: list[str], t
     return rows
 
 
+SURVEY_TRAINING = 30000
+"""Training images of the survey part (the zoo's largest N): its span test searches them for each D(y)."""
+
+
+def survey_part(models: list[str], device: torch.device, images: int = 2, sigmas: tuple[float, ...] = (0.1, 0.5)
+                ) -> list[dict]:
+    """The GAHB survey's cost per Jacobian against a bare dense ∂D/∂y of the same model (its floor here): ``images``
+    test and as many training images × ``sigmas``, one draw, with the span test over :data:`SURVEY_TRAINING`
+    uniform random training images and 300 held-out ones (the timing does not depend on what they show)."""
+    from biasprobe.analyses.survey import gahb_survey
+    from biasprobe.autodiff import jacobian_matrix
+    from biasprobe.formats import load
+
+    rows = []
+    for path in models:
+        denoiser = load(path, device=device)
+        generator = torch.Generator().manual_seed(5)
+        training = torch.rand(SURVEY_TRAINING, *denoiser.image_shape, generator=generator)
+        held_out = torch.rand(300, *denoiser.image_shape, generator=generator)
+        y = noisy_images(denoiser, 1, 2, device)
+        jacobian_matrix(denoiser, y, SIGMA)  # warm-up
+        start = clock(device)
+        jacobian_matrix(denoiser, y, SIGMA)
+        bare = clock(device) - start
+        survey = functools.partial(gahb_survey, denoiser, held_out[:images], list(sigmas), draws=1,
+                                   training_images=training, training_analysed=images, held_out_images=held_out)
+        survey()  # warm-up
+        start = clock(device)
+        survey()
+        count = 2 * images * len(sigmas)
+        per_jacobian = (clock(device) - start) / count
+        rows.append({"model": Path(path).stem, "jacobians": count, "seconds_per_jacobian": per_jacobian,
+                     "bare_jacobian_s": bare, "times_bare": per_jacobian / bare})
+        print(f"survey {rows[-1]['model']}: {per_jacobian:.3g} s a Jacobian, {rows[-1]['times_bare']:.2f}× a bare "
+              f"dense ∂D/∂y ({bare:.3g} s)", flush=True)
+    return rows
+
+
 XL_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 """σ of the DiT-XL/2 part, in latent units (the latents here are standard normal)."""
 
@@ -329,7 +371,8 @@ def xl_part(device: torch.device, depth: int, width: int, heads: int, latents: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", default="dense,batched,topk,xl", help="add fallback for issue 25's CPU fallback")
+    parser.add_argument("--parts", default="dense,batched,survey,topk,xl",
+                        help="add fallback for issue 25's CPU fallback")
     parser.add_argument("--fallback-methods", default="lanczos", help="matrix-free methods of the fallback part")
     parser.add_argument("--images", type=int, default=8, help="images of the batched part")
     parser.add_argument("--xl-depth", type=int, default=28)
@@ -367,6 +410,7 @@ def main() -> None:
 
     run = {"dense": lambda: dense_part(models, device, precisions, args.repeats, gemm),
            "batched": lambda: batched_part(models, device, precisions, args.images, gemm),
+           "survey": lambda: survey_part(models, device),
            "xl": xl,
            "fallback": lambda: fallback_part(models, device, args.fallback_methods.split(","), args.tolerance),
            "topk": lambda: topk_part(device, [int(k) for k in args.ks.split(",")], args.lanczos, args.tolerance)}
@@ -423,6 +467,10 @@ def print_rows(part: str, rows) -> None:
             print(f"| top-k | {row['method']} top-{row['k']} (d = {row['d']}) | {row['seconds']:.3g} | "
                   f"{row['products']} products | residual ≤ {row['worst_residual']:.1e}; Δλ/λ₀ ≤ "
                   f"{row['eigenvalue_error_rel']:.1e} |")
+    elif part == "survey":
+        for row in rows:
+            print(f"| survey | {row['model']}, {row['jacobians']} Jacobians | {row['seconds_per_jacobian']:.3g} a "
+                  f"Jacobian | — | {row['times_bare']:.2f}× a bare dense ∂D/∂y |")
     elif part == "fallback":
         for row in rows:
             extra = "" if row["method"] == "dense" else (
