@@ -30,6 +30,7 @@ from biasprobe.analyses.jacobian import DENSE_MAX_DIMENSION, jacobian
 from biasprobe.analyses.span import jacobian_memorization
 from biasprobe.denoiser import Denoiser
 from biasprobe.errors import InputError
+from biasprobe.progress import stage
 
 SURVEY_RANKS = 128
 """Eigenvectors the summary may judge: K ≤ d/16 = 64 at 32×32 after up to 64 skipped λ > 1."""
@@ -110,10 +111,11 @@ def gahb_survey(
     split = np.array([SPLITS[0]] * len(tested) + [SPLITS[1]] * (len(analysed) - len(tested)))
     per_draw = []
     for draw in range(draws):
-        store = jacobian(denoiser, analysed, sigmas, timesteps, top_k=min(SURVEY_RANKS, d), method="dense",
-                         output="denoised", precision=precision, seed=draw_seed(seed, draw), progress=progress,
-                         training_images=training_images if held_out_images is not None else None,
-                         held_out_images=held_out_images, neighbours=neighbours, singular=False)
+        with stage(f"draw {draw + 1}/{draws}"):  # the progress lines say which draw
+            store = jacobian(denoiser, analysed, sigmas, timesteps, top_k=min(SURVEY_RANKS, d), method="dense",
+                             output="denoised", precision=precision, seed=draw_seed(seed, draw), progress=progress,
+                             training_images=training_images if held_out_images is not None else None,
+                             held_out_images=held_out_images, neighbours=neighbours, singular=False)
         per_draw.append(_reduce(store, training_images, held_out_images, neighbours, keep_vectors=draw == 0))
     shared = per_draw[0][["eigenvector", "clean"]]  # the first draw's eigenvectors; the clean images of all
     survey = xr.concat([part.drop_vars(["eigenvector", "clean"], errors="ignore") for part in per_draw], dim="draw",
