@@ -25,8 +25,8 @@ Parts (``--parts``, default every one but ``fallback``):
 
 - ``fallback``: issue 25's CPU fallback for the GAHB survey: for each model, the top :data:`FALLBACK_K` eigenpairs of
   (J + Jᵀ)/2 of ∂D/∂y at one noisy image (what a survey judges, ``biasprobe.analyses.survey.SURVEY_RANKS``) by the
-  matrix-free methods (``--fallback-methods``, default lanczos) against the dense Jacobian and its eigh in the same
-  run: seconds, J-products, the worst residual, the largest |Δλ|/λ₀ against dense and the largest principal angle
+  matrix-free methods (``--fallback-methods``, default lanczos; without singular triplets, as the survey asks)
+  against the dense Jacobian and its eigh in the same run: seconds, J-products, the worst residual, the largest |Δλ|/λ₀ against dense and the largest principal angle
   between the top-8 eigenspaces, and the time as a multiple of dense's.
 
 - ``xl``: a DiT-XL/2-sized facebookresearch checkpoint (28 layers, width 1152, 16 heads, patch 2, 32×32×4
@@ -212,7 +212,7 @@ def topk_part(device: torch.device, ks: list[int], lanczos: bool, tolerance: flo
         for k in ks:
             operator = JacobianOperator(denoiser, y, SIGMA, output="denoised")
             start = clock(device)
-            found = decompose(operator, method, k, tolerance=tolerance, seed=0)
+            found = decompose(operator, method, k, tolerance=tolerance, seed=0, singular=False)  # as the survey
             seconds = clock(device) - start
             values = torch.as_tensor(found.spectrum[:k])
             rows.append({"method": method, "k": k, "d": y[0].numel(), "seconds": seconds,
@@ -246,7 +246,7 @@ def fallback_part(models: list[str], device: torch.device, methods: list[str], t
         for method in methods:
             operator = JacobianOperator(denoiser, y, SIGMA, output="denoised")
             start = clock(device)
-            found = decompose(operator, method, k, tolerance=tolerance, seed=0)
+            found = decompose(operator, method, k, tolerance=tolerance, seed=0, singular=False)  # as the survey
             seconds = clock(device) - start
             top = torch.as_tensor(found.spectrum[:k]).double()
             basis = torch.as_tensor(found.eigenvectors[:8]).double().T
@@ -424,12 +424,11 @@ def main() -> None:
         started = time.perf_counter()
         try:
             result[part] = run[part]()
+            print_rows(part, result[part])
         except Exception as error:  # noqa: BLE001 - recorded with its traceback; the other parts still run, and the run
             traceback.print_exc()  # exits non-zero at its end
             failed[part] = result.setdefault("failed", {})[part] = f"{type(error).__name__}: {error}"
             print(f"| {part} | failed after {time.perf_counter() - started:.0f} s: {failed[part]} | | | |", flush=True)
-        else:
-            print_rows(part, result[part])
         if path is not None:  # after every part, so that a run cut off by a time limit keeps what it measured
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_suffix(".tmp").write_text(json.dumps(result, indent=1) + "\n")
