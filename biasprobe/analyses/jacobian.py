@@ -217,16 +217,16 @@ def jacobian(
         ),
         eigen_residual=(per_rank, stack("eigen_residual"), {"long_name": "‖Se − λe‖/|λ|"}),
         jacobian_residual=(per_rank, stack("jacobian_residual"), {"long_name": "‖Je − λe‖/|λ|"}),
-        **({} if not singular else dict(
-            singular_value=(per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
-            singular_cosine=(per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
-            singular_residual=(
+        **({} if not singular else {
+            "singular_value": (per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
+            "singular_cosine": (per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
+            "singular_residual": (
                 per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
             ),
-        )),
+        }),
         spectrum=(per_index, stack("spectrum"), {"long_name": "eigenvalue λ_k of S = (J + Jᵀ)/2"}),
-        **({} if not singular else dict(singular_spectrum=(
-            per_index, stack("singular_spectrum"), {"long_name": "singular value s_k of the Jacobian J"}))),
+        **({} if not singular else {"singular_spectrum": (
+            per_index, stack("singular_spectrum"), {"long_name": "singular value s_k of the Jacobian J"})}),
         effective_dimension=(
             ("image", "sigma"), stack("trace"),
             {"long_name": "effective dimensionality tr(J)", "estimator": "exact" if resolved == "dense"
