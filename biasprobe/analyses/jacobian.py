@@ -218,7 +218,8 @@ def jacobian(
         eigen_residual=(per_rank, stack("eigen_residual"), {"long_name": "‖Se − λe‖/|λ|"}),
         jacobian_residual=(per_rank, stack("jacobian_residual"), {"long_name": "‖Je − λe‖/|λ|"}),
         **({} if not singular else {
-            "singular_value": (per_rank, stack("singular_spectrum")[..., :ranks], {"long_name": "singular value s of J"}),
+            "singular_value": (per_rank, stack("singular_spectrum")[..., :ranks],
+                               {"long_name": "singular value s of J"}),
             "singular_cosine": (per_rank, stack("singular_cosine"), {"long_name": "cos(u, v) of the singular vectors"}),
             "singular_residual": (
                 per_rank, stack("singular_residual"), {"long_name": "√(‖Jv − su‖² + ‖Jᵀu − sv‖²)/s"}
