@@ -122,17 +122,17 @@ def jacobian_memorization(
     for i in range(sizes[0]):
         clean = torch.as_tensor(dataset.clean.values[i]).double().flatten()
         others = held_out[(held_out - clean).abs().amax(1) > 1e-6]
-        units = {"train": training_units, "held_out": centred_unit(others)}
         if len(others) < count:
             raise InputError(f"{{held_out_images}} needs at least {count} images other than the analysed ones, "
                              f"got {len(others)}", parameters=["held_out_images"])
+        pools = (("train", training, training_units), ("held_out", others, centred_unit(others)))
         for s in range(sizes[1]):
             at = dataset.isel(image=i, sigma=s)
             denoised = torch.as_tensor(at.denoised.values).double().flatten()
             vectors = at.eigenvector.values.reshape(stored, d)
             weights = np.clip(at.eigenvalue.values[:top], 0, None)
-            for side, pool in (("train", training), ("held_out", others)):
-                index, cosine = _nearest(denoised, units[side], count)
+            for side, pool, pool_units in pools:
+                index, cosine = _nearest(denoised, pool_units, count)
                 chosen = pool[index].numpy()
                 basis = span_basis(chosen - chosen.mean(0) if centred else chosen)
                 fraction = span_energy(vectors, basis)
